@@ -1,0 +1,37 @@
+// Shared helpers of the fastreplay core: error throwing, a debug-only assert and sanitizer detection.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#if defined(__SANITIZE_THREAD__)
+#define FASTREPLAY_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define FASTREPLAY_TSAN 1
+#endif
+#endif
+#ifndef FASTREPLAY_TSAN
+#define FASTREPLAY_TSAN 0
+#endif
+
+// Internal invariants only; never used to validate input (Release builds define NDEBUG).
+#ifdef NDEBUG
+#define FR_DEBUG_ASSERT(cond) ((void)0)
+#else
+#include <cassert>
+#define FR_DEBUG_ASSERT(cond) assert(cond)
+#endif
+
+namespace fastreplay {
+
+// Invalid argument from the caller (pybind11 turns it into ValueError).
+[[noreturn]] inline void throw_invalid(const std::string& msg) { throw std::invalid_argument(msg); }
+// Index out of range (pybind11 turns it into IndexError).
+[[noreturn]] inline void throw_index(const std::string& msg) { throw std::out_of_range(msg); }
+
+inline constexpr std::size_t kCacheLine = 64;
+
+}  // namespace fastreplay

@@ -1,0 +1,206 @@
+// Proportional prioritized replay (Schaul et al. 2015) on the ring: sum/min trees, stratified sampling, weights.
+//
+// Contract (in addition to ReplayCore's):
+// - A priority p is stored as the leaf (p + eps)^alpha; slot i is drawn with probability leaf_i / sum(leaves).
+// - New transitions enter with the maximum priority: over all time (default), or over the transitions stored now.
+// - sample(n, beta) cuts [0, total) into n equal strata and draws one point uniformly in each. The importance
+//   weight of row i is (N * P(i))^-beta normalised by the largest weight over all stored transitions,
+//   (N * P_min)^-beta, which simplifies to (leaf_min / leaf_i)^beta: always in (0, 1].
+// - Tree writes (add's new leaves, update_priorities, set_alpha) are serialised by one mutex, held for O(log N)
+//   per row; sampling reads the tree without any lock. A concurrent sample sees every node old or new; each
+//   drawn slot had a nonzero leaf when its descent passed it, and is re-drawn if its slot is being written.
+//   Once writers stop, the root equals the sum of the leaves.
+// - Stale indices: update_priorities with generations skips (or rejects) rows whose slot was rewritten since
+//   it was sampled.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "fastreplay/replay.h"
+#include "fastreplay/segment_tree.h"
+
+namespace fastreplay {
+
+class PrioritizedCore : public ReplayCore {
+ public:
+  enum class MaxMode { AllTime, Stored };
+
+  PrioritizedCore(std::size_t capacity, const std::vector<FieldSpec>& fields, std::uint64_t seed, double alpha,
+                  double eps, MaxMode mode)
+      : ReplayCore(capacity, fields, seed), tree_(capacity), raw_(capacity, 0.0), mode_(mode), eps_(eps) {
+    if (mode_ == MaxMode::Stored) max_tree_.reset(new MaxTree(capacity));
+    check_alpha(alpha);
+    if (!(eps >= 0.0) || !std::isfinite(eps)) throw_invalid("eps must be finite and >= 0, got " + std::to_string(eps));
+    alpha_ = alpha;
+  }
+
+  double alpha() const { return alpha_; }
+  double eps() const { return eps_; }
+  MaxMode max_mode() const { return mode_; }
+  double max_priority() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return current_max();
+  }
+  const SegmentTree& tree() const { return tree_; }
+  // Priority last given to a slot (before eps and alpha).
+  double priority(std::size_t slot) const { return raw_[slot]; }
+
+  // Change alpha: every leaf is recomputed from its stored priority and the trees rebuilt. O(capacity)
+  void set_alpha(double alpha) {
+    check_alpha(alpha);
+    std::lock_guard<std::mutex> lock(mu_);
+    alpha_ = alpha;
+    const std::size_t size = this->size();
+    for (std::size_t s = 0; s < capacity(); ++s) tree_.set_leaf_only(s, s < size ? leaf_value(raw_[s]) : 0.0);
+    tree_.rebuild();
+  }
+
+  // Stratified sample of n slots with importance weights. idx[n], weights[n] (float32), gens[n] (may be null),
+  // out[f]. Throws if empty or beta < 0. O(n log capacity + n * row bytes)
+  void sample(std::size_t n, double beta, std::int64_t* idx, float* weights, std::uint64_t* gens,
+              std::uint8_t* const* out) {
+    if (!(beta >= 0.0) || !std::isfinite(beta)) throw_invalid("sample: beta must be finite and >= 0, got " + std::to_string(beta));
+    if (size() == 0) throw_invalid("sample: the buffer is empty; add transitions first");
+    Rng rng(seed(), next_stream());
+    thread_local std::vector<double> u;
+    thread_local std::vector<std::size_t> nodes;
+    u.resize(n);
+    nodes.resize(n);
+    double total = tree_.total();
+    const double seg = total / static_cast<double>(n);
+    for (std::size_t k = 0; k < n; ++k) u[k] = (static_cast<double>(k) + rng.uniform()) * seg;
+    tree_.find_prefix_many(u.data(), n, idx, nodes.data());
+    const std::size_t cap = capacity();
+    for (std::size_t k = 0; k < n; ++k) {  // only reachable under concurrent writes: a leaf emptied mid-descent
+      if (static_cast<std::size_t>(idx[k]) >= cap || tree_.leaf(static_cast<std::size_t>(idx[k])) <= 0.0) idx[k] = redraw(k, n, rng);
+    }
+    gather_consistent(idx, n, gens, out, [&](std::size_t k) { return redraw(k, n, rng); });
+    const double pmin = tree_.min();
+    for (std::size_t k = 0; k < n; ++k) {
+      const double p = tree_.leaf(static_cast<std::size_t>(idx[k]));
+      weights[k] = p > 0.0 && pmin < std::numeric_limits<double>::infinity()
+                       ? static_cast<float>(std::pow(std::min(pmin / p, 1.0), beta))
+                       : 1.0f;
+    }
+  }
+
+  // Set priorities: leaf(idx[k]) = (prio[k] + eps)^alpha, the last of duplicate indices winning. With gens, a
+  // row whose slot now holds a different transition is skipped (or, with raise_stale, the call is rejected).
+  // Everything is validated before anything is written. Returns the number of rows skipped as stale.
+  // O(n log n + n log capacity)
+  std::size_t update_priorities(const std::int64_t* idx, const double* prio, std::size_t n, const std::uint64_t* gens,
+                                bool raise_stale) {
+    check_indices("update_priorities", idx, n);
+    for (std::size_t k = 0; k < n; ++k) {
+      if (!std::isfinite(prio[k]) || prio[k] < 0.0)
+        throw_invalid("update_priorities: priorities must be finite and >= 0, got " + std::to_string(prio[k]) +
+                      " at position " + std::to_string(k));
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    std::size_t stale = 0;
+    idx_buf_.clear();
+    val_buf_.clear();
+    for (std::size_t k = 0; k < n; ++k) {
+      const auto slot = static_cast<std::size_t>(idx[k]);
+      if (gens && ring_.seq_acquire(slot) != 2 * gens[k]) {
+        if (raise_stale)
+          throw_invalid("update_priorities: index " + std::to_string(idx[k]) + " at position " + std::to_string(k) +
+                        " is stale: its slot was overwritten after it was sampled (generation " +
+                        std::to_string(gens[k]) + ", now " + std::to_string(ring_.generation(slot)) + ")");
+        ++stale;
+        continue;
+      }
+      idx_buf_.push_back(idx[k]);
+      val_buf_.push_back(prio[k]);
+    }
+    for (std::size_t k = 0; k < idx_buf_.size(); ++k) {
+      raw_[static_cast<std::size_t>(idx_buf_[k])] = val_buf_[k];
+      if (max_tree_) max_tree_->set(static_cast<std::size_t>(idx_buf_[k]), val_buf_[k]);
+      max_all_time_ = std::max(max_all_time_, val_buf_[k]);
+      val_buf_[k] = leaf_value(val_buf_[k]);
+    }
+    tree_.set_many(idx_buf_.data(), val_buf_.data(), idx_buf_.size(), scratch_);
+    return stale;
+  }
+
+  void clear() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    ReplayCore::clear();
+    tree_.reset();
+    std::fill(raw_.begin(), raw_.end(), 0.0);
+    max_all_time_ = 1.0;
+    if (max_tree_) max_tree_->reset();
+  }
+
+ protected:
+  void on_published(std::uint64_t first, std::size_t m, const std::vector<std::uint8_t>& obsolete) override {
+    const std::size_t cap = capacity();
+    std::lock_guard<std::mutex> lock(mu_);
+    const double p = current_max();
+    const double leaf = leaf_value(p);
+    const std::size_t slot0 = static_cast<std::size_t>(first % cap);
+    if (obsolete.empty()) {
+      const std::size_t len1 = std::min(m, cap - slot0);
+      std::fill(raw_.begin() + static_cast<std::ptrdiff_t>(slot0), raw_.begin() + static_cast<std::ptrdiff_t>(slot0 + len1), p);
+      std::fill(raw_.begin(), raw_.begin() + static_cast<std::ptrdiff_t>(m - len1), p);
+      if (max_tree_)
+        for (std::size_t k = 0; k < m; ++k) max_tree_->set((slot0 + k) % cap, p);
+      if (m == 1) {
+        tree_.set(slot0, leaf);
+      } else {
+        tree_.set_range(slot0, slot0 + len1, leaf);
+        tree_.set_range(0, m - len1, leaf);
+      }
+      return;
+    }
+    for (std::size_t k = 0; k < m; ++k) {
+      if (obsolete[k]) continue;
+      const std::size_t slot = static_cast<std::size_t>((first + k) % cap);
+      raw_[slot] = p;
+      if (max_tree_) max_tree_->set(slot, p);
+      tree_.set(slot, leaf);
+    }
+  }
+
+ private:
+  static void check_alpha(double alpha) {
+    if (!(alpha >= 0.0) || !std::isfinite(alpha)) throw_invalid("alpha must be finite and >= 0, got " + std::to_string(alpha));
+  }
+  double leaf_value(double p) const { return std::pow(p + eps_, alpha_); }
+  // Caller holds mu_.
+  double current_max() const {
+    if (mode_ == MaxMode::AllTime) return max_all_time_;
+    return this->size() ? max_tree_->max() : 1.0;
+  }
+  std::int64_t redraw(std::size_t k, std::size_t n, Rng& rng) {
+    for (unsigned tries = 0;; ++tries) {
+      const double total = tree_.total();
+      const double u = (static_cast<double>(k) + rng.uniform()) * total / static_cast<double>(n);
+      const std::int64_t s = tree_.find_prefix(u);
+      if (static_cast<std::size_t>(s) < capacity() && tree_.leaf(static_cast<std::size_t>(s)) > 0.0) return s;
+      if (tries > 64) std::this_thread::yield();
+    }
+  }
+
+  SegmentTree tree_;
+  std::unique_ptr<MaxTree> max_tree_;  // only for MaxMode::Stored
+  std::vector<double> raw_;  // priority per slot, as given (before eps and alpha)
+  MaxMode mode_;
+  double eps_;
+  double alpha_ = 0.6;
+  double max_all_time_ = 1.0;
+  mutable std::mutex mu_;
+  std::vector<std::int64_t> idx_buf_;
+  std::vector<double> val_buf_;
+  std::vector<std::size_t> scratch_;
+};
+
+}  // namespace fastreplay

@@ -1,0 +1,180 @@
+// The uniform replay core: columnar storage on a lock-free ring, uniform sampling and consistent batched gather.
+//
+// Contract:
+// - add(), sample() and get() may be called from any number of threads at once (they never take a lock).
+//   A row handed out by sample()/get() is always one whole transition, never a mix of two, never a slot being
+//   written (see ring.h for the protocol). clear() must not run concurrently with anything else.
+// - Single-threaded, a fixed seed gives the same sequence of batches: every sample() call draws from its own
+//   generator stream (seed, call number), so concurrent callers never share generator state.
+// - Storage memory never moves: views of it stay valid for the life of the core (their rows are overwritten as
+//   the ring wraps).
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "fastreplay/common.h"
+#include "fastreplay/copy.h"
+#include "fastreplay/gather.h"
+#include "fastreplay/ring.h"
+#include "fastreplay/rng.h"
+#include "fastreplay/storage.h"
+
+namespace fastreplay {
+
+class ReplayCore {
+ public:
+  ReplayCore(std::size_t capacity, const std::vector<FieldSpec>& fields, std::uint64_t seed)
+      : ring_((check_capacity(capacity), capacity)), seed_(seed) {
+    if (fields.empty()) throw_invalid("a buffer needs at least one field");
+    columns_.reserve(fields.size());
+    for (const auto& f : fields) columns_.emplace_back(f, capacity);
+  }
+  virtual ~ReplayCore() = default;
+  ReplayCore(const ReplayCore&) = delete;
+  ReplayCore& operator=(const ReplayCore&) = delete;
+
+  std::size_t capacity() const { return ring_.capacity(); }
+  std::size_t size() const { return ring_.size(); }
+  std::size_t num_fields() const { return columns_.size(); }
+  const Column& column(std::size_t f) const { return columns_[f]; }
+  const Ring& ring() const { return ring_; }
+  std::uint64_t seed() const { return seed_; }
+  // Generator stream of the next sample call (exposed so a caller can save and restore it).
+  std::uint64_t stream() const { return calls_.load(std::memory_order_relaxed); }
+  void set_stream(std::uint64_t s) { calls_.store(s, std::memory_order_relaxed); }
+  std::uint64_t next_stream() { return calls_.fetch_add(1, std::memory_order_relaxed); }
+
+  // Append n rows; src[f] points at n contiguous rows of field f. Wraps around the ring inside the call; when
+  // n > capacity only the last capacity rows are kept. O(n * row bytes)
+  void add(const void* const* src, std::size_t n) {
+    if (n == 0) return;
+    const std::size_t cap = capacity();
+    const std::uint64_t t0 = ring_.begin_write(n);
+    const std::size_t skip = n > cap ? n - cap : 0;
+    const std::uint64_t first = t0 + skip;
+    const std::size_t m = n - skip;
+
+    std::vector<std::uint8_t> obsolete;  // stays empty unless a faster writer lapped us (very rare)
+    for (std::size_t k = 0; k < m; ++k) {
+      if (!ring_.claim(first + k)) {
+        if (obsolete.empty()) obsolete.assign(m, 0);
+        obsolete[k] = 1;
+      }
+    }
+    on_claimed(first, m, obsolete);
+    const std::size_t slot0 = static_cast<std::size_t>(first % cap);
+    if (obsolete.empty()) {
+      const std::size_t len1 = std::min(m, cap - slot0);
+      for (std::size_t f = 0; f < columns_.size(); ++f) {
+        const std::size_t rb = columns_[f].row_bytes();
+        const auto* s = static_cast<const std::uint8_t*>(src[f]) + skip * rb;
+        store_shared(columns_[f].row(slot0), s, len1 * rb);
+        if (m > len1) store_shared(columns_[f].row(0), s + len1 * rb, (m - len1) * rb);
+      }
+    } else {
+      for (std::size_t k = 0; k < m; ++k) {
+        if (obsolete[k]) continue;
+        const std::size_t slot = static_cast<std::size_t>((first + k) % cap);
+        for (std::size_t f = 0; f < columns_.size(); ++f) {
+          const std::size_t rb = columns_[f].row_bytes();
+          store_shared(columns_[f].row(slot), static_cast<const std::uint8_t*>(src[f]) + (skip + k) * rb, rb);
+        }
+      }
+    }
+    for (std::size_t k = 0; k < m; ++k)
+      if (obsolete.empty() || !obsolete[k]) ring_.publish(first + k);
+    on_published(first, m, obsolete);
+    ring_.end_write(n);
+  }
+
+  // Draw n slots uniformly from the stored transitions and gather their rows: idx[n] (int64), out[f] (n rows of
+  // field f), gens[n] (generation of each row, may be null). Throws if the buffer is empty. O(n * row bytes)
+  void sample(std::size_t n, std::int64_t* idx, std::uint64_t* gens, std::uint8_t* const* out) {
+    Rng rng(seed_, next_stream());
+    const std::size_t size = ring_.size();
+    if (size == 0) throw_invalid("sample: the buffer is empty; add transitions first");
+    for (std::size_t i = 0; i < n; ++i) idx[i] = static_cast<std::int64_t>(rng.bounded(size));
+    gather_consistent(idx, n, gens, out, [&](std::size_t) {
+      return static_cast<std::int64_t>(rng.bounded(std::max<std::size_t>(ring_.reserved_size(), 1)));
+    });
+  }
+
+  // Gather the rows at the given slots. Every index must be in [0, size()). O(n * row bytes)
+  void get(const std::int64_t* idx, std::size_t n, std::uint64_t* gens, std::uint8_t* const* out) {
+    check_indices("get", idx, n);
+    std::vector<std::int64_t> own(idx, idx + n);
+    gather_consistent(own.data(), n, gens, out, [&](std::size_t i) { return own[i]; });
+  }
+
+  // Throws IndexError naming the first index outside [0, size()).
+  void check_indices(const char* fn, const std::int64_t* idx, std::size_t n) const {
+    const auto size = static_cast<std::int64_t>(ring_.size());
+    for (std::size_t i = 0; i < n; ++i) {
+      if (idx[i] < 0 || idx[i] >= size) {
+        throw_index(std::string(fn) + ": index " + std::to_string(idx[i]) + " at position " + std::to_string(i) +
+                    " is out of range for a buffer holding " + std::to_string(size) + " transitions");
+      }
+    }
+  }
+
+  // Empty the buffer (memory is kept). Not safe concurrently with other calls. O(1)
+  virtual void clear() { ring_.clear(); }
+
+ protected:
+  // Hooks for prioritized replay: called after slots are claimed (before the copy) and after they are published.
+  virtual void on_claimed(std::uint64_t, std::size_t, const std::vector<std::uint8_t>&) {}
+  virtual void on_published(std::uint64_t, std::size_t, const std::vector<std::uint8_t>&) {}
+
+  // Gather rows for idx[0..n) so that each row is one whole published transition. If no writer ran during the
+  // copy (the common case) one global check covers the whole batch; otherwise each row is re-checked against its
+  // slot's sequence number and, if torn or not readable, idx[i] = redraw(i) and the row is copied again.
+  template <class Redraw>
+  void gather_consistent(std::int64_t* idx, std::size_t n, std::uint64_t* gens, std::uint8_t* const* out,
+                         Redraw&& redraw) {
+    const Ring::Quiet q = ring_.quiet_begin();
+    if (q.quiet) {
+      for (std::size_t f = 0; f < columns_.size(); ++f)
+        gather_rows(columns_[f].data(), columns_[f].row_bytes(), idx, n, out[f]);
+      if (gens)
+        for (std::size_t i = 0; i < n; ++i) gens[i] = ring_.generation(static_cast<std::size_t>(idx[i]));
+      if (ring_.quiet_end(q)) return;
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      for (unsigned tries = 0;; ++tries) {
+        const auto slot = static_cast<std::size_t>(idx[i]);
+        const std::uint64_t s1 = ring_.seq_acquire(slot);
+        if (ring_.readable(s1)) {
+          for (std::size_t f = 0; f < columns_.size(); ++f) {
+            const std::size_t rb = columns_[f].row_bytes();
+            load_shared(out[f] + i * rb, columns_[f].row(slot), rb);
+          }
+          if (ring_.seq_recheck(slot) == s1) {
+            if (gens) gens[i] = s1 / 2;
+            break;
+          }
+        }
+        if (tries > 64) std::this_thread::yield();
+        idx[i] = redraw(i);
+      }
+    }
+  }
+
+  Ring ring_;
+  std::vector<Column> columns_;
+
+ private:
+  static std::size_t check_capacity(std::size_t capacity) {
+    if (capacity == 0) throw_invalid("capacity must be positive, got 0");
+    return capacity;
+  }
+  const std::uint64_t seed_;
+  alignas(kCacheLine) std::atomic<std::uint64_t> calls_{0};
+};
+
+}  // namespace fastreplay

@@ -1,0 +1,138 @@
+// The ring's slot bookkeeping: lock-free reservation by an atomic cursor and per-slot seqlock publication.
+//
+// Every transition ever added has a ticket t (0, 1, 2, ...); it lives in slot t % capacity during lap t / capacity.
+// seq[slot] is even when the slot is stable and odd while a writer copies into it; a stable slot holding the
+// transition of lap L has seq == 2L + 2, so seq / 2 is the slot's generation (0 = never written).
+//
+//   writer:  t = cursor.fetch_add(n)            reserve tickets (several writers never share a ticket)
+//            CAS seq[slot]: even < 2L+1 -> 2L+1  claim; a slot already holding a newer lap is skipped
+//            copy the row, seq[slot] = 2L+2     publish (release)
+//   reader:  s1 = seq[slot] (acquire), copy, fence(acquire), s2 = seq[slot]; the row is whole iff s1 == s2, s1 even.
+//
+// Readers also get a cheaper global check: `begun` and `done` count writes (whole add calls) started and
+// finished. If done == begun before a gather and begun is unchanged after it, no writer touched storage during the
+// gather and no per-slot check is needed; otherwise the reader falls back to the per-slot protocol.
+//
+// clear() starts a new epoch: the cursor jumps to the next multiple of capacity, so tickets, laps and generations
+// keep growing and an index sampled before clear() is recognisably stale after it. clear() must not run
+// concurrently with add or sample.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <thread>
+
+#include "fastreplay/common.h"
+
+namespace fastreplay {
+
+class Ring {
+ public:
+  explicit Ring(std::size_t capacity) : capacity_(capacity), seq_(new std::atomic<std::uint64_t>[capacity]) {
+    for (std::size_t i = 0; i < capacity; ++i) seq_[i].store(0, std::memory_order_relaxed);
+  }
+
+  std::size_t capacity() const { return capacity_; }
+
+  // Number of published transitions of the current epoch (<= capacity). O(1)
+  std::size_t size() const {
+    const std::uint64_t c = committed_.load(std::memory_order_acquire);
+    const std::uint64_t b = base_.load(std::memory_order_relaxed);
+    return static_cast<std::size_t>(std::min<std::uint64_t>(c - b, capacity_));
+  }
+  // Tickets reserved in this epoch, clamped to capacity: the slots a sampler may draw (some possibly in flight).
+  std::size_t reserved_size() const {
+    const std::uint64_t c = cursor_.load(std::memory_order_acquire);
+    const std::uint64_t b = base_.load(std::memory_order_relaxed);
+    return static_cast<std::size_t>(std::min<std::uint64_t>(c - b, capacity_));
+  }
+  // Slot the next add writes to.
+  std::size_t next_index() const { return static_cast<std::size_t>(cursor_.load(std::memory_order_acquire) % capacity_); }
+  std::uint64_t total_added() const { return committed_.load(std::memory_order_acquire) - base_.load(std::memory_order_relaxed); }
+
+  // --- writer side -------------------------------------------------------------------------------------------
+  // Start a write of n rows; returns the first ticket. Must be paired with end_write(n).
+  std::uint64_t begin_write(std::size_t n) {
+    begun_.fetch_add(1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+    return cursor_.fetch_add(n, std::memory_order_acq_rel);
+  }
+  // Claim the slot of ticket t for writing; false if a newer lap already owns it (the row is obsolete: skip it).
+  bool claim(std::uint64_t t) {
+    const std::size_t slot = static_cast<std::size_t>(t % capacity_);
+    const std::uint64_t writing = 2 * (t / capacity_) + 1;
+    std::uint64_t s = seq_[slot].load(std::memory_order_acquire);
+    for (unsigned spins = 0;; ++spins) {
+      if (s & 1) {  // another writer is copying into this slot (it wrapped a whole lap onto us): wait
+        if (spins > 64) std::this_thread::yield();
+        s = seq_[slot].load(std::memory_order_acquire);
+        continue;
+      }
+      if (s > writing) return false;
+      if (seq_[slot].compare_exchange_weak(s, writing, std::memory_order_acq_rel, std::memory_order_acquire)) break;
+    }
+    std::atomic_thread_fence(std::memory_order_release);
+    return true;
+  }
+  void publish(std::uint64_t t) {
+    seq_[t % capacity_].store(2 * (t / capacity_) + 2, std::memory_order_release);
+  }
+  void end_write(std::size_t n) {
+    committed_.fetch_add(n, std::memory_order_acq_rel);
+    done_.fetch_add(1, std::memory_order_release);
+  }
+
+  // --- reader side -------------------------------------------------------------------------------------------
+  // Token for the global check: valid (nonzero) only if no write was in progress when taken.
+  struct Quiet {
+    std::uint64_t begun;
+    bool quiet;
+  };
+  Quiet quiet_begin() const {
+    const std::uint64_t d = done_.load(std::memory_order_acquire);
+    const std::uint64_t b = begun_.load(std::memory_order_acquire);
+    return {b, b == d};
+  }
+  // True if no write started since quiet_begin (call after the copies).
+  bool quiet_end(const Quiet& q) const {
+    std::atomic_thread_fence(std::memory_order_acquire);
+    return q.quiet && begun_.load(std::memory_order_relaxed) == q.begun;
+  }
+
+  std::uint64_t seq_acquire(std::size_t slot) const { return seq_[slot].load(std::memory_order_acquire); }
+  std::uint64_t seq_recheck(std::size_t slot) const {
+    std::atomic_thread_fence(std::memory_order_acquire);
+    return seq_[slot].load(std::memory_order_relaxed);
+  }
+  // A seq value denotes a whole transition of the current epoch.
+  bool readable(std::uint64_t s) const {
+    return !(s & 1) && s >= 2 * (base_.load(std::memory_order_relaxed) / capacity_) + 2;
+  }
+  // Generation of a slot (seq / 2); 0 if never written.
+  std::uint64_t generation(std::size_t slot) const { return seq_[slot].load(std::memory_order_acquire) / 2; }
+  // Generation below which a slot's content predates the current epoch.
+  std::uint64_t epoch_generation() const { return base_.load(std::memory_order_relaxed) / capacity_ + 1; }
+
+  // Start a new, empty epoch. Not safe concurrently with add or sample.
+  void clear() {
+    const std::uint64_t c = cursor_.load(std::memory_order_acquire);
+    const std::uint64_t nb = (c + capacity_ - 1) / capacity_ * capacity_;
+    base_.store(nb, std::memory_order_relaxed);
+    cursor_.store(nb, std::memory_order_relaxed);
+    committed_.store(nb, std::memory_order_release);
+  }
+
+ private:
+  const std::size_t capacity_;
+  std::unique_ptr<std::atomic<std::uint64_t>[]> seq_;
+  alignas(kCacheLine) std::atomic<std::uint64_t> cursor_{0};
+  alignas(kCacheLine) std::atomic<std::uint64_t> committed_{0};
+  alignas(kCacheLine) std::atomic<std::uint64_t> begun_{0};
+  alignas(kCacheLine) std::atomic<std::uint64_t> done_{0};
+  alignas(kCacheLine) std::atomic<std::uint64_t> base_{0};
+};
+
+}  // namespace fastreplay

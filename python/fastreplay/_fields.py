@@ -1,0 +1,128 @@
+"""Field specifications: normalising ``{name: (shape, dtype)}`` and deriving fields from gymnasium spaces."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Tuple
+
+import numpy as np
+
+Shape = Tuple[int, ...]
+FieldSpecs = Dict[str, Tuple[Shape, np.dtype]]
+
+#: numpy dtype kinds a field may have: bool, signed and unsigned integers, floats, complex.
+SUPPORTED_KINDS = "biufc"
+
+
+def normalize_fields(fields: Any, where: str = "ReplayBuffer") -> FieldSpecs:
+    """Check and normalise a field mapping to ``{name: (shape tuple, native-endian numpy dtype)}``.
+
+    Each value is ``(shape, dtype)``; ``shape`` is an int, a tuple of ints or ``()`` for scalars. A bare dtype
+    means a scalar field.
+    """
+    if not isinstance(fields, Mapping):
+        raise TypeError(f"{where}: fields must be a mapping {{name: (shape, dtype)}}, got {type(fields).__name__}")
+    if len(fields) == 0:
+        raise ValueError(f"{where}: fields must name at least one field, got an empty mapping")
+    out: FieldSpecs = {}
+    for name, spec in fields.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{where}: field names must be non-empty strings, got {name!r}")
+        if name in ("indices", "weights", "generations"):
+            raise ValueError(f"{where}: field name {name!r} is reserved for the batch's own attributes")
+        if isinstance(spec, tuple) and len(spec) == 2:
+            shape, dtype = spec
+        else:
+            shape, dtype = (), spec
+        out[name] = (_shape(shape, name, where), _dtype(dtype, name, where))
+    return out
+
+
+def _shape(shape: Any, name: str, where: str) -> Shape:
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        shape = (int(shape),)
+    try:
+        dims = tuple(int(operator_index(d)) for d in shape)
+    except TypeError:
+        raise TypeError(f"{where}: field '{name}' shape must be a tuple of ints, got {shape!r}") from None
+    if any(d <= 0 for d in dims):
+        raise ValueError(f"{where}: field '{name}' shape must have positive dimensions, got {dims}")
+    return dims
+
+
+def operator_index(x: Any) -> int:
+    import operator
+
+    if isinstance(x, bool):
+        raise TypeError
+    return operator.index(x)
+
+
+def _dtype(dtype: Any, name: str, where: str) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{where}: field '{name}' dtype {dtype!r} is not a numpy dtype") from None
+    if dt.kind not in SUPPORTED_KINDS or dt.subdtype is not None or dt.fields is not None:
+        raise TypeError(
+            f"{where}: field '{name}' needs a fixed-size numeric or bool dtype "
+            f"(bool, int8-int64, uint8-uint64, float16/32/64, complex), got {dt}"
+        )
+    return dt.newbyteorder("=") if not dt.isnative else dt
+
+
+def fields_from_spaces(observation_space: Any, action_space: Any) -> FieldSpecs:
+    """Fields ``obs, action, reward, next_obs, done`` from gymnasium spaces (each space keeps its own dtype).
+
+    Box, Discrete, MultiDiscrete and MultiBinary are supported, and Dict observation spaces, whose keys become
+    fields ``obs.<key>`` and ``next_obs.<key>``. ``done`` is ``terminated``: store ``terminated``, not
+    ``terminated or truncated``, so that bootstrapping continues through time-limit truncations.
+    """
+    obs = _space_fields("obs", observation_space)
+    nxt = {"next_" + k: v for k, v in obs.items()}
+    act = _space_fields("action", action_space)
+    if len(act) != 1:
+        raise TypeError("from_env: Dict action spaces are not supported")
+    fields: FieldSpecs = {}
+    fields.update(obs)
+    fields.update(act)
+    fields["reward"] = ((), np.dtype(np.float32))
+    fields.update(nxt)
+    fields["done"] = ((), np.dtype(np.bool_))
+    return fields
+
+
+def _space_fields(name: str, space: Any) -> FieldSpecs:
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Dict):
+        out: FieldSpecs = {}
+        for key, sub in space.spaces.items():
+            for k, v in _space_fields(f"{name}.{key}", sub).items():
+                out[k] = v
+        return out
+    if isinstance(space, spaces.Discrete):
+        return {name: ((), np.dtype(np.int64))}
+    if isinstance(space, (spaces.Box, spaces.MultiDiscrete, spaces.MultiBinary)):
+        shape = tuple(int(d) for d in space.shape)
+        return {name: (shape, np.dtype(space.dtype))}
+    raise TypeError(
+        f"from_env: {name} space {type(space).__name__} is not supported "
+        "(Box, Discrete, MultiDiscrete, MultiBinary and Dict are)"
+    )
+
+
+def spaces_of(env_or_spaces: Any) -> Tuple[Any, Any]:
+    """(single observation space, single action space) of an env, a vector env or an (obs, action) pair."""
+    if isinstance(env_or_spaces, tuple) and len(env_or_spaces) == 2:
+        return env_or_spaces
+    obs = getattr(env_or_spaces, "single_observation_space", None) or getattr(env_or_spaces, "observation_space", None)
+    act = getattr(env_or_spaces, "single_action_space", None) or getattr(env_or_spaces, "action_space", None)
+    if obs is None or act is None:
+        raise TypeError(
+            "from_env: expected a gymnasium env, a vector env or an (observation_space, action_space) tuple, "
+            f"got {type(env_or_spaces).__name__}"
+        )
+    return obs, act
+
+
+def describe(fields: FieldSpecs) -> List[str]:
+    return [f"{k}: {dt}{list(shape)}" for k, (shape, dt) in fields.items()]

@@ -1,0 +1,222 @@
+"""The public buffer classes: thin Python shells over the compiled core (``fastreplay._core``).
+
+Thread safety: ``add``, ``sample``, ``get`` and ``update_priorities`` may be called from any number of threads at
+once; each releases the GIL while it works and none takes a global lock. A sampled row is always one whole
+transition, never a mix of two and never one still being written. ``clear`` must not run concurrently with other
+calls.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+
+from . import _core
+from ._batch import Batch
+from ._fields import FieldSpecs, fields_from_spaces, normalize_fields, spaces_of
+
+_core._set_batch_type(Batch)
+
+#: Casting rule for ``add``: numpy arrays and numpy scalars must cast to the field's dtype under numpy's
+#: ``'same_kind'`` rule; plain Python values (int, float, bool, lists) may go into any field of a compatible kind
+#: (bool anywhere, int into int/float, float into float), and a Python int must fit the field's range.
+CASTING = "same_kind"
+
+
+def _check_capacity(capacity: Any, where: str) -> int:
+    if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)):
+        raise TypeError(f"{where}: capacity must be an int, got {type(capacity).__name__}")
+    capacity = int(capacity)
+    if capacity <= 0:
+        raise ValueError(f"{where}: capacity must be positive, got {capacity}")
+    return capacity
+
+
+class ReplayBuffer(_core._Buffer):
+    """Uniform experience replay: a fixed-size ring of transitions stored column by column.
+
+    Args:
+        capacity: maximum number of transitions; the oldest are overwritten first.
+        fields: ``{name: (shape, dtype)}``, e.g. ``{"obs": ((4,), np.float32), "action": ((), np.int64)}``.
+            Any fixed-size numeric or bool dtype, any row shape (scalars and images included).
+        seed: seed of the buffer's generator; ``None`` draws one from the OS. With a seed, a single-threaded
+            sequence of calls gives the same batches every run.
+
+    Memory for all columns is reserved up front (lazily zeroed by the OS); a capacity that cannot be allocated
+    raises ``MemoryError``. ``add`` casts values as described by :data:`CASTING`.
+    """
+
+    _prioritized = False
+
+    def __init__(self, capacity: int, fields: Mapping[str, Any], seed: Optional[int] = None) -> None:
+        self._init("ReplayBuffer", capacity, fields, seed, 0.6, 0.0, "all_time")
+
+    def _init(self, where, capacity, fields, seed, alpha, eps, max_priority):
+        specs = normalize_fields(fields, where)
+        cap = _check_capacity(capacity, where)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"{where}: seed must be an int or None, got {type(seed).__name__}")
+        if seed is not None and not (0 <= int(seed) < 2**63):
+            raise ValueError(f"{where}: seed must be in [0, 2**63), got {seed}")
+        names = list(specs)
+        shapes = [specs[k][0] for k in names]
+        dtypes = [specs[k][1] for k in names]
+        super().__init__(cap, names, shapes, dtypes, seed, self._prioritized, alpha, eps, max_priority)
+        self._fields = specs
+
+    @classmethod
+    def from_env(cls, env_or_spaces: Any, capacity: int, seed: Optional[int] = None, **kwargs: Any) -> "ReplayBuffer":
+        """A buffer whose fields follow a gymnasium env's spaces.
+
+        ``env_or_spaces`` is an env, a vector env (its single-env spaces are used, and ``add`` takes one row per
+        sub-env) or an ``(observation_space, action_space)`` tuple. Fields: ``obs``, ``action``, ``reward``
+        (float32), ``next_obs``, ``done`` (bool: store ``terminated``, not truncation). Each space keeps its dtype
+        (a uint8 image stays uint8); Dict observation spaces give fields ``obs.<key>`` and ``next_obs.<key>``,
+        and ``add(obs={...})`` accepts the dict as the env returns it.
+        """
+        obs_space, act_space = spaces_of(env_or_spaces)
+        return cls(capacity, fields_from_spaces(obs_space, act_space), seed=seed, **kwargs)
+
+    @property
+    def fields(self) -> FieldSpecs:
+        """``{name: (shape, dtype)}`` of the stored fields."""
+        return dict(self._fields)
+
+    @property
+    def storage(self) -> Dict[str, np.ndarray]:
+        """Read-only zero-copy views ``{name: array[len(self), *shape]}`` of the stored rows, in slot order.
+
+        The views alias the buffer's memory: rows change as new transitions overwrite old ones, and a view keeps
+        the buffer's memory alive.
+        """
+        return {name: self._storage_view(i) for i, name in enumerate(self._fields)}
+
+    @property
+    def full(self) -> bool:
+        """True once ``capacity`` transitions are stored."""
+        return len(self) == self.capacity
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}: {dt}{list(shape)}" for k, (shape, dt) in self._fields.items())
+        return f"{type(self).__name__}(size={len(self)}, capacity={self.capacity}, fields={{{fields}}})"
+
+    def __reduce__(self):
+        raise TypeError(f"{type(self).__name__} cannot be pickled yet; save its storage views instead")
+
+
+class PrioritizedReplayBuffer(ReplayBuffer):
+    """Proportional prioritized experience replay (Schaul et al. 2015) on C++ sum and min trees.
+
+    Transition i is drawn with probability ``P(i) = (p_i + eps)**alpha / sum_j (p_j + eps)**alpha``.
+
+    Args:
+        capacity, fields, seed: as for :class:`ReplayBuffer`.
+        alpha: priority exponent, >= 0 (0 is uniform). Settable later: the trees are rebuilt.
+        eps: added to every priority before the exponent, so no stored transition has zero probability.
+        max_priority: priority given to new transitions: ``"all_time"`` (default; the largest priority ever set,
+            as in the paper's implementation) or ``"stored"`` (the largest among transitions stored now).
+            Both start at 1.0.
+        stale: what ``update_priorities`` does with a row whose slot was overwritten after it was sampled:
+            ``"skip"`` (default) or ``"raise"``.
+
+    ``sample(batch_size, beta)`` is stratified and returns ``weights`` normalised by the largest weight over all
+    stored transitions (found through the min tree), so weights lie in (0, 1].
+    """
+
+    _prioritized = True
+
+    def __init__(
+        self,
+        capacity: int,
+        fields: Mapping[str, Any],
+        alpha: float = 0.6,
+        eps: float = 1e-6,
+        seed: Optional[int] = None,
+        max_priority: str = "all_time",
+        stale: str = "skip",
+    ) -> None:
+        where = "PrioritizedReplayBuffer"
+        alpha = _check_real(alpha, "alpha", where)
+        eps = _check_real(eps, "eps", where)
+        if stale not in ("skip", "raise"):
+            raise ValueError(f"{where}: stale must be 'skip' or 'raise', got {stale!r}")
+        if max_priority not in ("all_time", "stored"):
+            raise ValueError(f"{where}: max_priority must be 'all_time' or 'stored', got {max_priority!r}")
+        self._init(where, capacity, fields, seed, alpha, eps, max_priority)
+        self._raise_stale = stale == "raise"
+
+    sample = _core._Buffer.__dict__["_sample_prioritized"]
+
+    def update_priorities(self, indices: Any, priorities: Any, generations: Any = None) -> int:
+        """Set the priorities of the transitions at ``indices`` (int[B]) to ``priorities`` (float[B], finite, >= 0).
+
+        Typically ``|td_error|``; stored as ``(p + eps) ** alpha``. With duplicate indices the last one wins.
+        Stale rows, whose slot was overwritten since they were sampled, are skipped (or raise, see ``stale``):
+        detected automatically when ``indices`` is a batch's own ``indices`` array, or through
+        ``generations=batch.generations``. Everything is validated first: a rejected call changes nothing.
+        Accepts numpy arrays, sequences and CPU/GPU torch tensors. Returns the number of rows skipped as stale.
+        """
+        if hasattr(priorities, "detach"):
+            priorities = priorities.detach().cpu().numpy()
+        if hasattr(indices, "detach"):
+            indices = indices.detach().cpu().numpy()
+        return self._update_priorities(indices, priorities, generations, self._raise_stale)
+
+    @property
+    def alpha(self) -> float:
+        """Priority exponent. Setting it recomputes every leaf and rebuilds the trees (O(capacity))."""
+        return self._alpha
+
+    @alpha.setter
+    def alpha(self, value: float) -> None:
+        self._alpha = _check_real(value, "alpha", "PrioritizedReplayBuffer.alpha")
+
+    @property
+    def eps(self) -> float:
+        return self._eps
+
+    @property
+    def max_priority(self) -> float:
+        """Priority that the next added transition receives (before eps and alpha)."""
+        return self._max_priority
+
+    @property
+    def priorities(self) -> np.ndarray:
+        """float64[len(self)]: the priority last set for each stored slot (before eps and alpha), a copy."""
+        return self._priorities()
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + f", alpha={self.alpha}, eps={self.eps})"
+
+
+def _check_real(x: Any, name: str, where: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{where}: {name} must be a real number, got {type(x).__name__}")
+    x = float(x)
+    if not np.isfinite(x) or x < 0:
+        raise ValueError(f"{where}: {name} must be finite and >= 0, got {x}")
+    return x
+
+
+class LinearSchedule:
+    """A value annealed linearly from ``start`` to ``end`` over ``steps`` steps, then held (e.g. PER's beta).
+
+    ``LinearSchedule(0.4, 1.0, 100_000)(t)`` is beta at step t.
+    """
+
+    def __init__(self, start: float, end: float = 1.0, steps: int = 100_000) -> None:
+        if steps <= 0:
+            raise ValueError(f"LinearSchedule: steps must be positive, got {steps}")
+        self.start, self.end, self.steps = float(start), float(end), int(steps)
+
+    def __call__(self, t: int) -> float:
+        frac = min(max(t, 0) / self.steps, 1.0)
+        return self.start + frac * (self.end - self.start)
+
+    def __repr__(self) -> str:
+        return f"LinearSchedule(start={self.start}, end={self.end}, steps={self.steps})"
+
+
+def beta_schedule(beta0: float = 0.4, steps: int = 100_000) -> LinearSchedule:
+    """PER's beta annealed linearly from ``beta0`` to 1 over ``steps`` steps."""
+    return LinearSchedule(beta0, 1.0, steps)
