@@ -267,8 +267,8 @@ class Buffer {
       py::gil_scoped_release nogil;
       if (per_)
         per_->sample(o.n, beta, o.indices, o.weights, o.generations, o.rows.data());
-      else
-        core_->sample(o.n, o.indices, o.generations, o.rows.data());
+      else  // generations only matter for priority updates: uniform batches skip that extra random read per row
+        core_->sample(o.n, o.indices, nullptr, o.rows.data());
     }
     return o.batch;
   }
@@ -280,7 +280,7 @@ class Buffer {
     const auto n = static_cast<std::size_t>(PyArray_SIZE(a));
     const auto* idx = static_cast<const std::int64_t*>(PyArray_DATA(a));
     core_->check_indices("get", idx, n);
-    Out o = new_batch(n);
+    Out o = new_batch(n, true);
     std::memcpy(o.indices, idx, n * sizeof(std::int64_t));
     {
       py::gil_scoped_release nogil;
@@ -478,7 +478,7 @@ class Buffer {
   }
 
   // A fresh batch of n rows in one pooled block: indices, generations, weights (prioritized) and each field.
-  Out new_batch(std::size_t n) {
+  Out new_batch(std::size_t n, bool with_generations = false) {
     const std::size_t nf = fields_.size();
     std::vector<std::size_t> off(nf);
     std::size_t bytes = 0;
@@ -528,8 +528,10 @@ class Buffer {
       if (PyDict_SetItem(o.batch.ptr(), f.key.ptr(), a.ptr()) < 0) throw py::error_already_set();
     }
     set_attr(o.batch, g_indices, typed_view(PyArray_DescrFromType(NPY_INT64), &nn, o.indices, cap.ptr()));
-    set_attr(o.batch, g_generations,
-             typed_view(PyArray_DescrFromType(NPY_UINT64), &nn, o.generations, cap.ptr()));
+    if (per_ || with_generations)
+      set_attr(o.batch, g_generations, typed_view(PyArray_DescrFromType(NPY_UINT64), &nn, o.generations, cap.ptr()));
+    else
+      set_attr(o.batch, g_generations, py::none());
     if (per_)
       set_attr(o.batch, g_weights, typed_view(PyArray_DescrFromType(NPY_FLOAT32), &nn, o.weights, cap.ptr()));
     else
@@ -576,10 +578,10 @@ class Buffer {
     py::object idx = py::reinterpret_steal<py::object>(PyObject_GetAttr(out.ptr(), g_indices.ptr()));
     if (!idx) throw py::error_already_set();
     o.indices = static_cast<std::int64_t*>(check(idx.ptr(), "indices", NPY_INT64, {}));
-    py::object gens = py::reinterpret_steal<py::object>(PyObject_GetAttr(out.ptr(), g_generations.ptr()));
-    if (!gens) throw py::error_already_set();
-    o.generations = static_cast<std::uint64_t*>(check(gens.ptr(), "generations", NPY_UINT64, {}));
     if (per_) {
+      py::object gens = py::reinterpret_steal<py::object>(PyObject_GetAttr(out.ptr(), g_generations.ptr()));
+      if (!gens) throw py::error_already_set();
+      o.generations = static_cast<std::uint64_t*>(check(gens.ptr(), "generations", NPY_UINT64, {}));
       py::object w = py::reinterpret_steal<py::object>(PyObject_GetAttr(out.ptr(), g_weights.ptr()));
       if (!w) throw py::error_already_set();
       o.weights = static_cast<float*>(check(w.ptr(), "weights", NPY_FLOAT32, {}));

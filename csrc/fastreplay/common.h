@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <stdexcept>
 #include <string>
 
@@ -33,5 +34,11 @@ namespace fastreplay {
 [[noreturn]] inline void throw_index(const std::string& msg) { throw std::out_of_range(msg); }
 
 inline constexpr std::size_t kCacheLine = 64;
+
+// a * b, or std::bad_alloc if the product does not fit in size_t (a size no machine could allocate).
+inline std::size_t checked_mul(std::size_t a, std::size_t b) {
+  if (b != 0 && a > static_cast<std::size_t>(-1) / b) throw std::bad_alloc();
+  return a * b;
+}
 
 }  // namespace fastreplay

@@ -34,6 +34,7 @@ class ReplayCore {
     if (fields.empty()) throw_invalid("a buffer needs at least one field");
     columns_.reserve(fields.size());
     for (const auto& f : fields) columns_.emplace_back(f, capacity);
+    for (const auto& c : columns_) refs_.push_back({c.data(), c.row_bytes()});
   }
   virtual ~ReplayCore() = default;
   ReplayCore(const ReplayCore&) = delete;
@@ -139,8 +140,7 @@ class ReplayCore {
                          Redraw&& redraw) {
     const Ring::Quiet q = ring_.quiet_begin();
     if (q.quiet) {
-      for (std::size_t f = 0; f < columns_.size(); ++f)
-        gather_rows(columns_[f].data(), columns_[f].row_bytes(), idx, n, out[f]);
+      gather_batch(refs_.data(), refs_.size(), idx, n, out);
       if (gens)
         for (std::size_t i = 0; i < n; ++i) gens[i] = ring_.generation(static_cast<std::size_t>(idx[i]));
       if (ring_.quiet_end(q)) return;
@@ -167,6 +167,7 @@ class ReplayCore {
 
   Ring ring_;
   std::vector<Column> columns_;
+  std::vector<ColumnRef> refs_;
 
  private:
   static std::size_t check_capacity(std::size_t capacity) {

@@ -26,13 +26,18 @@
 #include <thread>
 
 #include "fastreplay/common.h"
+#include "fastreplay/storage.h"
 
 namespace fastreplay {
 
 class Ring {
  public:
-  explicit Ring(std::size_t capacity) : capacity_(capacity), seq_(new std::atomic<std::uint64_t>[capacity]) {
-    for (std::size_t i = 0; i < capacity; ++i) seq_[i].store(0, std::memory_order_relaxed);
+  // Sequence numbers start at 0 (never written); zeroed memory is a valid array of atomics at 0 on every
+  // platform we build for (lock-free 64-bit atomics have the layout of the plain integer).
+  explicit Ring(std::size_t capacity)
+      : capacity_(capacity), memory_(Column::allocate_zeroed(checked_mul(capacity, sizeof(std::atomic<std::uint64_t>)))),
+        seq_(reinterpret_cast<std::atomic<std::uint64_t>*>(memory_.get())) {
+    static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "64-bit atomics must be lock-free");
   }
 
   std::size_t capacity() const { return capacity_; }
@@ -127,7 +132,8 @@ class Ring {
 
  private:
   const std::size_t capacity_;
-  std::unique_ptr<std::atomic<std::uint64_t>[]> seq_;
+  std::shared_ptr<std::uint8_t> memory_;
+  std::atomic<std::uint64_t>* seq_;
   alignas(kCacheLine) std::atomic<std::uint64_t> cursor_{0};
   alignas(kCacheLine) std::atomic<std::uint64_t> committed_{0};
   alignas(kCacheLine) std::atomic<std::uint64_t> begun_{0};

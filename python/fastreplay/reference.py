@@ -1,0 +1,562 @@
+"""Pure-Python replay buffers with the same API and semantics as :mod:`fastreplay`'s compiled classes.
+
+This module is the specification: the baseline every benchmark compares against and the oracle tests compare
+with. It is written to be read, not to be fast: storage is one Python list of rows per field, sampling uses
+``random.Random(seed)``, and prioritized replay walks a binary sum tree kept in a Python list. Only the random
+numbers differ from the compiled classes; contents, priorities, generations, weights and errors (type and
+message) are the same.
+
+Bookkeeping, as in the C++ ring (``csrc/fastreplay/ring.h``): every row ever added gets a ticket t = 0, 1, 2, ...
+and goes to slot ``t % capacity``. A slot's *generation* is ``t // capacity + 1`` for the last ticket written to it
+(0: never written), so it grows each time the ring laps over the slot. ``clear()`` does not rewind: it moves the
+cursor up to the next multiple of capacity and starts a new, empty epoch, so generations keep growing and an index
+sampled before ``clear()`` is recognisably stale once its slot is written again.
+"""
+from __future__ import annotations
+
+import math
+import operator
+import random
+import weakref
+from typing import Any, Dict, List, Mapping, Optional
+
+import numpy as np
+
+from ._batch import Batch
+from ._fields import FieldSpecs, fields_from_spaces, normalize_fields, spaces_of
+from .buffer import _check_capacity, _check_real
+
+__all__ = ["ReplayBuffer", "PrioritizedReplayBuffer", "SumMinTree"]
+
+
+class ReplayBuffer:
+    """Uniform experience replay on a ring of ``capacity`` slots; see :class:`fastreplay.ReplayBuffer`."""
+
+    def __init__(self, capacity: int, fields: Mapping[str, Any], seed: Optional[int] = None) -> None:
+        self._setup("ReplayBuffer", capacity, fields, seed)
+
+    def _setup(self, where: str, capacity: Any, fields: Any, seed: Any) -> None:
+        self._fields: FieldSpecs = normalize_fields(fields, where)
+        self._capacity = _check_capacity(capacity, where)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"{where}: seed must be an int or None, got {type(seed).__name__}")
+        if seed is not None and not (0 <= int(seed) < 2**63):
+            raise ValueError(f"{where}: seed must be in [0, 2**63), got {seed}")
+        self.seed = int(seed) if seed is not None else random.SystemRandom().randrange(2**64)
+        self._rng = random.Random(self.seed)
+        # One list per field; slot i of field f is self._rows[f][i] (None until first written).
+        self._rows: Dict[str, List[Any]] = {name: [None] * self._capacity for name in self._fields}
+        self._gen = [0] * self._capacity  # generation of each slot
+        self._cursor = 0  # ticket of the next row
+        self._base = 0  # first ticket of the current epoch (a multiple of capacity)
+        # Batches this buffer made: id(batch.indices) -> (weak ref to that array, batch.generations).
+        self._made: Dict[int, Any] = {}
+
+    @classmethod
+    def from_env(cls, env_or_spaces: Any, capacity: int, seed: Optional[int] = None, **kwargs: Any):
+        """A buffer whose fields follow a gymnasium env's spaces (see :meth:`fastreplay.ReplayBuffer.from_env`)."""
+        obs_space, act_space = spaces_of(env_or_spaces)
+        return cls(capacity, fields_from_spaces(obs_space, act_space), seed=seed, **kwargs)
+
+    # --- size and cursor --------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return min(self._cursor - self._base, self._capacity)
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def fields(self) -> FieldSpecs:
+        return dict(self._fields)
+
+    @property
+    def next_index(self) -> int:
+        """Slot the next transition is written to."""
+        return self._cursor % self._capacity
+
+    @property
+    def total_added(self) -> int:
+        """Transitions added since creation or the last clear() (rows dropped by an oversized add included)."""
+        return self._cursor - self._base
+
+    @property
+    def full(self) -> bool:
+        return len(self) == self._capacity
+
+    @property
+    def storage(self) -> Dict[str, np.ndarray]:
+        """Read-only copies ``{name: array[len(self), *shape]}`` of the stored rows, in slot order."""
+        out = {}
+        for name, (shape, dtype) in self._fields.items():
+            out[name] = _stack(self._rows[name][: len(self)], shape, dtype)
+            out[name].flags.writeable = False
+        return out
+
+    def clear(self) -> None:
+        """Empty the buffer: start a new epoch at the next multiple of capacity (generations are kept)."""
+        self._cursor = -(-self._cursor // self._capacity) * self._capacity
+        self._base = self._cursor
+
+    def generations(self, indices: Any) -> np.ndarray:
+        """uint64[B]: the generation of each slot (any slot in [0, capacity), stored or not)."""
+        out = np.empty(len(indices), np.uint64)
+        for k, i in enumerate(indices):
+            i = _as_int(i, "generations: index")
+            if not 0 <= i < self._capacity:
+                raise IndexError("generations: index out of range")
+            out[k] = self._gen[i]
+        return out
+
+    # --- add --------------------------------------------------------------------------------------------------
+
+    def add(self, *values: Any, **fields: Any) -> None:
+        """Store one transition, or N with a leading axis. Positional values in field order, or by name; a dict
+        given for a name ``g`` supplies the fields ``g.<key>``. Everything is checked before anything is written."""
+        names = list(self._fields)
+        if len(values) > len(names):
+            raise TypeError(f"add: takes at most {len(names)} positional values (one per field), got {len(values)}")
+        given: Dict[str, Any] = dict(zip(names, values))
+        for key, value in fields.items():
+            if key in self._fields:
+                _put(given, key, value)
+            elif isinstance(value, dict) and any(n.startswith(key + ".") for n in names):
+                group = [n for n in names if n.startswith(key + ".")]
+                for n in group:
+                    sub = n[len(key) + 1 :]
+                    if sub not in value:
+                        raise TypeError(f"add: field '{key}' is missing key '{sub}'")
+                    _put(given, n, value[sub])
+                if len(value) != len(group):
+                    raise TypeError(f"add: field '{key}' has keys that are not fields")
+            else:
+                raise TypeError(f"add: unknown field '{key}'; the fields are {', '.join(names)}")
+        for n in names:
+            if n not in given:
+                raise TypeError(f"add: missing field '{n}'; every add needs all of {', '.join(names)}")
+
+        converted = {n: _convert(n, *self._fields[n], given[n]) for n in names}  # name -> (rows array, batched)
+        first = names[0]
+        for n in names[1:]:
+            if len(converted[n][0]) != len(converted[first][0]):
+                raise ValueError(
+                    "add: fields disagree on the number of rows: "
+                    f"{_rows_text(first, *converted[first])}, {_rows_text(n, *converted[n])}"
+                )
+
+        # All checked: write. Only the last `capacity` of the N rows survive, so only those are copied.
+        n_rows = len(converted[first][0])
+        if n_rows == 0:
+            return
+        t0 = self._cursor
+        self._cursor += n_rows
+        written = []
+        for k in range(max(0, n_rows - self._capacity), n_rows):
+            ticket = t0 + k
+            slot = ticket % self._capacity
+            for n in names:
+                self._rows[n][slot] = np.array(converted[n][0][k])  # an owned copy of the row
+            self._gen[slot] = ticket // self._capacity + 1
+            written.append(slot)
+        self._on_written(written)
+
+    def _on_written(self, slots: List[int]) -> None:
+        """Hook for prioritized replay: `slots` now hold new transitions."""
+
+    # --- sample and get ---------------------------------------------------------------------------------------
+
+    def sample(self, batch_size: int, *, out: Optional[Batch] = None) -> Batch:
+        """``batch_size`` rows drawn uniformly, with replacement, from the stored transitions."""
+        n = self._check_batch_size(batch_size)
+        out = self._check_out(out, n)
+        indices = [self._rng.randrange(len(self)) for _ in range(n)]
+        return self._gather(indices, None, out)
+
+    def get(self, indices: Any) -> Batch:
+        """The transitions at the given slots (int[B], each in [0, len(self)))."""
+        idx = _index_array("get", indices)
+        self._check_indices("get", idx)
+        weights = [1.0] * len(idx) if isinstance(self, PrioritizedReplayBuffer) else None
+        return self._gather(idx, weights, None)
+
+    def _check_batch_size(self, batch_size: Any) -> int:
+        n = _as_int(batch_size, "sample: batch_size")
+        if n <= 0:
+            raise ValueError(f"sample: batch_size must be positive, got {n}")
+        if len(self) == 0:
+            raise ValueError("sample: the buffer is empty; add transitions first")
+        return n
+
+    def _check_indices(self, fn: str, idx: List[int]) -> None:
+        for k, i in enumerate(idx):
+            if not 0 <= i < len(self):
+                raise IndexError(
+                    f"{fn}: index {i} at position {k} is out of range for a buffer holding {len(self)} transitions"
+                )
+
+    def _check_out(self, out: Any, n: int) -> Optional[Batch]:
+        """An ``out=`` batch must hold writeable C-contiguous arrays of exactly the shapes and dtypes a fresh one would."""
+        if out is None:
+            return None
+        if not isinstance(out, dict):
+            raise TypeError(f"sample: out must be a Batch returned by sample(), got {type(out).__name__}")
+        wanted = [(name, out.get(name), dtype, shape) for name, (shape, dtype) in self._fields.items()]
+        wanted.append(("indices", getattr(out, "indices", None), np.dtype(np.int64), ()))
+        wanted.append(("generations", getattr(out, "generations", None), np.dtype(np.uint64), ()))
+        if isinstance(self, PrioritizedReplayBuffer):
+            wanted.append(("weights", getattr(out, "weights", None), np.dtype(np.float32), ()))
+        for what, a, dtype, shape in wanted:
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"sample: out has no array '{what}'")
+            if a.dtype != dtype or a.shape != (n, *shape):
+                raise ValueError(
+                    f"sample: out['{what}'] must be {dtype} with shape {(n, *shape)}, got {a.dtype} with shape {a.shape}"
+                )
+            if not (a.flags.c_contiguous and a.flags.writeable and a.dtype.isnative):
+                raise ValueError(f"sample: out['{what}'] must be writeable and C-contiguous")
+        return out
+
+    def _gather(self, indices: List[int], weights: Optional[List[float]], out: Optional[Batch]) -> Batch:
+        """Copy the rows at `indices` into `out` (filled in place) or a new Batch."""
+        data = {name: _stack([self._rows[name][i] for i in indices], shape, dtype)
+                for name, (shape, dtype) in self._fields.items()}
+        gens = np.array([self._gen[i] for i in indices], np.uint64)
+        if out is not None:
+            for name in self._fields:
+                out[name][...] = data[name]
+            out.indices[...] = indices
+            out.generations[...] = gens
+            if weights is not None:
+                out.weights[...] = weights
+            return out
+        batch = Batch(data)
+        batch.indices = np.array(indices, np.int64).reshape(-1)
+        batch.generations = gens
+        batch.weights = None if weights is None else np.array(weights, np.float32)
+        # Remember this batch's generations, so update_priorities(batch.indices, ...) can detect stale rows.
+        key = id(batch.indices)
+        self._made[key] = (weakref.ref(batch.indices, lambda _, d=self._made, k=key: d.pop(k, None)), gens)
+        return batch
+
+    def _generations_of(self, indices: Any) -> Optional[np.ndarray]:
+        """The generations of the batch whose own ``indices`` array this is, if this buffer made it."""
+        entry = self._made.get(id(indices))
+        return entry[1] if entry is not None and entry[0]() is indices else None
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}: {dt}{list(shape)}" for k, (shape, dt) in self._fields.items())
+        return f"{type(self).__name__}(size={len(self)}, capacity={self.capacity}, fields={{{fields}}})"
+
+
+class SumMinTree:
+    """Sum and min over ``capacity`` leaves, as two binary trees stored in Python lists.
+
+    P is the next power of two >= capacity; node 1 is the root, node j has children 2j and 2j+1, and leaf i (slot
+    i) is node P + i. ``sums[j]`` is the sum of the leaves under j; ``mins[j]`` is their smallest *positive* value
+    (inf if none), since zero leaves are never drawn. Each ancestor is recomputed from its two children, never
+    updated by a delta, so the root is always the tree-ordered sum of the current leaves.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.P = 1
+        while self.P < capacity:
+            self.P *= 2
+        self.sums = [0.0] * (2 * self.P)
+        self.mins = [math.inf] * (2 * self.P)
+
+    def set(self, i: int, value: float) -> None:
+        """Set leaf i and repair its ancestors. O(log capacity)"""
+        node = self.P + i
+        self.sums[node] = value
+        self.mins[node] = value if value > 0.0 else math.inf
+        node //= 2
+        while node >= 1:
+            self.sums[node] = self.sums[2 * node] + self.sums[2 * node + 1]
+            self.mins[node] = min(self.mins[2 * node], self.mins[2 * node + 1])
+            node //= 2
+
+    def leaf(self, i: int) -> float:
+        return self.sums[self.P + i]
+
+    def total(self) -> float:
+        return self.sums[1]
+
+    def min(self) -> float:
+        return self.mins[1]
+
+    def find_prefix(self, u: float) -> int:
+        """The leaf where the running sum of leaves passes u: go right iff u >= the left sum and the right subtree
+        has mass (so a zero leaf is never returned while the total is positive). O(log capacity)"""
+        node = 1
+        while node < self.P:
+            left = 2 * node
+            if u >= self.sums[left] and self.sums[left + 1] > 0.0:
+                u -= self.sums[left]
+                node = left + 1
+            else:
+                node = left
+        return node - self.P
+
+
+class PrioritizedReplayBuffer(ReplayBuffer):
+    """Proportional prioritized replay; see :class:`fastreplay.PrioritizedReplayBuffer`.
+
+    Slot i holds a raw priority p_i and the leaf ``(p_i + eps) ** alpha``; it is drawn with probability
+    leaf_i / sum(leaves).
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        fields: Mapping[str, Any],
+        alpha: float = 0.6,
+        eps: float = 1e-6,
+        seed: Optional[int] = None,
+        max_priority: str = "all_time",
+        stale: str = "skip",
+    ) -> None:
+        where = "PrioritizedReplayBuffer"
+        alpha = _check_real(alpha, "alpha", where)
+        eps = _check_real(eps, "eps", where)
+        if stale not in ("skip", "raise"):
+            raise ValueError(f"{where}: stale must be 'skip' or 'raise', got {stale!r}")
+        if max_priority not in ("all_time", "stored"):
+            raise ValueError(f"{where}: max_priority must be 'all_time' or 'stored', got {max_priority!r}")
+        self._setup(where, capacity, fields, seed)
+        self._alpha, self._eps = alpha, eps
+        self._mode, self._stale = max_priority, stale
+        self._raw = [0.0] * self._capacity  # priority last set for each slot, before eps and alpha
+        self._tree = SumMinTree(self._capacity)
+        self._max_all_time = 1.0  # largest priority ever passed to update_priorities, at least 1
+
+    def _leaf(self, p: float) -> float:
+        return (p + self._eps) ** self._alpha
+
+    @property
+    def max_priority(self) -> float:
+        """Priority the next added transition receives (before eps and alpha)."""
+        if self._mode == "all_time":
+            return self._max_all_time
+        return max(self._raw[: len(self)]) if len(self) else 1.0  # "stored": O(len), kept simple on purpose
+
+    def _on_written(self, slots: List[int]) -> None:
+        # New transitions get the max priority as it was before this add (the rows' old priorities included).
+        p = self.max_priority
+        for slot in slots:
+            self._raw[slot] = p
+            self._tree.set(slot, self._leaf(p))
+
+    def clear(self) -> None:
+        super().clear()
+        self._raw = [0.0] * self._capacity
+        self._tree = SumMinTree(self._capacity)
+        self._max_all_time = 1.0
+
+    def sample(self, batch_size: int, beta: float = 0.4, *, out: Optional[Batch] = None) -> Batch:
+        """Stratified proportional sample with importance weights ``(leaf_min / leaf_i) ** beta`` (float32)."""
+        n = self._check_batch_size(batch_size)
+        if not hasattr(beta, "__float__") and not hasattr(beta, "__index__"):
+            raise TypeError(f"sample: beta must be a real number, got {type(beta).__name__}")
+        beta = float(beta)
+        if not (beta >= 0.0 and math.isfinite(beta)):
+            raise ValueError(f"sample: beta must be finite and >= 0, got {beta}")
+        out = self._check_out(out, n)
+        total = self._tree.total()
+        if total <= 0.0:  # only with eps = 0 and every stored priority 0 (the compiled sample hangs there)
+            raise ValueError("sample: every stored transition has zero probability (priorities 0 and eps 0)")
+        # Cut [0, total) into n equal strata and draw one point uniformly in each.
+        indices = [self._tree.find_prefix((k + self._rng.random()) * (total / n)) for k in range(n)]
+        leaf_min = self._tree.min()
+        weights = [min(leaf_min / self._tree.leaf(i), 1.0) ** beta for i in indices]
+        return self._gather(indices, weights, out)
+
+    def update_priorities(self, indices: Any, priorities: Any, generations: Any = None) -> int:
+        """Set ``priorities`` (finite, >= 0) at ``indices``; the last of duplicate indices wins. Rows whose slot was
+        overwritten since they were sampled are skipped (or raise, with stale="raise"); they are recognised by
+        ``generations``, or automatically when ``indices`` is a batch's own ``indices`` array. Returns the number
+        of rows skipped as stale. A rejected call changes nothing."""
+        if hasattr(priorities, "detach"):
+            priorities = priorities.detach().cpu().numpy()
+        if hasattr(indices, "detach"):
+            indices = indices.detach().cpu().numpy()
+        fn = "update_priorities"
+        idx = _index_array(fn, indices)
+        prio = _real_array(fn, "priorities", priorities)
+        if len(prio) != len(idx):
+            raise ValueError(
+                f"{fn}: indices and priorities must have the same length, got {len(idx)} indices and {len(prio)} priorities"
+            )
+        if generations is not None:
+            gens = np.asarray(generations, dtype=np.uint64).reshape(-1)
+            if len(gens) != len(idx):
+                raise ValueError(f"{fn}: generations must have one entry per index, got {len(gens)} for {len(idx)}")
+        else:
+            gens = self._generations_of(indices)
+        self._check_indices(fn, idx)
+        for k, p in enumerate(prio):
+            if not (math.isfinite(p) and p >= 0.0):
+                raise ValueError(f"{fn}: priorities must be finite and >= 0, got {p:f} at position {k}")
+
+        keep, skipped = [], 0
+        for k, (i, p) in enumerate(zip(idx, prio)):
+            if gens is not None and int(gens[k]) != self._gen[i]:
+                if self._stale == "raise":
+                    raise ValueError(
+                        f"{fn}: index {i} at position {k} is stale: its slot was overwritten after it was sampled "
+                        f"(generation {int(gens[k])}, now {self._gen[i]})"
+                    )
+                skipped += 1
+            else:
+                keep.append((i, p))
+        for i, p in keep:  # in order, so the last of duplicate indices wins
+            self._raw[i] = p
+            self._max_all_time = max(self._max_all_time, p)
+            self._tree.set(i, self._leaf(p))
+        return skipped
+
+    @property
+    def alpha(self) -> float:
+        return self._alpha
+
+    @alpha.setter
+    def alpha(self, value: float) -> None:
+        self._alpha = _check_real(value, "alpha", "PrioritizedReplayBuffer.alpha")
+        for i in range(self._capacity):  # recompute every leaf from the stored raw priorities
+            self._tree.set(i, self._leaf(self._raw[i]) if i < len(self) else 0.0)
+
+    @property
+    def eps(self) -> float:
+        return self._eps
+
+    @property
+    def priorities(self) -> np.ndarray:
+        """float64[len(self)]: the raw priority of each stored slot, a copy."""
+        return np.array(self._raw[: len(self)], np.float64)
+
+    def _leaves(self) -> np.ndarray:
+        """float64[capacity]: every leaf of the sum tree."""
+        return np.array([self._tree.leaf(i) for i in range(self._capacity)], np.float64)
+
+    @property
+    def _total(self) -> float:
+        return self._tree.total()
+
+    @property
+    def _min(self) -> float:
+        return self._tree.min()
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + f", alpha={self.alpha}, eps={self.eps})"
+
+
+# --- input conversion (the rules of csrc/bindings.cpp) ------------------------------------------------------------
+
+def _put(given: Dict[str, Any], name: str, value: Any) -> None:
+    if name in given:
+        raise TypeError(f"add: field '{name}' given twice")
+    given[name] = value
+
+
+def _shape_text(shape: tuple) -> str:
+    return str(tuple(shape))
+
+
+def _batched_shape_text(shape: tuple) -> str:
+    return "(N,)" if not shape else "(N, " + ", ".join(str(d) for d in shape) + ")"
+
+
+def _rows_text(name: str, rows: np.ndarray, batched: bool) -> str:
+    return f"'{name}' has " + (f"{len(rows)} rows" if batched else "a single row")
+
+
+def _python_castable(src: str, dst: str) -> bool:
+    """Kind rule for values that are not numpy arrays or scalars: bool goes anywhere, integers into integer, float
+    and complex fields, floats into float and complex, complex into complex."""
+    return {"b": True, "i": dst in "iufc", "u": dst in "iufc", "f": dst in "fc", "c": dst == "c"}.get(src, False)
+
+
+def _convert(name: str, shape: tuple, dtype: np.dtype, value: Any):
+    """Check one add() value against its field; returns (rows: array[N, *shape] of the field's dtype, batched).
+
+    Numpy arrays and scalars must cast to the field's dtype under numpy's 'same_kind' rule. Anything else (Python
+    scalars, lists, tensors) goes through ``np.asarray`` and a kind rule, and its integers must fit the field.
+    """
+    where = f"add: field '{name}'"
+    if shape == () and type(value) is float and dtype.kind not in "fc":
+        raise TypeError(f"{where} expects dtype {dtype}, got a Python float")
+    if shape == () and type(value) is int and dtype.kind == "b":
+        raise TypeError(f"{where} expects dtype bool, got a Python int (use True/False)")
+    numpy_value = isinstance(value, (np.ndarray, np.generic))
+    try:
+        arr = np.asarray(value)
+    except Exception:
+        raise TypeError(
+            f"{where} expects an array of {dtype} with shape {_shape_text(shape)} or {_batched_shape_text(shape)}, "
+            f"got {type(value).__name__} that numpy cannot convert"
+        ) from None
+    if arr.shape == shape:
+        batched = False
+    elif arr.ndim == len(shape) + 1 and arr.shape[1:] == shape:
+        batched = True
+    else:
+        raise ValueError(f"{where} expects shape {_shape_text(shape)} or {_batched_shape_text(shape)}, got {arr.shape}")
+    if arr.dtype != dtype:
+        if numpy_value and not np.can_cast(arr.dtype, dtype, "same_kind"):
+            raise TypeError(
+                f"{where} expects dtype {dtype} (or one that casts to it under numpy's 'same_kind' rule), got {arr.dtype}"
+            )
+        if not numpy_value and not _python_castable(arr.dtype.kind, dtype.kind):
+            raise TypeError(f"{where} expects dtype {dtype} (Python values of a compatible kind), got {arr.dtype}")
+    if not numpy_value and arr.dtype.kind in "iu" and dtype.kind in "iu" and arr.size:
+        info = np.iinfo(dtype)
+        for x in (int(arr.min()), int(arr.max())):
+            if not info.min <= x <= info.max:
+                raise ValueError(f"{where} expects dtype {dtype}, got {x}, which is out of its range")
+    return arr.astype(dtype).reshape((-1, *shape)), batched
+
+
+def _as_int(x: Any, what: str) -> int:
+    if isinstance(x, bool) or not hasattr(type(x), "__index__"):
+        raise TypeError(f"{what} must be an int, got {type(x).__name__}")
+    v = operator.index(x)
+    if not -(2**63) <= v < 2**63:
+        raise ValueError(f"{what} is out of range, got {x}")
+    return v
+
+
+def _index_array(fn: str, indices: Any) -> List[int]:
+    """indices as a list of Python ints: a 0-d or 1-d array-like of integers (empty is fine)."""
+    try:
+        a = np.asarray(indices)
+    except Exception:
+        raise TypeError(f"{fn}: indices must be a 1-d array of integers, got {type(indices).__name__}") from None
+    if a.ndim > 1:
+        raise ValueError(f"{fn}: indices must be 1-d, got shape {a.shape}")
+    if a.dtype.kind not in "iu" and a.size != 0:
+        raise TypeError(f"{fn}: indices must be integers, got dtype {a.dtype}")
+    values = [int(i) for i in a.reshape(-1)]
+    if any(i >= 2**63 for i in values):
+        raise IndexError(f"{fn}: index out of range")
+    return values
+
+
+def _real_array(fn: str, what: str, values: Any) -> List[float]:
+    """values as a list of Python floats: a 0-d or 1-d array-like of bools, integers or floats."""
+    try:
+        a = np.asarray(values)
+    except Exception:
+        raise TypeError(f"{fn}: {what} must be a 1-d array of numbers, got {type(values).__name__}") from None
+    if a.ndim > 1:
+        raise ValueError(f"{fn}: {what} must be 1-d, got shape {a.shape}")
+    if a.dtype.kind not in "biuf" and a.size != 0:
+        raise TypeError(f"{fn}: {what} must be real numbers, got dtype {a.dtype}")
+    return [float(x) for x in a.astype(np.float64).reshape(-1)]
+
+
+def _stack(rows: List[Any], shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """Rows (arrays of `shape`) as one array[len(rows), *shape]."""
+    out = np.empty((len(rows), *shape), dtype)
+    for k, row in enumerate(rows):
+        out[k] = row
+    return out
