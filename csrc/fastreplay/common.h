@@ -1,6 +1,7 @@
 // Shared helpers of the fastreplay core: error throwing, a debug-only assert and sanitizer detection.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <new>
@@ -27,6 +28,17 @@
 #endif
 
 namespace fastreplay {
+
+// A memory fence. ThreadSanitizer cannot model fences (GCC rejects them under -fsanitize=thread), so TSan builds
+// use a compiler-only fence: they run on x86-64, whose hardware already orders load-load and store-store, and
+// under TSan all shared data accesses are atomic anyway (copy.h), so the race analysis is unaffected.
+inline void fence(std::memory_order order) {
+#if FASTREPLAY_TSAN
+  std::atomic_signal_fence(order);
+#else
+  std::atomic_thread_fence(order);
+#endif
+}
 
 // Invalid argument from the caller (pybind11 turns it into ValueError).
 [[noreturn]] inline void throw_invalid(const std::string& msg) { throw std::invalid_argument(msg); }

@@ -62,7 +62,7 @@ class Ring {
   // Start a write of n rows; returns the first ticket. Must be paired with end_write(n).
   std::uint64_t begin_write(std::size_t n) {
     begun_.fetch_add(1, std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_release);
+    fence(std::memory_order_release);
     return cursor_.fetch_add(n, std::memory_order_acq_rel);
   }
   // Claim the slot of ticket t for writing; false if a newer lap already owns it (the row is obsolete: skip it).
@@ -79,7 +79,7 @@ class Ring {
       if (s > writing) return false;
       if (seq_[slot].compare_exchange_weak(s, writing, std::memory_order_acq_rel, std::memory_order_acquire)) break;
     }
-    std::atomic_thread_fence(std::memory_order_release);
+    fence(std::memory_order_release);
     return true;
   }
   void publish(std::uint64_t t) {
@@ -103,13 +103,13 @@ class Ring {
   }
   // True if no write started since quiet_begin (call after the copies).
   bool quiet_end(const Quiet& q) const {
-    std::atomic_thread_fence(std::memory_order_acquire);
+    fence(std::memory_order_acquire);
     return q.quiet && begun_.load(std::memory_order_relaxed) == q.begun;
   }
 
   std::uint64_t seq_acquire(std::size_t slot) const { return seq_[slot].load(std::memory_order_acquire); }
   std::uint64_t seq_recheck(std::size_t slot) const {
-    std::atomic_thread_fence(std::memory_order_acquire);
+    fence(std::memory_order_acquire);
     return seq_[slot].load(std::memory_order_relaxed);
   }
   // A seq value denotes a whole transition of the current epoch.

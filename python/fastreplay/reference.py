@@ -149,17 +149,16 @@ class ReplayBuffer:
         n_rows = len(converted[first][0])
         if n_rows == 0:
             return
-        t0 = self._cursor
-        self._cursor += n_rows
         written = []
         for k in range(max(0, n_rows - self._capacity), n_rows):
-            ticket = t0 + k
+            ticket = self._cursor + k
             slot = ticket % self._capacity
             for n in names:
                 self._rows[n][slot] = np.array(converted[n][0][k])  # an owned copy of the row
             self._gen[slot] = ticket // self._capacity + 1
             written.append(slot)
-        self._on_written(written)
+        self._on_written(written)  # before the cursor moves: len(self) is still the size before this add
+        self._cursor += n_rows
 
     def _on_written(self, slots: List[int]) -> None:
         """Hook for prioritized replay: `slots` now hold new transitions."""
@@ -341,7 +340,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         return max(self._raw[: len(self)]) if len(self) else 1.0  # "stored": O(len), kept simple on purpose
 
     def _on_written(self, slots: List[int]) -> None:
-        # New transitions get the max priority as it was before this add (the rows' old priorities included).
+        # New transitions get the max priority as it was before this add (overwritten rows' priorities included).
         p = self.max_priority
         for slot in slots:
             self._raw[slot] = p

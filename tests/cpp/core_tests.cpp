@@ -1,0 +1,235 @@
+// C++ tests of the core without Python: ring wrap-around, gather, prioritized trees and multi-threaded stress
+// (writers and samplers at once, every sampled row checked for self-consistency). Built with
+// -DFASTREPLAY_TESTS=ON and run by .ci/run under ThreadSanitizer and under AddressSanitizer + UBSan.
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "fastreplay/pool.h"
+#include "fastreplay/prioritized.h"
+#include "fastreplay/replay.h"
+
+using namespace fastreplay;
+
+static int g_failures = 0;
+#define CHECK(cond)                                                             \
+  do {                                                                          \
+    if (!(cond)) {                                                              \
+      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+      ++g_failures;                                                             \
+    }                                                                           \
+  } while (0)
+
+// A self-describing row: field a = {k, k+1}, field b = 3k (int64), field c = k & 0xff repeated over 40 bytes.
+struct Rows {
+  std::vector<std::int64_t> a, b;
+  std::vector<std::uint8_t> c;
+  explicit Rows(std::size_t n, std::int64_t start) : a(2 * n), b(n), c(40 * n) {
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::int64_t k = start + static_cast<std::int64_t>(i);
+      a[2 * i] = k;
+      a[2 * i + 1] = k + 1;
+      b[i] = 3 * k;
+      std::memset(&c[40 * i], static_cast<int>(k & 0xff), 40);
+    }
+  }
+  std::vector<const void*> ptrs() const { return {a.data(), b.data(), c.data()}; }
+};
+static const std::vector<FieldSpec> kFields = {{"a", 16}, {"b", 8}, {"c", 40}};
+
+struct Out {
+  std::vector<std::int64_t> idx, a, b;
+  std::vector<std::uint64_t> gens;
+  std::vector<float> w;
+  std::vector<std::uint8_t> c;
+  std::vector<std::uint8_t*> rows;
+  explicit Out(std::size_t n) : idx(n), a(2 * n), b(n), gens(n), w(n), c(40 * n) {
+    rows = {reinterpret_cast<std::uint8_t*>(a.data()), reinterpret_cast<std::uint8_t*>(b.data()), c.data()};
+  }
+  // Number of rows that are not one whole transition.
+  std::size_t torn(std::size_t n) const {
+    std::size_t bad = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::int64_t k = a[2 * i];
+      bool ok = a[2 * i + 1] == k + 1 && b[i] == 3 * k;
+      for (int j = 0; j < 40; ++j) ok = ok && c[40 * i + j] == static_cast<std::uint8_t>(k & 0xff);
+      bad += !ok;
+    }
+    return bad;
+  }
+};
+
+static void test_ring_wraparound() {
+  ReplayCore core(7, kFields, 1);
+  std::int64_t start = 0;
+  for (std::size_t n : {3u, 5u, 1u, 9u, 20u, 2u}) {
+    Rows r(n, start);
+    auto p = r.ptrs();
+    core.add(p.data(), n);
+    start += static_cast<std::int64_t>(n);
+  }
+  CHECK(core.size() == 7);
+  CHECK(core.ring().next_index() == static_cast<std::size_t>(start % 7));
+  for (std::size_t slot = 0; slot < 7; ++slot) {  // slot s holds the newest k with k % 7 == s
+    std::int64_t k = start - 1;
+    while (k % 7 != static_cast<std::int64_t>(slot)) --k;
+    std::int64_t v;
+    std::memcpy(&v, core.column(0).row(slot), 8);
+    CHECK(v == k);
+  }
+  Out o(64);
+  core.sample(64, o.idx.data(), o.gens.data(), o.rows.data());
+  CHECK(o.torn(64) == 0);
+  for (std::size_t i = 0; i < 64; ++i) CHECK(o.a[2 * i] % 7 == o.idx[i] && o.a[2 * i] >= start - 7);
+  core.clear();
+  CHECK(core.size() == 0);
+  bool threw = false;
+  try {
+    core.sample(1, o.idx.data(), nullptr, o.rows.data());
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  CHECK(threw);
+}
+
+static void test_get_checks_indices() {
+  ReplayCore core(10, kFields, 1);
+  Rows r(4, 100);
+  auto p = r.ptrs();
+  core.add(p.data(), 4);
+  Out o(2);
+  std::int64_t good[2] = {3, 0}, bad[2] = {1, 4};
+  core.get(good, 2, o.gens.data(), o.rows.data());
+  CHECK(o.a[0] == 103 && o.a[2] == 100 && o.gens[0] == 1);
+  bool threw = false;
+  try {
+    core.get(bad, 2, nullptr, o.rows.data());
+  } catch (const std::out_of_range&) {
+    threw = true;
+  }
+  CHECK(threw);
+}
+
+static void test_prioritized_basics() {
+  PrioritizedCore per(100, kFields, 2, 1.0, 0.0, PrioritizedCore::MaxMode::AllTime);
+  Rows r(100, 0);
+  auto p = r.ptrs();
+  per.add(p.data(), 100);
+  std::vector<std::int64_t> idx(100);
+  std::vector<double> pr(100);
+  std::iota(idx.begin(), idx.end(), 0);
+  for (int i = 0; i < 100; ++i) pr[i] = i % 2 ? 0.0 : 1.0 + i;  // odd slots never sampled
+  per.update_priorities(idx.data(), pr.data(), 100, nullptr, false);
+  double sum = 0;
+  for (double v : pr) sum += v;
+  CHECK(std::fabs(per.tree().total() - sum) <= 1e-12 * sum);
+  Out o(256);
+  per.sample(256, 0.5, o.idx.data(), o.w.data(), o.gens.data(), o.rows.data());
+  CHECK(o.torn(256) == 0);
+  for (std::size_t i = 0; i < 256; ++i) {
+    CHECK(o.idx[i] % 2 == 0);
+    CHECK(o.a[2 * i] == o.idx[i]);
+    const double expect = std::pow(1.0 / (1.0 + static_cast<double>(o.idx[i])), 0.5);
+    CHECK(std::fabs(o.w[i] - expect) <= 1e-6);
+  }
+}
+
+static void test_pool_reuse() {
+  BlockPool pool(1 << 20);
+  void* a = pool.acquire(1000);
+  pool.release(a, 1000);
+  void* b = pool.acquire(1000);
+  CHECK(a == b);
+  pool.release(b, 1000);
+}
+
+// Writers add self-describing rows while samplers sample; no sampled row may be torn. With prioritized=true,
+// samplers also update priorities, and the root must equal the sum of leaves once everyone stops.
+template <class Core>
+static void stress(Core& core, int writers, int samplers, double seconds, bool prioritized) {
+  std::atomic<bool> stop{false};
+  std::atomic<std::int64_t> next{0};
+  std::atomic<std::size_t> torn{0}, sampled{0};
+  std::vector<std::thread> threads;
+  for (int w = 0; w < writers; ++w) {
+    threads.emplace_back([&, w] {
+      std::size_t n = 1 + static_cast<std::size_t>(w) * 3;  // writers use different batch sizes
+      while (!stop.load()) {
+        const std::int64_t start = next.fetch_add(static_cast<std::int64_t>(n));
+        Rows r(n, start);
+        auto p = r.ptrs();
+        core.add(p.data(), n);
+      }
+    });
+  }
+  for (int s = 0; s < samplers; ++s) {
+    threads.emplace_back([&] {
+      Out o(64);
+      std::vector<double> pr(64, 0.5);
+      while (!stop.load()) {
+        if (core.size() == 0) continue;
+        if constexpr (std::is_same_v<Core, PrioritizedCore>) {
+          core.sample(64, 0.4, o.idx.data(), o.w.data(), o.gens.data(), o.rows.data());
+          for (std::size_t i = 0; i < 64; ++i) pr[i] = static_cast<double>(o.a[2 * i] % 17) + 0.1;
+          core.update_priorities(o.idx.data(), pr.data(), 64, o.gens.data(), false);
+        } else {
+          core.sample(64, o.idx.data(), o.gens.data(), o.rows.data());
+        }
+        torn += o.torn(64);
+        sampled += 64;
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  stop = true;
+  for (auto& t : threads) t.join();
+  std::printf("  stress %s: %d writers, %d samplers, %zu rows added, %zu sampled, %zu torn\n",
+              prioritized ? "prioritized" : "uniform", writers, samplers, static_cast<std::size_t>(next.load()),
+              sampled.load(), torn.load());
+  CHECK(torn.load() == 0);
+  CHECK(sampled.load() > 0);
+  // Every slot holds a whole transition, each written exactly once per lap.
+  Out o(core.size());
+  std::vector<std::int64_t> all(core.size());
+  std::iota(all.begin(), all.end(), 0);
+  core.get(all.data(), all.size(), o.gens.data(), o.rows.data());
+  CHECK(o.torn(all.size()) == 0);
+  if constexpr (std::is_same_v<Core, PrioritizedCore>) {
+    double sum = 0;
+    for (std::size_t s = 0; s < core.capacity(); ++s) sum += core.tree().leaf(s);
+    CHECK(std::fabs(core.tree().total() - sum) <= 1e-9 * sum);
+  }
+}
+
+int main(int argc, char** argv) {
+  const double seconds = argc > 1 ? std::atof(argv[1]) : 1.0;
+  test_ring_wraparound();
+  test_get_checks_indices();
+  test_prioritized_basics();
+  test_pool_reuse();
+  {
+    ReplayCore core(1000, kFields, 3);  // small capacity: writers lap samplers constantly
+    stress(core, 2, 2, seconds, false);
+  }
+  {
+    ReplayCore core(37, kFields, 4);  // tiny: writers also lap each other
+    stress(core, 3, 1, seconds / 2, false);
+  }
+  {
+    PrioritizedCore core(500, kFields, 5, 0.6, 1e-6, PrioritizedCore::MaxMode::AllTime);
+    stress(core, 2, 2, seconds, true);
+  }
+  if (g_failures) {
+    std::printf("core_tests: %d checks failed\n", g_failures);
+    return 1;
+  }
+  std::printf("core_tests: all checks passed\n");
+  return 0;
+}
