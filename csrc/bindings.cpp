@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "fastreplay/pool.h"
+#include "fastreplay/prefetch.h"
 #include "fastreplay/prioritized.h"
 #include "fastreplay/replay.h"
 
@@ -265,10 +266,7 @@ class Buffer {
     Out o = out.is_none() ? new_batch(static_cast<std::size_t>(n)) : reuse_batch("sample", out, static_cast<std::size_t>(n));
     {
       py::gil_scoped_release nogil;
-      if (per_)
-        per_->sample(o.n, beta, o.indices, o.weights, o.generations, o.rows.data());
-      else  // generations only matter for priority updates: uniform batches skip that extra random read per row
-        core_->sample(o.n, o.indices, nullptr, o.rows.data());
+      fill(o, beta);
     }
     return o.batch;
   }
@@ -303,7 +301,21 @@ class Buffer {
     const std::uint64_t* gens = nullptr;
     py::object ga;
     if (!generations.is_none()) {
-      ga = py::reinterpret_steal<py::object>(PyArray_FROMANY(generations.ptr(), NPY_UINT64, 0, 1, NPY_ARRAY_CARRAY_RO));
+      py::object g0 = py::reinterpret_steal<py::object>(PyArray_FromAny(generations.ptr(), nullptr, 0, 0, 0, nullptr));
+      if (!g0 || PyArray_NDIM(reinterpret_cast<PyArrayObject*>(g0.ptr())) > 1 ||
+          (PyArray_SIZE(reinterpret_cast<PyArrayObject*>(g0.ptr())) &&
+           !strchr("iu", PyArray_DESCR(reinterpret_cast<PyArrayObject*>(g0.ptr()))->kind))) {
+        PyErr_Clear();
+        type_error("update_priorities: generations must be a 1-d array of non-negative integers (batch.generations)");
+      }
+      if (PyArray_DESCR(reinterpret_cast<PyArrayObject*>(g0.ptr()))->kind == 'i' &&
+          PyArray_SIZE(reinterpret_cast<PyArrayObject*>(g0.ptr()))) {
+        py::object mn = py::reinterpret_steal<py::object>(PyArray_Min(reinterpret_cast<PyArrayObject*>(g0.ptr()), NPY_RAVEL_AXIS, nullptr));
+        if (!mn) throw py::error_already_set();
+        if (py::int_(mn) < py::int_(0)) value_error("update_priorities: generations must be non-negative");
+      }
+      ga = py::reinterpret_steal<py::object>(
+          PyArray_FromAny(g0.ptr(), PyArray_DescrFromType(NPY_UINT64), 0, 1, NPY_ARRAY_CARRAY_RO | NPY_ARRAY_FORCECAST, nullptr));
       if (!ga) throw py::error_already_set();
       if (static_cast<std::size_t>(PyArray_SIZE(reinterpret_cast<PyArrayObject*>(ga.ptr()))) != n)
         value_error("update_priorities: generations must have one entry per index, got " +
@@ -317,6 +329,24 @@ class Buffer {
     require_per("update_priorities");
     py::gil_scoped_release nogil;
     return per_->update_priorities(idx, pr, n, gens, raise_stale);
+  }
+
+  py::object generations(py::handle indices) {
+    py::object ia = index_array("generations", indices);
+    auto* a = reinterpret_cast<PyArrayObject*>(ia.ptr());
+    const auto n = static_cast<std::size_t>(PyArray_SIZE(a));
+    const auto* idx = static_cast<const std::int64_t*>(PyArray_DATA(a));
+    const auto cap = static_cast<std::int64_t>(core_->capacity());
+    for (std::size_t k = 0; k < n; ++k)
+      if (idx[k] < 0 || idx[k] >= cap)
+        throw py::index_error("generations: index " + std::to_string(idx[k]) + " at position " + std::to_string(k) +
+                              " is out of range for capacity " + std::to_string(cap));
+    const npy_intp nn = static_cast<npy_intp>(n);
+    PyObject* out = PyArray_SimpleNew(1, &nn, NPY_UINT64);
+    if (!out) throw py::error_already_set();
+    auto* o = static_cast<std::uint64_t*>(PyArray_DATA(reinterpret_cast<PyArrayObject*>(out)));
+    for (std::size_t k = 0; k < n; ++k) o[k] = core_->ring().generation(static_cast<std::size_t>(idx[k]));
+    return py::reinterpret_steal<py::object>(out);
   }
 
   // Read-only view of the first len(buffer) rows of field i, aliasing storage.
@@ -333,7 +363,7 @@ class Buffer {
     return s;
   }
 
- private:
+ public:
   struct Out {
     py::object batch;
     std::size_t n = 0;
@@ -343,6 +373,9 @@ class Buffer {
     std::vector<std::uint8_t*> rows;
   };
 
+  friend class Prefetch;
+
+ private:
   static std::uint64_t random_seed() {
     std::random_device rd;
     return (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
@@ -415,6 +448,8 @@ class Buffer {
     }
     const bool castable = numpy_value ? PyArray_CanCastTypeTo(from, f.descr(), NPY_SAME_KIND_CASTING)
                                       : python_kind_castable(from->kind, f.kind);
+    if (castable && !numpy_value && (from->kind == 'i' || from->kind == 'u') && (f.kind == 'i' || f.kind == 'u'))
+      check_int_range(fn, f, arr);  // Python ints must fit, as in the scalar fast path
     if (!castable)
       type_error(std::string(fn) + ": field '" + f.name + "' expects dtype " + dtype_str(f.descr()) +
                  (numpy_value ? " (or one that casts to it under numpy's 'same_kind' rule)"
@@ -425,6 +460,22 @@ class Buffer {
     if (!c) throw py::error_already_set();
     s.keep = py::reinterpret_steal<py::object>(c);
     s.ptr = PyArray_DATA(reinterpret_cast<PyArrayObject*>(c));
+  }
+
+  // Every value of an integer array made from Python ints must fit field f's integer type.
+  static void check_int_range(const char* fn, const Field& f, PyArrayObject* arr) {
+    if (PyArray_SIZE(arr) == 0) return;
+    py::object lo = py::reinterpret_steal<py::object>(PyArray_Min(arr, NPY_RAVEL_AXIS, nullptr));
+    py::object hi = py::reinterpret_steal<py::object>(PyArray_Max(arr, NPY_RAVEL_AXIS, nullptr));
+    if (!lo || !hi) throw py::error_already_set();
+    py::object np = py::module_::import("numpy");
+    py::object info = np.attr("iinfo")(f.dtype);
+    for (const py::object& v : {lo, hi}) {
+      py::int_ x(v);
+      if (x < info.attr("min") || x > info.attr("max"))
+        value_error(std::string(fn) + ": field '" + f.name + "' expects dtype " + dtype_str(f.descr()) + ", got " +
+                    py::str(x).cast<std::string>() + ", which is out of its range");
+    }
   }
 
   // Python float/int/bool into a scalar field; false to take the general path.
@@ -477,68 +528,106 @@ class Buffer {
     return false;
   }
 
-  // A fresh batch of n rows in one pooled block: indices, generations, weights (prioritized) and each field.
-  Out new_batch(std::size_t n, bool with_generations = false) {
-    const std::size_t nf = fields_.size();
-    std::vector<std::size_t> off(nf);
+  // Where each array of an n-row batch lives inside its block.
+  struct Layout {
+    std::size_t n = 0, bytes = 0, idx_off = 0, gen_off = 0, w_off = 0;
+    std::vector<std::size_t> off;  // per field
+  };
+  Layout layout(std::size_t n) const {
+    Layout L;
+    L.n = n;
     std::size_t bytes = 0;
-    const std::size_t idx_off = bytes;
+    L.idx_off = bytes;
     bytes = align_up(bytes + n * 8);
-    const std::size_t gen_off = bytes;
+    L.gen_off = bytes;
     bytes = align_up(bytes + n * 8);
-    const std::size_t w_off = bytes;
+    L.w_off = bytes;
     if (per_) bytes = align_up(bytes + n * 4);
-    for (std::size_t i = 0; i < nf; ++i) {
+    L.off.resize(fields_.size());
+    for (std::size_t i = 0; i < fields_.size(); ++i) {
       if (fields_[i].row_bytes && n > (std::numeric_limits<std::size_t>::max() / 2 - bytes) / fields_[i].row_bytes)
         throw std::bad_alloc();
-      off[i] = bytes;
+      L.off[i] = bytes;
       bytes = align_up(bytes + n * fields_[i].row_bytes);
     }
+    L.bytes = bytes;
+    return L;
+  }
+
+  // A block for one batch (no Python: also called by prefetch workers).
+  std::unique_ptr<BatchMemory> alloc_block(const Layout& L) const {
     auto mem = std::make_unique<BatchMemory>();
     mem->pool = pool_;
-    mem->block = static_cast<std::uint8_t*>(pool_->acquire(bytes));
-    mem->bytes = bytes;
-    mem->n = n;
-    mem->indices = reinterpret_cast<std::int64_t*>(mem->block + idx_off);
-    mem->generations = reinterpret_cast<std::uint64_t*>(mem->block + gen_off);
+    mem->block = static_cast<std::uint8_t*>(pool_->acquire(L.bytes));
+    mem->bytes = L.bytes;
+    mem->n = L.n;
+    mem->indices = reinterpret_cast<std::int64_t*>(mem->block + L.idx_off);
+    mem->generations = reinterpret_cast<std::uint64_t*>(mem->block + L.gen_off);
     mem->owner_id = id_;
+    return mem;
+  }
+  Out pointers(const Layout& L, BatchMemory* mem) const {
     Out o;
-    o.n = n;
+    o.n = L.n;
     o.indices = mem->indices;
     o.generations = mem->generations;
-    o.weights = per_ ? reinterpret_cast<float*>(mem->block + w_off) : nullptr;
-    o.rows.resize(nf);
-    for (std::size_t i = 0; i < nf; ++i) o.rows[i] = mem->block + off[i];
-    py::capsule cap(mem.get(), kBatchCapsule, batch_capsule_destructor);
-    mem.release();
+    o.weights = per_ ? reinterpret_cast<float*>(mem->block + L.w_off) : nullptr;
+    o.rows.resize(fields_.size());
+    for (std::size_t i = 0; i < fields_.size(); ++i) o.rows[i] = mem->block + L.off[i];
+    return o;
+  }
+  // Sample into a block: the whole job of one batch, without the GIL.
+  void fill(Out& o, double beta) {
+    if (per_)
+      per_->sample(o.n, beta, o.indices, o.weights, o.generations, o.rows.data());
+    else  // generations only matter for priority updates: uniform batches skip that extra random read per row
+      core_->sample(o.n, o.indices, nullptr, o.rows.data());
+  }
 
+  // A fresh batch of n rows in one pooled block: indices, generations, weights (prioritized) and each field.
+  Out new_batch(std::size_t n, bool with_generations = false) {
+    const Layout L = layout(n);
+    std::unique_ptr<BatchMemory> mem = alloc_block(L);
+    Out o = pointers(L, mem.get());
+    o.batch = wrap(std::move(mem), L, with_generations);
+    return o;
+  }
+
+ public:
+  // The Batch object over a filled block; the block returns to the pool when the last array is gone. GIL held.
+  py::object wrap(std::unique_ptr<BatchMemory> owned, const Layout& L, bool with_generations) {
+    Out o = pointers(L, owned.get());
+    py::capsule cap(owned.get(), kBatchCapsule, batch_capsule_destructor);
+    owned.release();
+    py::object batch;
     {  // tp_new only: Batch.__init__ (for batches users build by hand) is skipped; every attribute is set below
       auto* t = reinterpret_cast<PyTypeObject*>(g_batch_type.ptr());
       PyObject* b = t->tp_new(t, g_empty_tuple.ptr(), nullptr);
       if (!b) throw py::error_already_set();
-      o.batch = py::reinterpret_steal<py::object>(b);
+      batch = py::reinterpret_steal<py::object>(b);
     }
-    const npy_intp nn = static_cast<npy_intp>(n);
+    const npy_intp nn = static_cast<npy_intp>(L.n);
     std::vector<npy_intp> dims;
-    for (std::size_t i = 0; i < nf; ++i) {
+    for (std::size_t i = 0; i < fields_.size(); ++i) {
       const Field& f = fields_[i];
       dims.assign(1, nn);
       dims.insert(dims.end(), f.shape.begin(), f.shape.end());
       py::object a = make_view(f.descr(), static_cast<int>(dims.size()), dims.data(), o.rows[i], cap.ptr(), true);
-      if (PyDict_SetItem(o.batch.ptr(), f.key.ptr(), a.ptr()) < 0) throw py::error_already_set();
+      if (PyDict_SetItem(batch.ptr(), f.key.ptr(), a.ptr()) < 0) throw py::error_already_set();
     }
-    set_attr(o.batch, g_indices, typed_view(PyArray_DescrFromType(NPY_INT64), &nn, o.indices, cap.ptr()));
+    set_attr(batch, g_indices, typed_view(PyArray_DescrFromType(NPY_INT64), &nn, o.indices, cap.ptr()));
     if (per_ || with_generations)
-      set_attr(o.batch, g_generations, typed_view(PyArray_DescrFromType(NPY_UINT64), &nn, o.generations, cap.ptr()));
+      set_attr(batch, g_generations, typed_view(PyArray_DescrFromType(NPY_UINT64), &nn, o.generations, cap.ptr()));
     else
-      set_attr(o.batch, g_generations, py::none());
+      set_attr(batch, g_generations, py::none());
     if (per_)
-      set_attr(o.batch, g_weights, typed_view(PyArray_DescrFromType(NPY_FLOAT32), &nn, o.weights, cap.ptr()));
+      set_attr(batch, g_weights, typed_view(PyArray_DescrFromType(NPY_FLOAT32), &nn, o.weights, cap.ptr()));
     else
-      set_attr(o.batch, g_weights, py::none());
-    return o;
+      set_attr(batch, g_weights, py::none());
+    return batch;
   }
 
+ private:
   // A 1-d view of a fresh descriptor reference (from PyArray_DescrFromType), which it consumes.
   static py::object typed_view(PyArray_Descr* d, const npy_intp* n, void* data, PyObject* base) {
     py::object r = make_view(d, 1, n, data, base, true);
@@ -650,6 +739,71 @@ class Buffer {
   fr::PrioritizedCore* per_ = nullptr;  // non-null for prioritized buffers (same object as core_)
 };
 
+// ---------------------------------------------------------------------------------------------------------------
+// Prefetch: C++ threads sampling batches ahead of the consumer
+// ---------------------------------------------------------------------------------------------------------------
+
+class Prefetch {
+ public:
+  Prefetch(py::object buffer, long long batch_size, long long depth, long long threads, double beta)
+      : buffer_(std::move(buffer)), buf_(&buffer_.cast<Buffer&>()), beta_(std::make_shared<std::atomic<double>>(beta)) {
+    if (batch_size <= 0) value_error("prefetch: batch_size must be positive, got " + std::to_string(batch_size));
+    if (depth <= 0) value_error("prefetch: depth must be positive, got " + std::to_string(depth));
+    if (threads <= 0 || threads > 64) value_error("prefetch: threads must be in [1, 64], got " + std::to_string(threads));
+    if (buf_->per_ && !(beta >= 0.0 && std::isfinite(beta)))
+      value_error("prefetch: beta must be finite and >= 0, got " + std::to_string(beta));
+    layout_ = buf_->layout(static_cast<std::size_t>(batch_size));
+    Buffer* buf = buf_;
+    const Buffer::Layout L = layout_;
+    auto beta_ptr = beta_;
+    auto produce = [buf, L, beta_ptr]() -> BatchMemory* {
+      std::unique_ptr<BatchMemory> mem = buf->alloc_block(L);
+      Out o = buf->pointers(L, mem.get());
+      buf->fill(o, beta_ptr->load(std::memory_order_relaxed));
+      return mem.release();
+    };
+    auto discard = [](BatchMemory* m) { delete m; };
+    pf_ = std::make_unique<fr::Prefetcher<BatchMemory*>>(produce, discard, static_cast<std::size_t>(depth),
+                                                          static_cast<std::size_t>(threads));
+  }
+  ~Prefetch() {
+    py::gil_scoped_release nogil;
+    pf_.reset();  // joins the workers before buffer_ may go
+  }
+
+  py::object next() {
+    BatchMemory* m = nullptr;
+    if (!pf_) throw py::stop_iteration();
+    try {
+      py::gil_scoped_release nogil;
+      m = pf_->next();
+    } catch (const fr::PrefetcherClosed&) {
+      throw py::stop_iteration();
+    }
+    return buf_->wrap(std::unique_ptr<BatchMemory>(m), layout_, false);
+  }
+  void close() {
+    if (!pf_) return;
+    py::gil_scoped_release nogil;
+    pf_->close();
+  }
+  double beta() const { return beta_->load(); }
+  void set_beta(double b) {
+    if (!(b >= 0.0 && std::isfinite(b))) value_error("prefetch: beta must be finite and >= 0, got " + std::to_string(b));
+    beta_->store(b);
+  }
+  std::size_t ready() const { return pf_ ? pf_->ready_count() : 0; }
+  bool closed() const { return !pf_ || pf_->closed(); }
+
+ private:
+  using Out = Buffer::Out;
+  py::object buffer_;  // keeps the buffer (and its core) alive while workers run
+  Buffer* buf_;
+  Buffer::Layout layout_;
+  std::shared_ptr<std::atomic<double>> beta_;
+  std::unique_ptr<fr::Prefetcher<BatchMemory*>> pf_;
+};
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -671,6 +825,15 @@ PYBIND11_MODULE(_core, m) {
                    g_empty_tuple = py::object();
                  }));
 
+  py::class_<Prefetch>(m, "_Prefetch", "Batches sampled ahead by C++ threads; see ReplayBuffer.prefetch.")
+      .def(py::init<py::object, long long, long long, long long, double>(), py::arg("buffer"), py::arg("batch_size"),
+           py::arg("depth"), py::arg("threads"), py::arg("beta"))
+      .def("__next__", &Prefetch::next)
+      .def("close", &Prefetch::close)
+      .def_property("beta", &Prefetch::beta, &Prefetch::set_beta)
+      .def_property_readonly("ready", &Prefetch::ready)
+      .def_property_readonly("closed", &Prefetch::closed);
+
   py::class_<Buffer>(m, "_Buffer", "Columnar ring buffer core; see fastreplay.ReplayBuffer.")
       .def(py::init<long long, py::list, py::list, py::list, py::object, bool, double, double, std::string>(),
            py::arg("capacity"), py::arg("names"), py::arg("shapes"), py::arg("dtypes"), py::arg("seed"),
@@ -682,8 +845,8 @@ PYBIND11_MODULE(_core, m) {
            py::arg("batch_size"), py::kw_only(), py::arg("out") = py::none(),
            "sample(batch_size, *, out=None) -> Batch\n\n"
            "Draw batch_size transitions uniformly at random (with replacement) and copy their rows into a Batch\n"
-           "that owns its memory: batch[name] is field_dtype[batch_size, *field_shape], batch.indices int64[B],\n"
-           "batch.generations uint64[B]. With out=batch (a Batch from an earlier call), its arrays are refilled\n"
+           "that owns its memory: batch[name] is field_dtype[batch_size, *field_shape], batch.indices int64[B]\n"
+           "(batch.weights and batch.generations are None). With out=batch (a Batch from an earlier call), its arrays are refilled\n"
            "in place instead. Raises ValueError if batch_size <= 0 or the buffer is empty.")
       .def("_sample_prioritized", [](Buffer& b, py::handle n, double beta, py::handle out) {
              b.require_per("sample");
@@ -709,17 +872,11 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("seed", [](Buffer& b) { return b.core().seed(); }, "Seed of the buffer's generator (int).")
       .def_property("_stream", [](Buffer& b) { return b.core().stream(); },
                     [](Buffer& b, std::uint64_t s) { b.core().set_stream(s); })
-      .def("generations", [](Buffer& b, py::handle idx) {
-        py::object out = py::module_::import("numpy").attr("empty")(py::len(idx), "uint64");
-        auto* o = static_cast<std::uint64_t*>(PyArray_DATA(reinterpret_cast<PyArrayObject*>(out.ptr())));
-        std::size_t k = 0;
-        for (auto i : idx) {
-          const long long s = as_int(i.ptr(), "generations: index");
-          if (s < 0 || static_cast<std::size_t>(s) >= b.core().capacity()) throw py::index_error("generations: index out of range");
-          o[k++] = b.core().ring().generation(static_cast<std::size_t>(s));
-        }
-        return out;
-      }, "generations(indices) -> uint64[B]: how many times each slot has been written (0: never).")
+      .def("generations", [](Buffer& b, py::handle idx) { return b.generations(idx); },
+           "generations(indices) -> uint64[B]: the generation of each slot (int[B] in [0, capacity)): the lap of\n"
+           "the ring in which it was last written, counted from 1 (0: never written). It changes whenever the slot\n"
+           "is overwritten, and clear() starts a new lap, so a batch's generations tell whether its rows are still\n"
+           "stored.")
       .def("clear", [](Buffer& b) { b.core().clear(); }, "Remove every transition (memory is kept).")
       // Prioritized only.
       .def_property("_alpha", [](Buffer& b) { return b.per().alpha(); }, [](Buffer& b, double a) { b.per().set_alpha(a); })

@@ -159,3 +159,21 @@ def test_out_batch_that_is_not_a_batch():
     b["obs"] = b["obs"][:, :2]
     with pytest.raises(ValueError, match=r"out\['obs'\] must be float32 with shape \(4, 4\), got float32 with shape \(4, 2\)"):
         buf.sample(4, out=b)
+
+
+@pytest.mark.parametrize("value", [[300, 2], [-1, 0], np.array([1, 2]).tolist()[:1] + [256]])
+def test_python_ints_out_of_a_small_fields_range(value):
+    buf = fr.ReplayBuffer(4, {"u": ((2,), np.uint8)})
+    buf.add(u=[1, 2])
+    before = snapshot(buf)
+    with pytest.raises(ValueError, match=r"add: field 'u' expects dtype uint8, got -?\d+, which is out of its range"):
+        buf.add(u=value)
+    assert_unchanged(buf, before)
+
+
+def test_prioritized_sample_with_no_mass_raises_instead_of_hanging():
+    buf = fr.PrioritizedReplayBuffer(3, {"x": ((), np.int64)}, eps=0.0, seed=0)
+    buf.add(x=[1, 2])
+    buf.update_priorities([0, 1], [0.0, 0.0])
+    with pytest.raises(ValueError, match="every stored transition has priority 0"):
+        buf.sample(2, beta=0.4)

@@ -74,7 +74,9 @@ class PrioritizedCore : public ReplayCore {
     thread_local std::vector<std::size_t> nodes;
     u.resize(n);
     nodes.resize(n);
-    double total = tree_.total();
+    const double total = tree_.total();
+    if (!(total > 0.0))
+      throw_invalid("sample: every stored transition has priority 0 (possible only with eps=0), so none can be drawn");
     const double seg = total / static_cast<double>(n);
     for (std::size_t k = 0; k < n; ++k) u[k] = (static_cast<double>(k) + rng.uniform()) * seg;
     tree_.find_prefix_many(u.data(), n, idx, nodes.data());
@@ -112,7 +114,8 @@ class PrioritizedCore : public ReplayCore {
     val_buf_.clear();
     for (std::size_t k = 0; k < n; ++k) {
       const auto slot = static_cast<std::size_t>(idx[k]);
-      if (gens && ring_.seq_acquire(slot) != 2 * gens[k]) {
+      const std::uint64_t seq = ring_.seq_acquire(slot);
+      if (gens && ((seq & 1) || seq / 2 != gens[k])) {  // odd: being rewritten right now
         if (raise_stale)
           throw_invalid("update_priorities: index " + std::to_string(idx[k]) + " at position " + std::to_string(k) +
                         " is stale: its slot was overwritten after it was sampled (generation " +
@@ -185,6 +188,7 @@ class PrioritizedCore : public ReplayCore {
   std::int64_t redraw(std::size_t k, std::size_t n, Rng& rng) {
     for (unsigned tries = 0;; ++tries) {
       const double total = tree_.total();
+      if (!(total > 0.0)) throw_invalid("sample: every stored transition now has priority 0, so none can be drawn");
       const double u = (static_cast<double>(k) + rng.uniform()) * total / static_cast<double>(n);
       const std::int64_t s = tree_.find_prefix(u);
       if (static_cast<std::size_t>(s) < capacity() && tree_.leaf(static_cast<std::size_t>(s)) > 0.0) return s;

@@ -113,9 +113,10 @@ class ReplayCore {
     gather_consistent(own.data(), n, gens, out, [&](std::size_t i) { return own[i]; });
   }
 
-  // Throws IndexError naming the first index outside [0, size()).
+  // Throws IndexError naming the first index outside [0, reserved size): slots written (or, under concurrent
+  // adds, being written) in this epoch. Without concurrent adds that is [0, size()).
   void check_indices(const char* fn, const std::int64_t* idx, std::size_t n) const {
-    const auto size = static_cast<std::int64_t>(ring_.size());
+    const auto size = static_cast<std::int64_t>(ring_.reserved_size());
     for (std::size_t i = 0; i < n; ++i) {
       if (idx[i] < 0 || idx[i] >= size) {
         throw_index(std::string(fn) + ": index " + std::to_string(idx[i]) + " at position " + std::to_string(i) +

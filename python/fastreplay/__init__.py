@@ -7,7 +7,7 @@ gathers into numpy arrays (zero-copy to torch on the CPU), and a pure-Python ref
 from importlib.metadata import PackageNotFoundError, version as _version
 
 from ._batch import Batch
-from .buffer import CASTING, LinearSchedule, PrioritizedReplayBuffer, ReplayBuffer, beta_schedule
+from .buffer import CASTING, LinearSchedule, Prefetcher, PrioritizedReplayBuffer, ReplayBuffer, beta_schedule
 
 try:
     __version__ = _version("fastreplay")
@@ -18,6 +18,7 @@ __all__ = [
     "Batch",
     "CASTING",
     "LinearSchedule",
+    "Prefetcher",
     "PrioritizedReplayBuffer",
     "ReplayBuffer",
     "beta_schedule",

@@ -14,8 +14,9 @@ class Batch(dict):
 
     - ``indices``: ``int64[B]``, the slot of each row (pass it to ``update_priorities``);
     - ``weights``: ``float32[B]`` importance weights for prioritized buffers, ``None`` for uniform ones;
-    - ``generations``: ``uint64[B]``, how many times each row's slot had been written when it was sampled; a
-      prioritized buffer uses it to skip priority updates for rows that were overwritten since.
+    - ``generations``: ``uint64[B]`` for prioritized buffers and ``get`` (``None`` for uniform samples): the lap
+      of the ring in which each row's slot was written; ``update_priorities`` uses it to skip rows that were
+      overwritten since they were sampled.
     """
 
     __slots__ = ("indices", "weights", "generations")

@@ -7,7 +7,9 @@ calls.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Tuple
+import atexit
+import weakref
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -30,6 +32,40 @@ def _check_capacity(capacity: Any, where: str) -> int:
     if capacity <= 0:
         raise ValueError(f"{where}: capacity must be positive, got {capacity}")
     return capacity
+
+
+_live_prefetchers: "weakref.WeakSet[Prefetcher]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_prefetchers() -> None:  # worker threads must be stopped before the interpreter tears down
+    for p in list(_live_prefetchers):
+        p.close()
+
+
+class Prefetcher(_core._Prefetch):
+    """Batches sampled ahead by C++ threads: ``for batch in prefetcher`` (endless) or ``next(prefetcher)``.
+
+    Use it as a context manager, or call :meth:`close`, to stop the threads; it also stops when garbage
+    collected and at interpreter exit. ``beta`` (prioritized buffers) can be changed while it runs; ``ready``
+    is the number of batches waiting.
+    """
+
+    def __init__(self, buffer: "ReplayBuffer", batch_size: int, depth: int, threads: int, beta: float) -> None:
+        for name, v in (("batch_size", batch_size), ("depth", depth), ("threads", threads)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"prefetch: {name} must be an int, got {type(v).__name__}")
+        super().__init__(buffer, int(batch_size), int(depth), int(threads), float(beta))
+        _live_prefetchers.add(self)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self
+
+    def __enter__(self) -> "Prefetcher":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 class ReplayBuffer(_core._Buffer):
@@ -76,6 +112,24 @@ class ReplayBuffer(_core._Buffer):
         """
         obs_space, act_space = spaces_of(env_or_spaces)
         return cls(capacity, fields_from_spaces(obs_space, act_space), seed=seed, **kwargs)
+
+    def prefetch(self, batch_size: int, depth: int = 2, threads: int = 1, beta: Optional[float] = None) -> "Prefetcher":
+        """Sample batches ahead of the training loop on background C++ threads.
+
+        Returns a :class:`Prefetcher`: an endless iterator of :class:`Batch` (as ``sample(batch_size)`` would
+        return) and a context manager that stops the threads on exit. ``depth`` batches are kept ready;
+        ``threads`` C++ workers sample concurrently (with ``threads=1`` and a seeded buffer the batches are
+        exactly those that the same number of ``sample`` calls would give). Each batch owns its memory, so
+        nothing a caller holds is ever overwritten. Prioritized buffers take ``beta`` (default 0.4, settable
+        later as ``prefetcher.beta``); their batches reflect priorities as of up to ``depth + threads``
+        batches earlier, and ``update_priorities`` skips rows overwritten in between (see ``stale``).
+        A worker's exception (e.g. sampling an empty buffer) is raised by the next ``next()``.
+        """
+        if self._prioritized:
+            beta = 0.4 if beta is None else beta
+        elif beta is not None:
+            raise TypeError("prefetch: beta is only for PrioritizedReplayBuffer")
+        return Prefetcher(self, batch_size, depth, threads, 0.0 if beta is None else beta)
 
     @property
     def fields(self) -> FieldSpecs:

@@ -11,6 +11,11 @@ and goes to slot ``t % capacity``. A slot's *generation* is ``t // capacity + 1`
 (0: never written), so it grows each time the ring laps over the slot. ``clear()`` does not rewind: it moves the
 cursor up to the next multiple of capacity and starts a new, empty epoch, so generations keep growing and an index
 sampled before ``clear()`` is recognisably stale once its slot is written again.
+
+Where the compiled classes look wrong, this module says what should happen instead (tests will show the gap):
+plain-Python integers (in a list, say) must fit an integer field, where the compiled ``add`` wraps them
+silently; and a prioritized ``sample`` with no probability mass at all (eps = 0 and every priority 0) raises
+``ValueError``, where the compiled one never returns.
 """
 from __future__ import annotations
 
@@ -31,6 +36,8 @@ __all__ = ["ReplayBuffer", "PrioritizedReplayBuffer", "SumMinTree"]
 
 class ReplayBuffer:
     """Uniform experience replay on a ring of ``capacity`` slots; see :class:`fastreplay.ReplayBuffer`."""
+
+    _prioritized = False
 
     def __init__(self, capacity: int, fields: Mapping[str, Any], seed: Optional[int] = None) -> None:
         self._setup("ReplayBuffer", capacity, fields, seed)
@@ -170,14 +177,14 @@ class ReplayBuffer:
         n = self._check_batch_size(batch_size)
         out = self._check_out(out, n)
         indices = [self._rng.randrange(len(self)) for _ in range(n)]
-        return self._gather(indices, None, out)
+        return self._gather(indices, out, with_generations=False)  # uniform batches: generations None
 
     def get(self, indices: Any) -> Batch:
         """The transitions at the given slots (int[B], each in [0, len(self)))."""
         idx = _index_array("get", indices)
         self._check_indices("get", idx)
-        weights = [1.0] * len(idx) if isinstance(self, PrioritizedReplayBuffer) else None
-        return self._gather(idx, weights, None)
+        weights = [1.0] * len(idx) if self._prioritized else None
+        return self._gather(idx, None, with_generations=True, weights=weights)
 
     def _check_batch_size(self, batch_size: Any) -> int:
         n = _as_int(batch_size, "sample: batch_size")
@@ -195,15 +202,16 @@ class ReplayBuffer:
                 )
 
     def _check_out(self, out: Any, n: int) -> Optional[Batch]:
-        """An ``out=`` batch must hold writeable C-contiguous arrays of exactly the shapes and dtypes a fresh one would."""
+        """An ``out=`` batch needs writeable C-contiguous arrays of the shapes and dtypes a fresh batch would have
+        (generations and weights only for prioritized buffers, since uniform samples leave them alone)."""
         if out is None:
             return None
         if not isinstance(out, dict):
             raise TypeError(f"sample: out must be a Batch returned by sample(), got {type(out).__name__}")
         wanted = [(name, out.get(name), dtype, shape) for name, (shape, dtype) in self._fields.items()]
         wanted.append(("indices", getattr(out, "indices", None), np.dtype(np.int64), ()))
-        wanted.append(("generations", getattr(out, "generations", None), np.dtype(np.uint64), ()))
-        if isinstance(self, PrioritizedReplayBuffer):
+        if self._prioritized:
+            wanted.append(("generations", getattr(out, "generations", None), np.dtype(np.uint64), ()))
             wanted.append(("weights", getattr(out, "weights", None), np.dtype(np.float32), ()))
         for what, a, dtype, shape in wanted:
             if not isinstance(a, np.ndarray):
@@ -216,16 +224,18 @@ class ReplayBuffer:
                 raise ValueError(f"sample: out['{what}'] must be writeable and C-contiguous")
         return out
 
-    def _gather(self, indices: List[int], weights: Optional[List[float]], out: Optional[Batch]) -> Batch:
-        """Copy the rows at `indices` into `out` (filled in place) or a new Batch."""
+    def _gather(self, indices: List[int], out: Optional[Batch], with_generations: bool,
+                weights: Optional[List[float]] = None) -> Batch:
+        """Copy the rows at `indices` into `out` (refilled in place) or a new Batch."""
         data = {name: _stack([self._rows[name][i] for i in indices], shape, dtype)
                 for name, (shape, dtype) in self._fields.items()}
-        gens = np.array([self._gen[i] for i in indices], np.uint64)
+        gens = np.array([self._gen[i] for i in indices], np.uint64) if with_generations else None
         if out is not None:
             for name in self._fields:
                 out[name][...] = data[name]
             out.indices[...] = indices
-            out.generations[...] = gens
+            if gens is not None:
+                out.generations[...] = gens
             if weights is not None:
                 out.weights[...] = weights
             return out
@@ -233,9 +243,10 @@ class ReplayBuffer:
         batch.indices = np.array(indices, np.int64).reshape(-1)
         batch.generations = gens
         batch.weights = None if weights is None else np.array(weights, np.float32)
-        # Remember this batch's generations, so update_priorities(batch.indices, ...) can detect stale rows.
-        key = id(batch.indices)
-        self._made[key] = (weakref.ref(batch.indices, lambda _, d=self._made, k=key: d.pop(k, None)), gens)
+        if gens is not None:
+            # Remember this batch's generations: update_priorities(batch.indices, ...) then detects stale rows.
+            key = id(batch.indices)
+            self._made[key] = (weakref.ref(batch.indices, lambda _, d=self._made, k=key: d.pop(k, None)), gens)
         return batch
 
     def _generations_of(self, indices: Any) -> Optional[np.ndarray]:
@@ -305,6 +316,8 @@ class PrioritizedReplayBuffer(ReplayBuffer):
     leaf_i / sum(leaves).
     """
 
+    _prioritized = True
+
     def __init__(
         self,
         capacity: int,
@@ -368,7 +381,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         indices = [self._tree.find_prefix((k + self._rng.random()) * (total / n)) for k in range(n)]
         leaf_min = self._tree.min()
         weights = [min(leaf_min / self._tree.leaf(i), 1.0) ** beta for i in indices]
-        return self._gather(indices, weights, out)
+        return self._gather(indices, out, with_generations=True, weights=weights)
 
     def update_priorities(self, indices: Any, priorities: Any, generations: Any = None) -> int:
         """Set ``priorities`` (finite, >= 0) at ``indices``; the last of duplicate indices wins. Rows whose slot was

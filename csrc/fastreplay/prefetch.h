@@ -1,0 +1,141 @@
+// Background sampling: C++ threads that produce batches ahead of the consumer into a bounded queue.
+//
+// Contract:
+// - `produce` is called concurrently by `threads` workers (it must be thread-safe, as ReplayCore::sample is) and
+//   returns one finished item; at most `depth` finished items wait in the queue, so with the items being handed
+//   out one worker may be one item ahead of that. With one worker, items come out in the order they were
+//   produced, so a seeded buffer yields the same batches as the same number of sample() calls.
+// - next() blocks until an item is ready. If a worker's produce threw, next() rethrows that exception (once
+//   the items produced before it are consumed) and the prefetcher stops.
+// - close() (also run by the destructor) stops and joins every worker and discards queued items; it is
+//   idempotent. Workers never call back into the consumer's runtime (no Python), so joining cannot deadlock.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "fastreplay/common.h"
+
+namespace fastreplay {
+
+// Raised by next() after close().
+class PrefetcherClosed : public std::runtime_error {
+ public:
+  PrefetcherClosed() : std::runtime_error("the prefetcher is closed") {}
+};
+
+template <class Item>
+class Prefetcher {
+ public:
+  using Produce = std::function<Item()>;
+  using Discard = std::function<void(Item)>;
+
+  Prefetcher(Produce produce, Discard discard, std::size_t depth, std::size_t threads)
+      : produce_(std::move(produce)), discard_(std::move(discard)), depth_(depth) {
+    if (depth == 0) throw_invalid("prefetch: depth must be positive, got 0");
+    if (threads == 0) throw_invalid("prefetch: threads must be positive, got 0");
+    workers_.reserve(threads);
+    for (std::size_t t = 0; t < threads; ++t) workers_.emplace_back([this] { run(); });
+  }
+  ~Prefetcher() { close(); }
+  Prefetcher(const Prefetcher&) = delete;
+  Prefetcher& operator=(const Prefetcher&) = delete;
+
+  // The next item, waiting for a worker if needed. Throws a worker's exception, or PrefetcherClosed.
+  Item next() {
+    std::unique_lock<std::mutex> lock(mu_);
+    ready_.wait(lock, [this] { return !queue_.empty() || error_ || stop_; });
+    if (!queue_.empty()) {
+      Item item = queue_.front();
+      queue_.pop_front();
+      space_.notify_one();
+      return item;
+    }
+    if (error_) {
+      std::exception_ptr e = error_;
+      error_ = nullptr;
+      stop_ = true;
+      space_.notify_all();
+      std::rethrow_exception(e);
+    }
+    throw PrefetcherClosed();
+  }
+
+  // Stop and join the workers; queued items are discarded. Idempotent.
+  void close() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    space_.notify_all();
+    ready_.notify_all();
+    for (auto& w : workers_)
+      if (w.joinable()) w.join();
+    workers_.clear();
+    std::lock_guard<std::mutex> lock(mu_);
+    for (Item& item : queue_) discard_(item);
+    queue_.clear();
+  }
+
+  bool closed() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stop_ && queue_.empty();
+  }
+  std::size_t ready_count() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return queue_.size();
+  }
+
+ private:
+  void run() {
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        // A slot is reserved before producing, so that `depth` bounds finished plus in-production items.
+        space_.wait(lock, [this] { return stop_ || queue_.size() + in_production_ < depth_; });
+        if (stop_) return;
+        ++in_production_;
+      }
+      Item item{};
+      std::exception_ptr err;
+      try {
+        item = produce_();
+      } catch (...) {
+        err = std::current_exception();
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      --in_production_;
+      if (err) {
+        if (!error_) error_ = err;
+        stop_ = true;  // other workers stop; the consumer drains what is queued, then sees the error
+        space_.notify_all();
+      } else if (stop_) {
+        discard_(item);
+      } else {
+        queue_.push_back(item);
+      }
+      ready_.notify_one();
+      if (err) return;
+    }
+  }
+
+  Produce produce_;
+  Discard discard_;
+  const std::size_t depth_;
+  mutable std::mutex mu_;
+  std::condition_variable ready_, space_;
+  std::deque<Item> queue_;
+  std::size_t in_production_ = 0;
+  bool stop_ = false;
+  std::exception_ptr error_;
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace fastreplay
