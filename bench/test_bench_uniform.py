@@ -96,7 +96,7 @@ def test_memcpy_floor(benchmark):
     dst = np.zeros(n, np.uint8)
     benchmark.group = "atari plain copy 256 MiB"
     benchmark.extra_info.update(op="memcpy 256 MiB", kind="atari", impl="numpy copyto", capacity=0, rows=0, bytes=n)
-    benchmark.pedantic(np.copyto, args=(dst, src), rounds=30, iterations=1, warmup_rounds=2)
+    benchmark.pedantic(np.copyto, args=(dst, src), rounds=60, iterations=1, warmup_rounds=2)
     benchmark.extra_info["load1"] = os.getloadavg()[0]
     assert dst[-1] == 1
 
@@ -134,7 +134,7 @@ def test_atari_numpy_take_floor(benchmark, buffers):
         np.take(obs, idx, axis=0, out=o1)
         np.take(next_obs, idx, axis=0, out=o2)
 
-    run(benchmark, gather, group=ATARI_GROUP, op="numpy take (same bytes)", impl="numpy", rows=32,
+    run(benchmark, gather, group=ATARI_GROUP, op="numpy np.take, same rows", impl="numpy", rows=32,
         nbytes=ATARI_SAMPLE_BYTES, **_atari)
 
 

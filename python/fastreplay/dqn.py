@@ -423,7 +423,7 @@ def plot_learning_curve(log_path: str, png_path: str, title: str) -> None:
 def train(args: Args) -> Dict[str, Any]:
     """Train DQN as ``args`` says; returns the results (also written to ``<run_dir>/results.json``).
 
-    Keys: ``final_eval_returns`` (list), ``final_eval_mean``, ``evals`` (list of ``[step, mean]``), ``steps``
+    Keys: ``final_eval_returns`` (list), ``final_eval_mean``, ``evals`` (list of ``[step, mean, seconds since the start]``), ``steps``
     (environment steps reached), ``steps_this_run``, ``updates``, ``episodes``, ``wall_time_s``, ``steps_per_sec``,
     ``buffer_time_s`` and ``buffer_share`` (wall time inside add/sample/update_priorities), ``run_dir``,
     ``log_path``, ``plot_path`` (None without ``plot``), ``checkpoint_path``.
@@ -500,8 +500,9 @@ def train(args: Args) -> Dict[str, Any]:
     def run_eval() -> float:
         returns = evaluate(q_network, eval_envs, args.seed + 100_000 + len(evals) * args.eval_episodes, device)
         final_returns[:] = returns.tolist()
-        evals.append([global_step, float(returns.mean())])
-        write({"type": "eval", "step": global_step, "mean": float(returns.mean()), "std": float(returns.std()),
+        wall = time.perf_counter() - t_start
+        evals.append([global_step, float(returns.mean()), wall])
+        write({"type": "eval", "step": global_step, "wall_s": wall, "mean": float(returns.mean()), "std": float(returns.std()),
                "returns": returns.tolist()})
         log.flush()
         checkpoint()
@@ -623,9 +624,9 @@ def train(args: Args) -> Dict[str, Any]:
                     break
     bar.close()
 
+    loop_time = time.perf_counter() - t_loop
     if last_eval_step != global_step:
         run_eval()
-    loop_time = time.perf_counter() - t_loop
     envs.close()
     eval_envs.close()
     checkpoint()

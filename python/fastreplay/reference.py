@@ -12,10 +12,6 @@ and goes to slot ``t % capacity``. A slot's *generation* is ``t // capacity + 1`
 cursor up to the next multiple of capacity and starts a new, empty epoch, so generations keep growing and an index
 sampled before ``clear()`` is recognisably stale once its slot is written again.
 
-Where the compiled classes look wrong, this module says what should happen instead (tests will show the gap):
-plain-Python integers (in a list, say) must fit an integer field, where the compiled ``add`` wraps them
-silently; and a prioritized ``sample`` with no probability mass at all (eps = 0 and every priority 0) raises
-``ValueError``, where the compiled one never returns.
 """
 from __future__ import annotations
 

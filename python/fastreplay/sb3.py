@@ -1,0 +1,685 @@
+"""Stable-Baselines3 drop-in: replay buffers whose storage and sampling run in fastreplay's C++ core.
+
+One-line swap::
+
+    from stable_baselines3 import DQN
+    import fastreplay.sb3
+
+    model = DQN("MlpPolicy", "CartPole-v1", replay_buffer_class=fastreplay.sb3.ReplayBuffer)
+
+:class:`ReplayBuffer` and :class:`DictReplayBuffer` subclass SB3's own classes (SB3 checks ``isinstance`` when it
+loads a saved buffer) and take the same constructor. Each environment step adds ``n_envs`` rows to one
+:class:`fastreplay.ReplayBuffer` (row ``pos * n_envs + env``), so sampling uniformly over its rows is SB3's
+"random step, random env" sampling. ``sample`` returns SB3's ``ReplayBufferSamples`` with SB3's dtypes, shapes and
+device. The column attributes SB3 code reads (``observations``, ``actions``, ``rewards``, ``dones``, ``timeouts``,
+``next_observations``) are zero-copy views of the core's storage shaped ``(steps, n_envs, ...)``; an item assignment
+into them (SB3 writes ``dones[pos] = True`` before a second ``learn``) is kept in a small overlay that ``sample``
+applies. ``pos`` and ``full`` are derived from the core's ring. See ``docs/dropin.md`` for every difference.
+
+``optimize_memory_usage=True`` stores each observation once: the next observation of a row is the observation of
+the same env one step later, except at episode ends (``done``) and wherever the next ``add`` shows that the episode
+did not continue (a reset without ``done``), where the true next observation is kept aside in a second, small core
+buffer. Unlike SB3's buffer this also works with ``handle_timeout_termination=True`` and with Dict observations, and
+it never returns a wrong next observation.
+
+:class:`PrioritizedReplayBuffer` adds proportional prioritized replay (``sample(batch_size, env, beta)`` returns
+samples with ``weights`` and ``indices``; ``update_priorities(indices, priorities)``), and :class:`PERDQN` is a DQN
+whose ``train`` weights the TD loss by the importance weights, writes ``|TD error|`` back as priorities and anneals
+beta to 1 over training.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common import buffers as _sb3
+from stable_baselines3.common.type_aliases import DictReplayBufferSamples, ReplayBufferSamples
+from stable_baselines3.dqn import DQN
+
+from .buffer import PrioritizedReplayBuffer as _CorePER
+from .buffer import ReplayBuffer as _CoreReplay
+
+__all__ = [
+    "DictReplayBuffer",
+    "PERDQN",
+    "PrioritizedDictReplayBufferSamples",
+    "PrioritizedReplayBuffer",
+    "PrioritizedReplayBufferSamples",
+    "ReplayBuffer",
+]
+
+_ASIDE_START = 1024  # initial rows of the aside store for optimize_memory_usage (it doubles as needed)
+
+
+class PrioritizedReplayBufferSamples(ReplayBufferSamples):
+    """SB3's ``ReplayBufferSamples`` plus ``weights`` (float32 tensor ``[B, 1]`` on the buffer's device: importance
+    weights, max-normalised) and ``indices`` (int64 numpy ``[B]``: pass them to ``update_priorities``).
+
+    It is still a 6-tuple (``observations, actions, next_observations, dones, rewards, discounts``), so code that
+    unpacks or iterates SB3's samples keeps working; ``weights`` and ``indices`` are attributes.
+    """
+
+    def __new__(cls, *args: Any, weights: Any = None, indices: Any = None, **kwargs: Any):
+        return _with_extras(ReplayBufferSamples, cls, args, kwargs, weights, indices)
+
+    def _replace(self, **kwargs: Any):
+        return _replace_with_extras(ReplayBufferSamples, self, kwargs)
+
+    def __reduce__(self):
+        return (_rebuild_samples, (type(self), tuple(self), self.weights, self.indices))
+
+
+class PrioritizedDictReplayBufferSamples(DictReplayBufferSamples):
+    """SB3's ``DictReplayBufferSamples`` plus ``weights`` and ``indices``, as :class:`PrioritizedReplayBufferSamples`."""
+
+    def __new__(cls, *args: Any, weights: Any = None, indices: Any = None, **kwargs: Any):
+        return _with_extras(DictReplayBufferSamples, cls, args, kwargs, weights, indices)
+
+    def _replace(self, **kwargs: Any):
+        return _replace_with_extras(DictReplayBufferSamples, self, kwargs)
+
+    def __reduce__(self):
+        return (_rebuild_samples, (type(self), tuple(self), self.weights, self.indices))
+
+
+def _with_extras(base, cls, args, kwargs, weights, indices):
+    self = base.__new__(cls, *args, **kwargs)
+    self.weights, self.indices = weights, indices
+    return self
+
+
+def _replace_with_extras(base, self, kwargs):
+    weights, indices = kwargs.pop("weights", self.weights), kwargs.pop("indices", self.indices)
+    return type(self)(*base._replace(self, **kwargs), weights=weights, indices=indices)
+
+
+def _rebuild_samples(cls, values, weights, indices):
+    return cls(*values, weights=weights, indices=indices)
+
+
+class _Column(np.ndarray):
+    """A column attribute: a read-only view of core storage (or a patched copy) shaped ``(steps, n_envs, ...)``.
+
+    Item assignment does not write into the core (its storage is read-only to Python); it records the new rows in
+    the owning buffer's overlay, which ``sample`` applies until the slots are overwritten.
+    """
+
+    def __new__(cls, arr: np.ndarray, owner: "ReplayBuffer", field: str):
+        obj = arr.view(cls)
+        obj._owner, obj._field = owner, field
+        return obj
+
+    def __array_finalize__(self, obj: Any) -> None:
+        self._owner, self._field = None, None  # slices and results are plain arrays as far as writes go
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if self._owner is None:
+            return super().__setitem__(key, value)
+        self._owner._write_column(self._field, key, value)
+
+    def __reduce__(self):  # pickle/deepcopy as a plain array
+        return np.asarray(self).copy().__reduce__()
+
+
+class ReplayBuffer(_sb3.ReplayBuffer):
+    """SB3's ``ReplayBuffer`` with storage and sampling in fastreplay's C++ core (same constructor and methods).
+
+    Args:
+        buffer_size, observation_space, action_space, device, n_envs, optimize_memory_usage,
+        handle_timeout_termination: as for SB3 (``buffer_size`` is split over ``n_envs``: ``buffer_size // n_envs``
+            steps of ``n_envs`` rows). ``optimize_memory_usage`` and ``handle_timeout_termination`` may be combined.
+        seed: seed of the core's sampler. ``None`` (default) draws it from ``np.random``, which SB3 seeds from the
+            algorithm's ``seed``, so a seeded SB3 run stays reproducible.
+
+    Dict observation spaces work here too (samples are then ``DictReplayBufferSamples``); SB3 picks
+    :class:`DictReplayBuffer` for them, which is the same class under SB3's Dict type.
+    """
+
+    _prioritized = False
+
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        device: th.device | str = "auto",
+        n_envs: int = 1,
+        optimize_memory_usage: bool = False,
+        handle_timeout_termination: bool = True,
+        *,
+        seed: Optional[int] = None,
+        **core_kwargs: Any,
+    ) -> None:
+        # BaseBuffer only: SB3's ReplayBuffer.__init__ would allocate its own numpy arrays.
+        _sb3.BaseBuffer.__init__(self, buffer_size, observation_space, action_space, device, n_envs=n_envs)
+        self.buffer_size = max(buffer_size // n_envs, 1)
+        self.optimize_memory_usage = bool(optimize_memory_usage)
+        self.handle_timeout_termination = bool(handle_timeout_termination)
+        if seed is None:
+            seed = int(np.random.randint(0, 2**63 - 1, dtype=np.int64))
+        self._seed = int(seed)
+        self._core_kwargs = dict(core_kwargs)
+        self._layout()
+        self._core = self._new_core()
+        self._reset_python_state()
+
+    # ----------------------------------------------------------------------------------------------- layout
+    def _layout(self) -> None:
+        """Field names, shapes and dtypes of the core buffer (pure function of the constructor arguments)."""
+        space = self.observation_space
+        self._is_dict = isinstance(space, spaces.Dict)
+        if self._is_dict:
+            subspaces = list(space.spaces.items())
+            obs_shapes = {k: tuple(s) for k, s in self.obs_shape.items()}  # type: ignore[union-attr]
+        else:
+            subspaces = [(None, space)]
+            obs_shapes = {None: tuple(self.obs_shape)}
+        # (key, core field of obs, core field of next_obs, shape, dtype, is Discrete)
+        self._obs_specs: List[Tuple[Optional[str], str, str, Tuple[int, ...], np.dtype, bool]] = []
+        for key, sub in subspaces:
+            name = "obs" if key is None else f"obs.{key}"
+            self._obs_specs.append(
+                (key, name, "next_" + name, obs_shapes[key], np.dtype(sub.dtype), isinstance(sub, spaces.Discrete))
+            )
+        self._action_dtype = np.dtype(self._maybe_cast_dtype(self.action_space.dtype))
+        fields: Dict[str, Any] = {}
+        for _, name, next_name, shape, dtype, _ in self._obs_specs:
+            fields[name] = (shape, dtype)
+        if not self.optimize_memory_usage:
+            for _, name, next_name, shape, dtype, _ in self._obs_specs:
+                fields[next_name] = (shape, dtype)
+        fields["action"] = ((self.action_dim,), self._action_dtype)
+        fields["reward"] = ((), np.float32)
+        fields["done"] = ((), np.float32)
+        if self.handle_timeout_termination:
+            fields["timeout"] = ((), np.float32)
+        if self.optimize_memory_usage:
+            fields["aside"] = ((), np.int64)  # serial of the row's true next observation in the aside store, or -1
+        self._fields = fields
+        self._capacity = self.buffer_size * self.n_envs
+
+    def _new_core(self) -> _CoreReplay:
+        if self._prioritized:
+            return _CorePER(self._capacity, self._fields, seed=self._seed, **self._core_kwargs)
+        return _CoreReplay(self._capacity, self._fields, seed=self._seed, **self._core_kwargs)
+
+    def _new_aside(self, capacity: int) -> _CoreReplay:
+        fields = {next_name: (shape, dtype) for _, _, next_name, shape, dtype, _ in self._obs_specs}
+        fields["owner"] = ((), np.int64)  # total_added index of the main row the next observation belongs to
+        return _CoreReplay(capacity, fields, seed=self._seed ^ 0x5DEECE66D)
+
+    def _reset_python_state(self) -> None:
+        self._patches: Dict[str, Dict[int, np.ndarray]] = {}
+        if self.optimize_memory_usage:
+            self._aside: Optional[_CoreReplay] = None
+            self._aside_cap = 0
+            self._aside_base = 0  # serial stored at slot 0 of the aside core
+            self._aside_next = 0  # serial of the next aside row
+            self._aside_oldest = 0  # no row older than this serial is still referenced
+            self._pending: Optional[Dict[str, np.ndarray]] = None  # next obs of the latest step, per env
+            self._pending_valid = np.zeros(self.n_envs, dtype=bool)  # rows whose next obs is pending, not aside
+
+    # ---------------------------------------------------------------------------------- SB3's attributes
+    @property
+    def pos(self) -> int:  # type: ignore[override]
+        """Next step to write, ``0 <= pos < buffer_size`` (derived from the core's ring)."""
+        core = self.__dict__.get("_core")
+        return 0 if core is None else core.next_index // self.n_envs
+
+    @pos.setter
+    def pos(self, value: int) -> None:
+        self._check_ring_write("pos", value, self.pos)
+
+    @property
+    def full(self) -> bool:  # type: ignore[override]
+        """True once ``buffer_size`` steps are stored (derived from the core's ring)."""
+        core = self.__dict__.get("_core")
+        return False if core is None else len(core) == self._capacity
+
+    @full.setter
+    def full(self, value: bool) -> None:
+        self._check_ring_write("full", value, self.full)
+
+    def _check_ring_write(self, name: str, value: Any, current: Any) -> None:
+        # BaseBuffer.__init__ and reset() assign pos = 0, full = False; those agree with the ring.
+        if "_core" in self.__dict__ and value != current:
+            raise AttributeError(
+                f"{type(self).__name__}.{name} follows fastreplay's ring (now {current!r}) and cannot be set to "
+                f"{value!r}; use reset() to empty the buffer"
+            )
+
+    def _column(self, field: str) -> np.ndarray:
+        view = self._core._storage_view(self._field_index(field))
+        arr = view.reshape((len(view) // self.n_envs, self.n_envs) + view.shape[1:])
+        patches = self._patches.get(field)
+        if patches:
+            arr = arr.copy()
+            flat = arr.reshape((-1,) + view.shape[1:])
+            for slot, row in patches.items():
+                if slot < len(flat):
+                    flat[slot] = row
+        return _Column(arr, self, field)
+
+    def _field_index(self, field: str) -> int:
+        return list(self._fields).index(field)
+
+    def _obs_columns(self, prefix: str) -> Any:
+        names = {key: (name if prefix == "obs" else next_name) for key, name, next_name, *_ in self._obs_specs}
+        if self._is_dict:
+            return {key: self._column(name) for key, name in names.items()}
+        return self._column(names[None])
+
+    @property
+    def observations(self) -> Any:  # type: ignore[override]
+        """Stored observations ``(steps, n_envs, *obs_shape)`` (a dict of those for Dict spaces), zero-copy."""
+        return self._obs_columns("obs")
+
+    @property
+    def next_observations(self) -> Any:  # type: ignore[override]
+        """Stored next observations; absent (AttributeError) with ``optimize_memory_usage``, as in SB3."""
+        if self.optimize_memory_usage:
+            raise AttributeError("next_observations is not stored when optimize_memory_usage=True")
+        return self._obs_columns("next_obs")
+
+    @property
+    def actions(self) -> np.ndarray:  # type: ignore[override]
+        return self._column("action")
+
+    @property
+    def rewards(self) -> np.ndarray:  # type: ignore[override]
+        return self._column("reward")
+
+    @property
+    def dones(self) -> np.ndarray:  # type: ignore[override]
+        return self._column("done")
+
+    @property
+    def timeouts(self) -> np.ndarray:  # type: ignore[override]
+        if self.handle_timeout_termination:
+            return self._column("timeout")
+        return _Column(np.zeros(self.dones.shape, np.float32), self, "timeout")
+
+    def _write_column(self, field: str, key: Any, value: Any) -> None:
+        """``column[key] = value`` for a column attribute: record the touched rows in the overlay."""
+        if field == "timeout" and not self.handle_timeout_termination:
+            raise ValueError("timeouts are not stored when handle_timeout_termination=False")
+        current = np.array(self._column(field))
+        current[key] = value
+        steps, n = current.shape[:2]
+        slot_grid = np.arange(steps * n).reshape((steps, n) + (1,) * (current.ndim - 2))
+        touched = np.unique(np.broadcast_to(slot_grid, current.shape)[key])
+        flat = current.reshape((steps * n,) + current.shape[2:])
+        rows = self._patches.setdefault(field, {})
+        for slot in touched.tolist():
+            rows[slot] = flat[slot].copy()
+
+    # -------------------------------------------------------------------------------------------- adding
+    def _rows(self, value: Any, shape: Tuple[int, ...], dtype: np.dtype, reshape: bool = False) -> np.ndarray:
+        a = np.asarray(value)
+        target = (self.n_envs,) + shape
+        if a.shape != target:
+            a = a.reshape(target) if reshape else np.broadcast_to(a, target)
+        if a.dtype != dtype:
+            a = a.astype(dtype)  # SB3 assigns into its arrays, which casts unsafely; so do we
+        return a
+
+    def add(  # type: ignore[override]
+        self,
+        obs: Any,
+        next_obs: Any,
+        action: Any,
+        reward: Any,
+        done: Any,
+        infos: List[Dict[str, Any]],
+    ) -> None:
+        """Store one step: ``n_envs`` transitions, with SB3's reshaping and casting rules."""
+        rows: Dict[str, np.ndarray] = {}
+        next_rows: Dict[str, np.ndarray] = {}
+        for key, name, next_name, shape, dtype, discrete in self._obs_specs:
+            o = obs if key is None else obs[key]
+            no = next_obs if key is None else next_obs[key]
+            rows[name] = self._rows(o, shape, dtype, discrete)
+            next_rows[next_name] = self._rows(no, shape, dtype, discrete)
+        rows["action"] = self._rows(np.asarray(action).reshape((self.n_envs, self.action_dim)), (self.action_dim,),
+                                    self._action_dtype)
+        rows["reward"] = self._rows(reward, (), np.dtype(np.float32))
+        rows["done"] = self._rows(done, (), np.dtype(np.float32))
+        if self.handle_timeout_termination:
+            rows["timeout"] = np.array([info.get("TimeLimit.truncated", False) for info in infos], dtype=np.float32)
+        core = self._core
+        start = core.next_index
+        if self.optimize_memory_usage:
+            self._add_optimized(rows, next_rows)
+        else:
+            rows.update(next_rows)
+        if self._patches:
+            self._drop_patches(start, self.n_envs)
+        core.add(**rows)
+
+    def _drop_patches(self, start: int, n: int) -> None:
+        cap = self._capacity
+        for field in list(self._patches):
+            rows = self._patches[field]
+            for slot in [s for s in rows if (s - start) % cap < n]:
+                del rows[slot]
+            if not rows:
+                del self._patches[field]
+
+    # ------------------------------------------------------------------------------- optimize_memory_usage
+    def _add_optimized(self, rows: Dict[str, np.ndarray], next_rows: Dict[str, np.ndarray]) -> None:
+        core, n = self._core, self.n_envs
+        total = core.total_added  # serial of this step's first row
+        # 1. The previous step's rows whose next obs was pending: did the episode continue into this obs?
+        if self._pending is not None and self._pending_valid.any():
+            same = self._pending_valid.copy()
+            for _, name, next_name, *_ in self._obs_specs:
+                prev = self._pending[next_name].reshape(n, -1)
+                same &= (prev == rows[name].reshape(n, -1)).all(axis=1)
+            broken = np.flatnonzero(self._pending_valid & ~same)
+            if len(broken):  # e.g. a reset without done: keep the true next obs aside, point the row at it
+                serials = self._aside_append(
+                    {k: v[broken] for k, v in self._pending.items()}, total - n + broken, total + n
+                )
+                prev_start = (core.next_index - n) % self._capacity
+                patch = self._patches.setdefault("aside", {})
+                for e, s in zip(broken.tolist(), serials.tolist()):
+                    patch[prev_start + e] = np.asarray(s, dtype=np.int64)
+        # 2. This step: episode ends keep their next obs aside now; the others wait for the next step's obs.
+        ended = np.flatnonzero(rows["done"] != 0)
+        aside = np.full(n, -1, dtype=np.int64)
+        if len(ended):
+            aside[ended] = self._aside_append({k: v[ended] for k, v in next_rows.items()}, total + ended, total + n)
+        rows["aside"] = aside
+        self._pending = {k: np.array(v) for k, v in next_rows.items()}
+        self._pending_valid = aside < 0
+
+    def _aside_append(self, values: Dict[str, np.ndarray], owners: np.ndarray, total_after: int) -> np.ndarray:
+        """Store next observations aside; returns their serials. Grows the store so that no live row is lost."""
+        k = len(owners)
+        if self._aside is None:
+            self._aside_cap = min(self._capacity, max(_ASIDE_START, k))
+            self._aside = self._new_aside(self._aside_cap)
+        # Rows whose main row has been overwritten are dead; owners grow with serials, so scan from the oldest.
+        if self._aside_oldest < self._aside_next:
+            owner_col = self._aside._storage_view(len(self._obs_specs))
+            oldest_alive = total_after - self._capacity
+            while self._aside_oldest < self._aside_next and owner_col[
+                (self._aside_oldest - self._aside_base) % self._aside_cap
+            ] < oldest_alive:
+                self._aside_oldest += 1
+        live = self._aside_next - self._aside_oldest
+        if live + k > self._aside_cap:  # grow: copy the live rows, oldest first, into a store twice as large
+            new_cap = max(2 * self._aside_cap, live + k)
+            new = self._new_aside(new_cap)
+            if live:
+                slots = (np.arange(self._aside_oldest, self._aside_next) - self._aside_base) % self._aside_cap
+                new.add(**dict(self._aside.get(slots)))
+            self._aside, self._aside_cap, self._aside_base = new, new_cap, self._aside_oldest
+        self._aside.add(**values, owner=np.asarray(owners, dtype=np.int64))
+        serials = np.arange(self._aside_next, self._aside_next + k, dtype=np.int64)
+        self._aside_next += k
+        return serials
+
+    def _next_obs_optimized(self, batch: Any, idx: np.ndarray) -> Dict[str, np.ndarray]:
+        core, n, cap = self._core, self.n_envs, self._capacity
+        aside = batch["aside"]
+        latest = ((core.next_index - 1 - idx) % cap) < n  # rows of the latest step: their next obs is not stored
+        from_aside = aside >= 0
+        from_pending = latest & ~from_aside
+        from_core = ~(from_aside | from_pending)
+        nxt = np.where(from_core, (idx + n) % cap, idx)
+        got = core.get(nxt) if from_core.any() else None
+        if got is not None and self._patches:
+            self._apply_patches(got, nxt)
+        out: Dict[str, np.ndarray] = {}
+        for _, name, next_name, shape, dtype, _ in self._obs_specs:
+            out[next_name] = got[name] if got is not None else np.empty((len(idx),) + shape, dtype)
+        if from_pending.any():
+            envs = idx[from_pending] % n
+            for k, v in self._pending.items():  # type: ignore[union-attr]
+                out[k][from_pending] = v[envs]
+        if from_aside.any():
+            slots = (aside[from_aside] - self._aside_base) % self._aside_cap
+            rows = self._aside.get(slots)  # type: ignore[union-attr]
+            for k in out:
+                out[k][from_aside] = rows[k]
+        return out
+
+    # ------------------------------------------------------------------------------------------ sampling
+    def sample(self, batch_size: int, env: Optional[Any] = None) -> Any:  # type: ignore[override]
+        """A uniform batch of transitions as SB3's ``ReplayBufferSamples`` (``DictReplayBufferSamples``)."""
+        return self._to_samples(self._core.sample(batch_size), env)
+
+    def _get_samples(self, batch_inds: np.ndarray, env: Optional[Any] = None) -> Any:  # type: ignore[override]
+        """SB3's hook: the given steps, each with a random env (as SB3 does)."""
+        batch_inds = np.asarray(batch_inds, dtype=np.int64)
+        env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
+        return self._to_samples(self._core.get(batch_inds * self.n_envs + env_indices), env)
+
+    def _apply_patches(self, batch: Any, idx: np.ndarray) -> None:
+        for field, rows in self._patches.items():
+            if field not in batch:
+                continue
+            hit = np.flatnonzero(np.isin(idx, np.fromiter(rows, dtype=np.int64, count=len(rows))))
+            for i in hit.tolist():
+                batch[field][i] = rows[int(idx[i])]
+
+    def _to_samples(self, batch: Any, env: Optional[Any]) -> Any:
+        idx = batch.indices
+        if self._patches:
+            self._apply_patches(batch, idx)
+        next_src = self._next_obs_optimized(batch, idx) if self.optimize_memory_usage else batch
+        done = batch["done"]
+        if self.handle_timeout_termination:
+            done = done * (1 - batch["timeout"])  # only dones that are not time-limit truncations
+        to_torch = self.to_torch
+        if self._is_dict:
+            obs = self._normalize_obs({key: batch[name] for key, name, *_ in self._obs_specs}, env)
+            next_obs = self._normalize_obs({key: next_src[nn] for key, _, nn, *_ in self._obs_specs}, env)
+            fields = (
+                {k: to_torch(v, copy=False) for k, v in obs.items()},  # type: ignore[union-attr]
+                to_torch(batch["action"], copy=False),
+                {k: to_torch(v, copy=False) for k, v in next_obs.items()},  # type: ignore[union-attr]
+            )
+        else:
+            fields = (
+                to_torch(self._normalize_obs(batch["obs"], env), copy=False),  # type: ignore[arg-type]
+                to_torch(batch["action"], copy=False),
+                to_torch(self._normalize_obs(next_src["next_obs"], env), copy=False),  # type: ignore[arg-type]
+            )
+        dones = to_torch(done.reshape(-1, 1), copy=False)
+        rewards = to_torch(self._normalize_reward(batch["reward"].reshape(-1, 1), env), copy=False)
+        return self._make_samples(batch, fields + (dones, rewards))
+
+    def _make_samples(self, batch: Any, values: Tuple[Any, ...]) -> Any:
+        cls = DictReplayBufferSamples if self._is_dict else ReplayBufferSamples
+        return cls(*values)
+
+    # ----------------------------------------------------------------------------------- size and reset
+    def reset(self) -> None:
+        """Empty the buffer (memory is kept)."""
+        self._core.clear()
+        self._reset_python_state()
+        super().reset()
+
+    # -------------------------------------------------------------------------------------------- pickle
+    def __getstate__(self) -> Dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_core", "_aside")}
+        state["_core"] = _dump_core(self._core)
+        if self.optimize_memory_usage:
+            state["_aside"] = None if self._aside is None else _dump_core(self._aside)
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        state = dict(state)
+        core_state = state.pop("_core")
+        aside_state = state.pop("_aside", None)
+        self.__dict__.update(state)
+        self._core = self._new_core()
+        _load_core(self._core, core_state)
+        if self.optimize_memory_usage:
+            self._aside = None
+            if aside_state is not None:
+                self._aside = self._new_aside(self._aside_cap)
+                _load_core(self._aside, aside_state)
+
+
+def _dump_core(core: _CoreReplay) -> Dict[str, Any]:
+    """The stored rows in slot order (views: pickling copies them once) and the ring's position."""
+    state: Dict[str, Any] = {"size": len(core), "next_index": core.next_index, "columns": core.storage}
+    if isinstance(core, _CorePER):
+        state["priorities"] = core.priorities
+        state["max_priority"] = core.max_priority
+    return state
+
+
+def _load_core(core: _CoreReplay, state: Dict[str, Any]) -> None:
+    """Refill an empty core so that every row lands in its old slot and the ring continues where it was."""
+    size, nxt, cols = state["size"], state["next_index"], state["columns"]
+    if size == 0:
+        return
+    core.add(**cols)
+    if size == core.capacity and nxt:
+        core.add(**{k: v[:nxt] for k, v in cols.items()})  # rows 0..nxt-1 again: the ring now points at nxt
+    if "priorities" in state:
+        slots = np.arange(size, dtype=np.int64)
+        core.update_priorities(slots[:1], np.array([state["max_priority"]]))  # restores the all-time maximum
+        core.update_priorities(slots, state["priorities"])
+
+
+class DictReplayBuffer(ReplayBuffer, _sb3.DictReplayBuffer):
+    """SB3's ``DictReplayBuffer`` backed by fastreplay's core. Unlike SB3's, it supports ``optimize_memory_usage``."""
+
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Dict,
+        action_space: spaces.Space,
+        device: th.device | str = "auto",
+        n_envs: int = 1,
+        optimize_memory_usage: bool = False,
+        handle_timeout_termination: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(observation_space, spaces.Dict):
+            raise AssertionError("DictReplayBuffer must be used with Dict obs space only")  # SB3's own check
+        super().__init__(
+            buffer_size, observation_space, action_space, device, n_envs, optimize_memory_usage,
+            handle_timeout_termination, **kwargs
+        )
+
+
+class PrioritizedReplayBuffer(ReplayBuffer):
+    """Proportional prioritized replay (Schaul et al. 2015) for SB3, on fastreplay's sum and min trees.
+
+    Args:
+        alpha: priority exponent (0 is uniform).
+        beta: importance-sampling exponent used when ``sample`` is not given one (:class:`PERDQN` anneals it).
+        eps: added to every priority before the exponent.
+        Other arguments as for :class:`ReplayBuffer`; Box, Discrete, MultiDiscrete, MultiBinary and Dict
+        observation spaces all work.
+
+    ``sample(batch_size, env=None, beta=None)`` returns :class:`PrioritizedReplayBufferSamples` (or the Dict
+    variant): SB3's samples plus ``weights`` (float32 ``[B, 1]`` tensor) and ``indices`` (int64 numpy ``[B]``).
+    Call ``update_priorities(samples.indices, td_errors)`` after the gradient step; rows overwritten since they
+    were sampled are skipped. New transitions get the largest priority seen so far.
+    """
+
+    _prioritized = True
+
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        device: th.device | str = "auto",
+        n_envs: int = 1,
+        optimize_memory_usage: bool = False,
+        handle_timeout_termination: bool = True,
+        *,
+        alpha: float = 0.6,
+        beta: float = 0.4,
+        eps: float = 1e-6,
+        seed: Optional[int] = None,
+    ) -> None:
+        self.beta = float(beta)
+        super().__init__(
+            buffer_size, observation_space, action_space, device, n_envs, optimize_memory_usage,
+            handle_timeout_termination, seed=seed, alpha=alpha, eps=eps,
+        )
+
+    @property
+    def alpha(self) -> float:
+        return self._core.alpha  # type: ignore[attr-defined]
+
+    def sample(self, batch_size: int, env: Optional[Any] = None, beta: Optional[float] = None) -> Any:  # type: ignore[override]
+        """A prioritized batch (stratified over the priority mass) with importance weights for ``beta``."""
+        return self._to_samples(self._core.sample(batch_size, self.beta if beta is None else float(beta)), env)
+
+    def _make_samples(self, batch: Any, values: Tuple[Any, ...]) -> Any:
+        cls = PrioritizedDictReplayBufferSamples if self._is_dict else PrioritizedReplayBufferSamples
+        weights = batch.weights if batch.weights is not None else np.ones(len(batch.indices), np.float32)
+        return cls(*values, weights=self.to_torch(weights.reshape(-1, 1), copy=False), indices=batch.indices)
+
+    def update_priorities(self, indices: Any, priorities: Any) -> int:
+        """Set priorities (e.g. ``|TD error|``, finite and >= 0) of sampled rows; returns how many were stale."""
+        return self._core.update_priorities(indices, priorities)  # type: ignore[attr-defined]
+
+
+class PERDQN(DQN):
+    """DQN with prioritized experience replay: a one-line swap for ``stable_baselines3.DQN``.
+
+    ``PERDQN("MlpPolicy", env, beta0=0.4, replay_buffer_kwargs={"alpha": 0.6})``. The buffer defaults to
+    :class:`PrioritizedReplayBuffer` (any subclass of it may be given). ``train`` weights each sample's Huber loss by
+    its importance weight, writes ``|TD error|`` back as its priority, and anneals beta linearly from ``beta0`` to 1
+    over the ``total_timesteps`` of ``learn``. Everything else is SB3's DQN.
+    """
+
+    def __init__(self, policy: Any, env: Any, *args: Any, beta0: float = 0.4, **kwargs: Any) -> None:
+        buffer_class = kwargs.get("replay_buffer_class")
+        if buffer_class is None:
+            kwargs["replay_buffer_class"] = PrioritizedReplayBuffer
+        elif not (isinstance(buffer_class, type) and issubclass(buffer_class, PrioritizedReplayBuffer)):
+            raise TypeError(
+                "PERDQN: replay_buffer_class must be fastreplay.sb3.PrioritizedReplayBuffer or a subclass, "
+                f"got {buffer_class!r}"
+            )
+        self.beta0 = float(beta0)
+        super().__init__(policy, env, *args, **kwargs)
+
+    @property
+    def beta(self) -> float:
+        """Importance-sampling exponent now: ``beta0`` at the start of ``learn``, 1 at its end."""
+        progress = 1.0 - float(getattr(self, "_current_progress_remaining", 1.0))
+        return self.beta0 + (1.0 - self.beta0) * min(max(progress, 0.0), 1.0)
+
+    def train(self, gradient_steps: int, batch_size: int = 100) -> None:
+        import torch.nn.functional as F
+
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        beta = self.beta
+        losses = []
+        for _ in range(gradient_steps):
+            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env, beta=beta)  # type: ignore[union-attr]
+            discounts = data.discounts if data.discounts is not None else self.gamma
+            with th.no_grad():
+                next_q = self.q_net_target(data.next_observations).max(dim=1)[0].reshape(-1, 1)
+                target_q = data.rewards + (1 - data.dones) * discounts * next_q
+            current_q = th.gather(self.q_net(data.observations), dim=1, index=data.actions.long())
+            # Importance weights correct the bias of sampling by priority.
+            loss = (data.weights * F.smooth_l1_loss(current_q, target_q, reduction="none")).mean()
+            losses.append(loss.item())
+            self.policy.optimizer.zero_grad()
+            loss.backward()
+            th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+            # New priority of each sampled transition: its |TD error|.
+            td = (current_q - target_q).detach().abs().reshape(-1).cpu().numpy().astype(np.float64)
+            self.replay_buffer.update_priorities(data.indices, td)  # type: ignore[union-attr]
+        self._n_updates += gradient_steps
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/loss", np.mean(losses))
+        self.logger.record("train/per_beta", beta)

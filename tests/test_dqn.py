@@ -1,0 +1,327 @@
+"""The DQN trainer (fastreplay.dqn): the TD target, vector-env bookkeeping, tiny runs of each mode, checkpoints and
+the command line. Each run is a few hundred CartPole steps with a tiny network, seconds at most."""
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+gym = pytest.importorskip("gymnasium")
+pytest.importorskip("tqdm")
+pytest.importorskip("matplotlib")
+
+from fastreplay import dqn  # noqa: E402
+
+SHORT_ENV = "FastreplayShortCartPole-v0"
+if SHORT_ENV not in gym.registry:
+    # CartPole cut at 5 steps: almost every episode ends by truncation, which the stored rows must bootstrap through.
+    gym.register(SHORT_ENV, entry_point="gymnasium.envs.classic_control.cartpole:CartPoleEnv", max_episode_steps=5)
+
+
+def tiny(tmp_path, **kw):
+    """Args for a run of a few hundred steps with a tiny network, no progress bar."""
+    base = dict(total_timesteps=300, learning_starts=100, batch_size=16, buffer_size=1000, hidden_sizes=(16,),
+                eval_frequency=0, eval_episodes=2, target_network_frequency=50, log_frequency=100,
+                progress=False, plot=False, output_dir=str(tmp_path / "runs"))
+    base.update(kw)
+    return dqn.Args(**base)
+
+
+def read_log(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+# --- the TD target ---------------------------------------------------------------------------------------------------
+
+
+def test_td_target_hand_computed():
+    # Three stored transitions, gamma = 0.9:
+    #   0: a time-limit truncation. Stored done = terminated = False, so it bootstraps: 1 + 0.9 * max(1, 2) = 2.8
+    #   1: a termination (done = True): no bootstrap, y = r = 1
+    #   2: an ordinary step: 0.5 + 0.9 * max(5, 0) = 5.0
+    reward = torch.tensor([1.0, 1.0, 0.5])
+    done = torch.tensor([False, True, False])
+    next_q_target = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 0.0]])
+    y = dqn.td_target(reward, next_q_target, done, 0.9)
+    torch.testing.assert_close(y, torch.tensor([2.8, 1.0, 5.0]))
+    # Double DQN: the online network picks a' = argmax [5, 0] = 0, [0, 1] = 1, [0, 1] = 1; the target network values
+    # it: 1, 4 (ignored: terminal), 0.
+    next_q_online = torch.tensor([[5.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    y = dqn.td_target(reward, next_q_target, done, 0.9, next_q_online)
+    torch.testing.assert_close(y, torch.tensor([1.0 + 0.9 * 1.0, 1.0, 0.5]))
+
+
+def test_td_target_float_done_and_gamma_zero():
+    y = dqn.td_target(torch.tensor([2.0]), torch.tensor([[7.0, 3.0]]), torch.tensor([0.0]), 0.0)
+    torch.testing.assert_close(y, torch.tensor([2.0]))
+
+
+# --- vector-env autoreset: the stored s' of an ended episode -----------------------------------------------------
+
+
+def test_real_next_obs_replaces_only_ended_rows():
+    next_obs = np.arange(8, dtype=np.float32).reshape(2, 4)
+    final = np.empty(2, dtype=object)
+    final[1] = np.full(4, -1.0, np.float32)
+    infos = {"final_obs": final, "_final_obs": np.array([False, True])}
+    out = dqn.real_next_obs(next_obs, infos)
+    np.testing.assert_array_equal(out, [[0, 1, 2, 3], [-1, -1, -1, -1]])
+    np.testing.assert_array_equal(next_obs, np.arange(8).reshape(2, 4))  # the env's array is left alone
+    assert dqn.real_next_obs(next_obs, {}) is next_obs
+
+
+def test_installed_gymnasium_gives_final_obs_on_truncation():
+    envs = dqn.make_vec_env(SHORT_ENV, 1)
+    try:
+        obs, _ = envs.reset(seed=0)
+        for t in range(5):
+            nxt, _, terminated, truncated, infos = envs.step(np.array([t % 2]))
+            if not (terminated[0] or truncated[0]):
+                obs = nxt
+        assert truncated[0] and not terminated[0]
+        if dqn.autoreset_mode(envs) == "same_step":
+            stored = dqn.real_next_obs(nxt, infos)
+            assert not np.array_equal(stored, nxt)  # nxt is the next episode's first observation
+            # The last observation follows from the one before it: CartPole moves x by tau * x_dot.
+            assert abs(stored[0, 0] - (obs[0, 0] + 0.02 * obs[0, 1])) < 1e-5
+    finally:
+        envs.close()
+
+
+@pytest.mark.parametrize("mode", ["same_step", "next_step"])
+@pytest.mark.parametrize("num_envs", [1, 2])
+def test_loop_stores_truncated_transitions(tmp_path, monkeypatch, mode, num_envs):
+    """Run the real loop on a 5-step CartPole and read back what it stored: s' of every truncated row is the
+    episode's last observation (not the reset one), done is False on truncation, and no reset step is stored."""
+    if mode == "next_step":
+        AutoresetMode = getattr(gym.vector, "AutoresetMode", None)
+        if AutoresetMode is None:
+            pytest.skip("this gymnasium cannot choose the autoreset mode")
+        monkeypatch.setattr(dqn, "make_vec_env", lambda env_id, n: gym.vector.SyncVectorEnv(
+            [lambda: gym.make(env_id)] * n, autoreset_mode=AutoresetMode.NEXT_STEP))
+    made = []
+    real_make_buffer = dqn.make_buffer
+    monkeypatch.setattr(dqn, "make_buffer", lambda args, envs: made.append(real_make_buffer(args, envs)) or made[-1])
+    dqn.train(tiny(tmp_path, env_id=SHORT_ENV, num_envs=num_envs, total_timesteps=60, learning_starts=1000))
+    st = made[0].storage
+    # Row order: env j's t-th transition is row t * num_envs + j. Episodes are exactly 5 transitions long; with
+    # next-step autoreset every 6th step of each env only resets it and is not stored.
+    iterations = 60 // num_envs
+    assert len(made[0]) == num_envs * (iterations if mode == "same_step" else iterations - iterations // 6)
+    obs = st["obs"].reshape(-1, num_envs, 4)
+    nxt = st["next_obs"].reshape(-1, num_envs, 4)
+    done = st["done"].reshape(-1, num_envs)
+    assert not done.any()
+    for t in range(obs.shape[0] - 1):
+        if t % 5 == 4:  # truncated: s' is the episode's end, the next row starts a new episode elsewhere
+            assert not np.array_equal(nxt[t], obs[t + 1])
+            np.testing.assert_allclose(nxt[t][:, 0], obs[t][:, 0] + 0.02 * obs[t][:, 1], atol=1e-5)
+        else:
+            np.testing.assert_array_equal(nxt[t], obs[t + 1])
+
+
+# --- tiny runs of each mode ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"per": True},
+        {"num_envs": 4},
+        {"per": True, "num_envs": 3, "double_dqn": True},
+        {"loss": "mse", "tau": 0.1, "target_network_frequency": 1, "max_grad_norm": 0.0, "no": "prefetch"},
+    ],
+    ids=["uniform", "per", "num_envs4", "per_vec_double", "mse_soft_noprefetch"],
+)
+def test_tiny_runs(tmp_path, kw):
+    kw = dict(kw)
+    if kw.pop("no", None) == "prefetch":
+        kw["prefetch"] = False
+    args = tiny(tmp_path, eval_frequency=100, **kw)
+    res = dqn.train(args)
+    n = args.num_envs
+    steps = -(-args.total_timesteps // n) * n
+    assert res["steps"] == res["steps_this_run"] == steps
+    # One gradient step per train_frequency env steps once learning has started.
+    first_learning_step = -(-args.learning_starts // n) * n
+    assert res["updates"] == (steps - first_learning_step + n) // args.train_frequency
+    assert len(res["final_eval_returns"]) == args.eval_episodes
+    assert all(r >= 1 for r in res["final_eval_returns"])
+    assert [e[0] for e in res["evals"]][:2] == [-(-100 // n) * n, -(-200 // n) * n]
+    assert 0 < res["buffer_time_s"] < res["loop_time_s"]
+    recs = read_log(res["log_path"])
+    assert recs[0]["type"] == "args" and recs[0]["per"] == args.per
+    assert {r["type"] for r in recs} >= {"args", "episode", "eval", "train"}
+    assert all(np.isfinite(r["loss"]) for r in recs if r["type"] == "train" and r["step"] >= 200)
+    with open(os.path.join(res["run_dir"], "results.json")) as f:
+        assert json.load(f)["steps"] == steps
+
+
+def test_reference_buffer_runs(tmp_path):
+    pytest.importorskip("fastreplay.reference")
+    res = dqn.train(tiny(tmp_path, buffer="reference", per=True, total_timesteps=200))
+    assert res["steps"] == 200 and res["updates"] == 101
+
+
+def test_plot_and_early_stop(tmp_path):
+    res = dqn.train(tiny(tmp_path, plot=True, eval_frequency=100, target_return=0.0))
+    assert res["steps"] == 100  # the first evaluation already reaches the (trivial) target return
+    assert res["plot_path"].endswith(".png") and os.path.getsize(res["plot_path"]) > 1000
+
+
+def test_seed_is_reproducible_on_cpu(tmp_path):
+    runs = []
+    for k in range(2):
+        ckpt = str(tmp_path / f"c{k}.pt")
+        res = dqn.train(tiny(tmp_path / str(k), seed=3, per=True, prefetch=False, save=ckpt, eval_frequency=150))
+        runs.append((res, torch.load(ckpt, weights_only=True)))
+    (r0, c0), (r1, c1) = runs
+    assert [e[:2] for e in r0["evals"]] == [e[:2] for e in r1["evals"]]
+    assert r0["final_eval_returns"] == r1["final_eval_returns"]
+    for k, v in c0["q_network"].items():
+        torch.testing.assert_close(v, c1["q_network"][k], rtol=0, atol=0)
+    losses = [[r["loss"] for r in read_log(r["log_path"]) if r["type"] == "train"] for r in (r0, r1)]
+    assert losses[0] == losses[1]
+
+
+def test_save_then_resume(tmp_path):
+    ckpt = str(tmp_path / "ckpt" / "dqn.pt")
+    first = dqn.train(tiny(tmp_path, save=ckpt, per=True, eval_frequency=150))
+    state = torch.load(ckpt, weights_only=True)
+    assert state["global_step"] == 300 and state["updates"] == first["updates"]
+    assert set(state) >= {"q_network", "target_network", "optimizer", "global_step", "updates", "epsilon", "args"}
+    assert state["epsilon"] == pytest.approx(dqn.fastreplay.LinearSchedule(1.0, 0.02, 60)(300))
+
+    second = dqn.train(tiny(tmp_path, resume=ckpt, save=ckpt, per=True, total_timesteps=600, eval_frequency=150))
+    assert second["steps"] == 600 and second["steps_this_run"] == 300
+    # The buffer is not saved: learning waits for learning_starts new transitions after the resume.
+    assert second["updates"] == first["updates"] + (600 - 400 + 1)
+    assert [e[0] for e in second["evals"]] == [150, 300, 450, 600]  # the history carries over
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 600
+
+
+def test_resume_rejects_other_network(tmp_path):
+    ckpt = str(tmp_path / "dqn.pt")
+    dqn.train(tiny(tmp_path, save=ckpt, total_timesteps=100))
+    with pytest.raises(ValueError, match="hidden sizes"):
+        dqn.train(tiny(tmp_path, resume=ckpt, hidden_sizes=(8, 8)))
+
+
+# --- the command line --------------------------------------------------------------------------------------------
+
+
+def test_cli_defaults_match_args():
+    assert dqn.parse_args([]) == dqn.Args()
+    a = dqn.parse_args(["--per", "--no-prefetch", "--num-envs", "4", "--hidden-sizes", "32", "32", "--save", "x.pt",
+                        "--loss", "mse", "--target-return", "475"])
+    assert (a.per, a.prefetch, a.num_envs, a.hidden_sizes, a.save, a.loss, a.target_return) == (
+        True, False, 4, (32, 32), "x.pt", "mse", 475.0)
+
+
+def test_every_field_has_help():
+    docs = dqn._field_docs(dqn.Args)
+    assert set(docs) == {f.name for f in dataclasses.fields(dqn.Args)}
+    assert "Box observation space" in dqn.make_parser().format_help()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--env-id", "NoSuchEnv-v0"], r"--env-id 'NoSuchEnv-v0': .*NoSuchEnv"),
+        (["--env-id", "Pendulum-v1"], r"needs a Discrete action space"),
+        (["--buffer-size", "-5"], r"--buffer-size must be a positive integer, got -5"),
+        (["--batch-size", "0"], r"--batch-size must be a positive integer"),
+        (["--num-envs", "-1"], r"--num-envs must be a positive integer"),
+        (["--learning-starts", "-1"], r"--learning-starts must be an integer >= 0"),
+        (["--gamma", "1.5"], r"--gamma must be in \[0, 1\]"),
+        (["--buffer-size", "10", "--batch-size", "32"], r"must be at least --batch-size"),
+        (["--resume", "/no/such/file.pt"], r"no such checkpoint"),
+        (["--loss", "l1"], r"invalid choice: 'l1'"),
+        (["--total-timesteps", "many"], r"invalid int value"),
+    ],
+)
+def test_bad_arguments_exit_with_one_line(capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        dqn.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("fastreplay-dqn: error: ")
+    assert "Traceback" not in "\n".join(err)
+    import re
+
+    assert re.search(message, err[-1]), err[-1]
+
+
+def test_bad_args_raise_value_error_from_train(tmp_path):
+    with pytest.raises(ValueError, match="--buffer-size must be a positive integer"):
+        dqn.train(tiny(tmp_path, buffer_size=-1))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_unavailable_is_an_argument_error(tmp_path):
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        dqn.check_args(tiny(tmp_path, device="cuda"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_run(tmp_path):
+    res = dqn.train(tiny(tmp_path, device="cuda", per=True))
+    assert res["steps"] == 300
+
+
+def test_main_trains_and_prints(tmp_path, capsys):
+    dqn.main(["--total-timesteps", "200", "--learning-starts", "100", "--hidden-sizes", "8", "--eval-episodes", "2",
+              "--no-progress", "--output-dir", str(tmp_path), "--batch-size", "8"])
+    out = capsys.readouterr().out
+    assert "CartPole-v1: 200 steps" in out and "plot: " in out
+
+
+# --- the batch source: prefetch when the buffer has it --------------------------------------------------------------
+
+
+class _FakePrefetcher:
+    def __init__(self, buf, batch_size, beta):
+        self.buf, self.batch_size, self.beta, self.closed = buf, batch_size, beta, False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return ("prefetched", self.batch_size, self.beta)
+
+    def close(self):
+        self.closed = True
+
+
+class _FakeBuffer:
+    def sample(self, batch_size, beta=None):
+        return ("sampled", batch_size, beta)
+
+
+class _FakePrefetchBuffer(_FakeBuffer):
+    def prefetch(self, batch_size, depth=2, threads=1, beta=None):
+        self.it = _FakePrefetcher(self, batch_size, beta)
+        return self.it
+
+
+def test_batch_source_uses_prefetch_only_when_available_and_on():
+    buf = _FakePrefetchBuffer()
+    with dqn.batch_source(buf, 8, prefetch=True, beta=0.4) as draw:
+        assert draw() == ("prefetched", 8, 0.4)
+        assert draw(0.7) == ("prefetched", 8, 0.7)  # the prefetcher's beta follows the schedule
+    assert buf.it.closed
+    with dqn.batch_source(buf, 8, prefetch=False, beta=0.4) as draw:
+        assert draw(0.5) == ("sampled", 8, 0.5)
+    with dqn.batch_source(_FakeBuffer(), 8, prefetch=True) as draw:
+        assert draw() == ("sampled", 8, None)
+
+
+def test_importing_fastreplay_does_not_import_torch():
+    code = "import sys, fastreplay; assert 'torch' not in sys.modules and 'gymnasium' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
