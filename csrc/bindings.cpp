@@ -349,6 +349,60 @@ class Buffer {
     return py::reinterpret_steal<py::object>(out);
   }
 
+  // Checkpoints: the ring's state as plain values, and its restoration (after the columns are written).
+  py::dict export_state() {
+    py::dict d;
+    const auto st = core_->ring().state();
+    d["cursor"] = st.cursor;
+    d["base"] = st.base;
+    d["stream"] = core_->stream();
+    d["seed"] = core_->seed();
+    const npy_intp cap = static_cast<npy_intp>(core_->capacity());
+    PyObject* seq = PyArray_SimpleNew(1, &cap, NPY_UINT64);
+    if (!seq) throw py::error_already_set();
+    auto* o = static_cast<std::uint64_t*>(PyArray_DATA(reinterpret_cast<PyArrayObject*>(seq)));
+    for (npy_intp i = 0; i < cap; ++i) o[i] = core_->ring().seq(static_cast<std::size_t>(i));
+    d["seq"] = py::reinterpret_steal<py::object>(seq);
+    if (per_) {
+      d["max_all_time"] = per_->max_all_time();
+      const npy_intp n = static_cast<npy_intp>(core_->size());
+      PyObject* pr = PyArray_SimpleNew(1, &n, NPY_FLOAT64);
+      if (!pr) throw py::error_already_set();
+      auto* q = static_cast<double*>(PyArray_DATA(reinterpret_cast<PyArrayObject*>(pr)));
+      for (npy_intp i = 0; i < n; ++i) q[i] = per_->priority(static_cast<std::size_t>(i));
+      d["priorities"] = py::reinterpret_steal<py::object>(pr);
+    }
+    return d;
+  }
+  void restore_column(std::size_t i, py::handle arr) {
+    if (i >= fields_.size()) throw py::index_error("restore: no field " + std::to_string(i));
+    const Field& f = fields_[i];
+    py::object a = exact_array(arr, f.type_num, "restore: column '" + f.name + "'");
+    auto* p = reinterpret_cast<PyArrayObject*>(a.ptr());
+    const int nd = PyArray_NDIM(p);
+    if (nd != static_cast<int>(f.shape.size()) + 1 || !std::equal(f.shape.begin(), f.shape.end(), PyArray_DIMS(p) + 1) ||
+        static_cast<std::size_t>(PyArray_DIMS(p)[0]) > core_->capacity())
+      value_error("restore: column '" + f.name + "' has shape " + shape_str(PyArray_DIMS(p), nd) + ", expected (n, " +
+                  f.shape_text().substr(1));
+    core_->restore_rows(i, PyArray_DATA(p), static_cast<std::size_t>(PyArray_DIMS(p)[0]));
+  }
+  void restore_state(std::uint64_t cursor, std::uint64_t base, std::uint64_t stream, py::handle seq,
+                     py::handle priorities, double max_all_time) {
+    py::object s = exact_array(seq, NPY_UINT64, "restore: seq");
+    auto* sp = reinterpret_cast<PyArrayObject*>(s.ptr());
+    if (PyArray_NDIM(sp) != 1 || static_cast<std::size_t>(PyArray_SIZE(sp)) != core_->capacity())
+      value_error("restore: seq must have one entry per slot");
+    core_->restore_ring({cursor, base}, static_cast<const std::uint64_t*>(PyArray_DATA(sp)));
+    core_->set_stream(stream);
+    if (per_) {
+      py::object pr = exact_array(priorities, NPY_FLOAT64, "restore: priorities");
+      auto* pp = reinterpret_cast<PyArrayObject*>(pr.ptr());
+      if (PyArray_NDIM(pp) != 1 || static_cast<std::size_t>(PyArray_SIZE(pp)) != core_->size())
+        value_error("restore: priorities must have one entry per stored transition");
+      per_->restore_priorities(static_cast<const double*>(PyArray_DATA(pp)), core_->size(), max_all_time);
+    }
+  }
+
   // Read-only view of the first len(buffer) rows of field i, aliasing storage.
   py::object storage_view(py::handle self, std::size_t i) {
     const Field& f = fields_.at(i);
@@ -378,7 +432,7 @@ class Buffer {
  private:
   static std::uint64_t random_seed() {
     std::random_device rd;
-    return (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+    return ((static_cast<std::uint64_t>(rd()) << 32) ^ rd()) >> 1;  // 63 bits: a valid `seed` argument too
   }
 
   bool expand_dict(PyObject* key, PyObject* dict, std::vector<PyObject*>& vals) {
@@ -678,6 +732,15 @@ class Buffer {
     return o;
   }
 
+  // An aligned C-contiguous native array of exactly this dtype (converted only in layout, never in type).
+  static py::object exact_array(py::handle v, int type_num, const std::string& what) {
+    if (!PyArray_Check(v.ptr()) || PyArray_DESCR(reinterpret_cast<PyArrayObject*>(v.ptr()))->type_num != type_num)
+      type_error(what + " must be a numpy array of " + dtype_str(PyArray_DescrFromType(type_num)));
+    PyObject* c = PyArray_FromAny(v.ptr(), PyArray_DescrFromType(type_num), 0, 0, NPY_ARRAY_CARRAY_RO, nullptr);
+    if (!c) throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(c);
+  }
+
   // indices as a contiguous int64[n] array (a copy if needed); integer kinds only.
   py::object index_array(const char* fn, py::handle indices) {
     py::object a = py::reinterpret_steal<py::object>(PyArray_FromAny(indices.ptr(), nullptr, 0, 0, 0, nullptr));
@@ -878,6 +941,9 @@ PYBIND11_MODULE(_core, m) {
            "is overwritten, and clear() starts a new lap, so a batch's generations tell whether its rows are still\n"
            "stored.")
       .def("clear", [](Buffer& b) { b.core().clear(); }, "Remove every transition (memory is kept).")
+      .def("_export_state", &Buffer::export_state)
+      .def("_restore_column", &Buffer::restore_column)
+      .def("_restore_state", &Buffer::restore_state)
       // Prioritized only.
       .def_property("_alpha", [](Buffer& b) { return b.per().alpha(); }, [](Buffer& b, double a) { b.per().set_alpha(a); })
       .def_property_readonly("_eps", [](Buffer& b) { return b.per().eps(); })

@@ -136,6 +136,26 @@ class PrioritizedCore : public ReplayCore {
     return stale;
   }
 
+  double max_all_time() const { return max_all_time_; }
+  // Checkpoint support: priorities of the first n slots (the stored ones; the rest are empty) and the all-time
+  // maximum; leaves and trees are rebuilt. Not safe concurrently with other calls. O(capacity)
+  void restore_priorities(const double* raw, std::size_t n, double max_all_time) {
+    if (n > capacity()) throw_invalid("restore: more priorities than slots");
+    for (std::size_t i = 0; i < n; ++i)
+      if (!std::isfinite(raw[i]) || raw[i] < 0.0) throw_invalid("restore: priorities must be finite and >= 0");
+    if (!std::isfinite(max_all_time) || max_all_time < 0.0) throw_invalid("restore: bad maximum priority");
+    std::lock_guard<std::mutex> lock(mu_);
+    std::fill(raw_.begin(), raw_.end(), 0.0);
+    std::copy(raw, raw + n, raw_.begin());
+    max_all_time_ = max_all_time;
+    if (max_tree_) max_tree_->reset();
+    for (std::size_t s = 0; s < capacity(); ++s) {
+      tree_.set_leaf_only(s, s < n ? leaf_value(raw_[s]) : 0.0);
+      if (max_tree_ && s < n) max_tree_->set(s, raw_[s]);
+    }
+    tree_.rebuild();
+  }
+
   void clear() override {
     std::lock_guard<std::mutex> lock(mu_);
     ReplayCore::clear();

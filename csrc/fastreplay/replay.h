@@ -125,6 +125,15 @@ class ReplayCore {
     }
   }
 
+  // Checkpoint support (not safe concurrently with other calls): overwrite the first `rows` rows of field f,
+  // and restore the ring's bookkeeping. O(rows * row bytes), O(capacity)
+  void restore_rows(std::size_t f, const void* src, std::size_t rows) {
+    if (f >= columns_.size() || rows > capacity()) throw_invalid("restore: bad field or row count");
+    std::memcpy(columns_[f].data(), src, rows * columns_[f].row_bytes());
+  }
+  void restore_ring(const Ring::State& st, const std::uint64_t* seq) { ring_.restore(st, seq); }
+  Ring& mutable_ring() { return ring_; }
+
   // Empty the buffer (memory is kept). Not safe concurrently with other calls. O(1)
   virtual void clear() { ring_.clear(); }
 

@@ -121,6 +121,32 @@ class Ring {
   // Generation below which a slot's content predates the current epoch.
   std::uint64_t epoch_generation() const { return base_.load(std::memory_order_relaxed) / capacity_ + 1; }
 
+  // Bookkeeping for checkpoints. Neither call is safe concurrently with add or sample.
+  struct State {
+    std::uint64_t cursor, base;
+  };
+  State state() const { return {cursor_.load(), base_.load()}; }
+  std::uint64_t seq(std::size_t slot) const { return seq_[slot].load(std::memory_order_relaxed); }
+  // Restore a saved state; seq holds capacity sequence numbers. Throws if they are not a state this ring could
+  // have reached (a checksummed file edited by hand): cursor and seq only ever serve as counters, never offsets.
+  void restore(const State& st, const std::uint64_t* seq) {
+    if (st.base % capacity_ != 0 || st.cursor < st.base)
+      throw_invalid("restore: inconsistent cursor " + std::to_string(st.cursor) + " and base " + std::to_string(st.base));
+    const std::uint64_t size = std::min<std::uint64_t>(st.cursor - st.base, capacity_);
+    const std::uint64_t min_seq = 2 * (st.base / capacity_) + 2;
+    for (std::size_t i = 0; i < capacity_; ++i) {
+      if (seq[i] & 1) throw_invalid("restore: slot " + std::to_string(i) + " was saved in the middle of a write");
+      if (i < size && seq[i] < min_seq) throw_invalid("restore: slot " + std::to_string(i) + " is stored but unwritten");
+      if (seq[i] > 2 * ((st.cursor + capacity_ - 1) / capacity_) + 2)
+        throw_invalid("restore: slot " + std::to_string(i) + " has a generation beyond the cursor");
+    }
+    for (std::size_t i = 0; i < capacity_; ++i) seq_[i].store(seq[i], std::memory_order_relaxed);
+    base_.store(st.base);
+    cursor_.store(st.cursor);
+    committed_.store(st.cursor);
+    begun_.store(done_.load());
+  }
+
   // Start a new, empty epoch. Not safe concurrently with add or sample.
   void clear() {
     const std::uint64_t c = cursor_.load(std::memory_order_acquire);

@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 
-from . import _core
+from . import _checkpoint, _core
 from ._batch import Batch
 from ._fields import FieldSpecs, fields_from_spaces, normalize_fields, spaces_of
 
@@ -154,8 +154,24 @@ class ReplayBuffer(_core._Buffer):
         fields = ", ".join(f"{k}: {dt}{list(shape)}" for k, (shape, dt) in self._fields.items())
         return f"{type(self).__name__}(size={len(self)}, capacity={self.capacity}, fields={{{fields}}})"
 
-    def __reduce__(self):
-        raise TypeError(f"{type(self).__name__} cannot be pickled yet; save its storage views instead")
+    def save(self, path: Any) -> None:
+        """Write the whole state (fields, contents, cursor, generations, priorities, generator state) to ``path``.
+
+        One versioned file (see :mod:`fastreplay._checkpoint` for the format), written atomically: a crash at
+        any moment leaves the previous checkpoint or the new one. Columns are streamed, so saving needs no second
+        copy of the buffer. Must not run concurrently with ``add``/``update_priorities``.
+        """
+        _checkpoint.save(self, path)
+
+    @classmethod
+    def load(cls, path: Any) -> "ReplayBuffer":
+        """A buffer restored from ``save(path)``: same contents and state; with a seed, sampling continues
+        exactly as the saved buffer would have. Raises ``ValueError`` for a truncated, corrupted or foreign file.
+        """
+        return _checkpoint.load(path, cls)
+
+    def __reduce__(self):  # pickling goes through the checkpoint format
+        return (_checkpoint.from_bytes, (_checkpoint.to_bytes(self),))
 
 
 class PrioritizedReplayBuffer(ReplayBuffer):
@@ -198,6 +214,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
             raise ValueError(f"{where}: max_priority must be 'all_time' or 'stored', got {max_priority!r}")
         self._init(where, capacity, fields, seed, alpha, eps, max_priority)
         self._raise_stale = stale == "raise"
+        self._max_mode = max_priority
 
     sample = _core._Buffer.__dict__["_sample_prioritized"]
 

@@ -38,7 +38,7 @@ class Args:
     exp_name: str = "dqn"
     """name of the experiment, part of the run directory's name"""
     seed: int = 1
-    """seed of torch, numpy, the environments and the replay buffer"""
+    """seed of torch, numpy, the environments and the replay buffer (bit-exact reruns on CPU need --no-prefetch)"""
     device: str = "cpu"
     """torch device for the networks, e.g. 'cpu', 'cuda', 'cuda:1'"""
     threads: int = 1
@@ -102,7 +102,8 @@ class Args:
     per_eps: float = 1e-6
     """added to |TD error| before the exponent, so no transition has zero probability"""
     prefetch: bool = True
-    """sample batches on the buffer's background threads (buf.prefetch) when the buffer has them"""
+    """sample batches on the buffer's background threads (buf.prefetch) when the buffer has them. They are drawn
+    while new rows arrive, so a run is exactly reproducible from its seed only with --no-prefetch"""
 
     # Evaluation
     eval_frequency: int = 2_500

@@ -45,7 +45,7 @@ class ReplayBuffer:
             raise TypeError(f"{where}: seed must be an int or None, got {type(seed).__name__}")
         if seed is not None and not (0 <= int(seed) < 2**63):
             raise ValueError(f"{where}: seed must be in [0, 2**63), got {seed}")
-        self.seed = int(seed) if seed is not None else random.SystemRandom().randrange(2**64)
+        self.seed = int(seed) if seed is not None else random.SystemRandom().randrange(2**63)
         self._rng = random.Random(self.seed)
         # One list per field; slot i of field f is self._rows[f][i] (None until first written).
         self._rows: Dict[str, List[Any]] = {name: [None] * self._capacity for name in self._fields}

@@ -1,0 +1,268 @@
+"""fastreplay.cpprb against the installed cpprb: the same inputs must give the same stored transitions, samples of
+the same shapes and dtypes, the same Nstep and next_of outputs (except two cpprb Nstep bugs, checked explicitly),
+and files that each library can read from the other."""
+import numpy as np
+import pytest
+
+cpprb = pytest.importorskip("cpprb")
+fc = pytest.importorskip("fastreplay.cpprb")
+
+ENV = {"obs": {"shape": 2}, "act": {"dtype": np.int64}, "rew": {}, "next_obs": {"shape": 2}, "done": {}}
+NEXT_OF = {"obs": {"shape": 2}, "act": {"dtype": np.int64}, "rew": {}, "done": {}}
+
+
+def assert_same(a: dict, b: dict, exact: bool = True) -> None:
+    assert list(a) == list(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, (k, a[k].dtype, b[k].dtype, a[k].shape, b[k].shape)
+        if exact:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+        else:
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-6, err_msg=k)
+
+
+def episodes(seed: int, steps: int, max_rows: int = 3, p_end: float = 0.15):
+    """(add kwargs, episode ended) for a stream of episodes whose next_obs is the next row's obs."""
+    rng = np.random.default_rng(seed)
+    o = rng.normal(size=2)
+    for _ in range(steps):
+        n = int(rng.integers(1, max_rows + 1))
+        obs = np.vstack([o] + [rng.normal(size=2) for _ in range(n)])
+        done = np.zeros(n)
+        ended = rng.random() < p_end
+        done[-1] = float(ended and rng.random() < 0.7)  # some episodes end by time limit: no done
+        yield dict(obs=obs[:-1], act=rng.integers(0, 3, n), rew=rng.random(n), next_obs=obs[1:], done=done), ended
+        o = rng.normal(size=2) if ended else obs[-1]
+
+
+@pytest.mark.parametrize("next_of", [None, "obs"])
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_same_transitions_as_cpprb(next_of, prioritized):
+    env = NEXT_OF if next_of else ENV
+    ours = fc.create_buffer(16, env, next_of=next_of, prioritized=prioritized)
+    theirs = cpprb.create_buffer(16, env, next_of=next_of, prioritized=prioritized)
+    for kwargs, ended in episodes(0, 60):
+        assert ours.add(**kwargs) == theirs.add(**kwargs)
+        if ended:
+            ours.on_episode_end()
+            theirs.on_episode_end()
+        assert ours.get_stored_size() == theirs.get_stored_size()
+        assert ours.get_next_index() == theirs.get_next_index()
+        assert ours.get_current_episode_len() == theirs.get_current_episode_len()
+        assert_same(ours.get_all_transitions(), theirs.get_all_transitions())
+    assert ours.get_buffer_size() == theirs.get_buffer_size() == 16
+    ours.clear()
+    theirs.clear()
+    assert ours.get_stored_size() == theirs.get_stored_size() == 0
+    assert ours.get_next_index() == theirs.get_next_index() == 0
+
+
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_sample_shapes_and_dtypes(prioritized):
+    env = {"obs": {"shape": (3, 2)}, "act": {"dtype": np.int32}, "rew": {}, "flag": {"dtype": np.bool_},
+           "next_obs": {"shape": (3, 2)}, "done": {}}
+    ours = fc.create_buffer(32, env, prioritized=prioritized, default_dtype=np.float64)
+    theirs = cpprb.create_buffer(32, env, prioritized=prioritized, default_dtype=np.float64)
+    rows = dict(obs=np.ones((5, 3, 2)), act=np.arange(5), rew=np.arange(5.0), flag=[1, 0, 1, 0, 1],
+                next_obs=np.zeros((5, 3, 2)), done=np.zeros(5))
+    ours.add(**rows)
+    theirs.add(**rows)
+    a, b = ours.sample(7), theirs.sample(7)
+    assert list(a) == list(b)
+    for k in a:
+        assert (a[k].shape, a[k].dtype) == (b[k].shape, b[k].dtype), k
+    if prioritized:
+        assert a["weights"].dtype == np.float32 and a["indexes"].dtype == np.uint64
+
+
+def test_add_casts_and_reshapes_like_cpprb():
+    env = {"a": {"dtype": np.int32}, "b": {"dtype": np.bool_}, "c": {"shape": (2, 2)}, "d": {}}
+    ours, theirs = fc.ReplayBuffer(8, env), cpprb.ReplayBuffer(8, env)
+    for kw in (dict(a=2.7, b=2, c=np.arange(4), d=1),  # flat value reshaped to (2, 2); float cast to int
+               dict(a=[1, 2], b=[0, 1], c=np.ones((2, 2, 2)), d=[3, 4]),  # two rows
+               dict(a=5, b=True, c=np.ones(12), d=[1, 2, 3])):  # rows counted on the last entry; others broadcast
+        assert ours.add(**kw) == theirs.add(**kw)
+        assert_same(ours.get_all_transitions(), theirs.get_all_transitions())
+    with pytest.raises(KeyError):
+        ours.add(a=1, b=True, c=np.ones(4))
+    ours.add(a=1, b=True, c=np.ones(4), d=0, unknown=5)  # extra values are ignored, as in cpprb
+
+
+def test_next_of_needs_next_value():
+    ours = fc.ReplayBuffer(4, NEXT_OF, next_of="obs")
+    with pytest.raises(KeyError):
+        ours.add(obs=[1, 2], act=0, rew=0, done=0)
+
+
+def test_prioritized_weights_and_priorities_match_cpprb():
+    env = {"x": {}}
+    ours = fc.PrioritizedReplayBuffer(8, env, alpha=0.7, eps=1e-3)
+    theirs = cpprb.PrioritizedReplayBuffer(8, env, alpha=0.7, eps=1e-3)
+    for rb in (ours, theirs):
+        rb.add(x=np.arange(6.0))
+        rb.update_priorities([0, 1, 2, 3, 4, 5], [0.5, 2.0, 0.1, 3.0, 1.0, 0.0])
+        rb.add(x=[6.0, 7.0], priorities=[0.3, 4.0])
+    assert ours.get_max_priority() == pytest.approx(theirs.get_max_priority())
+    # The weight of a row depends only on the priorities: compare row by row.
+    w_ours, w_theirs = {}, {}
+    for _ in range(50):
+        for rb, w in ((ours, w_ours), (theirs, w_theirs)):
+            s = rb.sample(16, beta=0.5)
+            for i, x in zip(s["indexes"].tolist(), s["weights"].tolist()):
+                w[i] = x
+    common = sorted(set(w_ours) & set(w_theirs))
+    assert len(common) >= 6
+    np.testing.assert_allclose([w_ours[i] for i in common], [w_theirs[i] for i in common], rtol=1e-5)
+    ours.clear()
+    assert ours.get_max_priority() == 1.0
+
+
+def test_check_for_update_skips_overwritten_slots():
+    env = {"x": {}}
+    for flag in (False, True):
+        ours = fc.PrioritizedReplayBuffer(4, env, check_for_update=flag)
+        theirs = cpprb.PrioritizedReplayBuffer(4, env, check_for_update=flag)
+        for rb in (ours, theirs):
+            rb.add(x=[1.0, 2.0, 3.0])
+            rb.update_priorities([0], [9.0])  # before any sample: skipped when checking (slot written)
+            rb.sample(2)
+            rb.add(x=4.0)  # writes slot 3
+            rb.update_priorities([1, 3], [5.0, 7.0])
+        assert ours.get_max_priority() == theirs.get_max_priority() == (9.0 if not flag else 5.0)
+
+
+def nstep_stream(seed: int, n_episodes: int):
+    rng = np.random.default_rng(seed)
+    t = 0
+    for ep in range(n_episodes):
+        length = int(rng.integers(1, 9))
+        terminal = ep % 2 == 0
+        for s in range(length):
+            yield dict(obs=[t, t], act=int(rng.integers(0, 3)), rew=float(rng.random()), next_obs=[t + 1, t + 1],
+                       done=float(terminal and s == length - 1)), s == length - 1
+            t += 1
+
+
+def nstep_reference(rows, n, gamma):
+    """Textbook n-step transitions of one episode: rew_t = sum_j gamma^j r_{t+j} up to the episode's end."""
+    T = len(rows)
+    out = []
+    for t in range(T):
+        last = min(t + n, T) - 1
+        rew = sum(gamma ** (j - t) * rows[j]["rew"] for j in range(t, last + 1))
+        done = sum(rows[j]["done"] for j in range(t, last + 1))
+        out.append((rows[t]["obs"][0], rew, rows[last]["next_obs"][0], done, last == T - 1 and t + n - 1 > last))
+    return out
+
+
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_nstep_matches_cpprb_and_fixes_its_two_bugs(prioritized):
+    n, gamma = 3, 0.9
+    nstep = {"size": n, "gamma": gamma, "rew": "rew", "next": "next_obs"}
+    ours = fc.create_buffer(128, ENV, Nstep=nstep, prioritized=prioritized)
+    theirs = cpprb.create_buffer(128, ENV, Nstep=nstep, prioritized=prioritized)
+    expected, episode = [], []
+    for kwargs, end in nstep_stream(1, 10):
+        assert ours.add(**kwargs) == theirs.add(**kwargs)
+        episode.append(kwargs)
+        if end:
+            ours.on_episode_end()
+            theirs.on_episode_end()
+            expected += nstep_reference(episode, n, gamma)
+            episode = []
+    a, b = ours.get_all_transitions(), theirs.get_all_transitions()
+    assert ours.is_Nstep() and ours.get_stored_size() == theirs.get_stored_size() == len(expected)
+    obs, rew, nxt, done, flushed = (np.array(x) for x in zip(*expected))
+    np.testing.assert_array_equal(a["obs"][:, 0], obs)
+    np.testing.assert_allclose(a["rew"][:, 0], rew, rtol=1e-6)
+    np.testing.assert_array_equal(a["next_obs"][:, 0], nxt)
+    np.testing.assert_array_equal(a["done"][:, 0], done)
+    # cpprb agrees on everything except (1) next_obs of the transitions that on_episode_end flushes, which it
+    # leaves at the local buffer's fill value, and (2) done of the transition whose n-step window ends exactly
+    # on the terminal step, which it sums over n-1 steps only.
+    for k in ("obs", "act"):
+        np.testing.assert_array_equal(a[k], b[k])
+    np.testing.assert_allclose(a["rew"], b["rew"], rtol=1e-6)
+    np.testing.assert_array_equal(a["next_obs"][~flushed], b["next_obs"][~flushed])
+    assert flushed.any() and not np.array_equal(a["next_obs"][flushed], b["next_obs"][flushed])
+    off_by_one = (a["done"][:, 0] != b["done"][:, 0])
+    assert off_by_one.any()
+    assert (a["done"][off_by_one, 0] == 1).all() and (b["done"][off_by_one, 0] == 0).all()
+    if prioritized:
+        assert ours.sample(8)["weights"].shape == theirs.sample(8)["weights"].shape == (8,)
+
+
+@pytest.mark.parametrize("next_of, safe", [(None, True), ("obs", True), ("obs", False)])
+@pytest.mark.parametrize("writer", ["cpprb", "fastreplay"])
+def test_save_load_interop(tmp_path, next_of, safe, writer):
+    env = NEXT_OF if next_of else ENV
+    make = {"cpprb": cpprb.ReplayBuffer, "fastreplay": fc.ReplayBuffer}
+    src = make[writer](16, env, next_of=next_of)
+    for kwargs, ended in episodes(2, 25):
+        src.add(**kwargs)
+        if ended:
+            src.on_episode_end()
+    src.save_transitions(str(tmp_path / "rb"), safe=safe)  # numpy adds .npz
+    reader = "fastreplay" if writer == "cpprb" else "cpprb"
+    dst, ref = make[reader](16, env, next_of=next_of), make[writer](16, env, next_of=next_of)
+    dst.load_transitions(str(tmp_path / "rb.npz"))
+    ref.load_transitions(str(tmp_path / "rb.npz"))
+    assert_same(dst.get_all_transitions(), ref.get_all_transitions())
+    assert dst.get_stored_size() == src.get_stored_size()
+
+
+def test_load_rejects_nstep_mismatch(tmp_path):
+    rb = fc.ReplayBuffer(8, ENV, Nstep={"size": 2, "rew": "rew", "next": "next_obs"})
+    rb.save_transitions(tmp_path / "n.npz")
+    with pytest.raises(ValueError, match="Nstep"):
+        fc.ReplayBuffer(8, ENV).load_transitions(tmp_path / "n.npz")
+
+
+def test_env_dict_and_before_add_func_match_cpprb():
+    gym = pytest.importorskip("gymnasium")
+    from cpprb.util import create_before_add_func, create_env_dict
+
+    spaces = gym.spaces
+    for obs_space, act_space in (
+        (spaces.Box(-1, 1, (4,)), spaces.Discrete(2)),
+        (spaces.Discrete(5), spaces.MultiDiscrete([2, 3])),
+        (spaces.Dict({"a": spaces.Box(0, 1, (2,)), "b": spaces.MultiBinary(3)}), spaces.Box(-1, 1, (2,))),
+        (spaces.Tuple((spaces.Discrete(2), spaces.Box(0, 1, (1,)))), spaces.Tuple((spaces.Discrete(2),))),
+    ):
+        env = type("Env", (), {"observation_space": obs_space, "action_space": act_space})()
+        assert fc.create_env_dict(env) == create_env_dict(env)
+        assert fc.create_env_dict(env, int_type=np.int64, float_type=np.float64) == create_env_dict(
+            env, int_type=np.int64, float_type=np.float64)
+        o, a = obs_space.sample(), act_space.sample()
+        ours, theirs = fc.create_before_add_func(env)(o, a, o, 1.0, 0.0), create_before_add_func(env)(o, a, o, 1.0, 0.0)
+        assert list(ours) == list(theirs)
+
+
+def test_reserved_field_names_work():
+    rb = fc.PrioritizedReplayBuffer(4, {"indices": {}, "generations": {"dtype": np.int64}})
+    rb.add(indices=1.5, generations=3)
+    s = rb.sample(2)
+    assert s["indices"].shape == (2, 1) and s["generations"].dtype == np.int64 and "indexes" in s
+
+
+def test_cpprb_program_runs_after_changing_the_import():
+    """A cpprb-style PER loop (add, sample, update_priorities, on_episode_end) with only the import changed."""
+    gym = pytest.importorskip("gymnasium")
+    from fastreplay.cpprb import PrioritizedReplayBuffer, create_before_add_func, create_env_dict
+
+    env = gym.make("CartPole-v1")
+    rb = PrioritizedReplayBuffer(256, create_env_dict(env), Nstep={"size": 3, "rew": "rew", "next": "next_obs"})
+    before_add = create_before_add_func(env)
+    obs, _ = env.reset(seed=0)
+    for step in range(300):
+        act = env.action_space.sample()
+        next_obs, rew, term, trunc, _ = env.step(act)
+        rb.add(**before_add(obs=obs, act=act, next_obs=next_obs, rew=rew, done=term))
+        obs = next_obs
+        if term or trunc:
+            rb.on_episode_end()
+            obs, _ = env.reset()
+        if rb.get_stored_size() >= 32:
+            s = rb.sample(32, beta=0.5)
+            rb.update_priorities(s["indexes"], np.abs(s["rew"][:, 0]) + 0.1)
+    assert rb.get_stored_size() > 250
