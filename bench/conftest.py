@@ -13,6 +13,7 @@ the operation, the row type, rows and bytes moved per call, and the 1-minute loa
 """
 from __future__ import annotations
 
+import datetime
 import gc
 import os
 import platform
@@ -23,6 +24,7 @@ import numpy as np
 import pytest
 
 import fastreplay
+import fastreplay._core
 import fastreplay.reference
 
 IMPLS = {"fastreplay": fastreplay, "reference": fastreplay.reference}
@@ -171,6 +173,9 @@ def _lscpu() -> Dict[str, str]:
 
 
 _LOAD_AT_START: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+_CORE_PATH = fastreplay._core.__file__  # the compiled module this process loaded (a rebuild later does not change it)
+_CORE_MTIME = datetime.datetime.fromtimestamp(os.path.getmtime(_CORE_PATH), datetime.timezone.utc).isoformat(
+    timespec="seconds")
 
 
 def pytest_sessionstart(session) -> None:
@@ -199,6 +204,8 @@ def pytest_benchmark_update_machine_info(config, machine_info) -> None:
         "python": platform.python_version(),
         "fastreplay": fastreplay.__version__,
         "git_commit": commit + ("+dirty" if dirty else ""),
+        "core_path": _CORE_PATH,
+        "core_mtime": _CORE_MTIME,
         "load_at_start": list(_LOAD_AT_START),
         "load_at_end": list(os.getloadavg()),
     }

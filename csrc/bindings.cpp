@@ -164,7 +164,8 @@ void put_scalar(void* dst, T v) {
 class Buffer {
  public:
   Buffer(long long capacity, const py::list& names, const py::list& shapes, const py::list& dtypes,
-         py::object seed, bool prioritized, double alpha, double eps, const std::string& max_priority)
+         py::object seed, bool prioritized, double alpha, double eps, const std::string& max_priority,
+         const std::string& storage_dir)
       : id_(g_next_buffer_id.fetch_add(1)), pool_(std::make_shared<fr::BlockPool>()) {
     if (capacity <= 0) value_error("capacity must be positive, got " + std::to_string(capacity));
     std::vector<fr::FieldSpec> specs;
@@ -190,15 +191,26 @@ class Buffer {
       fields_.push_back(std::move(f));
     }
     const std::uint64_t s = seed.is_none() ? random_seed() : static_cast<std::uint64_t>(as_int(seed.ptr(), "seed"));
+    std::vector<std::shared_ptr<std::uint8_t>> memory;
+    if (!storage_dir.empty()) {  // memory-mapped files: field-<i>.bin per field, seq.bin
+      const auto cap = static_cast<std::size_t>(capacity);
+      for (std::size_t i = 0; i < specs.size(); ++i) {
+        memory.push_back(fr::Column::map_file(storage_dir + "/field-" + std::to_string(i) + ".bin",
+                                              fr::checked_mul(cap, specs[i].row_bytes)));
+        mapped_.push_back({memory.back(), cap * specs[i].row_bytes});
+      }
+      memory.push_back(fr::Column::map_file(storage_dir + "/seq.bin", fr::checked_mul(cap, 8)));
+      mapped_.push_back({memory.back(), cap * 8});
+    }
     if (prioritized) {
       auto mode = fr::PrioritizedCore::MaxMode::AllTime;
       if (max_priority == "stored") mode = fr::PrioritizedCore::MaxMode::Stored;
       else if (max_priority != "all_time")
         value_error("max_priority must be 'all_time' or 'stored', got '" + max_priority + "'");
-      per_ = new fr::PrioritizedCore(static_cast<std::size_t>(capacity), specs, s, alpha, eps, mode);
+      per_ = new fr::PrioritizedCore(static_cast<std::size_t>(capacity), specs, s, alpha, eps, mode, memory);
       core_.reset(per_);
     } else {
-      core_.reset(new fr::ReplayCore(static_cast<std::size_t>(capacity), specs, s));
+      core_.reset(new fr::ReplayCore(static_cast<std::size_t>(capacity), specs, s, memory));
     }
   }
 
@@ -401,6 +413,20 @@ class Buffer {
         value_error("restore: priorities must have one entry per stored transition");
       per_->restore_priorities(static_cast<const double*>(PyArray_DATA(pp)), core_->size(), max_all_time);
     }
+  }
+
+  // Memory-mapped storage: recover the ring from the files, and write them back.
+  std::size_t reopen(std::uint64_t base) { return core_->reopen(base); }
+  void flush() {
+    py::gil_scoped_release nogil;
+    for (auto& m : mapped_) fr::Column::sync(m.first.get(), m.second);
+  }
+  void restore_priorities(py::handle priorities, double max_all_time) {
+    py::object pr = exact_array(priorities, NPY_FLOAT64, "restore: priorities");
+    auto* pp = reinterpret_cast<PyArrayObject*>(pr.ptr());
+    if (PyArray_NDIM(pp) != 1 || static_cast<std::size_t>(PyArray_SIZE(pp)) != core_->size())
+      value_error("restore: priorities must have one entry per stored transition");
+    per().restore_priorities(static_cast<const double*>(PyArray_DATA(pp)), core_->size(), max_all_time);
   }
 
   // Read-only view of the first len(buffer) rows of field i, aliasing storage.
@@ -795,6 +821,7 @@ class Buffer {
   }
 
   std::uint64_t id_;
+  std::vector<std::pair<std::shared_ptr<std::uint8_t>, std::size_t>> mapped_;  // memory-mapped files, if any
   std::shared_ptr<fr::BlockPool> pool_;
   std::vector<Field> fields_;
   py::dict index_;  // interned name -> field position
@@ -898,9 +925,11 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("closed", &Prefetch::closed);
 
   py::class_<Buffer>(m, "_Buffer", "Columnar ring buffer core; see fastreplay.ReplayBuffer.")
-      .def(py::init<long long, py::list, py::list, py::list, py::object, bool, double, double, std::string>(),
+      .def(py::init<long long, py::list, py::list, py::list, py::object, bool, double, double, std::string,
+                    std::string>(),
            py::arg("capacity"), py::arg("names"), py::arg("shapes"), py::arg("dtypes"), py::arg("seed"),
-           py::arg("prioritized"), py::arg("alpha"), py::arg("eps"), py::arg("max_priority"))
+           py::arg("prioritized"), py::arg("alpha"), py::arg("eps"), py::arg("max_priority"),
+           py::arg("storage_dir") = "")
       .def("add", &Buffer::add,
            "add(*values, **fields) -> None\n\nStore one transition (each field of its row shape) or N transitions "
            "(each field with a leading axis N). Every field must be given, positionally in field order or by name.")
@@ -942,6 +971,9 @@ PYBIND11_MODULE(_core, m) {
            "stored.")
       .def("clear", [](Buffer& b) { b.core().clear(); }, "Remove every transition (memory is kept).")
       .def("_export_state", &Buffer::export_state)
+      .def("_reopen", &Buffer::reopen)
+      .def("_flush", &Buffer::flush)
+      .def("_restore_priorities", &Buffer::restore_priorities)
       .def("_restore_column", &Buffer::restore_column)
       .def("_restore_state", &Buffer::restore_state)
       // Prioritized only.

@@ -34,8 +34,8 @@ class PrioritizedCore : public ReplayCore {
   enum class MaxMode { AllTime, Stored };
 
   PrioritizedCore(std::size_t capacity, const std::vector<FieldSpec>& fields, std::uint64_t seed, double alpha,
-                  double eps, MaxMode mode)
-      : ReplayCore(capacity, fields, seed), tree_(capacity), raw_(capacity, 0.0), mode_(mode), eps_(eps) {
+                  double eps, MaxMode mode, const std::vector<std::shared_ptr<std::uint8_t>>& memory = {})
+      : ReplayCore(capacity, fields, seed, memory), tree_(capacity), raw_(capacity, 0.0), mode_(mode), eps_(eps) {
     if (mode_ == MaxMode::Stored) max_tree_.reset(new MaxTree(capacity));
     check_alpha(alpha);
     if (!(eps >= 0.0) || !std::isfinite(eps)) throw_invalid("eps must be finite and >= 0, got " + std::to_string(eps));

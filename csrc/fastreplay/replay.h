@@ -11,6 +11,8 @@
 #pragma once
 
 #include <algorithm>
+#include <cstring>
+#include <memory>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -29,11 +31,20 @@ namespace fastreplay {
 
 class ReplayCore {
  public:
-  ReplayCore(std::size_t capacity, const std::vector<FieldSpec>& fields, std::uint64_t seed)
-      : ring_((check_capacity(capacity), capacity)), seed_(seed) {
+  // `memory` (optional): one block per field of capacity rows, then one of capacity sequence numbers (8 bytes
+  // each), e.g. memory-mapped files; by default all memory is allocated here.
+  ReplayCore(std::size_t capacity, const std::vector<FieldSpec>& fields, std::uint64_t seed,
+             const std::vector<std::shared_ptr<std::uint8_t>>& memory = {})
+      : ring_((check_capacity(capacity), capacity), memory.empty() ? nullptr : memory.back()), seed_(seed) {
     if (fields.empty()) throw_invalid("a buffer needs at least one field");
+    if (!memory.empty() && memory.size() != fields.size() + 1) throw_invalid("one memory block per field, then seq");
     columns_.reserve(fields.size());
-    for (const auto& f : fields) columns_.emplace_back(f, capacity);
+    for (std::size_t f = 0; f < fields.size(); ++f) {
+      if (memory.empty())
+        columns_.emplace_back(fields[f], capacity);
+      else
+        columns_.emplace_back(fields[f], memory[f]);
+    }
     for (const auto& c : columns_) refs_.push_back({c.data(), c.row_bytes()});
   }
   virtual ~ReplayCore() = default;
@@ -132,7 +143,33 @@ class ReplayCore {
     std::memcpy(columns_[f].data(), src, rows * columns_[f].row_bytes());
   }
   void restore_ring(const Ring::State& st, const std::uint64_t* seq) { ring_.restore(st, seq); }
-  Ring& mutable_ring() { return ring_; }
+  // Reopen persisted storage (see Ring::reopen); rows torn by a crash are replaced by a copy of the newest whole
+  // row, so every stored row is still one real transition. Returns how many were repaired. O(capacity)
+  std::size_t reopen(std::uint64_t base) {
+    std::vector<std::size_t> torn;
+    ring_.reopen(base, torn);
+    if (torn.empty()) return 0;
+    std::vector<std::uint8_t> is_torn(capacity(), 0);
+    for (std::size_t s : torn) is_torn[s] = 1;
+    const std::size_t n = size();
+    std::size_t donor = capacity();
+    for (std::size_t k = 0; k < n; ++k) {  // newest whole row, walking back from the cursor
+      const std::size_t s = (ring_.next_index() + capacity() - 1 - k) % capacity();
+      if (s < n && !is_torn[s]) {
+        donor = s;
+        break;
+      }
+    }
+    for (std::size_t s : torn) {
+      for (auto& c : columns_) {
+        if (donor < capacity())
+          std::memcpy(c.row(s), c.row(donor), c.row_bytes());
+        else
+          std::memset(c.row(s), 0, c.row_bytes());
+      }
+    }
+    return torn.size();
+  }
 
   // Empty the buffer (memory is kept). Not safe concurrently with other calls. O(1)
   virtual void clear() { ring_.clear(); }

@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "fastreplay/common.h"
 #include "fastreplay/storage.h"
@@ -34,10 +35,34 @@ class Ring {
  public:
   // Sequence numbers start at 0 (never written); zeroed memory is a valid array of atomics at 0 on every
   // platform we build for (lock-free 64-bit atomics have the layout of the plain integer).
-  explicit Ring(std::size_t capacity)
-      : capacity_(capacity), memory_(Column::allocate_zeroed(checked_mul(capacity, sizeof(std::atomic<std::uint64_t>)))),
+  // `memory`, if given, holds the capacity sequence numbers (e.g. a mapped file); by default they are allocated.
+  explicit Ring(std::size_t capacity, std::shared_ptr<std::uint8_t> memory = nullptr)
+      : capacity_(capacity),
+        memory_(memory ? std::move(memory)
+                       : Column::allocate_zeroed(checked_mul(capacity, sizeof(std::atomic<std::uint64_t>)))),
         seq_(reinterpret_cast<std::atomic<std::uint64_t>*>(memory_.get())) {
     static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "64-bit atomics must be lock-free");
+    static_assert(sizeof(std::atomic<std::uint64_t>) == 8, "sequence numbers are stored as 8 bytes");
+  }
+  void* seq_memory() const { return memory_.get(); }
+
+  // Reopen persisted sequence numbers (memory-mapped storage) in epoch `base`: the cursor follows from the
+  // newest ticket found. Slots caught mid-write by a crash (odd seq) are reported through `torn` and published
+  // as written; the caller must repair their rows. Not safe concurrently with anything. O(capacity)
+  void reopen(std::uint64_t base, std::vector<std::size_t>& torn) {
+    if (base % capacity_ != 0) throw_invalid("reopen: base must be a multiple of capacity");
+    std::uint64_t cursor = base;
+    for (std::size_t i = 0; i < capacity_; ++i) {
+      std::uint64_t s = seq_[i].load(std::memory_order_relaxed);
+      if (s & 1) {
+        torn.push_back(i);
+        seq_[i].store(++s, std::memory_order_relaxed);
+      }
+      if (s >= 2) cursor = std::max<std::uint64_t>(cursor, (s / 2 - 1) * capacity_ + i + 1);
+    }
+    base_.store(base);
+    cursor_.store(cursor);
+    committed_.store(cursor);
   }
 
   std::size_t capacity() const { return capacity_; }

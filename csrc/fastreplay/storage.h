@@ -11,8 +11,15 @@
 
 #include "fastreplay/common.h"
 
-#if defined(__linux__)
+#if defined(__linux__) || defined(__APPLE__)
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
 #endif
 
 namespace fastreplay {
@@ -47,8 +54,39 @@ class Column {
     if (!p) throw std::bad_alloc();
     return std::shared_ptr<std::uint8_t>(static_cast<std::uint8_t*>(p), [](std::uint8_t* q) { std::free(q); });
   }
-  // External memory (a memory-mapped file, a caller's array): owner keeps it alive.
-  Column(FieldSpec spec, std::shared_ptr<std::uint8_t> memory) : spec_(std::move(spec)), data_(std::move(memory)) {}
+  // External memory (a memory-mapped file, a caller's array) of at least capacity rows: owner keeps it alive.
+  Column(FieldSpec spec, std::shared_ptr<std::uint8_t> memory) : spec_(std::move(spec)), data_(std::move(memory)) {
+    if (spec_.row_bytes == 0) throw_invalid("field '" + spec_.name + "' has zero bytes per row");
+  }
+
+#if defined(__linux__) || defined(__APPLE__)
+  // Map `bytes` of the file at `path` read-write and shared, so that writes go to the file (they survive the
+  // process; msync makes them durable). The file is created, or grown, to exactly `bytes` (sparse: untouched
+  // pages take no disk); an existing file of another size is an error. Throws std::runtime_error.
+  static std::shared_ptr<std::uint8_t> map_file(const std::string& path, std::size_t bytes) {
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) throw std::runtime_error("cannot open " + path + ": " + std::strerror(errno));
+    struct stat st;
+    if (::fstat(fd, &st) != 0 || (st.st_size != 0 && static_cast<std::size_t>(st.st_size) != bytes)) {
+      ::close(fd);
+      throw std::runtime_error(path + " has " + std::to_string(st.st_size) + " bytes, expected " + std::to_string(bytes));
+    }
+    if (st.st_size == 0 && bytes && ::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+      const int e = errno;
+      ::close(fd);
+      throw std::runtime_error("cannot size " + path + ": " + std::strerror(e));
+    }
+    const std::size_t len = bytes ? bytes : 1;
+    void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);  // the mapping keeps the file open
+    if (p == MAP_FAILED) throw std::runtime_error("cannot map " + path + ": " + std::strerror(errno));
+    return std::shared_ptr<std::uint8_t>(static_cast<std::uint8_t*>(p), [len](std::uint8_t* q) { ::munmap(q, len); });
+  }
+  // Write a mapped range back to its file and wait for the disk.
+  static void sync(void* p, std::size_t bytes) {
+    if (bytes && ::msync(p, bytes, MS_SYNC) != 0) throw std::runtime_error(std::string("msync: ") + std::strerror(errno));
+  }
+#endif
 
   const std::string& name() const { return spec_.name; }
   std::size_t row_bytes() const { return spec_.row_bytes; }

@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 
-from . import _checkpoint, _core
+from . import _checkpoint, _core, _memmap
 from ._batch import Batch
 from ._fields import FieldSpecs, fields_from_spaces, normalize_fields, spaces_of
 
@@ -78,16 +78,27 @@ class ReplayBuffer(_core._Buffer):
         seed: seed of the buffer's generator; ``None`` draws one from the OS. With a seed, a single-threaded
             sequence of calls gives the same batches every run.
 
+        storage: ``"memory"`` (default) or ``"memmap"``: the columns live in files under the directory ``path``
+            (created if needed), so a buffer larger than RAM works and reopening the same ``path`` with the same
+            capacity and fields continues where it left off (see :meth:`flush`).
+
     Memory for all columns is reserved up front (lazily zeroed by the OS); a capacity that cannot be allocated
     raises ``MemoryError``. ``add`` casts values as described by :data:`CASTING`.
     """
 
     _prioritized = False
 
-    def __init__(self, capacity: int, fields: Mapping[str, Any], seed: Optional[int] = None) -> None:
-        self._init("ReplayBuffer", capacity, fields, seed, 0.6, 0.0, "all_time")
+    def __init__(
+        self,
+        capacity: int,
+        fields: Mapping[str, Any],
+        seed: Optional[int] = None,
+        storage: str = "memory",
+        path: Any = None,
+    ) -> None:
+        self._init("ReplayBuffer", capacity, fields, seed, 0.6, 0.0, "all_time", storage, path)
 
-    def _init(self, where, capacity, fields, seed, alpha, eps, max_priority):
+    def _init(self, where, capacity, fields, seed, alpha, eps, max_priority, storage="memory", path=None):
         specs = normalize_fields(fields, where)
         cap = _check_capacity(capacity, where)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
@@ -97,8 +108,33 @@ class ReplayBuffer(_core._Buffer):
         names = list(specs)
         shapes = [specs[k][0] for k in names]
         dtypes = [specs[k][1] for k in names]
-        super().__init__(cap, names, shapes, dtypes, seed, self._prioritized, alpha, eps, max_priority)
         self._fields = specs
+        self._memmap = None
+        if storage == "memory":
+            if path is not None:
+                raise ValueError(f"{where}: path is only used with storage='memmap'")
+            super().__init__(cap, names, shapes, dtypes, seed, self._prioritized, alpha, eps, max_priority)
+        elif storage == "memmap":
+            self._memmap = _memmap.open_dir(where, path, self, cap, specs)
+            if seed is None and self._memmap.existing:
+                seed = self._memmap.existing["seed"]
+            super().__init__(cap, names, shapes, dtypes, seed, self._prioritized, alpha, eps, max_priority,
+                             self._memmap.directory)
+            self._memmap.attach(self)
+        else:
+            raise ValueError(f"{where}: storage must be 'memory' or 'memmap', got {storage!r}")
+
+    def flush(self) -> None:
+        """Memory-mapped storage: write every column to disk and record the generator position (and, for
+        prioritized buffers, the priorities), so that reopening continues exactly from here. No-op in memory."""
+        if self._memmap is not None:
+            self._memmap.flush(self)
+
+    def clear(self) -> None:
+        """Remove every transition (memory is kept). Not safe concurrently with other calls."""
+        super().clear()
+        if self._memmap is not None:
+            self._memmap.write_manifest(self)
 
     @classmethod
     def from_env(cls, env_or_spaces: Any, capacity: int, seed: Optional[int] = None, **kwargs: Any) -> "ReplayBuffer":
@@ -204,6 +240,8 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         seed: Optional[int] = None,
         max_priority: str = "all_time",
         stale: str = "skip",
+        storage: str = "memory",
+        path: Any = None,
     ) -> None:
         where = "PrioritizedReplayBuffer"
         alpha = _check_real(alpha, "alpha", where)
@@ -212,9 +250,9 @@ class PrioritizedReplayBuffer(ReplayBuffer):
             raise ValueError(f"{where}: stale must be 'skip' or 'raise', got {stale!r}")
         if max_priority not in ("all_time", "stored"):
             raise ValueError(f"{where}: max_priority must be 'all_time' or 'stored', got {max_priority!r}")
-        self._init(where, capacity, fields, seed, alpha, eps, max_priority)
         self._raise_stale = stale == "raise"
         self._max_mode = max_priority
+        self._init(where, capacity, fields, seed, alpha, eps, max_priority, storage, path)
 
     sample = _core._Buffer.__dict__["_sample_prioritized"]
 

@@ -1,0 +1,347 @@
+"""fastreplay.sb3 against Stable-Baselines3's own buffers: same stored columns, same samples (dtypes, shapes,
+devices and, for the same steps and envs, values), pickling through save/load_replay_buffer, optimize_memory_usage
+with and without timeouts, prioritized replay, and SB3's algorithms training with the drop-in."""
+import numpy as np
+import pytest
+
+sb3 = pytest.importorskip("stable_baselines3")
+th = pytest.importorskip("torch")
+gym = pytest.importorskip("gymnasium")
+
+from gymnasium import spaces  # noqa: E402
+from stable_baselines3 import DQN, SAC, TD3  # noqa: E402
+from stable_baselines3.common import buffers as sb3_buffers  # noqa: E402
+from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
+from stable_baselines3.common.type_aliases import DictReplayBufferSamples, ReplayBufferSamples  # noqa: E402
+
+import fastreplay.sb3 as fs  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings(
+    # gymnasium's passive env checker and SB3's own notices are not ours to fix
+    "ignore::DeprecationWarning:gymnasium",
+    "ignore::UserWarning:gymnasium",
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    n = th.get_num_threads()
+    th.set_num_threads(1)  # tiny networks: threads only add contention on a shared CPU
+    yield
+    th.set_num_threads(n)
+
+
+SPACES = {
+    "box": (spaces.Box(-1, 1, (3,), np.float32), spaces.Box(-2, 2, (2,), np.float32)),
+    "image": (spaces.Box(0, 255, (4, 4, 2), np.uint8), spaces.Discrete(3)),
+    "discrete": (spaces.Discrete(7), spaces.Discrete(3)),
+    "multidiscrete": (spaces.MultiDiscrete([3, 4]), spaces.MultiDiscrete([2, 5])),
+    "multibinary": (spaces.MultiBinary(4), spaces.MultiBinary(3)),
+    "float64": (spaces.Box(-1, 1, (2,), np.float64), spaces.Box(-1, 1, (1,), np.float64)),
+    "dict": (spaces.Dict({"pos": spaces.Box(-1, 1, (2,), np.float32), "id": spaces.Discrete(4)}), spaces.Discrete(2)),
+}
+
+
+def random_obs(space, n, rng):
+    if isinstance(space, spaces.Dict):
+        return {k: random_obs(s, n, rng) for k, s in space.spaces.items()}
+    if isinstance(space, spaces.Discrete):
+        return rng.integers(0, space.n, n)
+    return np.stack([space.sample() for _ in range(n)])
+
+
+def random_step(obs_space, act_space, n, rng, p_done=0.2):
+    obs, next_obs = random_obs(obs_space, n, rng), random_obs(obs_space, n, rng)
+    if isinstance(act_space, spaces.Discrete):
+        action = rng.integers(0, act_space.n, n)
+    else:
+        action = np.stack([act_space.sample() for _ in range(n)])
+    done = rng.random(n) < p_done
+    infos = [{"TimeLimit.truncated": bool(d and rng.random() < 0.5)} for d in done]
+    return obs, next_obs, action, rng.normal(size=n).astype(np.float32), done, infos
+
+
+def assert_same_samples(a, b):
+    assert type(a) is type(b) or isinstance(b, type(a))
+    for x, y in zip(a, b):
+        if x is None:
+            assert y is None
+        elif isinstance(x, dict):
+            assert list(x) == list(y)
+            for k in x:
+                assert (x[k].dtype, x[k].shape, x[k].device) == (y[k].dtype, y[k].shape, y[k].device)
+                th.testing.assert_close(x[k], y[k], rtol=0, atol=0)
+        else:
+            assert (x.dtype, x.shape, x.device) == (y.dtype, y.shape, y.device)
+            th.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+def assert_same_columns(ours, theirs):
+    steps = ours.size()
+    for name in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
+        x, y = getattr(ours, name), getattr(theirs, name)
+        if isinstance(x, dict):
+            for k in x:
+                np.testing.assert_array_equal(x[k], y[k][:steps], err_msg=name)
+        else:
+            assert x.dtype == y.dtype, name
+            np.testing.assert_array_equal(x, y[:steps], err_msg=name)
+
+
+def fill_both(kind, n_envs, steps, buffer_size=24, handle_timeout_termination=True, seed=0):
+    obs_space, act_space = SPACES[kind]
+    dict_obs = isinstance(obs_space, spaces.Dict)
+    theirs = (sb3_buffers.DictReplayBuffer if dict_obs else sb3_buffers.ReplayBuffer)(
+        buffer_size, obs_space, act_space, "cpu", n_envs=n_envs, handle_timeout_termination=handle_timeout_termination)
+    ours = (fs.DictReplayBuffer if dict_obs else fs.ReplayBuffer)(
+        buffer_size, obs_space, act_space, "cpu", n_envs=n_envs, handle_timeout_termination=handle_timeout_termination)
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        step = random_step(obs_space, act_space, n_envs, rng)
+        theirs.add(*step)
+        ours.add(*step)
+    return ours, theirs
+
+
+@pytest.mark.parametrize("kind", list(SPACES))
+@pytest.mark.parametrize("n_envs", [1, 3])
+def test_same_as_sb3_buffer(kind, n_envs):
+    steps = 30  # wraps around the 24 // n_envs steps
+    ours, theirs = fill_both(kind, n_envs, steps)
+    assert isinstance(ours, type(theirs))
+    assert (ours.pos, ours.full, ours.size(), ours.buffer_size) == (theirs.pos, theirs.full, theirs.size(),
+                                                                     theirs.buffer_size)
+    assert_same_columns(ours, theirs)
+    for seed in range(3):  # the same steps and (seeded) envs give identical tensors
+        inds = np.random.default_rng(seed).integers(0, theirs.size(), 16)
+        np.random.seed(seed)
+        b = theirs._get_samples(inds)
+        np.random.seed(seed)
+        assert_same_samples(b, ours._get_samples(inds))
+    a, b = theirs.sample(9), ours.sample(9)  # random batches: compare types, dtypes, shapes, devices
+    for x, y in zip(a, b):
+        if isinstance(x, dict):
+            assert {k: (v.dtype, v.shape) for k, v in x.items()} == {k: (v.dtype, v.shape) for k, v in y.items()}
+        elif x is not None:
+            assert (x.dtype, x.shape, x.device) == (y.dtype, y.shape, y.device)
+    assert isinstance(b, DictReplayBufferSamples if kind == "dict" else ReplayBufferSamples)
+
+
+@pytest.mark.parametrize("handle_timeout_termination", [True, False])
+def test_vecnormalize_and_no_timeouts(handle_timeout_termination):
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    ours, theirs = fill_both("box", 2, 20, handle_timeout_termination=handle_timeout_termination)
+    env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=1))
+    env.obs_rms.mean, env.obs_rms.var = np.array([0.1, -0.2, 0.3]), np.array([2.0, 0.5, 1.5])
+    env.ret_rms.var = np.array(4.0)
+    inds = np.arange(ours.size())
+    np.random.seed(5)
+    b = theirs._get_samples(inds, env)
+    np.random.seed(5)
+    assert_same_samples(b, ours._get_samples(inds, env))
+    assert ours.sample(4, env).observations.dtype == th.float32
+
+
+def test_attributes_are_views_and_writes_reach_samples():
+    ours, _ = fill_both("box", 2, 5)
+    view = ours.observations
+    assert view.shape == (5, 2, 3) and not view.flags.writeable
+    assert np.shares_memory(view, ours._core.storage["obs"])
+    ours.dones[4] = True  # SB3's _setup_learn does this with optimize_memory_usage
+    assert (ours.dones[4] == 1).all()
+    np.random.seed(0)
+    s = ours._get_samples(np.array([4, 4, 4, 4]))
+    assert (s.dones == 1).all() or not ours.handle_timeout_termination
+    ours.add(*random_step(*SPACES["box"], 2, np.random.default_rng(1), p_done=0))
+    assert (ours.dones[4] == 1).all()  # the overlay lasts until the slots are overwritten
+    with pytest.raises(AttributeError, match="reset"):
+        ours.pos = 0
+    ours.reset()
+    assert (ours.pos, ours.full, ours.size()) == (0, False, 0)
+
+
+def optimized_stream(n_envs, steps, seed, truncation=True):
+    """Steps of n_envs envs with episode ends (terminated or truncated) and one reset without done."""
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(n_envs, 3)).astype(np.float32)
+    t = np.zeros(n_envs, int)
+    for k in range(steps):
+        nxt = rng.normal(size=(n_envs, 3)).astype(np.float32)
+        t += 1
+        terminated = rng.random(n_envs) < 0.1
+        truncated = (t >= 6) & ~terminated if truncation else np.zeros(n_envs, bool)
+        if k == steps // 2:
+            terminated[0] = truncated[0] = False
+        done = terminated | truncated
+        infos = [{"TimeLimit.truncated": bool(x)} for x in truncated]
+        yield obs, nxt, rng.integers(0, 2, n_envs), rng.normal(size=n_envs), done, infos
+        obs = nxt.copy()
+        reset = rng.normal(size=(n_envs, 3)).astype(np.float32)
+        obs[done] = reset[done]
+        t[done] = 0
+        if k == steps // 2:  # a reset that the buffer hears nothing about (like a new learn() call)
+            obs[0] = rng.normal(size=3)
+            t[0] = 0
+
+
+@pytest.mark.parametrize("handle_timeout_termination", [True, False])
+@pytest.mark.parametrize("n_envs", [1, 2])
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_optimize_memory_usage_gives_plain_samples(handle_timeout_termination, n_envs, prioritized, monkeypatch):
+    monkeypatch.setattr(fs, "_ASIDE_START", 1)  # start the aside store tiny so that it has to grow
+    obs_space, act_space = spaces.Box(-5, 5, (3,), np.float32), spaces.Discrete(2)
+    cls = fs.PrioritizedReplayBuffer if prioritized else fs.ReplayBuffer
+    kw = dict(n_envs=n_envs, handle_timeout_termination=handle_timeout_termination)
+    plain = cls(40, obs_space, act_space, "cpu", **kw)
+    opt = cls(40, obs_space, act_space, "cpu", optimize_memory_usage=True, **kw)
+    assert "next_obs" not in opt._fields and not hasattr(opt, "next_observations")
+    steps, broken = 57, False
+    for i, step in enumerate(optimized_stream(n_envs, steps, seed=n_envs)):
+        plain.add(*step)
+        opt.add(*step)
+        broken |= bool(opt._patches.get("aside"))  # the reset without done was noticed
+        if i in (3, 19, 56):
+            assert (opt.pos, opt.full) == (plain.pos, plain.full)
+            for seed in range(2):
+                inds = np.arange(opt.size())
+                np.random.seed(seed)
+                a = plain._get_samples(inds)
+                np.random.seed(seed)
+                assert_same_samples(a, opt._get_samples(inds))
+    assert broken and opt._aside_cap > n_envs
+    # Pickling keeps the aside store and the pending next observations.
+    import pickle
+
+    again = pickle.loads(pickle.dumps(opt))
+    np.random.seed(1)
+    a = opt._get_samples(np.arange(opt.size()))
+    np.random.seed(1)
+    assert_same_samples(a, again._get_samples(np.arange(opt.size())))
+
+
+def test_optimize_memory_usage_matches_sb3_without_episode_ends():
+    """Where SB3's memory-optimized buffer is right (no episode ends), it agrees with ours."""
+    obs_space, act_space = spaces.Box(-5, 5, (2,), np.float32), spaces.Discrete(2)
+    theirs = sb3_buffers.ReplayBuffer(10, obs_space, act_space, "cpu", optimize_memory_usage=True,
+                                      handle_timeout_termination=False)
+    ours = fs.ReplayBuffer(10, obs_space, act_space, "cpu", optimize_memory_usage=True,
+                           handle_timeout_termination=False)
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(1, 2)).astype(np.float32)
+    for _ in range(14):
+        nxt = rng.normal(size=(1, 2)).astype(np.float32)
+        step = (obs, nxt, rng.integers(0, 2, 1), rng.normal(size=1), np.zeros(1, bool), [{}])
+        theirs.add(*step)
+        ours.add(*step)
+        obs = nxt
+    inds = np.array([(theirs.pos + k) % 10 for k in range(1, 10)])  # SB3 never samples step `pos` when full
+    np.random.seed(0)
+    a = theirs._get_samples(inds)
+    np.random.seed(0)
+    assert_same_samples(a, ours._get_samples(inds))
+
+
+def test_prioritized_samples_and_updates():
+    obs_space, act_space = SPACES["box"]
+    rb = fs.PrioritizedReplayBuffer(64, obs_space, act_space, "cpu", alpha=1.0, beta=0.5)
+    rng = np.random.default_rng(0)
+    for _ in range(32):
+        rb.add(*random_step(obs_space, act_space, 1, rng))
+    s = rb.sample(16)
+    assert isinstance(s, ReplayBufferSamples) and len(s) == 6
+    assert s.weights.shape == (16, 1) and s.weights.dtype == th.float32
+    assert s.indices.dtype == np.int64 and s.indices.shape == (16,)
+    s2 = s._replace(rewards=s.rewards * 2)
+    assert s2.indices is s.indices
+    pri = np.full(32, 1e-3)
+    pri[7] = 100.0
+    rb.update_priorities(np.arange(32), pri)
+    hits = np.concatenate([rb.sample(64).indices for _ in range(5)])
+    assert (hits == 7).mean() > 0.9
+    w = rb.sample(64, beta=1.0).weights  # max-normalised over all stored rows: the rare row 7 weighs least
+    assert 0 < float(w.min()) and float(w.max()) <= 1.0 + 1e-6
+    import pickle
+
+    again = pickle.loads(pickle.dumps(rb))
+    np.testing.assert_allclose(again._core.priorities, rb._core.priorities)
+    assert again._core.max_priority == rb._core.max_priority
+    assert again.alpha == 1.0 and again.beta == 0.5
+
+
+def test_save_and_load_replay_buffer(tmp_path):
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    model = DQN("MlpPolicy", env, replay_buffer_class=fs.ReplayBuffer, buffer_size=300, learning_starts=50,
+                policy_kwargs=dict(net_arch=[16]), seed=0)
+    model.learn(400)
+    old = model.replay_buffer
+    assert old.full and old.size() == 150
+    model.save_replay_buffer(tmp_path / "rb.pkl")
+    model.replay_buffer = None
+    model.load_replay_buffer(tmp_path / "rb.pkl")
+    new = model.replay_buffer
+    assert isinstance(new, fs.ReplayBuffer) and new is not old
+    assert (new.pos, new.full, new.size(), new.n_envs, new.device) == (old.pos, old.full, old.size(), 2, old.device)
+    assert_same_columns(new, old)
+    model.learn(100, reset_num_timesteps=False)  # keeps training on the loaded buffer
+    assert new.pos == (model.num_timesteps // 2) % 150 != old.pos
+
+
+@pytest.mark.parametrize("n_envs", [1, 2])
+def test_dqn_trains_on_cartpole(n_envs):
+    env = make_vec_env("CartPole-v1", n_envs=n_envs, seed=0)
+    model = DQN("MlpPolicy", env, replay_buffer_class=fs.ReplayBuffer, buffer_size=2000, learning_starts=200,
+                train_freq=4, policy_kwargs=dict(net_arch=[32]), seed=0)
+    model.learn(2000)
+    assert model.replay_buffer.size() == 2000 // n_envs
+    assert model._n_updates > 0
+
+
+def test_dqn_optimize_memory_usage_learns_twice():
+    """SB3 writes dones[pos] = True before a second learn(); with timeouts handled too (SB3 refuses this)."""
+    model = DQN("MlpPolicy", "CartPole-v1", replay_buffer_class=fs.ReplayBuffer, optimize_memory_usage=True,
+                replay_buffer_kwargs={"handle_timeout_termination": True}, buffer_size=500, learning_starts=100,
+                policy_kwargs=dict(net_arch=[16]), seed=0)
+    model.learn(400)
+    with pytest.warns(UserWarning, match="truncated"):
+        model.learn(200)
+    assert model.replay_buffer._patches.get("done")
+
+
+@pytest.mark.parametrize("algo", [SAC, TD3])
+def test_sac_td3_train_on_pendulum(algo):
+    model = algo("MlpPolicy", "Pendulum-v1", replay_buffer_class=fs.ReplayBuffer, buffer_size=1000,
+                 learning_starts=100, policy_kwargs=dict(net_arch=[32]), seed=0)
+    model.learn(250)
+    assert model.replay_buffer.size() == 250 and model._n_updates > 0
+
+
+def test_perdqn_trains_and_anneals_beta():
+    model = fs.PERDQN("MlpPolicy", "CartPole-v1", buffer_size=1000, learning_starts=100, beta0=0.4,
+                      policy_kwargs=dict(net_arch=[16]), seed=0)
+    assert isinstance(model.replay_buffer, fs.PrioritizedReplayBuffer)
+    model.learn(1000)
+    assert model.beta == pytest.approx(1.0)
+    pri = model.replay_buffer._core.priorities
+    assert len(np.unique(pri)) > 10  # priorities were written back from TD errors
+    with pytest.raises(TypeError, match="PrioritizedReplayBuffer"):
+        fs.PERDQN("MlpPolicy", "CartPole-v1", replay_buffer_class=fs.ReplayBuffer)
+
+
+@pytest.mark.skipif(not th.cuda.is_available(), reason="needs CUDA")
+def test_samples_on_cuda():
+    obs_space, act_space = SPACES["dict"]
+    theirs = sb3_buffers.DictReplayBuffer(20, obs_space, act_space, "cuda")
+    ours = fs.DictReplayBuffer(20, obs_space, act_space, "cuda")
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        step = random_step(obs_space, act_space, 1, rng)
+        theirs.add(*step)
+        ours.add(*step)
+    np.random.seed(0)
+    a = theirs._get_samples(np.arange(10))
+    np.random.seed(0)
+    assert_same_samples(a, ours._get_samples(np.arange(10)))
+    per = fs.PrioritizedReplayBuffer(20, *SPACES["box"], "cuda")
+    per.add(*random_step(*SPACES["box"], 1, rng))
+    assert per.sample(4).weights.device.type == "cuda"
