@@ -53,8 +53,9 @@ SECTIONS = [
      ["add(1)", "add(1) numpy scalars", "add(16)", "sample(32)", "sample(256)", "sample(256, out=)", "sample(1024)"]),
     ("Uniform replay, Atari rows (capacity 1e5, 5e4 stored)", "atari", ["add(1)", "sample(32)", "sample(32, out=)"]),
     ("Prioritized replay, CartPole rows (buffer full, Pareto priorities, beta 0.4)", "per",
-     ["add(1)", "sample(32)", "sample(256)", "sample(1024)", "update_priorities(32)", "update_priorities(256)",
-      "update_priorities(1024)", "sample+update(32)", "sample+update(256)", "sample+update(1024)"]),
+     ["add(1)", "sample(1)", "sample(32)", "sample(256)", "sample(1024)", "update_priorities(1)",
+      "update_priorities(32)", "update_priorities(256)", "update_priorities(1024)", "sample+update(1)",
+      "sample+update(32)", "sample+update(256)", "sample+update(1024)"]),
 ]
 
 
@@ -232,6 +233,31 @@ def bandwidth_table(r: Results) -> List[str]:
     return lines
 
 
+def per_breakdown(r: Results) -> List[str]:
+    """Where a PER step's time goes, from the suite's own rows (fastreplay, medians, batch 256)."""
+    lines = ["| Capacity | uniform sample(256): draw + gather + batch | PER sample(256) | PER sample - uniform sample: "
+             "descent, weights, generations | update_priorities(256) | sample + update, measured | "
+             "sample + update, sum of parts |",
+             "|---|---|---|---|---|---|---|"]
+    for cap in sorted({k[2] for k in r.by_key if k[0] == "per"}):
+        u = r.median("cartpole", "sample(256)", cap, "fastreplay")
+        s = r.median("per", "sample(256)", cap, "fastreplay")
+        up = r.median("per", "update_priorities(256)", cap, "fastreplay")
+        loop = r.median("per", "sample+update(256)", cap, "fastreplay")
+        if None in (u, s, up, loop):
+            continue
+        lines.append(f"| {fmt_cap(cap)} | {fmt_time(u)} | {fmt_time(s)} | {fmt_time(s - u)} | {fmt_time(up)} | "
+                     f"{fmt_time(loop)} | {fmt_time(s + up)} |")
+    if len(lines) == 2:
+        return []
+    s1 = r.median("per", "sample(1)", 10**6, "fastreplay")
+    u1 = r.median("per", "update_priorities(1)", 10**6, "fastreplay")
+    if s1 is not None and u1 is not None:
+        lines += ["", f"Fixed cost of a call at 1e6 (batch 1: Python, bindings, validation, one descent or one leaf "
+                      f"repair): sample(1) {fmt_time(s1)}, update_priorities(1) {fmt_time(u1)}."]
+    return lines
+
+
 def flags(r: Results) -> List[str]:
     """Rows worth a second look: fastreplay slower than or barely faster than the reference, and noisy rows."""
     out = []
@@ -295,6 +321,9 @@ def render(r: Results, command: str) -> str:
             out += ["", f"### {title}", "", "Median time per call; speedup = reference / fastreplay "
                     "(of the medians, and of the fastest rounds, which other processes disturb least); spread = "
                     "interquartile range / median of fastreplay's rounds.", ""] + table
+    pb = per_breakdown(r)
+    if pb:
+        out += ["", "### Prioritized replay: where the time goes (fastreplay, medians)", ""] + pb
     bw = bandwidth_table(r)
     if bw:
         out += ["", "### Atari sample(32) against the memory-copy floor", ""] + bw
@@ -313,7 +342,8 @@ pytest-benchmark suites comparing fastreplay with the pure-Python reference impl
   next_obs float32[4], done bool; buffer full) and Atari rows (obs and next_obs uint8[4, 84, 84]; capacity 1e5,
   5e4 stored), plus the memory-copy floor;
 - `test_bench_prioritized.py`: prioritized replay with CartPole rows: sample, update_priorities, sample-then-update;
-- `cpp/`: C++ microbenchmarks of the core (segment tree), run separately.
+- `cpp/`: C++ microbenchmarks of the core (segment tree), run separately; the other scripts in this folder
+  (peer comparisons, concurrency) are run on their own as their docstrings say.
 
 `python bench/report.py` runs the suites and rewrites the generated section below.
 

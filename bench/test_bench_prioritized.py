@@ -2,7 +2,8 @@
 
 Buffers are filled to capacity and given random heavy-tailed priorities (Pareto, so the tree is far from flat).
 At capacities 1e4, 1e5 and 1e6 with batch 256: sample(256, beta) alone, update_priorities of 256 alone, and the
-training loop's sample-then-update; at 1e6 also batch 32 and 1024 to show how the cost scales with the batch.
+training loop's sample-then-update; at 1e6 also batch 32 and 1024 to show how the cost scales with the batch, and
+batch 1 for the fixed cost of a call (Python, bindings, validation).
 Updates and loops cycle through pools of 64 pre-drawn batches and priority arrays, so consecutive calls touch
 different tree paths, as in training, and no random number generation is timed.
 """
@@ -16,8 +17,8 @@ from conftest import CAPACITIES, IMPLS, cap_id, one_cartpole_step, run
 BETA = 0.4
 POOL = 64
 impls = pytest.mark.parametrize("impl", list(IMPLS))
-# (capacity, batch size): batch 256 at every capacity, plus 32 and 1024 at 1e6.
-CASES = [(c, 256) for c in CAPACITIES] + [(1_000_000, 32), (1_000_000, 1024)]
+# (capacity, batch size): batch 256 at every capacity, plus 32 and 1024 at 1e6, and 1 (the fixed cost of a call).
+CASES = [(c, 256) for c in CAPACITIES] + [(1_000_000, 1), (1_000_000, 32), (1_000_000, 1024)]
 cases = pytest.mark.parametrize("capacity,batch_size", CASES, ids=[f"{cap_id(c)}-B{b}" for c, b in CASES])
 
 

@@ -160,7 +160,7 @@ def test_atari_numpy_take_floor(benchmark, buffers):
         np.take(obs, idx, axis=0, out=o1)
         np.take(next_obs, idx, axis=0, out=o2)
 
-    run(benchmark, gather, group=ATARI_GROUP, op="numpy np.take, same rows", impl="numpy", rows=32,
+    run(benchmark, gather, group=ATARI_GROUP, op="np.take, same rows", impl="numpy", rows=32,
         nbytes=ATARI_SAMPLE_BYTES, **_atari)
 
 

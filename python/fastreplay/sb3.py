@@ -199,6 +199,9 @@ class ReplayBuffer(_sb3.ReplayBuffer):
             fields["aside"] = ((), np.int64)  # serial of the row's true next observation in the aside store, or -1
         self._fields = fields
         self._capacity = self.buffer_size * self.n_envs
+        self._action_shape = (self.n_envs, self.action_dim)
+        self._scalar_shape = (self.n_envs,)
+        self._scratch = np.zeros((3, self.n_envs), np.float32)  # reward and done casts; zero timeouts
 
     def _new_core(self) -> _CoreReplay:
         if self._prioritized:
@@ -317,13 +320,24 @@ class ReplayBuffer(_sb3.ReplayBuffer):
 
     # -------------------------------------------------------------------------------------------- adding
     def _rows(self, value: Any, shape: Tuple[int, ...], dtype: np.dtype, reshape: bool = False) -> np.ndarray:
-        a = np.asarray(value)
+        a = value if type(value) is np.ndarray else np.asarray(value)
         target = (self.n_envs,) + shape
         if a.shape != target:
             a = a.reshape(target) if reshape else np.broadcast_to(a, target)
         if a.dtype != dtype:
             a = a.astype(dtype)  # SB3 assigns into its arrays, which casts unsafely; so do we
         return a
+
+    def _scalars(self, value: Any, scratch: np.ndarray) -> np.ndarray:
+        """Reward or done as float32 ``(n_envs,)``. A cast goes through a scratch row that the core copies at once
+        (cheaper than a new array per step)."""
+        if type(value) is np.ndarray and value.shape == self._scalar_shape:
+            if value.dtype == np.float32:
+                return value
+            if value.dtype.kind in "biuf":
+                np.copyto(scratch, value, casting="unsafe")
+                return scratch
+        return self._rows(value, (), np.dtype(np.float32))
 
     def add(  # type: ignore[override]
         self,
@@ -338,25 +352,29 @@ class ReplayBuffer(_sb3.ReplayBuffer):
         rows: Dict[str, np.ndarray] = {}
         next_rows: Dict[str, np.ndarray] = {}
         for key, name, next_name, shape, dtype, discrete in self._obs_specs:
-            o = obs if key is None else obs[key]
-            no = next_obs if key is None else next_obs[key]
-            rows[name] = self._rows(o, shape, dtype, discrete)
-            next_rows[next_name] = self._rows(no, shape, dtype, discrete)
-        rows["action"] = self._rows(np.asarray(action).reshape((self.n_envs, self.action_dim)), (self.action_dim,),
-                                    self._action_dtype)
-        rows["reward"] = self._rows(reward, (), np.dtype(np.float32))
-        rows["done"] = self._rows(done, (), np.dtype(np.float32))
+            if key is None:
+                rows[name] = self._rows(obs, shape, dtype, discrete)
+                next_rows[next_name] = self._rows(next_obs, shape, dtype, discrete)
+            else:
+                rows[name] = self._rows(obs[key], shape, dtype, discrete)
+                next_rows[next_name] = self._rows(next_obs[key], shape, dtype, discrete)
+        a = action if type(action) is np.ndarray else np.asarray(action)
+        a = a.reshape(self._action_shape)  # SB3 reshapes actions to (n_envs, action_dim)
+        rows["action"] = a if a.dtype == self._action_dtype else a.astype(self._action_dtype)
+        rows["reward"] = self._scalars(reward, self._scratch[0])
+        rows["done"] = self._scalars(done, self._scratch[1])
         if self.handle_timeout_termination:
-            rows["timeout"] = np.array([info.get("TimeLimit.truncated", False) for info in infos], dtype=np.float32)
-        core = self._core
-        start = core.next_index
+            if any(info.get("TimeLimit.truncated", False) for info in infos):
+                rows["timeout"] = np.array([info.get("TimeLimit.truncated", False) for info in infos], np.float32)
+            else:
+                rows["timeout"] = self._scratch[2]  # all zeros, never written
         if self.optimize_memory_usage:
             self._add_optimized(rows, next_rows)
         else:
             rows.update(next_rows)
         if self._patches:
-            self._drop_patches(start, self.n_envs)
-        core.add(**rows)
+            self._drop_patches(self._core.next_index, self.n_envs)
+        self._core.add(**rows)
 
     def _drop_patches(self, start: int, n: int) -> None:
         cap = self._capacity
