@@ -213,11 +213,13 @@ def test_non_contiguous_swapped_and_read_only_inputs_are_handled():
     np.testing.assert_array_equal(buf.storage["y"], np.arange(10))
 
 
-def test_pickling_is_refused_clearly():
-    buf = fr.ReplayBuffer(5, CARTPOLE)
-    with pytest.raises(TypeError, match="cannot be pickled"):
-        pickle.dumps(buf)
-    buf.add(**cartpole_rows(0, 5))
+def test_pickle_round_trip_of_buffer_and_batch():
+    buf = fr.ReplayBuffer(5, CARTPOLE, seed=2)
+    buf.add(**cartpole_rows(0, 7))
+    again = pickle.loads(pickle.dumps(buf))
+    for k, v in buf.storage.items():
+        np.testing.assert_array_equal(again.storage[k], v)
+    np.testing.assert_array_equal(again.sample(8).indices, buf.sample(8).indices)
     b = pickle.loads(pickle.dumps(buf.sample(3)))
     check_self_consistent(b)
 

@@ -168,6 +168,7 @@ void run_sequence(std::size_t cap, bool exact, Rng& rng) {
         if (rng.bounded(2)) std::sort(slots.begin(), slots.end());  // sorted input skips the sort
         for (std::size_t k = 0; k < n; ++k) ref.leaves[static_cast<std::size_t>(slots[k])] = values[k];
         tree.set_many(slots.data(), values.data(), n, scratch);
+        tree.set_many(slots.data(), values.data(), 0, scratch);  // an empty batch changes nothing
         break;
       }
       case 3: {  // set_range, including empty and full ranges
@@ -308,6 +309,8 @@ int main(int argc, char** argv) {
   Rng rng(2024);
   std::vector<std::size_t> caps = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 63, 64, 65, 511, 512, 513, 1000, 4096, 4097};
   for (int r = 0; r < 30; ++r) caps.push_back(1 + rng.bounded(r < 20 ? 100 : 5000));
+  caps.push_back(70001);   // 6 levels
+  caps.push_back(262145);  // 8^6 + 1: a top line with 2 entries
   for (std::size_t cap : caps) {
     run_sequence(cap, true, rng);
     run_sequence(cap, false, rng);
