@@ -13,6 +13,7 @@
 // u -/+ a tolerance, and must be a positive leaf.
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -284,7 +285,11 @@ void check_concurrent() {
   std::vector<std::size_t> scratch;
   std::vector<std::int64_t> slots(128);
   std::vector<double> values(128);
-  for (int it = 0; it < 2000; ++it) {
+  // At least 2000 batches, and on until the readers have run (a loaded machine may not schedule them at once).
+  std::size_t batches = 0;
+  const auto start = std::chrono::steady_clock::now();
+  for (; batches < 2000 || (queries.load() < 100000 && std::chrono::steady_clock::now() - start < std::chrono::seconds(20));
+       ++batches) {
     for (std::size_t k = 0; k < 128; ++k) {
       slots[k] = static_cast<std::int64_t>(rng.bounded(cap));
       values[k] = rng.bounded(3) ? rng.uniform() : 0.0;
@@ -294,9 +299,10 @@ void check_concurrent() {
   }
   stop = true;
   for (auto& t : readers) t.join();
-  std::printf("  concurrent: %zu queries during 2000 batched updates, %zu outside [0, capacity)\n", queries.load(),
-              bad.load());
+  std::printf("  concurrent: %zu queries during %zu batched updates, %zu outside [0, capacity)\n", queries.load(),
+              batches, bad.load());
   CHECK(bad.load() == 0, "concurrent: %zu answers outside [0, capacity)", bad.load());
+  CHECK(queries.load() > 0, "concurrent: the readers never ran");
   long double sum = 0;
   for (std::size_t s = 0; s < cap; ++s) sum += tree.leaf(s);
   CHECK(std::fabs(static_cast<long double>(tree.total()) - sum) <= 1e-12L * sum, "concurrent: total");
