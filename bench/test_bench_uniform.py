@@ -114,7 +114,8 @@ def test_memcpy_floor_pieces(benchmark, copy_arrays):
     """The same 256 MiB copy timed in 4 MiB pieces (each round copies the next piece, cycling through the arrays):
     a piece takes well under a scheduler time slice, so on a loaded machine its median is rarely preempted."""
     src, dst = copy_arrays
-    pieces = itertools.cycle([(dst[o:o + COPY_PIECE], src[o:o + COPY_PIECE]) for o in range(0, COPY_BYTES, COPY_PIECE)])
+    offsets = range(0, COPY_BYTES, COPY_PIECE)
+    pieces = itertools.cycle([(dst[o:o + COPY_PIECE], src[o:o + COPY_PIECE]) for o in offsets])
 
     def copy_piece():
         d, s = next(pieces)
