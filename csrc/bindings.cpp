@@ -386,18 +386,6 @@ class Buffer {
     }
     return d;
   }
-  void restore_column(std::size_t i, py::handle arr) {
-    if (i >= fields_.size()) throw py::index_error("restore: no field " + std::to_string(i));
-    const Field& f = fields_[i];
-    py::object a = exact_array(arr, f.type_num, "restore: column '" + f.name + "'");
-    auto* p = reinterpret_cast<PyArrayObject*>(a.ptr());
-    const int nd = PyArray_NDIM(p);
-    if (nd != static_cast<int>(f.shape.size()) + 1 || !std::equal(f.shape.begin(), f.shape.end(), PyArray_DIMS(p) + 1) ||
-        static_cast<std::size_t>(PyArray_DIMS(p)[0]) > core_->capacity())
-      value_error("restore: column '" + f.name + "' has shape " + shape_str(PyArray_DIMS(p), nd) + ", expected (n, " +
-                  f.shape_text().substr(1));
-    core_->restore_rows(i, PyArray_DATA(p), static_cast<std::size_t>(PyArray_DIMS(p)[0]));
-  }
   void restore_state(std::uint64_t cursor, std::uint64_t base, std::uint64_t stream, py::handle seq,
                      py::handle priorities, double max_all_time) {
     py::object s = exact_array(seq, NPY_UINT64, "restore: seq");
@@ -427,6 +415,15 @@ class Buffer {
     if (PyArray_NDIM(pp) != 1 || static_cast<std::size_t>(PyArray_SIZE(pp)) != core_->size())
       value_error("restore: priorities must have one entry per stored transition");
     per().restore_priorities(static_cast<const double*>(PyArray_DATA(pp)), core_->size(), max_all_time);
+  }
+
+  // Writable view of the first n rows of field i, for restoring checkpoints only (no other use is safe).
+  py::object raw_view(py::handle self, std::size_t i, std::size_t n) {
+    const Field& f = fields_.at(i);
+    if (n > core_->capacity()) throw py::index_error("raw view beyond capacity");
+    std::vector<npy_intp> dims(f.shape);
+    dims.insert(dims.begin(), static_cast<npy_intp>(n));
+    return make_view(f.descr(), static_cast<int>(dims.size()), dims.data(), core_->column(i).data(), self.ptr(), true);
   }
 
   // Read-only view of the first len(buffer) rows of field i, aliasing storage.
@@ -487,6 +484,27 @@ class Buffer {
     // Fast path: a Python scalar for a scalar field.
     if (rnd == 0 && (PyFloat_CheckExact(v) || PyLong_CheckExact(v) || PyBool_Check(v))) {
       if (scalar_fast(f, v, s)) return;
+    }
+    // Fast path: a numpy scalar (what argmax, vector envs and reductions hand out) for a scalar field.
+    if (rnd == 0 && PyArray_IsScalar(v, Generic)) {
+      PyArray_Descr* d = PyArray_DescrFromScalar(v);
+      if (!d) throw py::error_already_set();
+      py::object hold = py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(d));
+      if (PyDataType_ELSIZE(d) <= 16 && strchr("biufc", d->kind)) {
+        s.rows = 1;
+        s.batched = false;
+        s.ptr = s.scalar;
+        if (d->type_num == f.type_num && PyArray_ISNBO(d->byteorder)) {
+          PyArray_ScalarAsCtype(v, s.scalar);
+          return;
+        }
+        if (PyArray_CanCastTypeTo(d, f.descr(), NPY_SAME_KIND_CASTING)) {
+          if (PyArray_CastScalarToCtype(v, s.scalar, f.descr()) < 0) throw py::error_already_set();
+          return;
+        }
+        type_error(std::string(fn) + ": field '" + f.name + "' expects dtype " + dtype_str(f.descr()) +
+                   " (or one that casts to it under numpy's 'same_kind' rule), got " + dtype_str(d));
+      }
     }
     PyArrayObject* arr = nullptr;
     const bool numpy_value = PyArray_Check(v) || PyArray_IsScalar(v, Generic);
@@ -954,6 +972,7 @@ PYBIND11_MODULE(_core, m) {
            "get(indices) -> Batch\n\nThe transitions at the given slots (int[B], each in [0, len(self))), copied.")
       .def("_update_priorities", &Buffer::update_priorities)
       .def("_storage_view", [](py::object self, std::size_t i) { return self.cast<Buffer&>().storage_view(self, i); })
+      .def("_raw_view", [](py::object self, std::size_t i, std::size_t n) { return self.cast<Buffer&>().raw_view(self, i, n); })
       .def("__len__", [](Buffer& b) { return b.core().size(); })
       .def_property_readonly("capacity", [](Buffer& b) { return b.core().capacity(); },
                              "Maximum number of transitions stored (int).")
@@ -974,7 +993,6 @@ PYBIND11_MODULE(_core, m) {
       .def("_reopen", &Buffer::reopen)
       .def("_flush", &Buffer::flush)
       .def("_restore_priorities", &Buffer::restore_priorities)
-      .def("_restore_column", &Buffer::restore_column)
       .def("_restore_state", &Buffer::restore_state)
       // Prioritized only.
       .def_property("_alpha", [](Buffer& b) { return b.per().alpha(); }, [](Buffer& b, double a) { b.per().set_alpha(a); })

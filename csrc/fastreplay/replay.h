@@ -136,12 +136,7 @@ class ReplayCore {
     }
   }
 
-  // Checkpoint support (not safe concurrently with other calls): overwrite the first `rows` rows of field f,
-  // and restore the ring's bookkeeping. O(rows * row bytes), O(capacity)
-  void restore_rows(std::size_t f, const void* src, std::size_t rows) {
-    if (f >= columns_.size() || rows > capacity()) throw_invalid("restore: bad field or row count");
-    std::memcpy(columns_[f].data(), src, rows * columns_[f].row_bytes());
-  }
+  // Checkpoint support (not safe concurrently with other calls): restore the ring's bookkeeping. O(capacity)
   void restore_ring(const Ring::State& st, const std::uint64_t* seq) { ring_.restore(st, seq); }
   // Reopen persisted storage (see Ring::reopen); rows torn by a crash are replaced by a copy of the newest whole
   // row, so every stored row is still one real transition. Returns how many were repaired. O(capacity)

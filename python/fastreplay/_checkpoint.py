@@ -31,9 +31,35 @@ VERSION = 1
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+_CHUNK = 64 << 20  # bytes per write: large enough to stream at disk speed, small enough to never double memory
+
+
 def _write_npy(z: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
+    """A .npy member written straight from the array's memory in chunks (no temporary copies)."""
+    array = np.ascontiguousarray(array)
     with z.open(name, "w", force_zip64=True) as fh:
-        np.lib.format.write_array(fh, np.ascontiguousarray(array), allow_pickle=False)
+        np.lib.format.write_array_header_2_0(fh, np.lib.format.header_data_from_array_1_0(array))
+        flat = memoryview(array.reshape(-1).view(np.uint8)) if array.size else memoryview(b"")
+        for start in range(0, len(flat), _CHUNK):
+            fh.write(flat[start:start + _CHUNK])
+
+
+def _read_npy_into(fh: Any, out: np.ndarray, where: str, name: str) -> None:
+    """Read a .npy member whose header must describe exactly `out`'s shape and dtype, into `out`'s memory."""
+    version = np.lib.format.read_magic(fh)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(fh)
+    if tuple(shape) != out.shape or np.dtype(dtype) != out.dtype or fortran:
+        raise _bad(where, f"member {name} holds {np.dtype(dtype)}{list(shape)}, expected {out.dtype}{list(out.shape)}")
+    flat = memoryview(out.reshape(-1).view(np.uint8)) if out.size else memoryview(bytearray())
+    pos = 0
+    while pos < len(flat):
+        got = fh.readinto(flat[pos:pos + _CHUNK])
+        if not got:
+            raise _bad(where, f"member {name} is truncated")
+        pos += got
+    if fh.read(1):
+        raise _bad(where, f"member {name} has trailing data")
 
 
 def write(buf: Any, f: BinaryIO) -> None:
@@ -136,13 +162,18 @@ def read(f: Union[BinaryIO, PathLike], where: str, expect_class: Any = None) -> 
             except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:  # CRC mismatch, truncation
                 raise _bad(where, f"member {name} is corrupted ({e})") from None
 
+        if not 0 <= size <= capacity:
+            raise _bad(where, f"size {size} does not fit capacity {capacity}")
         try:
-            for i, name in enumerate(fields):
-                col = member(f"fields/{name}.npy")
-                if col.shape != (size,) + fields[name][0]:
-                    raise _bad(where, f"field {name!r} has shape {col.shape}, expected {(size,) + fields[name][0]}")
-                buf._restore_column(i, col)
-                del col  # one column at a time: loading needs at most one column beyond the buffer
+            for i, name in enumerate(fields):  # straight into the buffer's memory: no second copy
+                member_name = f"fields/{name}.npy"
+                try:
+                    with z.open(member_name) as fh:
+                        _read_npy_into(fh, buf._raw_view(i, size), where, member_name)
+                except KeyError:
+                    raise _bad(where, f"member {member_name} is missing") from None
+                except (zipfile.BadZipFile, OSError, EOFError) as e:  # CRC mismatch, truncation
+                    raise _bad(where, f"member {member_name} is corrupted ({e})") from None
             prio = member("priorities.npy") if buf._prioritized else None
             buf._restore_state(st["cursor"], st["base"], st["stream"], member("seq.npy"), prio,
                                float(manifest.get("max_all_time", 1.0)))
