@@ -2,7 +2,8 @@
 // them (sample, then update the drawn rows), at several capacities. The tree alone is in tree_bench.cpp.
 //
 //   g++ -O2 -std=c++17 -I csrc bench/cpp/per_bench.cpp -o /tmp/per_bench -lpthread && /tmp/per_bench
-//   (optionally capacities as arguments: /tmp/per_bench 1e4 1e6)
+//   (optionally capacities as arguments: /tmp/per_bench 1e4 1e6; for the old tree, add -I /tmp/old before -I csrc
+//   as explained in tree_bench.cpp)
 // Each figure is the best of 41 repetitions (about 2 ms each) of the mean time per call, in microseconds.
 #include <chrono>
 #include <cstdio>

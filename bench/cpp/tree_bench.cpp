@@ -2,13 +2,14 @@
 //
 // Build and run (portable flags, as the extension is built):
 //   g++ -O2 -std=c++17 -I csrc bench/cpp/tree_bench.cpp -o /tmp/tree_bench && /tmp/tree_bench
-// Against the committed header (for before/after numbers):
-//   mkdir -p /tmp/old/fastreplay && git show HEAD:csrc/fastreplay/segment_tree.h > /tmp/old/fastreplay/segment_tree.h
+// Against the binary tree it replaced (commit 4bf17d7), for before/after numbers:
+//   mkdir -p /tmp/old/fastreplay && git show 4bf17d7:csrc/fastreplay/segment_tree.h >/tmp/old/fastreplay/segment_tree.h
 //   g++ -O2 -std=c++17 -I /tmp/old -I csrc bench/cpp/tree_bench.cpp -o /tmp/tree_bench_old && /tmp/tree_bench_old
 //
 // Every call draws fresh random inputs (cycled from a pool of 64 pre-generated batches, so the generator is not
 // timed): a descent's strata are jittered like sample()'s, so consecutive calls walk different paths and large
-// trees miss in cache as they would in training. Each figure is the best of 41 repetitions (about 2 ms each) of the mean time per call, in microseconds.
+// trees miss in cache as they would in training. Each figure is the best of 41 repetitions (about 2 ms each) of
+// the mean time per call, in microseconds: on a shared machine the best is the one that nobody preempted.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -28,7 +29,6 @@ constexpr std::size_t kPool = 64;
 
 template <class F>
 double best_us(F&& fn) {
-  // Short repetitions, many of them: on a shared machine the best one is the one nobody preempted.
   std::size_t iters = 1;
   for (;;) {
     const auto t0 = std::chrono::steady_clock::now();

@@ -287,9 +287,8 @@ void check_concurrent() {
   std::vector<double> values(128);
   // At least 2000 batches, and on until the readers have run (a loaded machine may not schedule them at once).
   std::size_t batches = 0;
-  const auto start = std::chrono::steady_clock::now();
-  for (; batches < 2000 || (queries.load() < 100000 && std::chrono::steady_clock::now() - start < std::chrono::seconds(20));
-       ++batches) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  for (; batches < 2000 || (queries.load() < 100000 && std::chrono::steady_clock::now() < deadline); ++batches) {
     for (std::size_t k = 0; k < 128; ++k) {
       slots[k] = static_cast<std::int64_t>(rng.bounded(cap));
       values[k] = rng.bounded(3) ? rng.uniform() : 0.0;

@@ -26,19 +26,20 @@
 //   loads, so a reader concurrent with a writer sees each value old or new, never torn. Writers (set*, reset,
 //   rebuild) must be serialised by the caller; a writer reads back only values that writers stored.
 //
-// Costs (N = capacity, depth = ceil(log8 N) + 1 levels, e.g. 7 at N = 1e6 against 20 for a binary tree): one
-// cache line read per level and query; set_many repairs each touched line once; memory about 1.43 N doubles.
+// Costs (N = capacity): a descent reads one cache line per level, ceil(log8 N) of them (7 at N = 1e6, against 20
+// levels of a binary tree); set_many repairs each touched line once per level; memory is about 1.43 N doubles.
 //
-// Measured (bench/cpp/tree_bench.cpp, g++ -O2 portable build, 2-vCPU Xeon VM; microseconds per call, B = 256,
-// at N = 1e4 / 1e5 / 1e6; before = the binary tree of std::atomic<double> this replaced):
-//   find_prefix_many    4.2 / 5.3 / 6.5     (before 14 / 19 / 28: its branches mispredict on random u)
-//   set_many, random    1.8 / 3.5 / 7.2     (before 11 / 15 / 25)
-// What each choice bought, same benchmark: the stored running sums make the descent 30% faster (no scan of
-// the line, except at the leaves) for 10-30% more set_many; the descent's relaxed atomic loads cost ~15% over
-// plain vector loads; marking lines instead of sorting the batch saves ~6 us per set_many of random slots;
-// issuing the next level's prefetch as soon as a query's child is known beats a separate prefetch pass by ~5%
-// at 1e6 and is skipped for levels that fit in L1; huge pages (Column::allocate_zeroed) gain 0-10% from 1e6
-// up. Software prefetch in set_many and [sums | running sums] or [sums | mins] line pairs gained nothing.
+// Measured with bench/cpp/tree_bench.cpp (g++ -O2, portable SSE2 build, 2-vCPU Xeon VM), microseconds per call at
+// N = 1e4 / 1e5 / 1e6, against the binary tree of std::atomic<double> that this replaced:
+//   find_prefix_many, B = 256      4.2 / 5.3 / 6.4   (before 13 / 18 / 27: its branches mispredict on random u)
+//   set_many, 256 random slots     1.8 / 3.4 / 7.7   (before 10 / 16 / 24)
+// What the choices bought (same benchmark): SSE2 line kernels, 2x over the portable scalar fallback; stored
+// running sums, a 30% faster descent for 10-30% slower set_many (a net gain for sample + update); prefetching the
+// next level as soon as a query's child is known, 20-30% of the descent at 1e6 (skipped for levels in L1);
+// marking lines instead of sorting the batch, 5-6 us per set_many of random slots; huge pages (through
+// Column::allocate_zeroed), 0-10% from 1e6 up. Reading the descent's lines with plain vector loads instead of
+// relaxed atomics would be 15% faster but a data race in C++ terms. Software prefetch in set_many and
+// interleaving sums with running sums or mins (one 128-byte pair per node) gained nothing.
 #pragma once
 
 #include <algorithm>
@@ -89,8 +90,10 @@ class SegmentTree {
     for (std::size_t i = sum_cells_; i < cells_; ++i) store(cell_[i], kInf);  // +inf is not all-zero bits
     marks_.assign(lines(entries_[0]), 0);
   }
-  SegmentTree(const SegmentTree&) = delete;
+  SegmentTree(const SegmentTree&) = delete;  // would share the values
   SegmentTree& operator=(const SegmentTree&) = delete;
+  SegmentTree(SegmentTree&&) = default;
+  SegmentTree& operator=(SegmentTree&&) = default;
 
   std::size_t capacity() const { return capacity_; }
   // Sum of all leaves. O(1)
@@ -164,8 +167,9 @@ class SegmentTree {
 
   // Stratified batched descent: for each query k, find the slot where the prefix sum reaches u[k] (u[k] in
   // [0, total)). All queries move down one level per step, so their cache misses overlap: as soon as a query's
-  // child is known, its line in the next level is prefetched. u[k] is consumed; node[n] is scratch.
-  // O(n log capacity)
+  // child is known, its line in the next level is prefetched. u[k] is consumed; node[n] is scratch. The clamp to
+  // the level's last entry only acts under a concurrent writer, whose half-rewritten running sums could otherwise
+  // send a query into the padding. O(n log capacity)
   void find_prefix_many(double* u, std::size_t n, std::int64_t* out_slots, std::size_t* node) const {
     for (std::size_t k = 0; k < n; ++k) node[k] = 0;
     for (std::size_t l = depth_ - 1; l > 0; --l) {
@@ -238,7 +242,9 @@ class SegmentTree {
     r.v3 = _mm_load_pd(p + 6);
     return r;
 #else
-    return read_shared(src);
+    Line r;
+    std::memcpy(r.v, static_cast<const void*>(src), sizeof r.v);
+    return r;
 #endif
   }
   // Relaxed atomic stores, one per value: readers may be loading the line.
@@ -305,7 +311,14 @@ class SegmentTree {
     return _mm_cvtsd_f64(_mm_min_sd(m, _mm_unpackhi_pd(m, m)));
 #else
     double m = kInf;
-    for (std::size_t i = 0; i < kFan; ++i) m = std::min(m, !leaves || c.v[i] > 0.0 ? c.v[i] : kInf);
+    if (leaves) {
+      for (std::size_t i = 0; i < kFan; ++i) {
+        const double v = c.v[i] > 0.0 ? c.v[i] : kInf;
+        m = v < m ? v : m;
+      }
+    } else {
+      for (std::size_t i = 0; i < kFan; ++i) m = c.v[i] < m ? c.v[i] : m;
+    }
     return m;
 #endif
   }
@@ -368,13 +381,14 @@ class SegmentTree {
   }
 
   std::size_t capacity_;
-  std::size_t depth_;                                                  // the root's level; the leaves are level 0
-  std::array<std::size_t, kMaxLevels> entries_{};                     // entries of each level, before padding
-  std::array<std::atomic<double>*, kMaxLevels> sum_{}, run_{}, min_{};  // each level's first line
-  std::atomic<double>* cell_ = nullptr;  // all values: sums and running sums [0, sum_cells_), then mins
+  std::size_t depth_;                              // the root's level; the leaves are level 0
+  std::array<std::size_t, kMaxLevels> entries_{};  // entries of each level, before padding to whole lines
+  // First line of each level's sums (0 .. depth_), running sums (1 .. depth_ - 1) and mins (1 .. depth_).
+  std::array<std::atomic<double>*, kMaxLevels> sum_{}, run_{}, min_{};
+  std::atomic<double>* cell_ = nullptr;    // every value: sums and running sums in [0, sum_cells_), then mins
   std::size_t sum_cells_ = 0, cells_ = 0;
-  std::shared_ptr<std::uint8_t> memory_;
-  std::vector<std::uint8_t> marks_;  // set_many: one byte per leaf line, all zero between calls
+  std::shared_ptr<std::uint8_t> memory_;   // owns cell_ (64 bytes of slack for the alignment)
+  std::vector<std::uint8_t> marks_;        // set_many: one byte per leaf line, all zero between calls
 };
 
 // Max over slots (single writer at a time, as SegmentTree); used for 'maximum priority over stored transitions'.
