@@ -635,6 +635,7 @@ class Buffer {
     Layout L;
     L.n = n;
     std::size_t bytes = 0;
+    fr::checked_mul(n, 16);  // absurd batch sizes become MemoryError, never an overflowed size
     L.idx_off = bytes;
     bytes = align_up(bytes + n * 8);
     L.gen_off = bytes;

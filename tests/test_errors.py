@@ -177,3 +177,11 @@ def test_prioritized_sample_with_no_mass_raises_instead_of_hanging():
     buf.update_priorities([0, 1], [0.0, 0.0])
     with pytest.raises(ValueError, match="every stored transition has priority 0"):
         buf.sample(2, beta=0.4)
+
+
+def test_absurd_batch_size_is_memory_error_not_a_crash():
+    buf = fr.ReplayBuffer(8, CARTPOLE, seed=0)
+    buf.add(**cartpole_rows(0, 3))
+    for n in (2**62, 2**40):
+        with pytest.raises(MemoryError):
+            buf.sample(n)

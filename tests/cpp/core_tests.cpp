@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "fastreplay/pool.h"
+#include "fastreplay/prefetch.h"
 #include "fastreplay/prioritized.h"
 #include "fastreplay/replay.h"
 
@@ -208,6 +209,72 @@ static void stress(Core& core, int writers, int samplers, double seconds, bool p
   }
 }
 
+// Prefetch workers sample while a writer adds and the consumer updates priorities; then a worker error
+// propagates, and close() joins everything with items still queued.
+static void test_prefetcher(double seconds) {
+  PrioritizedCore core(300, kFields, 6, 0.6, 1e-6, PrioritizedCore::MaxMode::AllTime);
+  {
+    Rows r(300, 0);
+    auto p = r.ptrs();
+    core.add(p.data(), 300);
+  }
+  struct Item {
+    Out* out;
+  };
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    std::int64_t k = 300;
+    while (!stop.load()) {
+      Rows r(5, k);
+      auto p = r.ptrs();
+      core.add(p.data(), 5);
+      k += 5;
+    }
+  });
+  std::size_t consumed = 0, torn = 0;
+  {
+    Prefetcher<Item> pf(
+        [&] {
+          Item it{new Out(32)};
+          core.sample(32, 0.4, it.out->idx.data(), it.out->w.data(), it.out->gens.data(), it.out->rows.data());
+          return it;
+        },
+        [](Item it) { delete it.out; }, 3, 2);
+    const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    std::vector<double> pr(32, 1.5);
+    while (std::chrono::steady_clock::now() < end) {
+      Item it = pf.next();
+      torn += it.out->torn(32);
+      core.update_priorities(it.out->idx.data(), pr.data(), 32, it.out->gens.data(), false);
+      delete it.out;
+      ++consumed;
+    }
+  }  // destructor closes with items possibly queued
+  stop = true;
+  writer.join();
+  std::printf("  prefetcher: %zu batches consumed, %zu torn rows\n", consumed, torn);
+  CHECK(consumed > 0 && torn == 0);
+
+  ReplayCore empty(10, kFields, 1);
+  Prefetcher<int> failing([&] {
+    Out o(4);
+    empty.sample(4, o.idx.data(), nullptr, o.rows.data());  // throws: empty buffer
+    return 1;
+  }, [](int) {}, 2, 1);
+  bool threw = false, closed = false;
+  try {
+    failing.next();
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  try {
+    failing.next();
+  } catch (const PrefetcherClosed&) {
+    closed = true;
+  }
+  CHECK(threw && closed);
+}
+
 int main(int argc, char** argv) {
   const double seconds = argc > 1 ? std::atof(argv[1]) : 1.0;
   test_ring_wraparound();
@@ -226,6 +293,7 @@ int main(int argc, char** argv) {
     PrioritizedCore core(500, kFields, 5, 0.6, 1e-6, PrioritizedCore::MaxMode::AllTime);
     stress(core, 2, 2, seconds, true);
   }
+  test_prefetcher(seconds / 2);
   if (g_failures) {
     std::printf("core_tests: %d checks failed\n", g_failures);
     return 1;
