@@ -266,3 +266,15 @@ def test_cpprb_program_runs_after_changing_the_import():
             s = rb.sample(32, beta=0.5)
             rb.update_priorities(s["indexes"], np.abs(s["rew"][:, 0]) + 0.1)
     assert rb.get_stored_size() > 250
+
+
+def test_mmap_prefix_maps_to_files(tmp_path):
+    ours = fc.ReplayBuffer(64, ENV, mmap_prefix=str(tmp_path / "ours"))
+    theirs = cpprb.ReplayBuffer(64, ENV, mmap_prefix=str(tmp_path / "theirs"))
+    for kwargs, _ in episodes(3, 10):
+        ours.add(**kwargs)
+        theirs.add(**kwargs)
+    assert_same(ours.get_all_transitions(), theirs.get_all_transitions())
+    assert (tmp_path / "ours_fastreplay").is_dir()
+    again = fc.ReplayBuffer(64, ENV, mmap_prefix=str(tmp_path / "ours"))  # recreated empty, as cpprb's files are
+    assert again.get_stored_size() == 0

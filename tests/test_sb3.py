@@ -6,7 +6,7 @@ import pytest
 
 sb3 = pytest.importorskip("stable_baselines3")
 th = pytest.importorskip("torch")
-gym = pytest.importorskip("gymnasium")
+pytest.importorskip("gymnasium")
 
 from gymnasium import spaces  # noqa: E402
 from stable_baselines3 import DQN, SAC, TD3  # noqa: E402
@@ -15,12 +15,6 @@ from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
 from stable_baselines3.common.type_aliases import DictReplayBufferSamples, ReplayBufferSamples  # noqa: E402
 
 import fastreplay.sb3 as fs  # noqa: E402
-
-pytestmark = pytest.mark.filterwarnings(
-    # gymnasium's passive env checker and SB3's own notices are not ours to fix
-    "ignore::DeprecationWarning:gymnasium",
-    "ignore::UserWarning:gymnasium",
-)
 
 
 @pytest.fixture(autouse=True)
@@ -141,6 +135,18 @@ def test_vecnormalize_and_no_timeouts(handle_timeout_termination):
     np.random.seed(5)
     assert_same_samples(b, ours._get_samples(inds, env))
     assert ours.sample(4, env).observations.dtype == th.float32
+
+
+def test_add_accepts_what_sb3_accepts():
+    """SB3 assigns into its arrays, so (1, k) values for one env and array-valued infos go in; so they do here."""
+    ours, theirs = fill_both("box", 1, 0)
+    step = (np.ones(3, np.float32), np.ones((1, 3)), np.array([[0.5, -0.5]]), np.array([[1.5]]),
+            np.array([[True]]), [{"TimeLimit.truncated": np.array([True])}])
+    step2 = random_step(*SPACES["box"], 1, np.random.default_rng(0))
+    for rb in (ours, theirs):
+        rb.add(*step)
+        rb.add(*step2)
+    assert_same_columns(ours, theirs)
 
 
 def test_attributes_are_views_and_writes_reach_samples():
@@ -264,6 +270,7 @@ def test_prioritized_samples_and_updates():
     import pickle
 
     again = pickle.loads(pickle.dumps(rb))
+    np.testing.assert_array_equal(again.sample(8).indices, rb.sample(8).indices)  # the sampler continues exactly
     np.testing.assert_allclose(again._core.priorities, rb._core.priorities)
     assert again._core.max_priority == rb._core.max_priority
     assert again.alpha == 1.0 and again.beta == 0.5
@@ -283,6 +290,10 @@ def test_save_and_load_replay_buffer(tmp_path):
     assert isinstance(new, fs.ReplayBuffer) and new is not old
     assert (new.pos, new.full, new.size(), new.n_envs, new.device) == (old.pos, old.full, old.size(), 2, old.device)
     assert_same_columns(new, old)
+    infos = [[{"TimeLimit.truncated": bool(t)} for t in row] for row in old.timeouts]
+    new.extend(old.observations, old.next_observations, old.actions, old.rewards, old.dones, infos)
+    for name in ("observations", "actions", "rewards", "dones", "timeouts"):  # one full turn of the ring, from pos
+        np.testing.assert_array_equal(getattr(new, name), np.roll(getattr(old, name), old.pos, axis=0))
     model.learn(100, reset_num_timesteps=False)  # keeps training on the loaded buffer
     assert new.pos == (model.num_timesteps // 2) % 150 != old.pos
 

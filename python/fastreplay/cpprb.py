@@ -21,7 +21,7 @@ The remaining differences, including two cpprb ``Nstep`` bugs that this module d
 """
 from __future__ import annotations
 
-import warnings
+import shutil
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -62,7 +62,8 @@ class ReplayBuffer:
         stack_compress: accepted for compatibility; values are stored uncompressed (same samples, more memory).
         default_dtype: dtype of entries without one (``np.float32``).
         Nstep: ``{"size": n, "gamma": 0.99, "rew": names, "next": names}`` for n-step transitions (needs ``done``).
-        mmap_prefix: accepted with a warning; storage stays in memory (fastreplay's core owns its memory).
+        mmap_prefix: map the columns to files (in the directory ``<mmap_prefix>_fastreplay``) instead of memory,
+            for buffers larger than RAM; the buffer starts empty, as in cpprb.
     """
 
     _prioritized = False
@@ -88,12 +89,12 @@ class ReplayBuffer:
         self._buffer_size = int(size)
         if not env_dict:
             raise ValueError(f"{where}: env_dict must name at least one value")
+        # cpprb maps each value to "<prefix>_<name>.dat", recreated empty; here the core maps its columns into one
+        # directory, "<prefix>_fastreplay", likewise recreated.
+        storage: Dict[str, Any] = {}
         if mmap_prefix:
-            warnings.warn(
-                f"{where}: mmap_prefix={mmap_prefix!r} is ignored; fastreplay keeps the buffer in memory",
-                UserWarning,
-                stacklevel=3,
-            )
+            storage = {"storage": "memmap", "path": f"{mmap_prefix}_fastreplay"}
+            shutil.rmtree(storage["path"], ignore_errors=True)
         self.default_dtype = np.dtype(default_dtype or np.single)
         self._env_dict = {str(k): dict(v or {}) for k, v in env_dict.items()}
         # (user name, core field name, shape, dtype) of every stored value, in env_dict order.
@@ -130,9 +131,9 @@ class ReplayBuffer:
         fields = {core: (shape, dtype) for _, core, shape, dtype in self._specs}
         seed = int(np.random.randint(0, 2**63 - 1, dtype=np.int64))  # np.random.seed(...) keeps runs reproducible
         if self._prioritized:
-            self._core: _CoreReplay = _CorePER(self._buffer_size, fields, seed=seed, **per_kwargs)
+            self._core: _CoreReplay = _CorePER(self._buffer_size, fields, seed=seed, **per_kwargs, **storage)
         else:
-            self._core = _CoreReplay(self._buffer_size, fields, seed=seed)
+            self._core = _CoreReplay(self._buffer_size, fields, seed=seed, **storage)
         self._reset_state()
 
     def _reset_state(self) -> None:

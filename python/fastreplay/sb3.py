@@ -323,7 +323,12 @@ class ReplayBuffer(_sb3.ReplayBuffer):
         a = value if type(value) is np.ndarray else np.asarray(value)
         target = (self.n_envs,) + shape
         if a.shape != target:
-            a = a.reshape(target) if reshape else np.broadcast_to(a, target)
+            if reshape:
+                a = a.reshape(target)
+            else:  # numpy assignment: drop leading length-1 axes, then broadcast
+                while a.ndim > len(target) and a.shape[0] == 1:
+                    a = a[0]
+                a = np.broadcast_to(a, target)
         if a.dtype != dtype:
             a = a.astype(dtype)  # SB3 assigns into its arrays, which casts unsafely; so do we
         return a
@@ -364,8 +369,9 @@ class ReplayBuffer(_sb3.ReplayBuffer):
         rows["reward"] = self._scalars(reward, self._scratch[0])
         rows["done"] = self._scalars(done, self._scratch[1])
         if self.handle_timeout_termination:
-            if any(info.get("TimeLimit.truncated", False) for info in infos):
-                rows["timeout"] = np.array([info.get("TimeLimit.truncated", False) for info in infos], np.float32)
+            flags = [info.get("TimeLimit.truncated", False) for info in infos]
+            if any(f is not False for f in flags):
+                rows["timeout"] = self._rows(np.array(flags), (), np.dtype(np.float32))
             else:
                 rows["timeout"] = self._scratch[2]  # all zeros, never written
         if self.optimize_memory_usage:
@@ -523,48 +529,9 @@ class ReplayBuffer(_sb3.ReplayBuffer):
         super().reset()
 
     # -------------------------------------------------------------------------------------------- pickle
-    def __getstate__(self) -> Dict[str, Any]:
-        state = {k: v for k, v in self.__dict__.items() if k not in ("_core", "_aside")}
-        state["_core"] = _dump_core(self._core)
-        if self.optimize_memory_usage:
-            state["_aside"] = None if self._aside is None else _dump_core(self._aside)
-        return state
-
-    def __setstate__(self, state: Dict[str, Any]) -> None:
-        state = dict(state)
-        core_state = state.pop("_core")
-        aside_state = state.pop("_aside", None)
-        self.__dict__.update(state)
-        self._core = self._new_core()
-        _load_core(self._core, core_state)
-        if self.optimize_memory_usage:
-            self._aside = None
-            if aside_state is not None:
-                self._aside = self._new_aside(self._aside_cap)
-                _load_core(self._aside, aside_state)
-
-
-def _dump_core(core: _CoreReplay) -> Dict[str, Any]:
-    """The stored rows in slot order (views: pickling copies them once) and the ring's position."""
-    state: Dict[str, Any] = {"size": len(core), "next_index": core.next_index, "columns": core.storage}
-    if isinstance(core, _CorePER):
-        state["priorities"] = core.priorities
-        state["max_priority"] = core.max_priority
-    return state
-
-
-def _load_core(core: _CoreReplay, state: Dict[str, Any]) -> None:
-    """Refill an empty core so that every row lands in its old slot and the ring continues where it was."""
-    size, nxt, cols = state["size"], state["next_index"], state["columns"]
-    if size == 0:
-        return
-    core.add(**cols)
-    if size == core.capacity and nxt:
-        core.add(**{k: v[:nxt] for k, v in cols.items()})  # rows 0..nxt-1 again: the ring now points at nxt
-    if "priorities" in state:
-        slots = np.arange(size, dtype=np.int64)
-        core.update_priorities(slots[:1], np.array([state["max_priority"]]))  # restores the all-time maximum
-        core.update_priorities(slots, state["priorities"])
+    # SB3's save_replay_buffer pickles the whole object. The core buffers pickle themselves through fastreplay's
+    # checkpoint format (rows, ring position, generations, sampler state, priorities), so the default
+    # __dict__ pickling is exact; only the column views, which are built on demand, are never stored.
 
 
 class DictReplayBuffer(ReplayBuffer, _sb3.DictReplayBuffer):
