@@ -24,6 +24,7 @@ import glob
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 THRESHOLDS = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0}
+EXTRA: List[str] = []  # --train-args, appended to every training command (for a quick smoke test of this script)
 
 
 def run(tag: str, argv: Sequence[str], runs_dir: str, rerun: bool) -> Dict:
@@ -43,7 +45,7 @@ def run(tag: str, argv: Sequence[str], runs_dir: str, rerun: bool) -> Dict:
     if done and not rerun:
         with open(sorted(done)[-1]) as f:
             return json.load(f)
-    cmd = [sys.executable, "-m", "fastreplay.dqn", *argv, "--no-progress", "--output-dir", out]
+    cmd = [sys.executable, "-m", "fastreplay.dqn", *argv, *EXTRA, "--no-progress", "--output-dir", out]
     print(f"[{time.strftime('%H:%M:%S')}] start {tag}: {' '.join(cmd[1:])}", flush=True)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -68,10 +70,8 @@ def run_all(jobs: Dict[str, List[str]], args: argparse.Namespace, parallel: int)
 
 
 def plot_curves(ax, runs: List[Dict], color: str, label: str) -> None:
-    for i, r in enumerate(runs):
-        s = [e[0] for e in r["evals"]]
-        m = [e[1] for e in r["evals"]]
-        ax.plot(s, m, color=color, alpha=0.35, lw=1)
+    for r in runs:
+        ax.plot([e[0] for e in r["evals"]], [e[1] for e in r["evals"]], color=color, alpha=0.35, lw=1)
     grid = np.array([e[0] for e in runs[0]["evals"]])
     if all([e[0] for e in r["evals"]] == list(grid) for r in runs):
         mean = np.mean([[e[1] for e in r["evals"]] for r in runs], axis=0)
@@ -121,19 +121,25 @@ def part_b(args, results) -> Dict:
 def part_c(args, results) -> Dict:
     base = ["--seed", "0", "--total-timesteps", str(args.throughput_steps), "--eval-frequency", "0",
             "--eval-episodes", "1", "--no-plot"]
-    jobs = {}
-    for per in (False, True):
-        for impl in ("fastreplay", "reference"):
-            jobs[f"throughput_{impl}_{'per' if per else 'uniform'}"] = base + ["--buffer", impl] + (["--per"] if per else [])
+    variants = [("fastreplay", "prefetch", ["--buffer", "fastreplay", "--prefetch"]),
+                ("fastreplay", "no prefetch", ["--buffer", "fastreplay", "--no-prefetch"]),
+                ("reference", "sample per step", ["--buffer", "reference"])]  # the reference has no prefetch
+    jobs, meta = {}, {}
+    for mode in ("uniform", "per"):
+        for impl, how, extra in variants:
+            tag = f"throughput_{impl}_{how.replace(' ', '-')}_{mode}"
+            jobs[tag] = base + extra + (["--per"] if mode == "per" else [])
+            meta[tag] = (impl, how, mode)
     res = run_all(jobs, args, 1)  # one at a time: these are timings
     results.update(res)
     rows = []
     for tag, r in res.items():
-        _, impl, mode = tag.split("_")
-        rows.append({"buffer": impl, "replay": mode, "steps_per_sec": round(r["steps_per_sec"], 1),
+        impl, how, mode = meta[tag]
+        rows.append({"buffer": impl, "sampling": how, "replay": mode, "steps_per_sec": round(r["steps_per_sec"], 1),
                      "loop_time_s": round(r["loop_time_s"], 1), "buffer_time_s": round(r["buffer_time_s"], 2),
                      "buffer_share": round(r["buffer_share"], 4),
-                     "buffer_us_per_step": round(1e6 * r["buffer_time_s"] / r["steps_this_run"], 1)})
+                     "buffer_us_per_step": round(1e6 * r["buffer_time_s"] / r["steps_this_run"], 1),
+                     "load_average": r.get("load_average")})
     return {"steps": args.throughput_steps, "rows": rows}
 
 
@@ -153,7 +159,8 @@ def write_plots(args, summary, results) -> None:
         ax.set(xlabel="environment steps", ylabel="greedy evaluation return (mean of 20 episodes)",
                title="DQN on CartPole-v1, default settings")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
+        ax.set_ylim(top=560)
+        ax.legend(loc="upper left", ncol=len(args.seeds) + 1, fontsize=8)
         fig.tight_layout()
         fig.savefig(os.path.join(args.out, "dqn_cartpole_default.png"), dpi=110)
         plt.close(fig)
@@ -166,11 +173,15 @@ def write_plots(args, summary, results) -> None:
             ax.axhline(THRESHOLDS[env], color="k", ls="--", lw=1, label=f"threshold {THRESHOLDS[env]:g}")
             ax.set(xlabel="environment steps", ylabel="greedy evaluation return (mean of 20 episodes)", title=env)
             ax.grid(alpha=0.3)
-            ax.legend(loc="lower right")
+            ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
         fig.suptitle("DQN: prioritized vs uniform replay (thin lines: single seeds)")
         fig.tight_layout()
         fig.savefig(os.path.join(args.out, "dqn_per_vs_uniform.png"), dpi=110)
         plt.close(fig)
+
+
+def _load(load: Optional[List[float]]) -> str:
+    return "-" if load is None else " / ".join(f"{x:.1f}" for x in load)
 
 
 def write_markdown(args, summary) -> str:
@@ -197,12 +208,14 @@ def write_markdown(args, summary) -> str:
         lines += ["", "![](dqn_per_vs_uniform.png)", ""]
     if "c" in summary:
         lines += [f"## (c) Whole-loop throughput, CartPole-v1, {summary['c']['steps']} steps, default settings", "",
-                  "| buffer | replay | steps/s | time in buffer (s) | buffer share of loop time | buffer us/step |",
-                  "|---|---|---|---|---|---|"]
+                  "| buffer | sampling | replay | steps/s | time in buffer (s) | buffer share of loop time "
+                  "| buffer us/step | load average at the end |", "|---|---|---|---|---|---|---|---|"]
         for r in summary["c"]["rows"]:
-            lines.append(f"| {r['buffer']} | {r['replay']} | {r['steps_per_sec']} | {r['buffer_time_s']} "
-                         f"| {100 * r['buffer_share']:.1f}% | {r['buffer_us_per_step']} |")
-        lines.append("")
+            lines.append(f"| {r['buffer']} | {r['sampling']} | {r['replay']} | {r['steps_per_sec']} "
+                         f"| {r['buffer_time_s']} | {100 * r['buffer_share']:.1f}% | {r['buffer_us_per_step']} "
+                         f"| {_load(r['load_average'])} |")
+        lines += ["", f"Load average: 1, 5 and 15-minute averages at the end of each run, on {os.cpu_count()} "
+                      "CPUs; other work on the machine slows these timings down.", ""]
     return "\n".join(lines)
 
 
@@ -215,10 +228,12 @@ def main() -> None:
     p.add_argument("--runs-dir", default="runs/dqn_acceptance", help="where the runs' own directories go")
     p.add_argument("--out", default=os.path.join(HERE, "results"), help="summary JSON, markdown and PNGs")
     p.add_argument("--rerun", action="store_true", help="train again even where results exist")
+    p.add_argument("--train-args", default="", help="extra fastreplay.dqn arguments for every run (smoke tests only)")
     args = p.parse_args()
+    EXTRA[:] = shlex.split(args.train_args)
     os.makedirs(args.out, exist_ok=True)
 
-    summary: Dict = {"command": "python examples/dqn_acceptance.py " + " ".join(sys.argv[1:])}
+    summary: Dict = {"command": " ".join(["python examples/dqn_acceptance.py", *sys.argv[1:]])}
     results: Dict[str, Dict] = {}
     for part, fn in (("a", part_a), ("b", part_b), ("c", part_c)):
         if part in args.parts:

@@ -3,6 +3,7 @@ the command line. Each run is a few hundred CartPole steps with a tiny network, 
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -25,6 +26,7 @@ if SHORT_ENV not in gym.registry:
 def tiny(tmp_path, **kw):
     """Args for a run of a few hundred steps with a tiny network, no progress bar."""
     base = dict(total_timesteps=300, learning_starts=100, batch_size=16, buffer_size=1000, hidden_sizes=(16,),
+                train_frequency=1,
                 eval_frequency=0, eval_episodes=2, target_network_frequency=50, log_frequency=100,
                 progress=False, plot=False, output_dir=str(tmp_path / "runs"))
     base.update(kw)
@@ -135,14 +137,11 @@ def test_loop_stores_truncated_transitions(tmp_path, monkeypatch, mode, num_envs
         {"per": True},
         {"num_envs": 4},
         {"per": True, "num_envs": 3, "double_dqn": True},
-        {"loss": "mse", "tau": 0.1, "target_network_frequency": 1, "max_grad_norm": 0.0, "no": "prefetch"},
+        {"loss": "mse", "tau": 0.1, "target_network_frequency": 1, "max_grad_norm": 0.0, "prefetch": False},
     ],
     ids=["uniform", "per", "num_envs4", "per_vec_double", "mse_soft_noprefetch"],
 )
 def test_tiny_runs(tmp_path, kw):
-    kw = dict(kw)
-    if kw.pop("no", None) == "prefetch":
-        kw["prefetch"] = False
     args = tiny(tmp_path, eval_frequency=100, **kw)
     res = dqn.train(args)
     n = args.num_envs
@@ -194,9 +193,11 @@ def test_save_then_resume(tmp_path):
     ckpt = str(tmp_path / "ckpt" / "dqn.pt")
     first = dqn.train(tiny(tmp_path, save=ckpt, per=True, eval_frequency=150))
     state = torch.load(ckpt, weights_only=True)
+    a = tiny(tmp_path)
+    eps = dqn.fastreplay.LinearSchedule(a.start_e, a.end_e, int(a.exploration_fraction * a.total_timesteps))
     assert state["global_step"] == 300 and state["updates"] == first["updates"]
     assert set(state) >= {"q_network", "target_network", "optimizer", "global_step", "updates", "epsilon", "args"}
-    assert state["epsilon"] == pytest.approx(dqn.fastreplay.LinearSchedule(1.0, 0.02, 60)(300))
+    assert state["epsilon"] == pytest.approx(eps(300)) == a.end_e
 
     second = dqn.train(tiny(tmp_path, resume=ckpt, save=ckpt, per=True, total_timesteps=600, eval_frequency=150))
     assert second["steps"] == 600 and second["steps_this_run"] == 300
@@ -240,6 +241,7 @@ def test_every_field_has_help():
         (["--num-envs", "-1"], r"--num-envs must be a positive integer"),
         (["--learning-starts", "-1"], r"--learning-starts must be an integer >= 0"),
         (["--gamma", "1.5"], r"--gamma must be in \[0, 1\]"),
+        (["--learning-rate", "inf"], r"--learning-rate must be in \(0, inf\]"),
         (["--buffer-size", "10", "--batch-size", "32"], r"must be at least --batch-size"),
         (["--resume", "/no/such/file.pt"], r"no such checkpoint"),
         (["--loss", "l1"], r"invalid choice: 'l1'"),
@@ -253,8 +255,6 @@ def test_bad_arguments_exit_with_one_line(capsys, argv, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("fastreplay-dqn: error: ")
     assert "Traceback" not in "\n".join(err)
-    import re
-
     assert re.search(message, err[-1]), err[-1]
 
 
