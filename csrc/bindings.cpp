@@ -883,11 +883,13 @@ class Prefetch {
   py::object next() {
     BatchMemory* m = nullptr;
     if (!pf_) throw py::stop_iteration();
-    try {
-      py::gil_scoped_release nogil;
-      m = pf_->next();
-    } catch (const fr::PrefetcherClosed&) {
-      throw py::stop_iteration();
+    if (!pf_->try_next(m)) {  // only wait (without the GIL) if no batch is ready
+      try {
+        py::gil_scoped_release nogil;
+        m = pf_->next();
+      } catch (const fr::PrefetcherClosed&) {
+        throw py::stop_iteration();
+      }
     }
     return buf_->wrap(std::unique_ptr<BatchMemory>(m), layout_, false);
   }
