@@ -129,6 +129,9 @@ def test_stale_indices_skip_or_raise():
     b2 = buf.sample(8, beta=0.4)
     buf.add(x=[12])
     assert buf.update_priorities(b2.indices.copy(), np.ones(8), generations=b2.generations) == int((b2.indices == 2).sum())
+    b4 = buf.sample(8, beta=0.4)  # the batch itself carries its generations
+    buf.add(x=[13])
+    assert buf.update_priorities(b4, np.ones(8)) == int((b4.indices == 3).sum())
     strict = fr.PrioritizedReplayBuffer(4, X, seed=0, stale="raise")
     strict.add(x=np.arange(4))
     b3 = strict.sample(4, beta=0.4)

@@ -261,10 +261,15 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
         Typically ``|td_error|``; stored as ``(p + eps) ** alpha``. With duplicate indices the last one wins.
         Stale rows, whose slot was overwritten since they were sampled, are skipped (or raise, see ``stale``):
-        detected automatically when ``indices`` is a batch's own ``indices`` array, or through
-        ``generations=batch.generations``. Everything is validated first: a rejected call changes nothing.
+        detected when ``indices`` is the batch itself (``update_priorities(batch, td)``) or the batch's own
+        ``indices`` array, or through ``generations=batch.generations``; a copy of the indices alone (e.g. via
+        torch) cannot be checked. Everything is validated first: a rejected call changes nothing.
         Accepts numpy arrays, sequences and CPU/GPU torch tensors. Returns the number of rows skipped as stale.
         """
+        if isinstance(indices, Batch):  # the batch itself: its indices and generations
+            if generations is None:
+                generations = indices.generations
+            indices = indices.indices
         if hasattr(priorities, "detach"):
             priorities = priorities.detach().cpu().numpy()
         if hasattr(indices, "detach"):
