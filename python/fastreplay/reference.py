@@ -383,7 +383,11 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         """Set ``priorities`` (finite, >= 0) at ``indices``; the last of duplicate indices wins. Rows whose slot was
         overwritten since they were sampled are skipped (or raise, with stale="raise"); they are recognised by
         ``generations``, or automatically when ``indices`` is a batch's own ``indices`` array. Returns the number
-        of rows skipped as stale. A rejected call changes nothing."""
+        of rows skipped as stale. A rejected call changes nothing. ``indices`` may also be the Batch itself."""
+        if isinstance(indices, Batch):
+            if generations is None:
+                generations = indices.generations
+            indices = indices.indices
         if hasattr(priorities, "detach"):
             priorities = priorities.detach().cpu().numpy()
         if hasattr(indices, "detach"):
