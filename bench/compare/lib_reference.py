@@ -1,0 +1,6 @@
+"""fastreplay.reference: the pure-Python baseline, through the same adapter as fastreplay."""
+import lib_fastreplay
+
+lib_fastreplay.REFERENCE = True
+info = lib_fastreplay.info
+Adapter = lib_fastreplay.Adapter
