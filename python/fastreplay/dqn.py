@@ -636,6 +636,8 @@ def train(args: Args) -> Dict[str, Any]:
         "env_id": args.env_id, "seed": args.seed, "steps": global_step, "steps_this_run": global_step - start_step,
         "updates": updates, "episodes": episodes, "final_eval_returns": final_returns,
         "final_eval_mean": float(np.mean(final_returns)), "evals": evals,
+        # best periodic evaluation (step, mean return): DQN's greedy return oscillates after it first succeeds
+        "best_eval": max(((int(e[0]), float(e[1])) for e in evals), key=lambda x: x[1], default=None),
         "wall_time_s": time.perf_counter() - t_start, "loop_time_s": loop_time,
         "steps_per_sec": (global_step - start_step) / loop_time, "buffer_time_s": in_buffer,
         "buffer_share": in_buffer / loop_time, "run_dir": run_dir, "log_path": log_path,
@@ -660,6 +662,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         f"({results['steps_per_sec']:.0f} steps/s, {100 * results['buffer_share']:.1f}% in the buffer); "
         f"final greedy evaluation {results['final_eval_mean']:.1f} over {len(results['final_eval_returns'])} episodes"
     )
+    if results["best_eval"] is not None:
+        step, mean = results["best_eval"]
+        print(f"best periodic evaluation: {mean:.1f} at step {step} (--target-return X --save PATH keeps that network)")
     print(f"log: {results['log_path']}")
     if results["plot_path"]:
         print(f"plot: {results['plot_path']}")
