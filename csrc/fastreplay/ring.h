@@ -44,7 +44,6 @@ class Ring {
     static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "64-bit atomics must be lock-free");
     static_assert(sizeof(std::atomic<std::uint64_t>) == 8, "sequence numbers are stored as 8 bytes");
   }
-  void* seq_memory() const { return memory_.get(); }
 
   // Reopen persisted sequence numbers (memory-mapped storage) in epoch `base`: the cursor follows from the
   // newest ticket found. Slots caught mid-write by a crash (odd seq) are reported through `torn` and published
@@ -143,8 +142,6 @@ class Ring {
   }
   // Generation of a slot (seq / 2); 0 if never written.
   std::uint64_t generation(std::size_t slot) const { return seq_[slot].load(std::memory_order_acquire) / 2; }
-  // Generation below which a slot's content predates the current epoch.
-  std::uint64_t epoch_generation() const { return base_.load(std::memory_order_relaxed) / capacity_ + 1; }
 
   // Bookkeeping for checkpoints. Neither call is safe concurrently with add or sample.
   struct State {
