@@ -7,7 +7,8 @@ gathers into numpy arrays (zero-copy to torch on the CPU), and a pure-Python ref
 from importlib.metadata import PackageNotFoundError, version as _version
 
 from ._batch import Batch
-from .buffer import CASTING, LinearSchedule, Prefetcher, PrioritizedReplayBuffer, ReplayBuffer, beta_schedule
+from .buffer import CASTING, Prefetcher, PrioritizedReplayBuffer, ReplayBuffer
+from .schedules import LinearSchedule, beta_schedule
 
 try:
     __version__ = _version("fastreplay")

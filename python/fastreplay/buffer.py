@@ -16,6 +16,7 @@ import numpy as np
 from . import _checkpoint, _core, _memmap
 from ._batch import Batch
 from ._fields import FieldSpecs, fields_from_spaces, normalize_fields, spaces_of
+from .schedules import LinearSchedule, beta_schedule  # noqa: F401  (re-exported)
 
 _core._set_batch_type(Batch)
 
@@ -313,27 +314,3 @@ def _check_real(x: Any, name: str, where: str) -> float:
     if not np.isfinite(x) or x < 0:
         raise ValueError(f"{where}: {name} must be finite and >= 0, got {x}")
     return x
-
-
-class LinearSchedule:
-    """A value annealed linearly from ``start`` to ``end`` over ``steps`` steps, then held (e.g. PER's beta).
-
-    ``LinearSchedule(0.4, 1.0, 100_000)(t)`` is beta at step t.
-    """
-
-    def __init__(self, start: float, end: float = 1.0, steps: int = 100_000) -> None:
-        if steps <= 0:
-            raise ValueError(f"LinearSchedule: steps must be positive, got {steps}")
-        self.start, self.end, self.steps = float(start), float(end), int(steps)
-
-    def __call__(self, t: int) -> float:
-        frac = min(max(t, 0) / self.steps, 1.0)
-        return self.start + frac * (self.end - self.start)
-
-    def __repr__(self) -> str:
-        return f"LinearSchedule(start={self.start}, end={self.end}, steps={self.steps})"
-
-
-def beta_schedule(beta0: float = 0.4, steps: int = 100_000) -> LinearSchedule:
-    """PER's beta annealed linearly from ``beta0`` to 1 over ``steps`` steps."""
-    return LinearSchedule(beta0, 1.0, steps)

@@ -40,6 +40,7 @@ from stable_baselines3.dqn import DQN
 
 from .buffer import PrioritizedReplayBuffer as _CorePER
 from .buffer import ReplayBuffer as _CoreReplay
+from .schedules import beta_schedule
 
 __all__ = [
     "DictReplayBuffer",
@@ -638,7 +639,7 @@ class PERDQN(DQN):
     def beta(self) -> float:
         """Importance-sampling exponent now: ``beta0`` at the start of ``learn``, 1 at its end."""
         progress = 1.0 - float(getattr(self, "_current_progress_remaining", 1.0))
-        return self.beta0 + (1.0 - self.beta0) * min(max(progress, 0.0), 1.0)
+        return beta_schedule(self.beta0).at_fraction(progress)
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         import torch.nn.functional as F
