@@ -4,6 +4,7 @@ import pytest
 from scipy import stats
 
 import fastreplay as fr
+from fastreplay import reference
 from conftest import CARTPOLE, cartpole_rows, check_self_consistent
 from test_errors import assert_unchanged, snapshot
 
@@ -120,16 +121,16 @@ def test_stale_indices_skip_or_raise():
     b = buf.sample(8, beta=0.4)
     overwritten = set(range(2))
     buf.add(x=[10, 11])  # slots 0 and 1 now hold new transitions
-    skipped = buf.update_priorities(b.indices, np.full(8, 7.0))  # generations found through the batch's indices
+    skipped = buf.update_priorities(b, np.full(8, 7.0))  # the batch carries its generations
     assert skipped == sum(i in overwritten for i in b.indices)
     pr = buf.priorities
     for slot in range(4):
         assert pr[slot] == (7.0 if slot not in overwritten and slot in b.indices else 1.0)
-    # explicit generations, and a copy of the indices (no automatic detection: updates all)
+    # explicit generations with a copy of the indices (as from torch) detect the same rows
     b2 = buf.sample(8, beta=0.4)
     buf.add(x=[12])
     assert buf.update_priorities(b2.indices.copy(), np.ones(8), generations=b2.generations) == int((b2.indices == 2).sum())
-    b4 = buf.sample(8, beta=0.4)  # the batch itself carries its generations
+    b4 = buf.sample(8, beta=0.4)
     buf.add(x=[13])
     assert buf.update_priorities(b4, np.ones(8)) == int((b4.indices == 3).sum())
     strict = fr.PrioritizedReplayBuffer(4, X, seed=0, stale="raise")
@@ -138,7 +139,7 @@ def test_stale_indices_skip_or_raise():
     strict.add(x=np.arange(4))
     before = snapshot(strict)
     with pytest.raises(ValueError, match=r"update_priorities: index \d at position 0 is stale"):
-        strict.update_priorities(b3.indices, np.ones(4))
+        strict.update_priorities(b3, np.ones(4))
     assert_unchanged(strict, before)
 
 
@@ -147,7 +148,24 @@ def test_stale_after_clear():
     b = buf.sample(4, beta=0.4)
     buf.clear()
     buf.add(x=np.arange(4))
-    assert buf.update_priorities(b.indices, np.full(4, 3.0)) == 4
+    assert buf.update_priorities(b, np.full(4, 3.0)) == 4
+
+
+@pytest.mark.parametrize("make", [fr.PrioritizedReplayBuffer, reference.PrioritizedReplayBuffer])
+@pytest.mark.parametrize("indices", ["own", "copy", "list", "torch"])
+def test_stale_detection_is_the_same_for_every_form_of_the_indices(make, indices):
+    """One mechanism: generations travel with the batch or through generations=; the indices alone carry none,
+    whether they are the batch's own array, a copy, a list or a tensor."""
+    buf = make(4, X, alpha=1.0, eps=0.0, seed=0)
+    buf.add(x=np.arange(4))
+    b = buf.get([0, 1, 2, 3])
+    buf.add(x=[10])  # slot 0 now holds a new transition: row 0 of b is stale
+    idx = {"own": lambda: b.indices, "copy": lambda: b.indices.copy(), "list": lambda: b.indices.tolist(),
+           "torch": lambda: pytest.importorskip("torch").from_numpy(b.indices.copy())}[indices]()
+    assert buf.update_priorities(idx, np.full(4, 2.0), generations=b.generations) == 1
+    assert buf.priorities.tolist() == [1.0, 2.0, 2.0, 2.0]
+    assert buf.update_priorities(idx, np.full(4, 3.0)) == 0  # no generations: no check, every row is updated
+    assert buf.priorities.tolist() == [3.0, 3.0, 3.0, 3.0]
 
 
 @pytest.mark.parametrize("args,exc,match", [

@@ -139,13 +139,13 @@ def test_stale_rows_are_skipped_or_raise(stale):
     b = buf.get([0, 1, 2])
     buf.add(x=3)  # overwrites slot 0: row 0 of b is stale
     if stale == "skip":
-        assert buf.update_priorities(b.indices, [5.0, 6.0, 7.0]) == 1  # b.indices carries b.generations
+        assert buf.update_priorities(b, [5.0, 6.0, 7.0]) == 1  # the batch carries b.generations
         assert buf.priorities.tolist() == [1.0, 6.0, 7.0]
     else:
         with pytest.raises(ValueError, match=r"index 0 at position 0 is stale.*\(generation 1, now 2\)"):
-            buf.update_priorities(b.indices, [5.0, 6.0, 7.0])
+            buf.update_priorities(b.indices, [5.0, 6.0, 7.0], generations=b.generations)
         assert buf.priorities.tolist() == [1.0, 1.0, 1.0]  # nothing was written
-    assert buf.update_priorities(b.indices.copy(), [2.0, 2.0, 2.0]) == 0  # a copy is not the batch's own array
+    assert buf.update_priorities(b.indices, [2.0, 2.0, 2.0]) == 0  # indices alone carry no generations
     assert buf.update_priorities([0], [3.0], generations=[2]) == 0
     assert buf.priorities.tolist() == [3.0, 2.0, 2.0]
 

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <cstddef>
 #include <cstdint>
 #include <new>
@@ -40,10 +42,29 @@ inline void fence(std::memory_order order) {
 #endif
 }
 
+// The error vocabulary of the core and the bindings: the bindings translate these into Python exceptions.
+// A value of the wrong type (TypeError).
+struct type_error : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+[[noreturn]] inline void throw_type(const std::string& msg) { throw type_error(msg); }
 // Invalid argument from the caller (pybind11 turns it into ValueError).
 [[noreturn]] inline void throw_invalid(const std::string& msg) { throw std::invalid_argument(msg); }
 // Index out of range (pybind11 turns it into IndexError).
 [[noreturn]] inline void throw_index(const std::string& msg) { throw std::out_of_range(msg); }
+
+// A double as Python's repr writes it ("0.5", "-1.0", "1e-05", "nan", "inf"), so messages read the same from
+// every layer.
+inline std::string format_real(double x) {
+  char buf[32];
+  for (int precision = 1; precision <= 17; ++precision) {
+    std::snprintf(buf, sizeof buf, "%.*g", precision, x);
+    if (std::strtod(buf, nullptr) == x || x != x) break;
+  }
+  std::string s(buf);
+  if (s.find_first_of(".eni") == std::string::npos) s += ".0";
+  return s;
+}
 
 inline constexpr std::size_t kCacheLine = 64;
 

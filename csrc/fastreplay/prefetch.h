@@ -14,6 +14,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
+#include <string>
 #include <deque>
 #include <exception>
 #include <functional>
@@ -40,12 +42,20 @@ class Prefetcher {
 
   Prefetcher(Produce produce, Discard discard, std::size_t depth, std::size_t threads)
       : produce_(std::move(produce)), discard_(std::move(discard)), depth_(depth) {
-    if (depth == 0) throw_invalid("prefetch: depth must be positive, got 0");
-    if (threads == 0) throw_invalid("prefetch: threads must be positive, got 0");
+    check_sizes(static_cast<std::int64_t>(depth), static_cast<std::int64_t>(threads));
     workers_.reserve(threads);
     for (std::size_t t = 0; t < threads; ++t) workers_.emplace_back([this] { run(); });
   }
   ~Prefetcher() { close(); }
+
+  static constexpr std::int64_t kMaxThreads = 64;
+  // Throws ValueError unless depth >= 1 and threads is in [1, kMaxThreads]. O(1)
+  static void check_sizes(std::int64_t depth, std::int64_t threads) {
+    if (depth <= 0) throw_invalid("prefetch: depth must be positive, got " + std::to_string(depth));
+    if (threads <= 0 || threads > kMaxThreads)
+      throw_invalid("prefetch: threads must be in [1, " + std::to_string(kMaxThreads) + "], got " +
+                    std::to_string(threads));
+  }
   Prefetcher(const Prefetcher&) = delete;
   Prefetcher& operator=(const Prefetcher&) = delete;
 

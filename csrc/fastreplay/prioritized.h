@@ -37,8 +37,8 @@ class PrioritizedCore : public ReplayCore {
                   double eps, MaxMode mode, const std::vector<std::shared_ptr<std::uint8_t>>& memory = {})
       : ReplayCore(capacity, fields, seed, memory), tree_(capacity), raw_(capacity, 0.0), mode_(mode), eps_(eps) {
     if (mode_ == MaxMode::Stored) max_tree_.reset(new MaxTree(capacity));
-    check_alpha(alpha);
-    if (!(eps >= 0.0) || !std::isfinite(eps)) throw_invalid("eps must be finite and >= 0, got " + std::to_string(eps));
+    // The caller validates alpha and eps (fastreplay/_args.py); here they are preconditions.
+    FR_DEBUG_ASSERT(eps >= 0.0 && std::isfinite(eps) && alpha >= 0.0 && std::isfinite(alpha));
     alpha_ = alpha;
   }
 
@@ -55,7 +55,7 @@ class PrioritizedCore : public ReplayCore {
 
   // Change alpha: every leaf is recomputed from its stored priority and the trees rebuilt. O(capacity)
   void set_alpha(double alpha) {
-    check_alpha(alpha);
+    FR_DEBUG_ASSERT(alpha >= 0.0 && std::isfinite(alpha));
     std::lock_guard<std::mutex> lock(mu_);
     alpha_ = alpha;
     const std::size_t size = this->size();
@@ -63,12 +63,18 @@ class PrioritizedCore : public ReplayCore {
     tree_.rebuild();
   }
 
+  // Throws ValueError unless beta (the importance-sampling exponent) is finite and >= 0. O(1)
+  static void check_beta(const char* fn, double beta) {
+    if (!(beta >= 0.0) || !std::isfinite(beta))
+      throw_invalid(std::string(fn) + ": beta must be finite and >= 0, got " + format_real(beta));
+  }
+
   // Stratified sample of n slots with importance weights. idx[n], weights[n] (float32), gens[n] (may be null),
   // out[f]. Throws if empty or beta < 0. O(n log capacity + n * row bytes)
   void sample(std::size_t n, double beta, std::int64_t* idx, float* weights, std::uint64_t* gens,
               std::uint8_t* const* out) {
-    if (!(beta >= 0.0) || !std::isfinite(beta)) throw_invalid("sample: beta must be finite and >= 0, got " + std::to_string(beta));
-    if (size() == 0) throw_invalid("sample: the buffer is empty; add transitions first");
+    check_beta("sample", beta);
+    check_not_empty("sample");
     Rng rng(seed(), next_stream());
     thread_local std::vector<double> u;
     thread_local std::vector<std::size_t> nodes;
@@ -196,9 +202,6 @@ class PrioritizedCore : public ReplayCore {
   }
 
  private:
-  static void check_alpha(double alpha) {
-    if (!(alpha >= 0.0) || !std::isfinite(alpha)) throw_invalid("alpha must be finite and >= 0, got " + std::to_string(alpha));
-  }
   double leaf_value(double p) const { return std::pow(p + eps_, alpha_); }
   // Caller holds mu_.
   double current_max() const {

@@ -108,9 +108,9 @@ class ReplayCore {
   // Draw n slots uniformly from the stored transitions and gather their rows: idx[n] (int64), out[f] (n rows of
   // field f), gens[n] (generation of each row, may be null). Throws if the buffer is empty. O(n * row bytes)
   void sample(std::size_t n, std::int64_t* idx, std::uint64_t* gens, std::uint8_t* const* out) {
-    Rng rng(seed_, next_stream());
+    check_not_empty("sample");
     const std::size_t size = ring_.size();
-    if (size == 0) throw_invalid("sample: the buffer is empty; add transitions first");
+    Rng rng(seed_, next_stream());
     for (std::size_t i = 0; i < n; ++i) idx[i] = static_cast<std::int64_t>(rng.bounded(size));
     gather_consistent(idx, n, gens, out, [&](std::size_t) {
       return static_cast<std::int64_t>(rng.bounded(std::max<std::size_t>(ring_.reserved_size(), 1)));
@@ -122,6 +122,20 @@ class ReplayCore {
     check_indices("get", idx, n);
     std::vector<std::int64_t> own(idx, idx + n);
     gather_consistent(own.data(), n, gens, out, [&](std::size_t i) { return own[i]; });
+  }
+
+  // Throws ValueError if nothing is stored: sampling needs at least one transition. O(1)
+  void check_not_empty(const char* fn) const {
+    if (ring_.size() == 0) throw_invalid(std::string(fn) + ": the buffer is empty; add transitions first");
+  }
+
+  // Throws IndexError naming the first index outside [0, capacity): any slot, stored or not. O(n)
+  void check_slots(const char* fn, const std::int64_t* idx, std::size_t n) const {
+    const auto cap = static_cast<std::int64_t>(capacity());
+    for (std::size_t i = 0; i < n; ++i)
+      if (idx[i] < 0 || idx[i] >= cap)
+        throw_index(std::string(fn) + ": index " + std::to_string(idx[i]) + " at position " + std::to_string(i) +
+                    " is out of range for capacity " + std::to_string(cap));
   }
 
   // Throws IndexError naming the first index outside [0, reserved size): slots written (or, under concurrent

@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 
-from . import _checkpoint, _core, _memmap
+from . import _args, _checkpoint, _core, _memmap
 from ._batch import Batch
 from ._fields import FieldSpecs, fields_from_spaces, normalize_fields, spaces_of
 from .schedules import LinearSchedule, beta_schedule  # noqa: F401  (re-exported)
@@ -24,15 +24,6 @@ _core._set_batch_type(Batch)
 #: ``'same_kind'`` rule; plain Python values (int, float, bool, lists) may go into any field of a compatible kind
 #: (bool anywhere, int into int/float, float into float), and a Python int must fit the field's range.
 CASTING = "same_kind"
-
-
-def _check_capacity(capacity: Any, where: str) -> int:
-    if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)):
-        raise TypeError(f"{where}: capacity must be an int, got {type(capacity).__name__}")
-    capacity = int(capacity)
-    if capacity <= 0:
-        raise ValueError(f"{where}: capacity must be positive, got {capacity}")
-    return capacity
 
 
 _live_prefetchers: "weakref.WeakSet[Prefetcher]" = weakref.WeakSet()
@@ -53,10 +44,7 @@ class Prefetcher(_core._Prefetch):
     """
 
     def __init__(self, buffer: "ReplayBuffer", batch_size: int, depth: int, threads: int, beta: float) -> None:
-        for name, v in (("batch_size", batch_size), ("depth", depth), ("threads", threads)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"prefetch: {name} must be an int, got {type(v).__name__}")
-        super().__init__(buffer, int(batch_size), int(depth), int(threads), float(beta))
+        super().__init__(buffer, batch_size, depth, threads, beta)
         _live_prefetchers.add(self)
 
     def __iter__(self) -> Iterator[Batch]:
@@ -101,29 +89,26 @@ class ReplayBuffer(_core._Buffer):
 
     def _init(self, where, capacity, fields, seed, alpha, eps, max_priority, storage="memory", path=None):
         specs = normalize_fields(fields, where)
-        cap = _check_capacity(capacity, where)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise TypeError(f"{where}: seed must be an int or None, got {type(seed).__name__}")
-        if seed is not None and not (0 <= int(seed) < 2**63):
-            raise ValueError(f"{where}: seed must be in [0, 2**63), got {seed}")
+        cap = _args.capacity(capacity, where)
+        seed = _args.seed(seed, where)
+        _args.choice(storage, "storage", ("memory", "memmap"), where)
         names = list(specs)
         shapes = [specs[k][0] for k in names]
         dtypes = [specs[k][1] for k in names]
         self._fields = specs
         self._memmap = None
+        stored_max = max_priority == "stored"
         if storage == "memory":
             if path is not None:
                 raise ValueError(f"{where}: path is only used with storage='memmap'")
-            super().__init__(cap, names, shapes, dtypes, seed, self._prioritized, alpha, eps, max_priority)
-        elif storage == "memmap":
+            super().__init__(cap, names, shapes, dtypes, seed, self._prioritized, alpha, eps, stored_max)
+        else:
             self._memmap = _memmap.open_dir(where, path, self, cap, specs)
             if seed is None and self._memmap.existing:
                 seed = self._memmap.existing["seed"]
-            super().__init__(cap, names, shapes, dtypes, seed, self._prioritized, alpha, eps, max_priority,
+            super().__init__(cap, names, shapes, dtypes, seed, self._prioritized, alpha, eps, stored_max,
                              self._memmap.directory)
             self._memmap.attach(self)
-        else:
-            raise ValueError(f"{where}: storage must be 'memory' or 'memmap', got {storage!r}")
 
     def flush(self) -> None:
         """Memory-mapped storage: write every column to disk and record the generator position (and, for
@@ -248,12 +233,10 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         path: Any = None,
     ) -> None:
         where = "PrioritizedReplayBuffer"
-        alpha = _check_real(alpha, "alpha", where)
-        eps = _check_real(eps, "eps", where)
-        if stale not in ("skip", "raise"):
-            raise ValueError(f"{where}: stale must be 'skip' or 'raise', got {stale!r}")
-        if max_priority not in ("all_time", "stored"):
-            raise ValueError(f"{where}: max_priority must be 'all_time' or 'stored', got {max_priority!r}")
+        alpha = _args.real(alpha, "alpha", where)
+        eps = _args.real(eps, "eps", where)
+        _args.choice(stale, "stale", ("skip", "raise"), where)
+        _args.choice(max_priority, "max_priority", ("all_time", "stored"), where)
         self._raise_stale = stale == "raise"
         self._max_mode = max_priority
         self._init(where, capacity, fields, seed, alpha, eps, max_priority, storage, path)
@@ -264,11 +247,12 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         """Set the priorities of the transitions at ``indices`` (int[B]) to ``priorities`` (float[B], finite, >= 0).
 
         Typically ``|td_error|``; stored as ``(p + eps) ** alpha``. With duplicate indices the last one wins.
-        Stale rows, whose slot was overwritten since they were sampled, are skipped (or raise, see ``stale``):
-        detected when ``indices`` is the batch itself (``update_priorities(batch, td)``) or the batch's own
-        ``indices`` array, or through ``generations=batch.generations``; a copy of the indices alone (e.g. via
-        torch) cannot be checked. Everything is validated first: a rejected call changes nothing.
-        Accepts numpy arrays, sequences and CPU/GPU torch tensors. Returns the number of rows skipped as stale.
+        Stale rows, whose slot was overwritten since they were sampled, are skipped (or raise, see ``stale``).
+        They are recognised by the batch's generations, and only by them: pass the Batch itself
+        (``update_priorities(batch, td)``), or any form of its indices (the array, a copy, a list, a tensor) with
+        ``generations=batch.generations`` (uint64[B]). Indices alone carry no generations, so nothing is
+        checked then. Everything is validated first: a rejected call changes nothing. Accepts numpy arrays,
+        sequences and CPU/GPU torch tensors. Returns the number of rows skipped as stale.
         """
         if isinstance(indices, Batch):  # the batch itself: its indices and generations
             if generations is None:
@@ -287,7 +271,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     @alpha.setter
     def alpha(self, value: float) -> None:
-        self._alpha = _check_real(value, "alpha", "PrioritizedReplayBuffer.alpha")
+        self._alpha = _args.real(value, "alpha", "PrioritizedReplayBuffer.alpha")
 
     @property
     def eps(self) -> float:
@@ -305,12 +289,3 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", alpha={self.alpha}, eps={self.eps})"
-
-
-def _check_real(x: Any, name: str, where: str) -> float:
-    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{where}: {name} must be a real number, got {type(x).__name__}")
-    x = float(x)
-    if not np.isfinite(x) or x < 0:
-        raise ValueError(f"{where}: {name} must be finite and >= 0, got {x}")
-    return x

@@ -598,7 +598,7 @@ def train(args: Args) -> Dict[str, Any]:
                     if args.per:  # new priorities: |TD error| of the sampled rows
                         td = (q_sa.detach() - y).abs().cpu().numpy()
                         t0 = clock()
-                        buf.update_priorities(batch.indices, td)
+                        buf.update_priorities(batch, td)
                         in_buffer += clock() - t0
                     if updates % 100 == 0:
                         last_loss, last_q = loss.item(), q_sa.detach().mean().item()

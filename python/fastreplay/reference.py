@@ -18,14 +18,13 @@ from __future__ import annotations
 import math
 import operator
 import random
-import weakref
 from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
 from ._batch import Batch
 from ._fields import FieldSpecs, fields_from_spaces, normalize_fields, spaces_of
-from .buffer import _check_capacity, _check_real
+from . import _args
 
 __all__ = ["ReplayBuffer", "PrioritizedReplayBuffer", "SumMinTree"]
 
@@ -40,20 +39,15 @@ class ReplayBuffer:
 
     def _setup(self, where: str, capacity: Any, fields: Any, seed: Any) -> None:
         self._fields: FieldSpecs = normalize_fields(fields, where)
-        self._capacity = _check_capacity(capacity, where)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise TypeError(f"{where}: seed must be an int or None, got {type(seed).__name__}")
-        if seed is not None and not (0 <= int(seed) < 2**63):
-            raise ValueError(f"{where}: seed must be in [0, 2**63), got {seed}")
-        self.seed = int(seed) if seed is not None else random.SystemRandom().randrange(2**63)
+        self._capacity = _args.capacity(capacity, where)
+        seed = _args.seed(seed, where)
+        self.seed = seed if seed is not None else random.SystemRandom().randrange(2**63)
         self._rng = random.Random(self.seed)
         # One list per field; slot i of field f is self._rows[f][i] (None until first written).
         self._rows: Dict[str, List[Any]] = {name: [None] * self._capacity for name in self._fields}
         self._gen = [0] * self._capacity  # generation of each slot
         self._cursor = 0  # ticket of the next row
         self._base = 0  # first ticket of the current epoch (a multiple of capacity)
-        # Batches this buffer made: id(batch.indices) -> (weak ref to that array, batch.generations).
-        self._made: Dict[int, Any] = {}
 
     @classmethod
     def from_env(cls, env_or_spaces: Any, capacity: int, seed: Optional[int] = None, **kwargs: Any):
@@ -172,6 +166,7 @@ class ReplayBuffer:
         """``batch_size`` rows drawn uniformly, with replacement, from the stored transitions."""
         n = self._check_batch_size(batch_size)
         out = self._check_out(out, n)
+        self._check_not_empty()
         indices = [self._rng.randrange(len(self)) for _ in range(n)]
         return self._gather(indices, out, with_generations=False)  # uniform batches: generations None
 
@@ -186,9 +181,11 @@ class ReplayBuffer:
         n = _as_int(batch_size, "sample: batch_size")
         if n <= 0:
             raise ValueError(f"sample: batch_size must be positive, got {n}")
+        return n
+
+    def _check_not_empty(self) -> None:
         if len(self) == 0:
             raise ValueError("sample: the buffer is empty; add transitions first")
-        return n
 
     def _check_indices(self, fn: str, idx: List[int]) -> None:
         for k, i in enumerate(idx):
@@ -239,16 +236,7 @@ class ReplayBuffer:
         batch.indices = np.array(indices, np.int64).reshape(-1)
         batch.generations = gens
         batch.weights = None if weights is None else np.array(weights, np.float32)
-        if gens is not None:
-            # Remember this batch's generations: update_priorities(batch.indices, ...) then detects stale rows.
-            key = id(batch.indices)
-            self._made[key] = (weakref.ref(batch.indices, lambda _, d=self._made, k=key: d.pop(k, None)), gens)
         return batch
-
-    def _generations_of(self, indices: Any) -> Optional[np.ndarray]:
-        """The generations of the batch whose own ``indices`` array this is, if this buffer made it."""
-        entry = self._made.get(id(indices))
-        return entry[1] if entry is not None and entry[0]() is indices else None
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}: {dt}{list(shape)}" for k, (shape, dt) in self._fields.items())
@@ -325,12 +313,10 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         stale: str = "skip",
     ) -> None:
         where = "PrioritizedReplayBuffer"
-        alpha = _check_real(alpha, "alpha", where)
-        eps = _check_real(eps, "eps", where)
-        if stale not in ("skip", "raise"):
-            raise ValueError(f"{where}: stale must be 'skip' or 'raise', got {stale!r}")
-        if max_priority not in ("all_time", "stored"):
-            raise ValueError(f"{where}: max_priority must be 'all_time' or 'stored', got {max_priority!r}")
+        alpha = _args.real(alpha, "alpha", where)
+        eps = _args.real(eps, "eps", where)
+        _args.choice(stale, "stale", ("skip", "raise"), where)
+        _args.choice(max_priority, "max_priority", ("all_time", "stored"), where)
         self._setup(where, capacity, fields, seed)
         self._alpha, self._eps = alpha, eps
         self._mode, self._stale = max_priority, stale
@@ -367,9 +353,10 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         if not hasattr(beta, "__float__") and not hasattr(beta, "__index__"):
             raise TypeError(f"sample: beta must be a real number, got {type(beta).__name__}")
         beta = float(beta)
+        out = self._check_out(out, n)
         if not (beta >= 0.0 and math.isfinite(beta)):
             raise ValueError(f"sample: beta must be finite and >= 0, got {beta}")
-        out = self._check_out(out, n)
+        self._check_not_empty()
         total = self._tree.total()
         if total <= 0.0:  # only with eps = 0 and every stored priority 0 (the compiled sample hangs there)
             raise ValueError("sample: every stored transition has zero probability (priorities 0 and eps 0)")
@@ -382,8 +369,8 @@ class PrioritizedReplayBuffer(ReplayBuffer):
     def update_priorities(self, indices: Any, priorities: Any, generations: Any = None) -> int:
         """Set ``priorities`` (finite, >= 0) at ``indices``; the last of duplicate indices wins. Rows whose slot was
         overwritten since they were sampled are skipped (or raise, with stale="raise"); they are recognised by
-        ``generations``, or automatically when ``indices`` is a batch's own ``indices`` array. Returns the number
-        of rows skipped as stale. A rejected call changes nothing. ``indices`` may also be the Batch itself."""
+        ``generations`` (the batch's, which passing the Batch itself as ``indices`` supplies); without generations
+        nothing is checked. Returns the number of rows skipped as stale. A rejected call changes nothing."""
         if isinstance(indices, Batch):
             if generations is None:
                 generations = indices.generations
@@ -399,12 +386,11 @@ class PrioritizedReplayBuffer(ReplayBuffer):
             raise ValueError(
                 f"{fn}: indices and priorities must have the same length, got {len(idx)} indices and {len(prio)} priorities"
             )
+        gens = None
         if generations is not None:
-            gens = np.asarray(generations, dtype=np.uint64).reshape(-1)
+            gens = _uint_array(fn, "generations", generations)
             if len(gens) != len(idx):
                 raise ValueError(f"{fn}: generations must have one entry per index, got {len(gens)} for {len(idx)}")
-        else:
-            gens = self._generations_of(indices)
         self._check_indices(fn, idx)
         for k, p in enumerate(prio):
             if not (math.isfinite(p) and p >= 0.0):
@@ -433,7 +419,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     @alpha.setter
     def alpha(self, value: float) -> None:
-        self._alpha = _check_real(value, "alpha", "PrioritizedReplayBuffer.alpha")
+        self._alpha = _args.real(value, "alpha", "PrioritizedReplayBuffer.alpha")
         for i in range(self._capacity):  # recompute every leaf from the stored raw priorities
             self._tree.set(i, self._leaf(self._raw[i]) if i < len(self) else 0.0)
 
@@ -548,8 +534,25 @@ def _index_array(fn: str, indices: Any) -> List[int]:
     if a.dtype.kind not in "iu" and a.size != 0:
         raise TypeError(f"{fn}: indices must be integers, got dtype {a.dtype}")
     values = [int(i) for i in a.reshape(-1)]
-    if any(i >= 2**63 for i in values):
-        raise IndexError(f"{fn}: index out of range")
+    for i in values:
+        if i >= 2**63:
+            raise IndexError(f"{fn}: index {i} is out of range")
+    return values
+
+
+def _uint_array(fn: str, what: str, values: Any) -> List[int]:
+    """values as a list of Python ints: a 0-d or 1-d array-like of non-negative integers (empty is fine)."""
+    try:
+        a = np.asarray(values)
+    except Exception:
+        raise TypeError(f"{fn}: {what} must be a 1-d array of non-negative integers, got {type(values).__name__}") from None
+    if a.ndim > 1:
+        raise ValueError(f"{fn}: {what} must be 1-d, got shape {a.shape}")
+    if a.dtype.kind not in "iu" and a.size != 0:
+        raise TypeError(f"{fn}: {what} must be non-negative integers, got dtype {a.dtype}")
+    values = [int(x) for x in a.reshape(-1)]
+    if values and min(values) < 0:
+        raise ValueError(f"{fn}: {what} must be non-negative, got {min(values)}")
     return values
 
 

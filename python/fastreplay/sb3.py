@@ -23,7 +23,7 @@ buffer. Unlike SB3's buffer this also works with ``handle_timeout_termination=Tr
 it never returns a wrong next observation.
 
 :class:`PrioritizedReplayBuffer` adds proportional prioritized replay (``sample(batch_size, env, beta)`` returns
-samples with ``weights`` and ``indices``; ``update_priorities(indices, priorities)``), and :class:`PERDQN` is a DQN
+samples with ``weights``, ``indices`` and ``generations``; ``update_priorities(indices, priorities, generations)``), and :class:`PERDQN` is a DQN
 whose ``train`` weights the TD loss by the importance weights, writes ``|TD error|`` back as priorities and anneals
 beta to 1 over training.
 """
@@ -56,48 +56,50 @@ _ASIDE_START = 1024  # initial rows of the aside store for optimize_memory_usage
 
 class PrioritizedReplayBufferSamples(ReplayBufferSamples):
     """SB3's ``ReplayBufferSamples`` plus ``weights`` (float32 tensor ``[B, 1]`` on the buffer's device: importance
-    weights, max-normalised) and ``indices`` (int64 numpy ``[B]``: pass them to ``update_priorities``).
+    weights, max-normalised), ``indices`` (int64 numpy ``[B]``) and ``generations`` (uint64 numpy ``[B]``): pass
+    both to ``update_priorities`` so that rows overwritten since sampling are skipped.
 
     It is still a 6-tuple (``observations, actions, next_observations, dones, rewards, discounts``), so code that
-    unpacks or iterates SB3's samples keeps working; ``weights`` and ``indices`` are attributes.
+    unpacks or iterates SB3's samples keeps working; ``weights``, ``indices`` and ``generations`` are attributes.
     """
 
-    def __new__(cls, *args: Any, weights: Any = None, indices: Any = None, **kwargs: Any):
-        return _with_extras(ReplayBufferSamples, cls, args, kwargs, weights, indices)
+    def __new__(cls, *args: Any, weights: Any = None, indices: Any = None, generations: Any = None, **kwargs: Any):
+        return _with_extras(ReplayBufferSamples, cls, args, kwargs, weights, indices, generations)
 
     def _replace(self, **kwargs: Any):
         return _replace_with_extras(ReplayBufferSamples, self, kwargs)
 
     def __reduce__(self):
-        return (_rebuild_samples, (type(self), tuple(self), self.weights, self.indices))
+        return (_rebuild_samples, (type(self), tuple(self), self.weights, self.indices, self.generations))
 
 
 class PrioritizedDictReplayBufferSamples(DictReplayBufferSamples):
-    """SB3's ``DictReplayBufferSamples`` plus ``weights`` and ``indices``, as :class:`PrioritizedReplayBufferSamples`."""
+    """SB3's ``DictReplayBufferSamples`` plus ``weights``, ``indices`` and ``generations``, as
+    :class:`PrioritizedReplayBufferSamples`."""
 
-    def __new__(cls, *args: Any, weights: Any = None, indices: Any = None, **kwargs: Any):
-        return _with_extras(DictReplayBufferSamples, cls, args, kwargs, weights, indices)
+    def __new__(cls, *args: Any, weights: Any = None, indices: Any = None, generations: Any = None, **kwargs: Any):
+        return _with_extras(DictReplayBufferSamples, cls, args, kwargs, weights, indices, generations)
 
     def _replace(self, **kwargs: Any):
         return _replace_with_extras(DictReplayBufferSamples, self, kwargs)
 
     def __reduce__(self):
-        return (_rebuild_samples, (type(self), tuple(self), self.weights, self.indices))
+        return (_rebuild_samples, (type(self), tuple(self), self.weights, self.indices, self.generations))
 
 
-def _with_extras(base, cls, args, kwargs, weights, indices):
+def _with_extras(base, cls, args, kwargs, weights, indices, generations):
     self = base.__new__(cls, *args, **kwargs)
-    self.weights, self.indices = weights, indices
+    self.weights, self.indices, self.generations = weights, indices, generations
     return self
 
 
 def _replace_with_extras(base, self, kwargs):
-    weights, indices = kwargs.pop("weights", self.weights), kwargs.pop("indices", self.indices)
-    return type(self)(*base._replace(self, **kwargs), weights=weights, indices=indices)
+    extras = {k: kwargs.pop(k, getattr(self, k)) for k in ("weights", "indices", "generations")}
+    return type(self)(*base._replace(self, **kwargs), **extras)
 
 
-def _rebuild_samples(cls, values, weights, indices):
-    return cls(*values, weights=weights, indices=indices)
+def _rebuild_samples(cls, values, weights, indices, generations=None):
+    return cls(*values, weights=weights, indices=indices, generations=generations)
 
 
 class _Column(np.ndarray):
@@ -569,8 +571,8 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     ``sample(batch_size, env=None, beta=None)`` returns :class:`PrioritizedReplayBufferSamples` (or the Dict
     variant): SB3's samples plus ``weights`` (float32 ``[B, 1]`` tensor) and ``indices`` (int64 numpy ``[B]``).
-    Call ``update_priorities(samples.indices, td_errors)`` after the gradient step; rows overwritten since they
-    were sampled are skipped. New transitions get the largest priority seen so far.
+    Call ``update_priorities(samples.indices, td_errors, samples.generations)`` after the gradient step; rows
+    overwritten since they were sampled are skipped. New transitions get the largest priority seen so far.
     """
 
     _prioritized = True
@@ -607,11 +609,15 @@ class PrioritizedReplayBuffer(ReplayBuffer):
     def _make_samples(self, batch: Any, values: Tuple[Any, ...]) -> Any:
         cls = PrioritizedDictReplayBufferSamples if self._is_dict else PrioritizedReplayBufferSamples
         weights = batch.weights if batch.weights is not None else np.ones(len(batch.indices), np.float32)
-        return cls(*values, weights=self.to_torch(weights.reshape(-1, 1), copy=False), indices=batch.indices)
+        return cls(*values, weights=self.to_torch(weights.reshape(-1, 1), copy=False), indices=batch.indices,
+                   generations=batch.generations)
 
-    def update_priorities(self, indices: Any, priorities: Any) -> int:
-        """Set priorities (e.g. ``|TD error|``, finite and >= 0) of sampled rows; returns how many were stale."""
-        return self._core.update_priorities(indices, priorities)  # type: ignore[attr-defined]
+    def update_priorities(self, indices: Any, priorities: Any, generations: Any = None) -> int:
+        """Set priorities (e.g. ``|TD error|``, finite and >= 0) of sampled rows; returns how many were stale.
+
+        Rows overwritten since sampling are recognised (and skipped) only with ``generations=samples.generations``.
+        """
+        return self._core.update_priorities(indices, priorities, generations)  # type: ignore[attr-defined]
 
 
 class PERDQN(DQN):
@@ -664,7 +670,7 @@ class PERDQN(DQN):
             self.policy.optimizer.step()
             # New priority of each sampled transition: its |TD error|.
             td = (current_q - target_q).detach().abs().reshape(-1).cpu().numpy().astype(np.float64)
-            self.replay_buffer.update_priorities(data.indices, td)  # type: ignore[union-attr]
+            self.replay_buffer.update_priorities(data.indices, td, data.generations)  # type: ignore[union-attr]
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/loss", np.mean(losses))

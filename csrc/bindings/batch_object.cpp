@@ -1,0 +1,139 @@
+// Batch objects (see batch_object.h).
+#include "bindings/batch_object.h"
+
+#include <algorithm>
+#include <utility>
+
+namespace fastreplay_py {
+
+namespace {
+
+constexpr const char* kBatchCapsule = "fastreplay.batch_memory";
+
+py::object g_batch_type;  // fastreplay.Batch, registered by the Python package at import
+py::object g_empty_tuple;
+py::str g_indices, g_weights, g_generations;
+
+void capsule_destructor(PyObject* cap) {
+  delete static_cast<fr::BatchBlock*>(PyCapsule_GetPointer(cap, kBatchCapsule));
+}
+
+void set_attr(const py::object& o, const py::str& name, const py::object& v) {
+  if (PyObject_SetAttr(o.ptr(), name.ptr(), v.ptr()) < 0) throw py::error_already_set();
+}
+
+// A 1-d view of n elements of a builtin dtype.
+py::object typed_view(int type_num, std::size_t n, void* data, PyObject* base) {
+  PyArray_Descr* d = PyArray_DescrFromType(type_num);
+  py::object hold = py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(d));
+  return make_view(d, {static_cast<npy_intp>(n)}, data, base, true);
+}
+
+std::string dtype_name(int type_num) {
+  PyArray_Descr* d = PyArray_DescrFromType(type_num);
+  py::object hold = py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(d));
+  return dtype_str(d);
+}
+
+}  // namespace
+
+py::object wrap(std::unique_ptr<fr::BatchBlock> owned, const std::vector<Field>& fields, bool with_generations) {
+  fr::BatchBlock* mem = owned.get();
+  py::capsule cap(mem, kBatchCapsule, capsule_destructor);
+  owned.release();
+  py::object batch;
+  {  // tp_new only: Batch.__init__ (for batches users build by hand) is skipped; every attribute is set below
+    auto* t = reinterpret_cast<PyTypeObject*>(g_batch_type.ptr());
+    PyObject* b = t->tp_new(t, g_empty_tuple.ptr(), nullptr);
+    if (!b) throw py::error_already_set();
+    batch = py::reinterpret_steal<py::object>(b);
+  }
+  std::vector<npy_intp> dims;
+  for (std::size_t i = 0; i < fields.size(); ++i) {
+    const Field& f = fields[i];
+    dims.assign(1, static_cast<npy_intp>(mem->n));
+    dims.insert(dims.end(), f.shape.begin(), f.shape.end());
+    py::object a = make_view(f.descr(), dims, mem->rows[i], cap.ptr(), true);
+    if (PyDict_SetItem(batch.ptr(), f.key.ptr(), a.ptr()) < 0) throw py::error_already_set();
+  }
+  set_attr(batch, g_indices, typed_view(NPY_INT64, mem->n, mem->indices, cap.ptr()));
+  const bool weights = mem->weights != nullptr;
+  set_attr(batch, g_generations,
+           weights || with_generations ? typed_view(NPY_UINT64, mem->n, mem->generations, cap.ptr()) : py::none());
+  set_attr(batch, g_weights, weights ? typed_view(NPY_FLOAT32, mem->n, mem->weights, cap.ptr()) : py::none());
+  return batch;
+}
+
+Target new_batch(std::shared_ptr<fr::BlockPool> pool, const fr::BatchLayout& layout, const std::vector<Field>& fields,
+                 bool with_generations) {
+  auto block = std::make_unique<fr::BatchBlock>(std::move(pool), layout);
+  Target t;
+  t.n = block->n;
+  t.indices = block->indices;
+  t.generations = block->generations;
+  t.weights = block->weights;
+  t.rows = block->rows;
+  t.batch = wrap(std::move(block), fields, with_generations);
+  return t;
+}
+
+Target reuse_batch(const char* fn, py::handle out, const std::vector<Field>& fields, std::size_t n, bool prioritized) {
+  const std::string where = std::string(fn) + ": out";
+  if (!PyDict_Check(out.ptr()))
+    fr::throw_type(where + " must be a Batch returned by sample(), got " + type_name(out.ptr()));
+  Target t;
+  t.batch = py::reinterpret_borrow<py::object>(out);
+  t.n = n;
+  auto check = [&](PyObject* v, const std::string& what, int type_num, const std::vector<npy_intp>& row) -> void* {
+    if (!v || !PyArray_Check(v)) fr::throw_type(where + " has no array '" + what + "'");
+    PyArrayObject* a = as_array(v);
+    std::vector<npy_intp> want(row);
+    want.insert(want.begin(), static_cast<npy_intp>(n));
+    const bool shape_ok =
+        PyArray_NDIM(a) == static_cast<int>(want.size()) && std::equal(want.begin(), want.end(), PyArray_DIMS(a));
+    if (PyArray_DESCR(a)->type_num != type_num || !shape_ok)
+      fr::throw_invalid(where + "['" + what + "'] must be " + dtype_name(type_num) + " with shape " +
+                        shape_str(want.data(), static_cast<int>(want.size())) + ", got " +
+                        dtype_str(PyArray_DESCR(a)) + " with shape " + shape_str(PyArray_DIMS(a), PyArray_NDIM(a)));
+    if (!PyArray_ISCARRAY(a) || !PyArray_ISNOTSWAPPED(a))
+      fr::throw_invalid(where + "['" + what + "'] must be writeable and C-contiguous");
+    return PyArray_DATA(a);
+  };
+  auto attr = [&](const py::str& name) {
+    py::object v = py::reinterpret_steal<py::object>(PyObject_GetAttr(out.ptr(), name.ptr()));
+    if (!v) throw py::error_already_set();
+    return v;
+  };
+  t.rows.resize(fields.size());
+  for (std::size_t i = 0; i < fields.size(); ++i)
+    t.rows[i] = static_cast<std::uint8_t*>(
+        check(PyDict_GetItem(out.ptr(), fields[i].key.ptr()), fields[i].name, fields[i].type_num, fields[i].shape));
+  t.indices = static_cast<std::int64_t*>(check(attr(g_indices).ptr(), "indices", NPY_INT64, {}));
+  if (prioritized) {
+    t.generations = static_cast<std::uint64_t*>(check(attr(g_generations).ptr(), "generations", NPY_UINT64, {}));
+    t.weights = static_cast<float*>(check(attr(g_weights).ptr(), "weights", NPY_FLOAT32, {}));
+  }
+  return t;
+}
+
+void init_batch_object(py::module_& m) {
+  g_indices = py::reinterpret_steal<py::str>(PyUnicode_InternFromString("indices"));
+  g_weights = py::reinterpret_steal<py::str>(PyUnicode_InternFromString("weights"));
+  g_generations = py::reinterpret_steal<py::str>(PyUnicode_InternFromString("generations"));
+  g_empty_tuple = py::tuple();
+  m.def(
+      "_set_batch_type",
+      [](py::object t) {
+        if (!PyType_Check(t.ptr()) || !PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(t.ptr()), &PyDict_Type))
+          fr::throw_type("_set_batch_type: expected a dict subclass");
+        g_batch_type = t;
+      },
+      py::arg("batch_type"), "Register the Batch class (a dict subclass) that sample() returns.");
+  // Free the stored objects before the interpreter tears the module down.
+  m.add_object("_cleanup", py::capsule([]() {
+                 g_batch_type = py::object();
+                 g_empty_tuple = py::object();
+               }));
+}
+
+}  // namespace fastreplay_py

@@ -1,0 +1,41 @@
+// Batch objects: the Python Batch over a pooled core BatchBlock (zero-copy arrays kept alive by a capsule), and
+// the arrays of a Batch the caller passes back as `out=`.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "bindings/convert.h"
+#include "fastreplay/batch.h"
+
+namespace fastreplay_py {
+
+// Where one sample writes: a batch's arrays, as raw pointers.
+struct Target {
+  py::object batch;
+  std::size_t n = 0;
+  std::int64_t* indices = nullptr;
+  std::uint64_t* generations = nullptr;
+  float* weights = nullptr;  // prioritized buffers only
+  std::vector<std::uint8_t*> rows;
+};
+
+// The Batch over a filled block: batch[name] field_dtype[n, *shape], batch.indices int64[n], batch.generations
+// uint64[n] (if `with_generations` or the block has weights, else None), batch.weights float32[n] (if the block
+// has weights, else None). The block returns to its pool when the last array is gone. GIL held.
+py::object wrap(std::unique_ptr<fr::BatchBlock> block, const std::vector<Field>& fields, bool with_generations);
+
+// A fresh batch of n rows with its pointers (the batch object is `target.batch`).
+Target new_batch(std::shared_ptr<fr::BlockPool> pool, const fr::BatchLayout& layout, const std::vector<Field>& fields,
+                 bool with_generations);
+
+// The arrays of `out`, a Batch from an earlier call that the caller keeps: each must have the field's dtype and
+// shape [n, *shape], be writeable and C-contiguous; prioritized batches also need generations and weights.
+Target reuse_batch(const char* fn, py::handle out, const std::vector<Field>& fields, std::size_t n, bool prioritized);
+
+// Module functions: _set_batch_type (called by the package at import) and the cleanup at interpreter exit.
+void init_batch_object(py::module_& m);
+
+}  // namespace fastreplay_py

@@ -1,0 +1,300 @@
+// The _Buffer class: construction, add, sample, get, priorities, and its table of methods.
+#include "bindings/buffer.h"
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+
+namespace fastreplay_py {
+
+namespace {
+
+std::uint64_t random_seed() {
+  std::random_device rd;
+  return ((static_cast<std::uint64_t>(rd()) << 32) ^ rd()) >> 1;  // 63 bits: a valid `seed` argument too
+}
+
+// Memory-mapped columns under `dir`: one file per field, then the sequence numbers (the core's memory order).
+std::vector<std::shared_ptr<std::uint8_t>> map_storage(const std::string& dir, const std::vector<fr::FieldSpec>& specs,
+                                                       std::size_t capacity,
+                                                       std::vector<std::pair<std::shared_ptr<std::uint8_t>, std::size_t>>& mapped) {
+  std::vector<std::shared_ptr<std::uint8_t>> memory;
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    const std::size_t bytes = fr::checked_mul(capacity, specs[i].row_bytes);
+    memory.push_back(fr::Column::map_file(dir + "/field-" + std::to_string(i) + ".bin", bytes));
+    mapped.push_back({memory.back(), bytes});
+  }
+  const std::size_t bytes = fr::checked_mul(capacity, 8);
+  memory.push_back(fr::Column::map_file(dir + "/seq.bin", bytes));
+  mapped.push_back({memory.back(), bytes});
+  return memory;
+}
+
+}  // namespace
+
+Buffer::Buffer(std::size_t capacity, const py::list& names, const py::list& shapes, const py::list& dtypes,
+               py::object seed, bool prioritized, double alpha, double eps, bool stored_max,
+               const std::string& storage_dir)
+    : pool_(std::make_shared<fr::BlockPool>()) {
+  std::vector<fr::FieldSpec> specs;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    fields_.emplace_back(names[i].cast<std::string>(), shapes[i], dtypes[i]);
+    const Field& f = fields_.back();
+    index_[f.key] = py::int_(i);
+    specs.push_back({f.name, f.row_bytes});
+    row_bytes_.push_back(f.row_bytes);
+  }
+  const std::uint64_t s = seed.is_none() ? random_seed() : static_cast<std::uint64_t>(as_int(seed.ptr(), "seed"));
+  std::vector<std::shared_ptr<std::uint8_t>> memory;
+  if (!storage_dir.empty()) memory = map_storage(storage_dir, specs, capacity, mapped_);
+  if (prioritized) {
+    const auto mode = stored_max ? fr::PrioritizedCore::MaxMode::Stored : fr::PrioritizedCore::MaxMode::AllTime;
+    per_ = new fr::PrioritizedCore(capacity, specs, s, alpha, eps, mode, memory);
+    core_.reset(per_);
+  } else {
+    core_.reset(new fr::ReplayCore(capacity, specs, s, memory));
+  }
+}
+
+fr::PrioritizedCore& Buffer::per(const char* fn) const {
+  if (!per_) fr::throw_type(std::string(fn) + " needs a PrioritizedReplayBuffer");
+  return *per_;
+}
+
+std::string Buffer::field_list() const {
+  std::string s;
+  for (std::size_t i = 0; i < fields_.size(); ++i) s += (i ? ", " : "") + fields_[i].name;
+  return s;
+}
+
+void Buffer::add(const py::args& args, const py::kwargs& kwargs) {
+  const std::size_t nf = fields_.size();
+  std::vector<PyObject*> vals(nf, nullptr);
+  if (args.size() > nf)
+    fr::throw_type("add: takes at most " + std::to_string(nf) + " positional values (one per field), got " +
+                   std::to_string(args.size()));
+  for (std::size_t i = 0; i < args.size(); ++i) vals[i] = args[i].ptr();
+  PyObject *key, *value;
+  Py_ssize_t pos = 0;
+  while (PyDict_Next(kwargs.ptr(), &pos, &key, &value)) {
+    PyObject* idx = PyDict_GetItemWithError(index_.ptr(), key);
+    if (!idx) {
+      if (PyErr_Occurred()) throw py::error_already_set();
+      if (PyDict_Check(value) && expand_dict(key, value, vals)) continue;
+      fr::throw_type("add: unknown field '" + py::str(key).cast<std::string>() + "'; the fields are " + field_list());
+    }
+    const std::size_t i = PyLong_AsSize_t(idx);
+    if (vals[i]) fr::throw_type("add: field '" + fields_[i].name + "' given twice");
+    vals[i] = value;
+  }
+  for (std::size_t i = 0; i < nf; ++i)
+    if (!vals[i])
+      fr::throw_type("add: missing field '" + fields_[i].name + "'; every add needs all of " + field_list());
+
+  std::vector<Source> src(nf);
+  for (std::size_t i = 0; i < nf; ++i) convert("add", fields_[i], vals[i], src[i]);
+  const npy_intp rows = src[0].rows;
+  for (std::size_t i = 1; i < nf; ++i) {
+    if (src[i].rows == rows) continue;
+    auto desc = [](const Field& f, const Source& s) {
+      return "'" + f.name + "' has " + (s.batched ? std::to_string(s.rows) + " rows" : std::string("a single row"));
+    };
+    fr::throw_invalid("add: fields disagree on the number of rows: " + desc(fields_[0], src[0]) + ", " +
+                      desc(fields_[i], src[i]));
+  }
+  std::vector<const void*> ptrs(nf);
+  for (std::size_t i = 0; i < nf; ++i) ptrs[i] = src[i].ptr;
+  py::gil_scoped_release nogil;
+  core_->add(ptrs.data(), static_cast<std::size_t>(rows));
+}
+
+bool Buffer::expand_dict(PyObject* key, PyObject* dict, std::vector<PyObject*>& vals) const {
+  const std::string group = py::str(key).cast<std::string>();
+  const std::string prefix = group + ".";
+  std::size_t matched = 0;
+  for (std::size_t i = 0; i < fields_.size(); ++i) {
+    if (fields_[i].name.compare(0, prefix.size(), prefix) != 0) continue;
+    ++matched;
+    PyObject* v = PyDict_GetItemString(dict, fields_[i].name.c_str() + prefix.size());
+    if (!v) fr::throw_type("add: field '" + group + "' is missing key '" + fields_[i].name.substr(prefix.size()) + "'");
+    if (vals[i]) fr::throw_type("add: field '" + fields_[i].name + "' given twice");
+    vals[i] = v;
+  }
+  if (matched && static_cast<std::size_t>(PyDict_Size(dict)) != matched)
+    fr::throw_type("add: field '" + group + "' has keys that are not fields");
+  return matched != 0;
+}
+
+void Buffer::fill(Target& t, double beta) {
+  if (per_)
+    per_->sample(t.n, beta, t.indices, t.weights, t.generations, t.rows.data());
+  else  // generations only matter for priority updates: uniform batches skip that extra random read per row
+    core_->sample(t.n, t.indices, nullptr, t.rows.data());
+}
+
+std::unique_ptr<fr::BatchBlock> Buffer::sample_block(const fr::BatchLayout& layout, double beta) {
+  auto block = std::make_unique<fr::BatchBlock>(pool_, layout);
+  Target t;
+  t.n = block->n;
+  t.indices = block->indices;
+  t.generations = block->generations;
+  t.weights = block->weights;
+  t.rows = block->rows;
+  fill(t, beta);
+  return block;
+}
+
+py::object Buffer::sample(py::handle batch_size, double beta, py::handle out) {
+  const std::size_t n = batch_size_arg(batch_size.ptr(), "sample");
+  Target t = out.is_none() ? new_batch(pool_, layout(n), fields_, false) : reuse_batch("sample", out, fields_, n, prioritized());
+  {
+    py::gil_scoped_release nogil;
+    fill(t, beta);
+  }
+  return t.batch;
+}
+
+py::object Buffer::get(py::handle indices) {
+  py::object arr = index_array("get", indices);
+  const auto n = static_cast<std::size_t>(PyArray_SIZE(as_array(arr)));
+  const auto* idx = data_of<const std::int64_t>(arr);
+  core_->check_indices("get", idx, n);
+  Target t = new_batch(pool_, layout(n), fields_, true);
+  std::memcpy(t.indices, idx, n * sizeof(std::int64_t));
+  {
+    py::gil_scoped_release nogil;
+    core_->get(idx, n, t.generations, t.rows.data());
+    if (t.weights) std::fill(t.weights, t.weights + n, 1.0f);
+  }
+  return t.batch;
+}
+
+std::size_t Buffer::update_priorities(py::handle indices, py::handle priorities, py::handle generations,
+                                      bool raise_stale) {
+  const char* fn = "update_priorities";
+  py::object ia = index_array(fn, indices);
+  const auto n = static_cast<std::size_t>(PyArray_SIZE(as_array(ia)));
+  py::object pa = float_array(fn, "priorities", priorities);
+  const auto np_ = static_cast<std::size_t>(PyArray_SIZE(as_array(pa)));
+  if (np_ != n)
+    fr::throw_invalid(std::string(fn) + ": indices and priorities must have the same length, got " +
+                      std::to_string(n) + " indices and " + std::to_string(np_) + " priorities");
+  py::object ga;
+  const std::uint64_t* gens = nullptr;
+  if (!generations.is_none()) {
+    ga = uint_array(fn, "generations", generations);
+    const auto ng = static_cast<std::size_t>(PyArray_SIZE(as_array(ga)));
+    if (ng != n)
+      fr::throw_invalid(std::string(fn) + ": generations must have one entry per index, got " + std::to_string(ng) +
+                        " for " + std::to_string(n));
+    gens = data_of<const std::uint64_t>(ga);
+  }
+  fr::PrioritizedCore& core = per(fn);
+  const auto* idx = data_of<const std::int64_t>(ia);
+  const auto* pr = data_of<const double>(pa);
+  py::gil_scoped_release nogil;
+  return core.update_priorities(idx, pr, n, gens, raise_stale);
+}
+
+py::object Buffer::generations(py::handle indices) const {
+  py::object ia = index_array("generations", indices);
+  const auto n = static_cast<std::size_t>(PyArray_SIZE(as_array(ia)));
+  const auto* idx = data_of<const std::int64_t>(ia);
+  core_->check_slots("generations", idx, n);
+  py::object out = new_array(static_cast<npy_intp>(n), NPY_UINT64);
+  auto* o = data_of<std::uint64_t>(out);
+  for (std::size_t k = 0; k < n; ++k) o[k] = core_->ring().generation(static_cast<std::size_t>(idx[k]));
+  return out;
+}
+
+py::object Buffer::storage_view(py::handle self, std::size_t i) const {
+  const Field& f = fields_.at(i);
+  std::vector<npy_intp> dims(f.shape);
+  dims.insert(dims.begin(), static_cast<npy_intp>(core_->size()));
+  return make_view(f.descr(), dims, core_->column(i).data(), self.ptr(), false);
+}
+
+py::object Buffer::leaves() const {
+  const fr::PrioritizedCore& core = per("_leaves");
+  py::object out = new_array(static_cast<npy_intp>(core.capacity()), NPY_FLOAT64);
+  auto* o = data_of<double>(out);
+  for (std::size_t i = 0; i < core.capacity(); ++i) o[i] = core.tree().leaf(i);
+  return out;
+}
+
+py::object Buffer::priorities() const {
+  const fr::PrioritizedCore& core = per("_priorities");
+  py::object out = new_array(static_cast<npy_intp>(core.size()), NPY_FLOAT64);
+  auto* o = data_of<double>(out);
+  for (std::size_t i = 0; i < core.size(); ++i) o[i] = core.priority(i);
+  return out;
+}
+
+void init_buffer(py::module_& m) {
+  py::class_<Buffer> cls(m, "_Buffer", "Columnar ring buffer core; see fastreplay.ReplayBuffer.");
+  cls.def(py::init<std::size_t, py::list, py::list, py::list, py::object, bool, double, double, bool, std::string>(),
+          py::arg("capacity"), py::arg("names"), py::arg("shapes"), py::arg("dtypes"), py::arg("seed"),
+          py::arg("prioritized"), py::arg("alpha"), py::arg("eps"), py::arg("stored_max"),
+          py::arg("storage_dir") = "")
+      .def("add", &Buffer::add,
+           "add(*values, **fields) -> None\n\nStore one transition (each field of its row shape) or N transitions "
+           "(each field with a leading axis N). Every field must be given, positionally in field order or by name.")
+      .def("sample", [](Buffer& b, py::handle n, py::handle out) { return b.sample(n, 0.0, out); },
+           py::arg("batch_size"), py::kw_only(), py::arg("out") = py::none(),
+           "sample(batch_size, *, out=None) -> Batch\n\n"
+           "Draw batch_size transitions uniformly at random (with replacement) and copy their rows into a Batch\n"
+           "that owns its memory: batch[name] is field_dtype[batch_size, *field_shape], batch.indices int64[B]\n"
+           "(batch.weights and batch.generations are None). With out=batch (a Batch from an earlier call), its\n"
+           "arrays are refilled in place instead. Raises ValueError if batch_size <= 0 or the buffer is empty.")
+      .def("_sample_prioritized",
+           [](Buffer& b, py::handle n, double beta, py::handle out) {
+             b.per("sample");
+             return b.sample(n, beta, out);
+           },
+           py::arg("batch_size"), py::arg("beta") = 0.4, py::kw_only(), py::arg("out") = py::none(),
+           "sample(batch_size, beta=0.4, *, out=None) -> Batch\n\n"
+           "Stratified proportional sample: the total priority mass is cut into batch_size equal strata and one\n"
+           "transition drawn in each. batch.weights is float32[B]: (N*P(i))**-beta divided by the largest such\n"
+           "weight over all stored transitions, i.e. (p_min / p_i)**beta, in (0, 1]. batch.generations is\n"
+           "uint64[B] (pass the batch to update_priorities). Other arrays as in ReplayBuffer.sample.")
+      .def("get", &Buffer::get, py::arg("indices"),
+           "get(indices) -> Batch\n\nThe transitions at the given slots (int[B], each in [0, len(self))), copied,\n"
+           "with batch.generations uint64[B].")
+      .def("_update_priorities", &Buffer::update_priorities, py::arg("indices"), py::arg("priorities"),
+           py::arg("generations"), py::arg("raise_stale"))
+      .def("_storage_view", [](py::object self, std::size_t i) { return self.cast<Buffer&>().storage_view(self, i); },
+           py::arg("field"))
+      .def("__len__", [](const Buffer& b) { return b.core().size(); })
+      .def_property_readonly("capacity", [](const Buffer& b) { return b.core().capacity(); },
+                             "Maximum number of transitions stored (int).")
+      .def_property_readonly("next_index", [](const Buffer& b) { return b.core().ring().next_index(); },
+                             "Slot the next transition is written to (int).")
+      .def_property_readonly("total_added", [](const Buffer& b) { return b.core().ring().total_added(); },
+                             "Transitions added since creation or the last clear() (int).")
+      .def_property_readonly("seed", [](const Buffer& b) { return b.core().seed(); },
+                             "Seed of the buffer's generator (int).")
+      .def_property("_stream", [](const Buffer& b) { return b.core().stream(); },
+                    [](Buffer& b, std::uint64_t s) { b.core().set_stream(s); })
+      .def("generations", &Buffer::generations, py::arg("indices"),
+           "generations(indices) -> uint64[B]: the generation of each slot (int[B] in [0, capacity)): the lap of\n"
+           "the ring in which it was last written, counted from 1 (0: never written). It changes whenever the slot\n"
+           "is overwritten, and clear() starts a new lap, so a batch's generations tell whether its rows are still\n"
+           "stored.")
+      .def("clear", [](Buffer& b) { b.core().clear(); }, "Remove every transition (memory is kept).")
+      // Prioritized buffers only.
+      .def_property("_alpha", [](const Buffer& b) { return b.per("alpha").alpha(); },
+                    [](Buffer& b, double a) {
+                      fr::PrioritizedCore& core = b.per("alpha");
+                      py::gil_scoped_release nogil;  // O(capacity): the trees are rebuilt
+                      core.set_alpha(a);
+                    })
+      .def_property_readonly("_eps", [](const Buffer& b) { return b.per("eps").eps(); })
+      .def_property_readonly("_max_priority", [](const Buffer& b) { return b.per("max_priority").max_priority(); })
+      .def_property_readonly("_total", [](const Buffer& b) { return b.per("_total").tree().total(); })
+      .def_property_readonly("_min", [](const Buffer& b) { return b.per("_min").tree().min(); })
+      .def("_leaves", &Buffer::leaves)
+      .def("_priorities", &Buffer::priorities);
+  init_state(cls);
+}
+
+}  // namespace fastreplay_py

@@ -1,0 +1,87 @@
+// The Python-facing buffer: fields, keyword expansion and conversion around a ReplayCore or PrioritizedCore.
+//
+// Pattern of every hot call: with the GIL, parse and validate all input and allocate outputs (nothing is written
+// to the buffer until everything is checked), then release the GIL around the core call, which touches only raw
+// pointers. Rules about values (beta, empty buffer, indices, priorities) are checked by the core, which throws;
+// this layer checks only types, shapes and dtypes.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bindings/batch_object.h"
+#include "bindings/convert.h"
+#include "fastreplay/batch.h"
+#include "fastreplay/pool.h"
+#include "fastreplay/prioritized.h"
+#include "fastreplay/replay.h"
+
+namespace fastreplay_py {
+
+class Buffer {
+ public:
+  // Fields are (names[i], shapes[i], dtypes[i]); `storage_dir` non-empty maps the columns to files there.
+  // Argument values were validated by the Python layer (fastreplay/_args.py).
+  Buffer(std::size_t capacity, const py::list& names, const py::list& shapes, const py::list& dtypes, py::object seed,
+         bool prioritized, double alpha, double eps, bool stored_max, const std::string& storage_dir);
+
+  // add(*values, **fields): positional values in field order, keywords by name; dict values expand into 'name.key'.
+  void add(const py::args& args, const py::kwargs& kwargs);
+  // sample(batch_size, out=None); prioritized buffers also take beta.
+  py::object sample(py::handle batch_size, double beta, py::handle out);
+  // get(indices): copies of the rows at the given slots, with their generations.
+  py::object get(py::handle indices);
+  // Returns the number of rows skipped as stale; `generations` None means no stale check.
+  std::size_t update_priorities(py::handle indices, py::handle priorities, py::handle generations, bool raise_stale);
+  py::object generations(py::handle indices) const;
+  // Read-only view of the first len(buffer) rows of field i, aliasing storage.
+  py::object storage_view(py::handle self, std::size_t i) const;
+  py::object leaves() const;      // float64[capacity]: the sum tree's leaves (prioritized)
+  py::object priorities() const;  // float64[len]: raw priorities (prioritized)
+
+  // Checkpoints and memory-mapped storage (state.cpp).
+  py::dict export_state() const;
+  void restore_state(std::uint64_t cursor, std::uint64_t base, std::uint64_t stream, py::handle seq,
+                     py::handle priorities, double max_all_time);
+  std::size_t reopen(std::uint64_t base);
+  void flush();
+  void restore_priorities(py::handle priorities, double max_all_time);
+  py::object raw_view(py::handle self, std::size_t i, std::size_t n) const;
+
+  fr::ReplayCore& core() { return *core_; }
+  const fr::ReplayCore& core() const { return *core_; }
+  // The prioritized core; TypeError naming `fn` for uniform buffers.
+  fr::PrioritizedCore& per(const char* fn = "this method") const;
+  bool prioritized() const { return per_ != nullptr; }
+  const std::vector<Field>& fields() const { return fields_; }
+
+  // Batches: layout of an n-row batch, and one sampled into a fresh block (no GIL needed: prefetch workers).
+  fr::BatchLayout layout(std::size_t n) const { return fr::BatchLayout(n, row_bytes_, prioritized()); }
+  std::unique_ptr<fr::BatchBlock> sample_block(const fr::BatchLayout& layout, double beta);
+
+ private:
+  void fill(Target& t, double beta);
+  bool expand_dict(PyObject* key, PyObject* dict, std::vector<PyObject*>& vals) const;
+  std::string field_list() const;
+  py::object priority_array(py::handle priorities) const;
+
+  std::shared_ptr<fr::BlockPool> pool_;
+  std::vector<Field> fields_;
+  std::vector<std::size_t> row_bytes_;
+  py::dict index_;  // interned name -> field position
+  std::vector<std::pair<std::shared_ptr<std::uint8_t>, std::size_t>> mapped_;  // memory-mapped files, if any
+  std::unique_ptr<fr::ReplayCore> core_;
+  fr::PrioritizedCore* per_ = nullptr;  // non-null for prioritized buffers (same object as core_)
+};
+
+// The _Buffer class and its methods.
+void init_buffer(py::module_& m);
+// Checkpoint and memory-mapped storage methods of _Buffer (state.cpp).
+void init_state(py::class_<Buffer>& cls);
+// The _Prefetch class (prefetch.cpp).
+void init_prefetch(py::module_& m);
+
+}  // namespace fastreplay_py

@@ -1,0 +1,51 @@
+"""Constructor argument checks shared by the compiled buffers (:mod:`fastreplay.buffer`) and the pure-Python
+reference (:mod:`fastreplay.reference`), so that each rule and its message live here once.
+
+Rules about values seen at run time (beta, an empty buffer, indices, priorities, prefetch sizes) belong to the C++
+core, which throws; the reference mirrors those messages and the differential tests keep the two in step.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+
+def capacity(value: Any, where: str) -> int:
+    """A positive int (bool excluded)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{where}: capacity must be an int, got {type(value).__name__}")
+    value = int(value)
+    if value <= 0:
+        raise ValueError(f"{where}: capacity must be positive, got {value}")
+    return value
+
+
+def seed(value: Any, where: str) -> Optional[int]:
+    """None (draw one from the OS) or an int in [0, 2**63)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{where}: seed must be an int or None, got {type(value).__name__}")
+    if not 0 <= int(value) < 2**63:
+        raise ValueError(f"{where}: seed must be in [0, 2**63), got {value}")
+    return int(value)
+
+
+def real(value: Any, name: str, where: str) -> float:
+    """A finite real number >= 0 (alpha, eps)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{where}: {name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{where}: {name} must be finite and >= 0, got {value}")
+    return value
+
+
+def choice(value: Any, name: str, options: Sequence[str], where: str) -> str:
+    """One of ``options`` (max_priority, stale, storage)."""
+    if value not in options:
+        allowed = " or ".join(repr(o) for o in options)
+        raise ValueError(f"{where}: {name} must be {allowed}, got {value!r}")
+    return value
