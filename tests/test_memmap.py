@@ -122,3 +122,28 @@ def test_buffer_larger_than_ram(tmp_path):
     buf.add(obs=imgs, i=np.arange(64))
     b = buf.sample(32)
     np.testing.assert_array_equal(b["obs"][:, 0, 0, 0], b["i"].astype(np.uint8))
+
+
+class _MyBuffer(fr.ReplayBuffer):
+    """A user's subclass: its storage records the kind of buffer (ReplayBuffer), so it reopens."""
+
+
+class _MyPrioritized(fr.PrioritizedReplayBuffer):
+    pass
+
+
+@pytest.mark.parametrize("cls", [_MyBuffer, _MyPrioritized])
+def test_a_subclass_reopens_its_memmap_storage(tmp_path, cls):
+    first = cls(20, CARTPOLE, seed=1, storage="memmap", path=tmp_path / "buf")
+    first.add(**cartpole_rows(0, 7))
+    first.flush()
+    want = {k: v.copy() for k, v in first.storage.items()}
+    del first
+    again = cls(20, CARTPOLE, storage="memmap", path=tmp_path / "buf")
+    assert type(again) is cls and len(again) == 7
+    for k, v in want.items():
+        np.testing.assert_array_equal(again.storage[k], v)
+    # and the base class opens the same storage, since the subclass adds no state of its own
+    base = cls.__mro__[1]
+    del again
+    assert len(base(20, CARTPOLE, storage="memmap", path=tmp_path / "buf")) == 7

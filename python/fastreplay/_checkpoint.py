@@ -20,11 +20,12 @@ from __future__ import annotations
 import io
 import json
 import os
-import uuid
 import zipfile
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO, Dict, Optional, Union
 
 import numpy as np
+
+from ._persist import atomic_open, buffer_kind
 
 FORMAT = "fastreplay-checkpoint"
 VERSION = 1
@@ -68,7 +69,7 @@ def write(buf: Any, f: BinaryIO) -> None:
     manifest = {
         "format": FORMAT,
         "version": VERSION,
-        "class": "PrioritizedReplayBuffer" if buf._prioritized else "ReplayBuffer",
+        "class": buffer_kind(buf._prioritized),
         "capacity": buf.capacity,
         "size": len(buf),
         "fields": {k: [list(shape), dt.str] for k, (shape, dt) in buf._fields.items()},
@@ -88,36 +89,17 @@ def write(buf: Any, f: BinaryIO) -> None:
 
 def save(buf: Any, path: PathLike) -> None:
     """Atomically write a checkpoint of ``buf`` to ``path`` (see the module docstring)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:
-            write(buf, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    with atomic_open(path) as f:
+        write(buf, f)
 
 
 def _bad(where: str, why: str) -> ValueError:
     return ValueError(f"load: {where} is not a valid fastreplay checkpoint: {why}")
 
 
-def read(f: Union[BinaryIO, PathLike], where: str, expect_class: Any = None) -> Any:
-    """Rebuild a buffer from a checkpoint (a path or a binary file object)."""
-    from .buffer import PrioritizedReplayBuffer, ReplayBuffer
-
+def read(f: Union[BinaryIO, PathLike], where: str, classes: Dict[str, type], expect_class: Optional[type] = None) -> Any:
+    """Rebuild a buffer from a checkpoint (a path or a binary file object). ``classes`` maps the kinds a manifest
+    may record (:func:`fastreplay._persist.buffer_kind`) to the classes that rebuild them."""
     try:
         z = zipfile.ZipFile(f, "r")
     except FileNotFoundError:
@@ -142,12 +124,12 @@ def read(f: Union[BinaryIO, PathLike], where: str, expect_class: Any = None) -> 
             capacity, size, st = int(manifest["capacity"]), int(manifest["size"]), manifest["state"]
         except (KeyError, TypeError, ValueError) as e:
             raise _bad(where, f"its manifest is incomplete ({e!r})") from None
-        cls = {"ReplayBuffer": ReplayBuffer, "PrioritizedReplayBuffer": PrioritizedReplayBuffer}.get(cls_name)
+        cls = classes.get(cls_name)
         if cls is None:
             raise _bad(where, f"unknown buffer class {cls_name!r}")
         if expect_class is not None and not issubclass(cls, expect_class):
             raise TypeError(f"load: {where} holds a {cls_name}, not a {expect_class.__name__}")
-        if cls is PrioritizedReplayBuffer:
+        if cls_name == buffer_kind(True):
             buf = cls(capacity, fields, alpha=manifest["alpha"], eps=manifest["eps"], seed=st["seed"],
                       max_priority=manifest["max_priority"], stale=manifest["stale"])
         else:
@@ -184,9 +166,9 @@ def read(f: Union[BinaryIO, PathLike], where: str, expect_class: Any = None) -> 
         return buf
 
 
-def load(path: PathLike, expect_class: Any = None) -> Any:
+def load(path: PathLike, classes: Dict[str, type], expect_class: Optional[type] = None) -> Any:
     path = os.fspath(path)
-    return read(path, repr(path), expect_class)
+    return read(path, repr(path), classes, expect_class)
 
 
 def to_bytes(buf: Any) -> bytes:
@@ -195,5 +177,5 @@ def to_bytes(buf: Any) -> bytes:
     return bio.getvalue()
 
 
-def from_bytes(data: bytes) -> Any:
-    return read(io.BytesIO(data), "pickled data")
+def from_bytes(data: bytes, classes: Dict[str, type]) -> Any:
+    return read(io.BytesIO(data), "pickled data", classes)

@@ -20,17 +20,10 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from ._persist import atomic_write, buffer_kind
+
 FORMAT = "fastreplay-memmap"
 VERSION = 1
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -43,7 +36,7 @@ class MemmapDir:
         return {
             "format": FORMAT,
             "version": VERSION,
-            "class": type(buf).__name__ if not buf._prioritized else "PrioritizedReplayBuffer",
+            "class": buffer_kind(buf._prioritized),
             "capacity": buf.capacity,
             "fields": [[k, list(shape), dt.str] for k, (shape, dt) in buf._fields.items()],
             "base": int(st["base"]),
@@ -53,7 +46,7 @@ class MemmapDir:
         }
 
     def write_manifest(self, buf: Any) -> None:
-        _atomic_write(os.path.join(self.directory, "manifest.json"), json.dumps(self.manifest(buf), indent=1).encode())
+        atomic_write(os.path.join(self.directory, "manifest.json"), json.dumps(self.manifest(buf), indent=1).encode())
 
     def attach(self, buf: Any) -> None:
         """After the core mapped the files: recover the ring (reopen) or record a new manifest."""
@@ -75,9 +68,8 @@ class MemmapDir:
     def flush(self, buf: Any) -> None:
         buf._flush()
         if buf._prioritized:
-            tmp = os.path.join(self.directory, f"priorities.tmp-{os.getpid()}.npy")
-            np.save(tmp, buf.priorities)
-            os.replace(tmp, os.path.join(self.directory, "priorities.npy"))
+            priorities = buf.priorities
+            atomic_write(os.path.join(self.directory, "priorities.npy"), lambda f: np.save(f, priorities))
         self.write_manifest(buf)
 
 
@@ -97,7 +89,7 @@ def open_dir(where: str, path: Any, buf: Any, capacity: int, fields: Dict[str, A
             raise ValueError(f"{where}: {mpath} is unreadable ({e})") from None
         if not isinstance(existing, dict) or existing.get("format") != FORMAT or existing.get("version") != VERSION:
             raise ValueError(f"{where}: {directory} does not hold fastreplay memmap storage (version {VERSION})")
-        want_cls = "PrioritizedReplayBuffer" if buf._prioritized else "ReplayBuffer"
+        want_cls = buffer_kind(buf._prioritized)
         have = [[k, list(shape), dt.str] for k, (shape, dt) in fields.items()]
         if existing.get("capacity") != capacity or existing.get("fields") != have or existing.get("class") != want_cls:
             raise ValueError(

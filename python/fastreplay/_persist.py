@@ -51,3 +51,8 @@ def atomic_write(path: PathLike, data: Union[bytes, Callable[[BinaryIO], Any]]) 
         else:
             f.write(data)
 
+
+def buffer_kind(prioritized: bool) -> str:
+    """The kind of buffer a checkpoint or memmap manifest records: the public class a buffer is an instance of
+    (a subclass records its base class, so it reopens and reloads like one)."""
+    return "PrioritizedReplayBuffer" if prioritized else "ReplayBuffer"

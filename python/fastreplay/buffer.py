@@ -16,7 +16,6 @@ import numpy as np
 from . import _args, _checkpoint, _core, _memmap
 from ._batch import Batch
 from ._fields import FieldSpecs, fields_from_spaces, normalize_fields, spaces_of
-from .schedules import LinearSchedule, beta_schedule  # noqa: F401  (re-exported)
 
 _core._set_batch_type(Batch)
 
@@ -193,10 +192,10 @@ class ReplayBuffer(_core._Buffer):
         """A buffer restored from ``save(path)``: same contents and state; with a seed, sampling continues
         exactly as the saved buffer would have. Raises ``ValueError`` for a truncated, corrupted or foreign file.
         """
-        return _checkpoint.load(path, cls)
+        return _checkpoint.load(path, _classes(), cls)
 
     def __reduce__(self):  # pickling goes through the checkpoint format
-        return (_checkpoint.from_bytes, (_checkpoint.to_bytes(self),))
+        return (_from_checkpoint_bytes, (_checkpoint.to_bytes(self),))
 
 
 class PrioritizedReplayBuffer(ReplayBuffer):
@@ -289,3 +288,13 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", alpha={self.alpha}, eps={self.eps})"
+
+
+def _classes() -> Dict[str, type]:
+    """The classes that rebuild each kind of buffer a checkpoint records (see fastreplay._persist.buffer_kind)."""
+    return {"ReplayBuffer": ReplayBuffer, "PrioritizedReplayBuffer": PrioritizedReplayBuffer}
+
+
+def _from_checkpoint_bytes(data: bytes) -> ReplayBuffer:
+    """Unpickle a buffer (pickles hold the checkpoint format, never code)."""
+    return _checkpoint.from_bytes(data, _classes())

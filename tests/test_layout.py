@@ -1,0 +1,40 @@
+"""The package's import structure: the pure-Python reference stands alone, and no module imports in a cycle."""
+import ast
+import pathlib
+
+import fastreplay
+
+PKG = pathlib.Path(fastreplay.__file__).parent
+
+
+def package_imports(module: str) -> set:
+    """The fastreplay modules that `module` imports, anywhere in the file (function-level imports included)."""
+    tree = ast.parse((PKG / f"{module}.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(node.module.split(".")[0])
+            else:
+                found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fastreplay."):
+            found.add(node.module.split(".")[1])
+    return found
+
+
+def test_reference_needs_neither_the_buffer_nor_the_compiled_module():
+    assert package_imports("reference") <= {"_args", "_fields", "_batch"}
+
+
+def test_no_import_cycles():
+    modules = sorted(p.stem for p in PKG.glob("*.py") if p.stem != "__init__")
+    graph = {m: package_imports(m) & set(modules) for m in modules}
+
+    def visit(m, path):
+        assert m not in path, f"import cycle: {' -> '.join(path + [m])}"
+        for dep in graph[m]:
+            visit(dep, path + [m])
+
+    for m in modules:
+        visit(m, [])
+    assert "buffer" not in graph["_checkpoint"] and "buffer" not in graph["_memmap"]
