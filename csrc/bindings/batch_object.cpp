@@ -67,13 +67,18 @@ py::object wrap(std::unique_ptr<fr::BatchBlock> owned, const std::vector<Field>&
 Target new_batch(std::shared_ptr<fr::BlockPool> pool, const fr::BatchLayout& layout, const std::vector<Field>& fields,
                  bool with_generations) {
   auto block = std::make_unique<fr::BatchBlock>(std::move(pool), layout);
-  Target t;
-  t.n = block->n;
-  t.indices = block->indices;
-  t.generations = block->generations;
-  t.weights = block->weights;
-  t.rows = block->rows;
+  Target t = target_of(*block);
   t.batch = wrap(std::move(block), fields, with_generations);
+  return t;
+}
+
+Target target_of(const fr::BatchBlock& block) {
+  Target t;
+  t.n = block.n;
+  t.indices = block.indices;
+  t.generations = block.generations;
+  t.weights = block.weights;
+  t.rows = block.rows;
   return t;
 }
 

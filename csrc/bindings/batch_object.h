@@ -22,6 +22,9 @@ struct Target {
   std::vector<std::uint8_t*> rows;
 };
 
+// The pointers of a block's arrays (the batch object is left empty).
+Target target_of(const fr::BatchBlock& block);
+
 // The Batch over a filled block: batch[name] field_dtype[n, *shape], batch.indices int64[n], batch.generations
 // uint64[n] (if `with_generations` or the block has weights, else None), batch.weights float32[n] (if the block
 // has weights, else None). The block returns to its pool when the last array is gone. GIL held.

@@ -134,12 +134,7 @@ void Buffer::fill(Target& t, double beta) {
 
 std::unique_ptr<fr::BatchBlock> Buffer::sample_block(const fr::BatchLayout& layout, double beta) {
   auto block = std::make_unique<fr::BatchBlock>(pool_, layout);
-  Target t;
-  t.n = block->n;
-  t.indices = block->indices;
-  t.generations = block->generations;
-  t.weights = block->weights;
-  t.rows = block->rows;
+  Target t = target_of(*block);
   fill(t, beta);
   return block;
 }

@@ -41,20 +41,31 @@ std::size_t batch_size_arg(PyObject* o, const char* fn) {
 
 namespace {
 
-// `v` as a numpy array of at most one dimension; `what_text` is "<fn>: <what>" for errors.
-py::object one_d(const std::string& what_text, const char* expected, py::handle v) {
+// `v` as a numpy array of at most one dimension whose dtype kind is in `kinds` (any dtype when empty), converted
+// to `type_num`; `text` is "<fn>: <what>" and `expected` names the kinds for errors.
+py::object one_d(const std::string& text, const char* kinds, const char* expected, py::handle v, int type_num) {
   py::object a = py::reinterpret_steal<py::object>(PyArray_FromAny(v.ptr(), nullptr, 0, 0, 0, nullptr));
   if (!a) {
     PyErr_Clear();
-    fr::throw_type(what_text + " must be a 1-d array of " + expected + ", got " + type_name(v.ptr()));
+    fr::throw_type(text + " must be a 1-d array of " + expected + ", got " + type_name(v.ptr()));
   }
   PyArrayObject* arr = as_array(a);
   if (PyArray_NDIM(arr) > 1)
-    fr::throw_invalid(what_text + " must be 1-d, got shape " + shape_str(PyArray_DIMS(arr), PyArray_NDIM(arr)));
-  return a;
-}
-
-py::object cast_to(const py::object& a, int type_num) {
+    fr::throw_invalid(text + " must be 1-d, got shape " + shape_str(PyArray_DIMS(arr), PyArray_NDIM(arr)));
+  if (!std::strchr(kinds, PyArray_DESCR(arr)->kind) && PyArray_SIZE(arr) != 0)
+    fr::throw_type(text + " must be " + expected + ", got dtype " + dtype_str(PyArray_DESCR(arr)));
+  // The extreme value of an integer array that may not survive the conversion, if any.
+  if (PyArray_SIZE(arr) && ((type_num == NPY_INT64 && PyArray_DESCR(arr)->kind == 'u' && PyArray_ITEMSIZE(arr) == 8) ||
+                            (type_num == NPY_UINT64 && PyArray_DESCR(arr)->kind == 'i'))) {
+    const bool too_big = type_num == NPY_INT64;
+    py::object x = py::reinterpret_steal<py::object>(too_big ? PyArray_Max(arr, NPY_RAVEL_AXIS, nullptr)
+                                                             : PyArray_Min(arr, NPY_RAVEL_AXIS, nullptr));
+    if (!x) throw py::error_already_set();
+    if (too_big && py::cast<unsigned long long>(x) > static_cast<unsigned long long>(LLONG_MAX))
+      fr::throw_index(text.substr(0, text.find(':')) + ": index " + py::str(x).cast<std::string>() + " is out of range");
+    if (!too_big && py::int_(x) < py::int_(0))
+      fr::throw_invalid(text + " must be non-negative, got " + py::str(x).cast<std::string>());
+  }
   PyObject* c = PyArray_FromAny(a.ptr(), PyArray_DescrFromType(type_num), 0, 1,
                                 NPY_ARRAY_CARRAY_RO | NPY_ARRAY_FORCECAST, nullptr);
   if (!c) throw py::error_already_set();
@@ -64,45 +75,15 @@ py::object cast_to(const py::object& a, int type_num) {
 }  // namespace
 
 py::object index_array(const char* fn, py::handle v) {
-  const std::string what = std::string(fn) + ": indices";
-  py::object a = one_d(what, "integers", v);
-  PyArrayObject* arr = as_array(a);
-  const char k = PyArray_DESCR(arr)->kind;
-  if (!(k == 'i' || k == 'u') && PyArray_SIZE(arr) != 0)
-    fr::throw_type(what + " must be integers, got dtype " + dtype_str(PyArray_DESCR(arr)));
-  if (k == 'u' && PyArray_ITEMSIZE(arr) == 8 && PyArray_SIZE(arr)) {  // uint64 beyond int64 would wrap: check
-    py::object mx = py::reinterpret_steal<py::object>(PyArray_Max(arr, NPY_RAVEL_AXIS, nullptr));
-    if (!mx) throw py::error_already_set();
-    if (py::cast<unsigned long long>(mx) > static_cast<unsigned long long>(LLONG_MAX))
-      fr::throw_index(std::string(fn) + ": index " + py::str(mx).cast<std::string>() + " is out of range");
-  }
-  return cast_to(a, NPY_INT64);
+  return one_d(std::string(fn) + ": indices", "iu", "integers", v, NPY_INT64);
 }
 
 py::object float_array(const char* fn, const char* what, py::handle v) {
-  const std::string text = std::string(fn) + ": " + what;
-  py::object a = one_d(text, "numbers", v);
-  PyArrayObject* arr = as_array(a);
-  const char k = PyArray_DESCR(arr)->kind;
-  if (!(k == 'b' || k == 'i' || k == 'u' || k == 'f') && PyArray_SIZE(arr) != 0)
-    fr::throw_type(text + " must be real numbers, got dtype " + dtype_str(PyArray_DESCR(arr)));
-  return cast_to(a, NPY_FLOAT64);
+  return one_d(std::string(fn) + ": " + what, "biuf", "real numbers", v, NPY_FLOAT64);
 }
 
 py::object uint_array(const char* fn, const char* what, py::handle v) {
-  const std::string text = std::string(fn) + ": " + what;
-  py::object a = one_d(text, "non-negative integers", v);
-  PyArrayObject* arr = as_array(a);
-  const char k = PyArray_DESCR(arr)->kind;
-  if (!(k == 'i' || k == 'u') && PyArray_SIZE(arr) != 0)
-    fr::throw_type(text + " must be non-negative integers, got dtype " + dtype_str(PyArray_DESCR(arr)));
-  if (k == 'i' && PyArray_SIZE(arr)) {
-    py::object mn = py::reinterpret_steal<py::object>(PyArray_Min(arr, NPY_RAVEL_AXIS, nullptr));
-    if (!mn) throw py::error_already_set();
-    if (py::int_(mn) < py::int_(0))
-      fr::throw_invalid(text + " must be non-negative, got " + py::str(mn).cast<std::string>());
-  }
-  return cast_to(a, NPY_UINT64);
+  return one_d(std::string(fn) + ": " + what, "iu", "non-negative integers", v, NPY_UINT64);
 }
 
 py::object exact_array(py::handle v, int type_num, const std::string& what) {

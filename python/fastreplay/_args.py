@@ -7,9 +7,11 @@ core, which throws; the reference mirrors those messages and the differential te
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
+
+from ._batch import Batch
 
 
 def capacity(value: Any, where: str) -> int:
@@ -49,3 +51,25 @@ def choice(value: Any, name: str, options: Sequence[str], where: str) -> str:
         allowed = " or ".join(repr(o) for o in options)
         raise ValueError(f"{where}: {name} must be {allowed}, got {value!r}")
     return value
+
+
+def prioritized(alpha: Any, eps: Any, max_priority: Any, stale: Any, where: str) -> Tuple[float, float]:
+    """The prioritized buffers' own arguments; returns (alpha, eps) as floats."""
+    alpha, eps = real(alpha, "alpha", where), real(eps, "eps", where)
+    choice(max_priority, "max_priority", ("all_time", "stored"), where)
+    choice(stale, "stale", ("skip", "raise"), where)
+    return alpha, eps
+
+
+def update_arrays(indices: Any, priorities: Any, generations: Any) -> Tuple[Any, Any, Any]:
+    """``update_priorities``' arguments with a Batch unpacked (its indices and generations) and torch tensors
+    (CPU or GPU) moved to numpy; everything else is passed on unchanged for the implementation to check."""
+    if isinstance(indices, Batch):
+        if generations is None:
+            generations = indices.generations
+        indices = indices.indices
+    if hasattr(priorities, "detach"):
+        priorities = priorities.detach().cpu().numpy()
+    if hasattr(indices, "detach"):
+        indices = indices.detach().cpu().numpy()
+    return indices, priorities, generations

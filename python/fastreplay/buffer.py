@@ -232,10 +232,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         path: Any = None,
     ) -> None:
         where = "PrioritizedReplayBuffer"
-        alpha = _args.real(alpha, "alpha", where)
-        eps = _args.real(eps, "eps", where)
-        _args.choice(stale, "stale", ("skip", "raise"), where)
-        _args.choice(max_priority, "max_priority", ("all_time", "stored"), where)
+        alpha, eps = _args.prioritized(alpha, eps, max_priority, stale, where)
         self._raise_stale = stale == "raise"
         self._max_mode = max_priority
         self._init(where, capacity, fields, seed, alpha, eps, max_priority, storage, path)
@@ -253,14 +250,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         checked then. Everything is validated first: a rejected call changes nothing. Accepts numpy arrays,
         sequences and CPU/GPU torch tensors. Returns the number of rows skipped as stale.
         """
-        if isinstance(indices, Batch):  # the batch itself: its indices and generations
-            if generations is None:
-                generations = indices.generations
-            indices = indices.indices
-        if hasattr(priorities, "detach"):
-            priorities = priorities.detach().cpu().numpy()
-        if hasattr(indices, "detach"):
-            indices = indices.detach().cpu().numpy()
+        indices, priorities, generations = _args.update_arrays(indices, priorities, generations)
         return self._update_priorities(indices, priorities, generations, self._raise_stale)
 
     @property

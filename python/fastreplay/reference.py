@@ -313,10 +313,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         stale: str = "skip",
     ) -> None:
         where = "PrioritizedReplayBuffer"
-        alpha = _args.real(alpha, "alpha", where)
-        eps = _args.real(eps, "eps", where)
-        _args.choice(stale, "stale", ("skip", "raise"), where)
-        _args.choice(max_priority, "max_priority", ("all_time", "stored"), where)
+        alpha, eps = _args.prioritized(alpha, eps, max_priority, stale, where)
         self._setup(where, capacity, fields, seed)
         self._alpha, self._eps = alpha, eps
         self._mode, self._stale = max_priority, stale
@@ -371,14 +368,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         overwritten since they were sampled are skipped (or raise, with stale="raise"); they are recognised by
         ``generations`` (the batch's, which passing the Batch itself as ``indices`` supplies); without generations
         nothing is checked. Returns the number of rows skipped as stale. A rejected call changes nothing."""
-        if isinstance(indices, Batch):
-            if generations is None:
-                generations = indices.generations
-            indices = indices.indices
-        if hasattr(priorities, "detach"):
-            priorities = priorities.detach().cpu().numpy()
-        if hasattr(indices, "detach"):
-            indices = indices.detach().cpu().numpy()
+        indices, priorities, generations = _args.update_arrays(indices, priorities, generations)
         fn = "update_priorities"
         idx = _index_array(fn, indices)
         prio = _real_array(fn, "priorities", priorities)
@@ -523,17 +513,22 @@ def _as_int(x: Any, what: str) -> int:
     return v
 
 
+def _one_d(fn: str, what: str, values: Any, kinds: str, expected: str) -> np.ndarray:
+    """values as a 0-d or 1-d numpy array whose dtype kind is one of ``kinds`` (any dtype when empty)."""
+    try:
+        a = np.asarray(values)
+    except Exception:
+        raise TypeError(f"{fn}: {what} must be a 1-d array of {expected}, got {type(values).__name__}") from None
+    if a.ndim > 1:
+        raise ValueError(f"{fn}: {what} must be 1-d, got shape {a.shape}")
+    if a.dtype.kind not in kinds and a.size != 0:
+        raise TypeError(f"{fn}: {what} must be {expected}, got dtype {a.dtype}")
+    return a.reshape(-1)
+
+
 def _index_array(fn: str, indices: Any) -> List[int]:
     """indices as a list of Python ints: a 0-d or 1-d array-like of integers (empty is fine)."""
-    try:
-        a = np.asarray(indices)
-    except Exception:
-        raise TypeError(f"{fn}: indices must be a 1-d array of integers, got {type(indices).__name__}") from None
-    if a.ndim > 1:
-        raise ValueError(f"{fn}: indices must be 1-d, got shape {a.shape}")
-    if a.dtype.kind not in "iu" and a.size != 0:
-        raise TypeError(f"{fn}: indices must be integers, got dtype {a.dtype}")
-    values = [int(i) for i in a.reshape(-1)]
+    values = [int(i) for i in _one_d(fn, "indices", indices, "iu", "integers")]
     for i in values:
         if i >= 2**63:
             raise IndexError(f"{fn}: index {i} is out of range")
@@ -542,31 +537,15 @@ def _index_array(fn: str, indices: Any) -> List[int]:
 
 def _uint_array(fn: str, what: str, values: Any) -> List[int]:
     """values as a list of Python ints: a 0-d or 1-d array-like of non-negative integers (empty is fine)."""
-    try:
-        a = np.asarray(values)
-    except Exception:
-        raise TypeError(f"{fn}: {what} must be a 1-d array of non-negative integers, got {type(values).__name__}") from None
-    if a.ndim > 1:
-        raise ValueError(f"{fn}: {what} must be 1-d, got shape {a.shape}")
-    if a.dtype.kind not in "iu" and a.size != 0:
-        raise TypeError(f"{fn}: {what} must be non-negative integers, got dtype {a.dtype}")
-    values = [int(x) for x in a.reshape(-1)]
-    if values and min(values) < 0:
-        raise ValueError(f"{fn}: {what} must be non-negative, got {min(values)}")
-    return values
+    ints = [int(x) for x in _one_d(fn, what, values, "iu", "non-negative integers")]
+    if ints and min(ints) < 0:
+        raise ValueError(f"{fn}: {what} must be non-negative, got {min(ints)}")
+    return ints
 
 
 def _real_array(fn: str, what: str, values: Any) -> List[float]:
     """values as a list of Python floats: a 0-d or 1-d array-like of bools, integers or floats."""
-    try:
-        a = np.asarray(values)
-    except Exception:
-        raise TypeError(f"{fn}: {what} must be a 1-d array of numbers, got {type(values).__name__}") from None
-    if a.ndim > 1:
-        raise ValueError(f"{fn}: {what} must be 1-d, got shape {a.shape}")
-    if a.dtype.kind not in "biuf" and a.size != 0:
-        raise TypeError(f"{fn}: {what} must be real numbers, got dtype {a.dtype}")
-    return [float(x) for x in a.astype(np.float64).reshape(-1)]
+    return [float(x) for x in _one_d(fn, what, values, "biuf", "real numbers").astype(np.float64)]
 
 
 def _stack(rows: List[Any], shape: tuple, dtype: np.dtype) -> np.ndarray:
