@@ -195,11 +195,10 @@ class Buffer {
     if (!storage_dir.empty()) {  // memory-mapped files: field-<i>.bin per field, seq.bin
       const auto cap = static_cast<std::size_t>(capacity);
       for (std::size_t i = 0; i < specs.size(); ++i) {
-        memory.push_back(fr::Column::map_file(storage_dir + "/field-" + std::to_string(i) + ".bin",
-                                              fr::checked_mul(cap, specs[i].row_bytes)));
+        memory.push_back(fr::map_file(fr::field_file(storage_dir, i), fr::checked_mul(cap, specs[i].row_bytes)));
         mapped_.push_back({memory.back(), cap * specs[i].row_bytes});
       }
-      memory.push_back(fr::Column::map_file(storage_dir + "/seq.bin", fr::checked_mul(cap, 8)));
+      memory.push_back(fr::map_file(fr::seq_file(storage_dir), fr::checked_mul(cap, 8)));
       mapped_.push_back({memory.back(), cap * 8});
     }
     if (prioritized) {
@@ -407,7 +406,7 @@ class Buffer {
   std::size_t reopen(std::uint64_t base) { return core_->reopen(base); }
   void flush() {
     py::gil_scoped_release nogil;
-    for (auto& m : mapped_) fr::Column::sync(m.first.get(), m.second);
+    for (auto& m : mapped_) fr::sync_mapping(m.first.get(), m.second);
   }
   void restore_priorities(py::handle priorities, double max_all_time) {
     py::object pr = exact_array(priorities, NPY_FLOAT64, "restore: priorities");

@@ -27,7 +27,7 @@
 #include <vector>
 
 #include "fastreplay/common.h"
-#include "fastreplay/storage.h"
+#include "fastreplay/memory.h"
 
 namespace fastreplay {
 
@@ -39,7 +39,7 @@ class Ring {
   explicit Ring(std::size_t capacity, std::shared_ptr<std::uint8_t> memory = nullptr)
       : capacity_(capacity),
         memory_(memory ? std::move(memory)
-                       : Column::allocate_zeroed(checked_mul(capacity, sizeof(std::atomic<std::uint64_t>)))),
+                       : allocate_zeroed(checked_mul(capacity, sizeof(std::atomic<std::uint64_t>)))),
         seq_(reinterpret_cast<std::atomic<std::uint64_t>*>(memory_.get())) {
     static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "64-bit atomics must be lock-free");
     static_assert(sizeof(std::atomic<std::uint64_t>) == 8, "sequence numbers are stored as 8 bytes");

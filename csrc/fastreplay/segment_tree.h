@@ -37,7 +37,7 @@
 // running sums, a 30% faster descent for 10-30% slower set_many (a net gain for sample + update); prefetching the
 // next level as soon as a query's child is known, 20-30% of the descent at 1e6 (skipped for levels in L1);
 // marking lines instead of sorting the batch, 5-6 us per set_many of random slots; huge pages (through
-// Column::allocate_zeroed), 0-10% from 1e6 up. Reading the descent's lines with plain vector loads instead of
+// allocate_zeroed), 0-10% from 1e6 up. Reading the descent's lines with plain vector loads instead of
 // relaxed atomics would be 15% faster but a data race in C++ terms. Software prefetch in set_many and
 // interleaving sums with running sums or mins (one 128-byte pair per node) gained nothing.
 #pragma once
@@ -57,7 +57,7 @@
 #endif
 
 #include "fastreplay/common.h"
-#include "fastreplay/storage.h"
+#include "fastreplay/memory.h"
 
 namespace fastreplay {
 
@@ -81,7 +81,7 @@ class SegmentTree {
     for (std::size_t l = 1; l <= depth_; ++l) min_at[l] = cells, cells += kFan * lines(entries_[l]);
     cells_ = cells;
     // Zeroed memory is an array of atomics holding 0.0 (as in Ring); huge pages for large trees.
-    memory_ = Column::allocate_zeroed(checked_mul(cells_, sizeof(double)) + kCacheLine);
+    memory_ = allocate_zeroed(checked_mul(cells_, sizeof(double)) + kCacheLine);
     const auto addr = reinterpret_cast<std::uintptr_t>(memory_.get());
     cell_ = reinterpret_cast<std::atomic<double>*>((addr + kCacheLine - 1) / kCacheLine * kCacheLine);
     for (std::size_t l = 0; l <= depth_; ++l) sum_[l] = cell_ + sum_at[l];
