@@ -1,4 +1,4 @@
-// Randomised check of SegmentTree against a brute-force reference (a vector of leaves, cumsum + searchsorted).
+// Randomised check of SumMinTree against a brute-force reference (a vector of leaves, cumsum + searchsorted).
 //
 // Build and run (also with -fsanitize=address,undefined, and -fsanitize=thread for the concurrent part):
 //   g++ -O2 -std=c++17 -Wall -Wextra -Werror -UNDEBUG -I csrc bench/cpp/tree_check.cpp -o /tmp/tree_check -lpthread
@@ -24,10 +24,10 @@
 #include <vector>
 
 #include "fastreplay/rng.h"
-#include "fastreplay/segment_tree.h"
+#include "fastreplay/sum_min_tree.h"
 
 using fastreplay::Rng;
-using fastreplay::SegmentTree;
+using fastreplay::SumMinTree;
 
 namespace {
 
@@ -86,7 +86,7 @@ double draw_value(Rng& rng, bool exact) {
   return std::exp(rng.uniform() * 30.0 - 20.0);
 }
 
-void check_tree(const SegmentTree& tree, const Reference& ref, bool exact, Rng& rng, const char* where) {
+void check_tree(const SumMinTree& tree, const Reference& ref, bool exact, Rng& rng, const char* where) {
   const std::size_t cap = ref.leaves.size();
   for (std::size_t i = 0; i < cap; ++i) CHECK(tree.leaf(i) == ref.leaves[i], "%s: leaf %zu", where, i);
   const long double sum = ref.exact_sum();
@@ -139,7 +139,7 @@ void check_tree(const SegmentTree& tree, const Reference& ref, bool exact, Rng& 
 
 // One random sequence of operations on a tree of the given capacity, checking after each.
 void run_sequence(std::size_t cap, bool exact, Rng& rng) {
-  SegmentTree tree(cap);
+  SumMinTree tree(cap);
   Reference ref(cap);
   char where[96];
   std::snprintf(where, sizeof where, "cap %zu %s", cap, exact ? "exact" : "real");
@@ -212,7 +212,7 @@ void run_sequence(std::size_t cap, bool exact, Rng& rng) {
 
 // A single positive leaf among zeros, at every position: every query must land on it.
 void check_lone_leaf(std::size_t cap) {
-  SegmentTree tree(cap);
+  SumMinTree tree(cap);
   for (std::size_t s = 0; s < cap; ++s) {
     tree.set(s, 0.5);
     const double total = tree.total();
@@ -229,7 +229,7 @@ void check_lone_leaf(std::size_t cap) {
 // make the descent step onto a zero leaf.
 void check_tiny_leaves(Rng& rng) {
   for (std::size_t cap : {9, 64, 100, 4097}) {
-    SegmentTree tree(cap);
+    SumMinTree tree(cap);
     Reference ref(cap);
     for (std::size_t s = 0; s < cap; ++s) {
       const std::uint64_t kind = rng.bounded(3);
@@ -242,7 +242,7 @@ void check_tiny_leaves(Rng& rng) {
 
 // After many single updates, the root must still equal the sum of the current leaves (no drift).
 void check_long_run(std::size_t cap, std::size_t updates) {
-  SegmentTree tree(cap);
+  SumMinTree tree(cap);
   Rng rng(7);
   for (std::size_t i = 0; i < updates; ++i) tree.set(rng.bounded(cap), std::pow(rng.uniform(), 0.6) * 10.0);
   long double sum = 0;
@@ -260,7 +260,7 @@ void check_long_run(std::size_t cap, std::size_t updates) {
 // slot, and once the writer stops the tree must be consistent again.
 void check_concurrent() {
   const std::size_t cap = 5000;
-  SegmentTree tree(cap);
+  SumMinTree tree(cap);
   for (std::size_t s = 0; s < cap; ++s) tree.set(s, 1.0);
   std::atomic<bool> stop{false};
   std::atomic<std::size_t> bad{0}, queries{0};

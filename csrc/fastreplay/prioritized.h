@@ -24,8 +24,9 @@
 #include <string>
 #include <vector>
 
+#include "fastreplay/max_tree.h"
 #include "fastreplay/replay.h"
-#include "fastreplay/segment_tree.h"
+#include "fastreplay/sum_min_tree.h"
 
 namespace fastreplay {
 
@@ -49,7 +50,7 @@ class PrioritizedCore : public ReplayCore {
     std::lock_guard<std::mutex> lock(mu_);
     return current_max();
   }
-  const SegmentTree& tree() const { return tree_; }
+  const SumMinTree& tree() const { return tree_; }
   // Priority last given to a slot (before eps and alpha).
   double priority(std::size_t slot) const { return raw_[slot]; }
 
@@ -216,7 +217,7 @@ class PrioritizedCore : public ReplayCore {
     }
   }
 
-  SegmentTree tree_;
+  SumMinTree tree_;
   std::unique_ptr<MaxTree> max_tree_;  // only for MaxMode::Stored
   std::vector<double> raw_;  // priority per slot, as given (before eps and alpha)
   MaxMode mode_;
