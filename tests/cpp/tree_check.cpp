@@ -2,7 +2,7 @@
 //
 // CI builds it with CMake (-DFASTREPLAY_TESTS=ON) and runs `tree_check quick` under ThreadSanitizer, under
 // AddressSanitizer + UBSan, and with the scalar line kernels (-DFASTREPLAY_NO_SIMD=ON). By hand:
-//   g++ -O2 -std=c++17 -Wall -Wextra -Werror -UNDEBUG -I csrc tests/cpp/tree_check.cpp -o /tmp/tree_check -lpthread
+//   g++ -O2 -std=c++17 -Wall -Wextra -Wold-style-cast -Werror -UNDEBUG -I csrc tests/cpp/tree_check.cpp -o /tmp/tree_check -lpthread
 //   /tmp/tree_check            # full run, including 10^7 single updates at capacity 10^6
 //   /tmp/tree_check quick      # smaller long-run part (for sanitizer builds)
 // Add -DFASTREPLAY_NO_SIMD to check the portable scalar kernels instead of SSE2.
