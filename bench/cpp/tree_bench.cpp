@@ -1,9 +1,11 @@
-// Microbenchmark of SegmentTree alone: batched descent, batched update and the two together, at several capacities.
+// Microbenchmark of SumMinTree alone: batched descent, batched update and the two together, at several capacities.
 //
 // Build and run (portable flags, as the extension is built):
 //   g++ -O2 -std=c++17 -I csrc bench/cpp/tree_bench.cpp -o /tmp/tree_bench && /tmp/tree_bench
+// The portable scalar line kernels instead of SSE2: add -DFASTREPLAY_NO_SIMD.
 // Against the binary tree it replaced (commit 4bf17d7), for before/after numbers:
-//   mkdir -p /tmp/old/fastreplay && git show 4bf17d7:csrc/fastreplay/segment_tree.h >/tmp/old/fastreplay/segment_tree.h
+//   mkdir -p /tmp/old/fastreplay && git show 4bf17d7:csrc/fastreplay/segment_tree.h |
+//     sed 's/SegmentTree/SumMinTree/g; s/MaxTree/OldMaxTree/g' >/tmp/old/fastreplay/sum_min_tree.h
 //   g++ -O2 -std=c++17 -I /tmp/old -I csrc bench/cpp/tree_bench.cpp -o /tmp/tree_bench_old && /tmp/tree_bench_old
 //
 // Every call draws fresh random inputs (cycled from a pool of 64 pre-generated batches, so the generator is not
@@ -19,7 +21,7 @@
 #include <vector>
 
 #include "fastreplay/rng.h"
-#include "fastreplay/segment_tree.h"
+#include "fastreplay/sum_min_tree.h"
 
 using namespace fastreplay;
 
@@ -60,7 +62,7 @@ int main(int argc, char** argv) {
   std::printf("%-9s %10s %10s %10s %12s %12s\n", "capacity", "desc B=32", "desc B=256", "desc B=1024", "set_many 256",
               "desc+set 256");
   for (const std::size_t cap : caps) {
-    SegmentTree tree(cap);
+    SumMinTree tree(cap);
     {  // random leaves, as PER's (p + eps)^alpha with p uniform
       std::vector<std::int64_t> s(cap);
       std::vector<double> v(cap);

@@ -19,14 +19,12 @@ std::vector<std::shared_ptr<std::uint8_t>> map_storage(const std::string& dir, c
                                                        std::size_t capacity,
                                                        std::vector<std::pair<std::shared_ptr<std::uint8_t>, std::size_t>>& mapped) {
   std::vector<std::shared_ptr<std::uint8_t>> memory;
-  for (std::size_t i = 0; i < specs.size(); ++i) {
-    const std::size_t bytes = fr::checked_mul(capacity, specs[i].row_bytes);
-    memory.push_back(fr::Column::map_file(dir + "/field-" + std::to_string(i) + ".bin", bytes));
+  for (std::size_t i = 0; i <= specs.size(); ++i) {
+    const bool seq = i == specs.size();
+    const std::size_t bytes = fr::checked_mul(capacity, seq ? 8 : specs[i].row_bytes);
+    memory.push_back(fr::map_file(seq ? fr::seq_file(dir) : fr::field_file(dir, i), bytes));
     mapped.push_back({memory.back(), bytes});
   }
-  const std::size_t bytes = fr::checked_mul(capacity, 8);
-  memory.push_back(fr::Column::map_file(dir + "/seq.bin", bytes));
-  mapped.push_back({memory.back(), bytes});
   return memory;
 }
 

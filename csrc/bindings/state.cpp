@@ -48,7 +48,7 @@ std::size_t Buffer::reopen(std::uint64_t base) { return core_->reopen(base); }
 
 void Buffer::flush() {
   py::gil_scoped_release nogil;
-  for (auto& m : mapped_) fr::Column::sync(m.first.get(), m.second);
+  for (auto& m : mapped_) fr::sync_mapping(m.first.get(), m.second);
 }
 
 void Buffer::restore_priorities(py::handle priorities, double max_all_time) {

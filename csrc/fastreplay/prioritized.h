@@ -10,6 +10,8 @@
 //   per row; sampling reads the tree without any lock. A concurrent sample sees every node old or new; each
 //   drawn slot had a nonzero leaf when its descent passed it, and is re-drawn if its slot is being written.
 //   Once writers stop, the root equals the sum of the leaves.
+// - priority(slot) and max_all_time() read plain values without the lock: call them only while no add,
+//   update_priorities, restore_priorities or clear runs (checkpoints and inspection); max_priority() locks.
 // - Stale indices: update_priorities with generations skips (or rejects) rows whose slot was rewritten since
 //   it was sampled.
 #pragma once
@@ -24,8 +26,9 @@
 #include <string>
 #include <vector>
 
+#include "fastreplay/max_tree.h"
 #include "fastreplay/replay.h"
-#include "fastreplay/segment_tree.h"
+#include "fastreplay/sum_min_tree.h"
 
 namespace fastreplay {
 
@@ -44,13 +47,12 @@ class PrioritizedCore : public ReplayCore {
 
   double alpha() const { return alpha_; }
   double eps() const { return eps_; }
-  MaxMode max_mode() const { return mode_; }
   double max_priority() const {
     std::lock_guard<std::mutex> lock(mu_);
     return current_max();
   }
-  const SegmentTree& tree() const { return tree_; }
-  // Priority last given to a slot (before eps and alpha).
+  const SumMinTree& tree() const { return tree_; }
+  // Priority last given to a slot (before eps and alpha). Reads without the lock (see the contract).
   double priority(std::size_t slot) const { return raw_[slot]; }
 
   // Change alpha: every leaf is recomputed from its stored priority and the trees rebuilt. O(capacity)
@@ -76,6 +78,9 @@ class PrioritizedCore : public ReplayCore {
     check_beta("sample", beta);
     check_not_empty("sample");
     Rng rng(seed(), next_stream());
+    // Scratch for the descent. sample() runs on many threads at once without a lock, so it cannot be a member;
+    // thread_local keeps one allocation per thread (grown to the largest batch, shared by every core on that
+    // thread, which is safe since it lives only within this call) instead of one per call.
     thread_local std::vector<double> u;
     thread_local std::vector<std::size_t> nodes;
     u.resize(n);
@@ -142,6 +147,7 @@ class PrioritizedCore : public ReplayCore {
     return stale;
   }
 
+  // The all-time maximum priority. Reads without the lock (see the contract).
   double max_all_time() const { return max_all_time_; }
   // Checkpoint support: priorities of the first n slots (the stored ones; the rest are empty) and the all-time
   // maximum; leaves and trees are rebuilt. Not safe concurrently with other calls. O(capacity)
@@ -177,18 +183,17 @@ class PrioritizedCore : public ReplayCore {
     std::lock_guard<std::mutex> lock(mu_);
     const double p = current_max();
     const double leaf = leaf_value(p);
-    const std::size_t slot0 = static_cast<std::size_t>(first % cap);
     if (obsolete.empty()) {
-      const std::size_t len1 = std::min(m, cap - slot0);
-      std::fill(raw_.begin() + static_cast<std::ptrdiff_t>(slot0), raw_.begin() + static_cast<std::ptrdiff_t>(slot0 + len1), p);
-      std::fill(raw_.begin(), raw_.begin() + static_cast<std::ptrdiff_t>(m - len1), p);
+      const Ring::Runs r = ring_.runs(first, m);
+      std::fill(raw_.begin() + static_cast<std::ptrdiff_t>(r.slot), raw_.begin() + static_cast<std::ptrdiff_t>(r.slot + r.head), p);
+      std::fill(raw_.begin(), raw_.begin() + static_cast<std::ptrdiff_t>(r.tail), p);
       if (max_tree_)
-        for (std::size_t k = 0; k < m; ++k) max_tree_->set((slot0 + k) % cap, p);
+        for (std::size_t k = 0; k < m; ++k) max_tree_->set((r.slot + k) % cap, p);
       if (m == 1) {
-        tree_.set(slot0, leaf);
+        tree_.set(r.slot, leaf);
       } else {
-        tree_.set_range(slot0, slot0 + len1, leaf);
-        tree_.set_range(0, m - len1, leaf);
+        tree_.set_range(r.slot, r.slot + r.head, leaf);
+        tree_.set_range(0, r.tail, leaf);
       }
       return;
     }
@@ -219,7 +224,7 @@ class PrioritizedCore : public ReplayCore {
     }
   }
 
-  SegmentTree tree_;
+  SumMinTree tree_;
   std::unique_ptr<MaxTree> max_tree_;  // only for MaxMode::Stored
   std::vector<double> raw_;  // priority per slot, as given (before eps and alpha)
   MaxMode mode_;

@@ -35,7 +35,7 @@ class ReplayCore {
   // each), e.g. memory-mapped files; by default all memory is allocated here.
   ReplayCore(std::size_t capacity, const std::vector<FieldSpec>& fields, std::uint64_t seed,
              const std::vector<std::shared_ptr<std::uint8_t>>& memory = {})
-      : ring_((check_capacity(capacity), capacity), memory.empty() ? nullptr : memory.back()), seed_(seed) {
+      : ring_(check_capacity(capacity), memory.empty() ? nullptr : memory.back()), seed_(seed) {
     if (fields.empty()) throw_invalid("a buffer needs at least one field");
     if (!memory.empty() && memory.size() != fields.size() + 1) throw_invalid("one memory block per field, then seq");
     columns_.reserve(fields.size());
@@ -53,7 +53,6 @@ class ReplayCore {
 
   std::size_t capacity() const { return ring_.capacity(); }
   std::size_t size() const { return ring_.size(); }
-  std::size_t num_fields() const { return columns_.size(); }
   const Column& column(std::size_t f) const { return columns_[f]; }
   const Ring& ring() const { return ring_; }
   std::uint64_t seed() const { return seed_; }
@@ -79,15 +78,13 @@ class ReplayCore {
         obsolete[k] = 1;
       }
     }
-    on_claimed(first, m, obsolete);
-    const std::size_t slot0 = static_cast<std::size_t>(first % cap);
     if (obsolete.empty()) {
-      const std::size_t len1 = std::min(m, cap - slot0);
+      const Ring::Runs r = ring_.runs(first, m);
       for (std::size_t f = 0; f < columns_.size(); ++f) {
         const std::size_t rb = columns_[f].row_bytes();
         const auto* s = static_cast<const std::uint8_t*>(src[f]) + skip * rb;
-        store_shared(columns_[f].row(slot0), s, len1 * rb);
-        if (m > len1) store_shared(columns_[f].row(0), s + len1 * rb, (m - len1) * rb);
+        store_shared(columns_[f].row(r.slot), s, r.head * rb);
+        if (r.tail) store_shared(columns_[f].row(0), s + r.head * rb, r.tail * rb);
       }
     } else {
       for (std::size_t k = 0; k < m; ++k) {
@@ -184,8 +181,8 @@ class ReplayCore {
   virtual void clear() { ring_.clear(); }
 
  protected:
-  // Hooks for prioritized replay: called after slots are claimed (before the copy) and after they are published.
-  virtual void on_claimed(std::uint64_t, std::size_t, const std::vector<std::uint8_t>&) {}
+  // Hook for prioritized replay: called once the m rows from ticket `first` are published (obsolete[k] set, if
+  // obsolete is not empty, for the rows skipped because a newer lap owns their slot).
   virtual void on_published(std::uint64_t, std::size_t, const std::vector<std::uint8_t>&) {}
 
   // Gather rows for idx[0..n) so that each row is one whole published transition. If no writer ran during the

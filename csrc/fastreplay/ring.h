@@ -27,7 +27,7 @@
 #include <vector>
 
 #include "fastreplay/common.h"
-#include "fastreplay/storage.h"
+#include "fastreplay/memory.h"
 
 namespace fastreplay {
 
@@ -39,7 +39,7 @@ class Ring {
   explicit Ring(std::size_t capacity, std::shared_ptr<std::uint8_t> memory = nullptr)
       : capacity_(capacity),
         memory_(memory ? std::move(memory)
-                       : Column::allocate_zeroed(checked_mul(capacity, sizeof(std::atomic<std::uint64_t>)))),
+                       : allocate_zeroed(checked_mul(capacity, sizeof(std::atomic<std::uint64_t>)))),
         seq_(reinterpret_cast<std::atomic<std::uint64_t>*>(memory_.get())) {
     static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "64-bit atomics must be lock-free");
     static_assert(sizeof(std::atomic<std::uint64_t>) == 8, "sequence numbers are stored as 8 bytes");
@@ -59,9 +59,7 @@ class Ring {
       }
       if (s >= 2) cursor = std::max<std::uint64_t>(cursor, (s / 2 - 1) * capacity_ + i + 1);
     }
-    base_.store(base);
-    cursor_.store(cursor);
-    committed_.store(cursor);
+    load_counters(base, cursor);
   }
 
   std::size_t capacity() const { return capacity_; }
@@ -77,6 +75,16 @@ class Ring {
     const std::uint64_t c = cursor_.load(std::memory_order_acquire);
     const std::uint64_t b = base_.load(std::memory_order_relaxed);
     return static_cast<std::size_t>(std::min<std::uint64_t>(c - b, capacity_));
+  }
+  // The slots of m consecutive tickets first, first + 1, ... (m <= capacity): `head` slots from `slot`, then, after
+  // the wrap, `tail` slots from slot 0.
+  struct Runs {
+    std::size_t slot, head, tail;
+  };
+  Runs runs(std::uint64_t first, std::size_t m) const {
+    const auto slot = static_cast<std::size_t>(first % capacity_);
+    const std::size_t head = std::min(m, capacity_ - slot);
+    return {slot, head, m - head};
   }
   // Slot the next add writes to.
   std::size_t next_index() const { return static_cast<std::size_t>(cursor_.load(std::memory_order_acquire) % capacity_); }
@@ -115,7 +123,7 @@ class Ring {
   }
 
   // --- reader side -------------------------------------------------------------------------------------------
-  // Token for the global check: valid (nonzero) only if no write was in progress when taken.
+  // Token for the global check: `quiet` is true only if no write was in progress when it was taken.
   struct Quiet {
     std::uint64_t begun;
     bool quiet;
@@ -163,30 +171,35 @@ class Ring {
         throw_invalid("restore: slot " + std::to_string(i) + " has a generation beyond the cursor");
     }
     for (std::size_t i = 0; i < capacity_; ++i) seq_[i].store(seq[i], std::memory_order_relaxed);
-    base_.store(st.base);
-    cursor_.store(st.cursor);
-    committed_.store(st.cursor);
-    begun_.store(done_.load());
+    load_counters(st.base, st.cursor);
   }
 
   // Start a new, empty epoch. Not safe concurrently with add or sample.
   void clear() {
     const std::uint64_t c = cursor_.load(std::memory_order_acquire);
     const std::uint64_t nb = (c + capacity_ - 1) / capacity_ * capacity_;
-    base_.store(nb, std::memory_order_relaxed);
-    cursor_.store(nb, std::memory_order_relaxed);
-    committed_.store(nb, std::memory_order_release);
+    load_counters(nb, nb);
   }
 
  private:
+  // The one path that sets the counters from outside the writer protocol (reopen, restore, clear), with nothing
+  // else running: epoch `base`, every ticket below `cursor` reserved and published, and no write in progress.
+  void load_counters(std::uint64_t base, std::uint64_t cursor) {
+    base_.store(base);
+    cursor_.store(cursor);
+    committed_.store(cursor);
+    begun_.store(done_.load());
+  }
+
   const std::size_t capacity_;
   std::shared_ptr<std::uint8_t> memory_;
   std::atomic<std::uint64_t>* seq_;
-  alignas(kCacheLine) std::atomic<std::uint64_t> cursor_{0};
-  alignas(kCacheLine) std::atomic<std::uint64_t> committed_{0};
-  alignas(kCacheLine) std::atomic<std::uint64_t> begun_{0};
-  alignas(kCacheLine) std::atomic<std::uint64_t> done_{0};
-  alignas(kCacheLine) std::atomic<std::uint64_t> base_{0};
+  // The counters, each on its own cache line. Writers move the first four; load_counters sets them all at once.
+  alignas(kCacheLine) std::atomic<std::uint64_t> cursor_{0};     // next ticket to reserve
+  alignas(kCacheLine) std::atomic<std::uint64_t> committed_{0};  // tickets published by finished writes
+  alignas(kCacheLine) std::atomic<std::uint64_t> begun_{0};      // add calls started (the global check)
+  alignas(kCacheLine) std::atomic<std::uint64_t> done_{0};       // add calls finished; begun_ == done_: none running
+  alignas(kCacheLine) std::atomic<std::uint64_t> base_{0};       // first ticket of the current epoch
 };
 
 }  // namespace fastreplay

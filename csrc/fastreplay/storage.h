@@ -3,24 +3,12 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <memory>
-#include <new>
 #include <string>
-#include <vector>
+#include <utility>
 
 #include "fastreplay/common.h"
-
-#if defined(__linux__) || defined(__APPLE__)
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
-#include <stdexcept>
-#endif
+#include "fastreplay/memory.h"
 
 namespace fastreplay {
 
@@ -29,8 +17,8 @@ struct FieldSpec {
   std::size_t row_bytes = 0;  // bytes of one row (itemsize * prod(shape)), > 0
 };
 
-// One column: capacity rows of row_bytes each, contiguous. Memory is calloc'ed (large blocks come from mmap and
-// are zeroed lazily by the kernel, so a big buffer costs nothing until it is written) or handed in by the caller.
+// One column: capacity rows of row_bytes each, contiguous. Memory comes from allocate_zeroed (memory.h) or is
+// handed in by the caller.
 class Column {
  public:
   Column(FieldSpec spec, std::size_t capacity) : spec_(std::move(spec)) {
@@ -38,55 +26,10 @@ class Column {
     data_ = allocate_zeroed(checked_mul(capacity, spec_.row_bytes));
   }
 
-  // Zeroed memory; blocks of 4 MiB and more come straight from mmap and ask for transparent huge pages, which
-  // removes most TLB misses from random gathers over large columns (measured: -14% gather time at 1e6 rows).
-  static std::shared_ptr<std::uint8_t> allocate_zeroed(std::size_t bytes) {
-#if defined(__linux__)
-    if (bytes >= (std::size_t(4) << 20)) {
-      const std::size_t len = (bytes + kHuge - 1) / kHuge * kHuge;
-      void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      if (p == MAP_FAILED) throw std::bad_alloc();
-      madvise(p, len, MADV_HUGEPAGE);  // advisory: ignored where THP is off
-      return std::shared_ptr<std::uint8_t>(static_cast<std::uint8_t*>(p), [len](std::uint8_t* q) { munmap(q, len); });
-    }
-#endif
-    void* p = std::calloc(bytes ? bytes : 1, 1);
-    if (!p) throw std::bad_alloc();
-    return std::shared_ptr<std::uint8_t>(static_cast<std::uint8_t*>(p), [](std::uint8_t* q) { std::free(q); });
-  }
   // External memory (a memory-mapped file, a caller's array) of at least capacity rows: owner keeps it alive.
   Column(FieldSpec spec, std::shared_ptr<std::uint8_t> memory) : spec_(std::move(spec)), data_(std::move(memory)) {
     if (spec_.row_bytes == 0) throw_invalid("field '" + spec_.name + "' has zero bytes per row");
   }
-
-#if defined(__linux__) || defined(__APPLE__)
-  // Map `bytes` of the file at `path` read-write and shared, so that writes go to the file (they survive the
-  // process; msync makes them durable). The file is created, or grown, to exactly `bytes` (sparse: untouched
-  // pages take no disk); an existing file of another size is an error. Throws std::runtime_error.
-  static std::shared_ptr<std::uint8_t> map_file(const std::string& path, std::size_t bytes) {
-    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) throw std::runtime_error("cannot open " + path + ": " + std::strerror(errno));
-    struct stat st;
-    if (::fstat(fd, &st) != 0 || (st.st_size != 0 && static_cast<std::size_t>(st.st_size) != bytes)) {
-      ::close(fd);
-      throw std::runtime_error(path + " has " + std::to_string(st.st_size) + " bytes, expected " + std::to_string(bytes));
-    }
-    if (st.st_size == 0 && bytes && ::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
-      const int e = errno;
-      ::close(fd);
-      throw std::runtime_error("cannot size " + path + ": " + std::strerror(e));
-    }
-    const std::size_t len = bytes ? bytes : 1;
-    void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    ::close(fd);  // the mapping keeps the file open
-    if (p == MAP_FAILED) throw std::runtime_error("cannot map " + path + ": " + std::strerror(errno));
-    return std::shared_ptr<std::uint8_t>(static_cast<std::uint8_t*>(p), [len](std::uint8_t* q) { ::munmap(q, len); });
-  }
-  // Write a mapped range back to its file and wait for the disk.
-  static void sync(void* p, std::size_t bytes) {
-    if (bytes && ::msync(p, bytes, MS_SYNC) != 0) throw std::runtime_error(std::string("msync: ") + std::strerror(errno));
-  }
-#endif
 
   const std::string& name() const { return spec_.name; }
   std::size_t row_bytes() const { return spec_.row_bytes; }
@@ -94,7 +37,6 @@ class Column {
   std::uint8_t* row(std::size_t slot) const { return data_.get() + slot * spec_.row_bytes; }
 
  private:
-  static constexpr std::size_t kHuge = std::size_t(2) << 20;
   FieldSpec spec_;
   std::shared_ptr<std::uint8_t> data_;
 };

@@ -29,17 +29,8 @@
 // Costs (N = capacity): a descent reads one cache line per level, ceil(log8 N) of them (7 at N = 1e6, against 20
 // levels of a binary tree); set_many repairs each touched line once per level; memory is about 1.43 N doubles.
 //
-// Measured with bench/cpp/tree_bench.cpp (g++ -O2, portable SSE2 build, 2-vCPU Xeon VM), microseconds per call at
-// N = 1e4 / 1e5 / 1e6, against the binary tree of std::atomic<double> that this replaced:
-//   find_prefix_many, B = 256      4.2 / 5.3 / 6.4   (before 13 / 18 / 27: its branches mispredict on random u)
-//   set_many, 256 random slots     1.8 / 3.4 / 7.7   (before 10 / 16 / 24)
-// What the choices bought (same benchmark): SSE2 line kernels, 2x over the portable scalar fallback; stored
-// running sums, a 30% faster descent for 10-30% slower set_many (a net gain for sample + update); prefetching the
-// next level as soon as a query's child is known, 20-30% of the descent at 1e6 (skipped for levels in L1);
-// marking lines instead of sorting the batch, 5-6 us per set_many of random slots; huge pages (through
-// Column::allocate_zeroed), 0-10% from 1e6 up. Reading the descent's lines with plain vector loads instead of
-// relaxed atomics would be 15% faster but a data race in C++ terms. Software prefetch in set_many and
-// interleaving sums with running sums or mins (one 128-byte pair per node) gained nothing.
+// The measurements behind these choices, and the experiments that gained nothing, are in bench/README.md
+// ("Segment tree: experiments").
 #pragma once
 
 #include <algorithm>
@@ -52,20 +43,17 @@
 #include <memory>
 #include <vector>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
 #include "fastreplay/common.h"
-#include "fastreplay/storage.h"
+#include "fastreplay/detail/line.h"
+#include "fastreplay/memory.h"
 
 namespace fastreplay {
 
-class SegmentTree {
+class SumMinTree {
  public:
   static constexpr std::size_t kFan = 8;  // children per node: 8 doubles, one 64-byte cache line
 
-  explicit SegmentTree(std::size_t capacity) : capacity_(capacity) {
+  explicit SumMinTree(std::size_t capacity) : capacity_(capacity) {
     static_assert(std::atomic<double>::is_always_lock_free, "tree values must be lock-free atomics");
     static_assert(sizeof(std::atomic<double>) == sizeof(double), "tree values are stored as plain doubles");
     std::size_t n = capacity ? capacity : 1;
@@ -81,7 +69,7 @@ class SegmentTree {
     for (std::size_t l = 1; l <= depth_; ++l) min_at[l] = cells, cells += kFan * lines(entries_[l]);
     cells_ = cells;
     // Zeroed memory is an array of atomics holding 0.0 (as in Ring); huge pages for large trees.
-    memory_ = Column::allocate_zeroed(checked_mul(cells_, sizeof(double)) + kCacheLine);
+    memory_ = allocate_zeroed(checked_mul(cells_, sizeof(double)) + kCacheLine);
     const auto addr = reinterpret_cast<std::uintptr_t>(memory_.get());
     cell_ = reinterpret_cast<std::atomic<double>*>((addr + kCacheLine - 1) / kCacheLine * kCacheLine);
     for (std::size_t l = 0; l <= depth_; ++l) sum_[l] = cell_ + sum_at[l];
@@ -90,10 +78,10 @@ class SegmentTree {
     for (std::size_t i = sum_cells_; i < cells_; ++i) store(cell_[i], kInf);  // +inf is not all-zero bits
     marks_.assign(lines(entries_[0]), 0);
   }
-  SegmentTree(const SegmentTree&) = delete;  // would share the values
-  SegmentTree& operator=(const SegmentTree&) = delete;
-  SegmentTree(SegmentTree&&) = default;
-  SegmentTree& operator=(SegmentTree&&) = default;
+  SumMinTree(const SumMinTree&) = delete;  // would share the values
+  SumMinTree& operator=(const SumMinTree&) = delete;
+  SumMinTree(SumMinTree&&) = default;
+  SumMinTree& operator=(SumMinTree&&) = default;
 
   std::size_t capacity() const { return capacity_; }
   // Sum of all leaves. O(1)
@@ -206,147 +194,10 @@ class SegmentTree {
   static double load(const std::atomic<double>& a) { return a.load(std::memory_order_relaxed); }
   static void store(std::atomic<double>& a, double v) { a.store(v, std::memory_order_relaxed); }
 
-  // One line's 8 values in registers: four pairs with SSE2 (part of every x86-64), else an array.
-#if defined(__SSE2__)
-  struct Line {
-    __m128d v0, v1, v2, v3;  // named members, not an array, so that GCC -O2 keeps them in registers
-  };
-#else
-  struct Line {
-    double v[kFan];
-  };
-#endif
+  // One line's 8 values in registers, and the kernels on it (detail/line.h): SSE2, or portable scalar code.
+  using Line = detail::line::Line;
+  static_assert(kFan == detail::kLineFan, "a node's children fill one line");
 
-  // A reader's copy of a line: eight relaxed atomic loads, as a writer may be storing into it.
-  static Line read_shared(const std::atomic<double>* src) {
-    Line r;
-#if defined(__SSE2__)
-    r.v0 = _mm_set_pd(load(src[1]), load(src[0]));
-    r.v1 = _mm_set_pd(load(src[3]), load(src[2]));
-    r.v2 = _mm_set_pd(load(src[5]), load(src[4]));
-    r.v3 = _mm_set_pd(load(src[7]), load(src[6]));
-#else
-    for (std::size_t i = 0; i < kFan; ++i) r.v[i] = load(src[i]);
-#endif
-    return r;
-  }
-  // A writer's copy of a line: plain vector loads. They cannot race: readers only load, and writers are
-  // serialised by the caller.
-  static Line read_own(const std::atomic<double>* src) {
-#if defined(__SSE2__)
-    const double* p = reinterpret_cast<const double*>(src);
-    Line r;
-    r.v0 = _mm_load_pd(p);
-    r.v1 = _mm_load_pd(p + 2);
-    r.v2 = _mm_load_pd(p + 4);
-    r.v3 = _mm_load_pd(p + 6);
-    return r;
-#else
-    Line r;
-    std::memcpy(r.v, static_cast<const void*>(src), sizeof r.v);
-    return r;
-#endif
-  }
-  // Relaxed atomic stores, one per value: readers may be loading the line.
-  static void write(std::atomic<double>* dst, const Line& line) {
-#if defined(__SSE2__)
-    store(dst[0], _mm_cvtsd_f64(line.v0));
-    store(dst[1], _mm_cvtsd_f64(_mm_unpackhi_pd(line.v0, line.v0)));
-    store(dst[2], _mm_cvtsd_f64(line.v1));
-    store(dst[3], _mm_cvtsd_f64(_mm_unpackhi_pd(line.v1, line.v1)));
-    store(dst[4], _mm_cvtsd_f64(line.v2));
-    store(dst[5], _mm_cvtsd_f64(_mm_unpackhi_pd(line.v2, line.v2)));
-    store(dst[6], _mm_cvtsd_f64(line.v3));
-    store(dst[7], _mm_cvtsd_f64(_mm_unpackhi_pd(line.v3, line.v3)));
-#else
-    for (std::size_t i = 0; i < kFan; ++i) store(dst[i], line.v[i]);
-#endif
-  }
-
-  // Running sums p[i] = c[0] + ... + c[i], added in pairs: p1 = c0 + c1, p3 = p1 + (c2 + c3), p5 = p3 + (c4 + c5),
-  // p7 = p5 + (c6 + c7), and p2 = p1 + c2, p4 = p3 + c4, p6 = p5 + c6. They never decrease, which is all the
-  // descent needs; the order is the same everywhere (descent, repair, SSE2 or not), so p7 of a line is exactly
-  // its entry in the level above.
-  static Line scan(const Line& c) {
-    Line p;
-#if defined(__SSE2__)
-    const __m128d zero = _mm_setzero_pd();
-    p.v0 = _mm_add_pd(c.v0, _mm_unpacklo_pd(zero, c.v0));  // [c0, c0 + c1]
-    p.v1 = _mm_add_pd(c.v1, _mm_unpacklo_pd(zero, c.v1));  // [c2, c2 + c3]
-    p.v2 = _mm_add_pd(c.v2, _mm_unpacklo_pd(zero, c.v2));
-    p.v3 = _mm_add_pd(c.v3, _mm_unpacklo_pd(zero, c.v3));
-    p.v1 = _mm_add_pd(p.v1, _mm_unpackhi_pd(p.v0, p.v0));  // [p1 + c2, p1 + (c2 + c3)]
-    p.v2 = _mm_add_pd(p.v2, _mm_unpackhi_pd(p.v1, p.v1));
-    p.v3 = _mm_add_pd(p.v3, _mm_unpackhi_pd(p.v2, p.v2));
-#else
-    for (std::size_t i = 0; i < kFan; i += 2) {
-      const double base = i ? p.v[i - 1] : 0.0;
-      p.v[i] = base + c.v[i];
-      p.v[i + 1] = base + (c.v[i] + c.v[i + 1]);
-    }
-#endif
-    return p;
-  }
-  static double last(const Line& p) {
-#if defined(__SSE2__)
-    return _mm_cvtsd_f64(_mm_unpackhi_pd(p.v3, p.v3));
-#else
-    return p.v[kFan - 1];
-#endif
-  }
-  // Smallest value of a line; for a line of leaves, zeros count as +inf.
-  static double smallest(const Line& c, bool leaves) {
-#if defined(__SSE2__)
-    Line w = c;
-    if (leaves) {
-      const __m128d zero = _mm_setzero_pd(), inf = _mm_set1_pd(kInf);
-      const __m128d g0 = _mm_cmpgt_pd(c.v0, zero), g1 = _mm_cmpgt_pd(c.v1, zero), g2 = _mm_cmpgt_pd(c.v2, zero),
-                    g3 = _mm_cmpgt_pd(c.v3, zero);
-      w.v0 = _mm_or_pd(_mm_and_pd(g0, c.v0), _mm_andnot_pd(g0, inf));
-      w.v1 = _mm_or_pd(_mm_and_pd(g1, c.v1), _mm_andnot_pd(g1, inf));
-      w.v2 = _mm_or_pd(_mm_and_pd(g2, c.v2), _mm_andnot_pd(g2, inf));
-      w.v3 = _mm_or_pd(_mm_and_pd(g3, c.v3), _mm_andnot_pd(g3, inf));
-    }
-    const __m128d m = _mm_min_pd(_mm_min_pd(w.v0, w.v1), _mm_min_pd(w.v2, w.v3));
-    return _mm_cvtsd_f64(_mm_min_sd(m, _mm_unpackhi_pd(m, m)));
-#else
-    double m = kInf;
-    if (leaves) {
-      for (std::size_t i = 0; i < kFan; ++i) {
-        const double v = c.v[i] > 0.0 ? c.v[i] : kInf;
-        m = v < m ? v : m;
-      }
-    } else {
-      for (std::size_t i = 0; i < kFan; ++i) m = c.v[i] < m ? c.v[i] : m;
-    }
-    return m;
-#endif
-  }
-
-  // The child j of a line with running sums p that holds u: j = #{i : p[i] <= t}, t = min(u, top), where top is
-  // p[7] with its bit pattern minus one: the largest double below p[7], or a NaN when p[7] == 0 (t is then NaN,
-  // every comparison false and j = 0). Branch-free, since on random u every branch would be a coin toss.
-  static std::size_t child(const Line& p, double u) {
-#if defined(__SSE2__)
-    const __m128i bits = _mm_add_epi64(_mm_castpd_si128(p.v3), _mm_set_epi64x(-1, 0));
-    const __m128d t = _mm_min_pd(_mm_set1_pd(u), _mm_castsi128_pd(_mm_unpackhi_epi64(bits, bits)));
-    __m128i c = _mm_add_epi64(  // a true comparison is all ones: -1
-        _mm_add_epi64(_mm_castpd_si128(_mm_cmple_pd(p.v0, t)), _mm_castpd_si128(_mm_cmple_pd(p.v1, t))),
-        _mm_add_epi64(_mm_castpd_si128(_mm_cmple_pd(p.v2, t)), _mm_castpd_si128(_mm_cmple_pd(p.v3, t))));
-    c = _mm_add_epi64(c, _mm_unpackhi_epi64(c, c));
-    return static_cast<std::size_t>(-_mm_cvtsi128_si64(c));
-#else
-    double top = p.v[kFan - 1];
-    std::uint64_t b;
-    std::memcpy(&b, &top, sizeof b);
-    b -= 1;
-    std::memcpy(&top, &b, sizeof b);
-    const double t = u < top ? u : top;
-    std::size_t j = 0;
-    for (std::size_t i = 0; i < kFan; ++i) j += p.v[i] <= t;
-    return j;
-#endif
-  }
   // v if j > 0, else 0.0, without a branch.
   static double unless_first(std::size_t j, double v) {
     std::uint64_t b;
@@ -355,16 +206,17 @@ class SegmentTree {
     std::memcpy(&v, &b, sizeof b);
     return v;
   }
-  // One descent step on a line of stored running sums: the child holding u; u becomes the rest within it.
+  // One descent step on a line of stored running sums: the child holding u (line::child, the rule stated in the
+  // contract above, branch-free since on random u every branch would be a coin toss); u becomes the rest within it.
   static std::size_t pick_running(const std::atomic<double>* sums, double& u) {
-    const std::size_t j = child(read_shared(sums), u);
+    const std::size_t j = detail::line::child(detail::line::read_shared(sums), u);
     u -= unless_first(j, load(sums[(j - 1) % kFan]));
     return j;
   }
   // The same on a line of leaves, whose running sums are computed here.
   static std::size_t pick_leaves(const std::atomic<double>* leaves, double& u) {
-    const Line p = scan(read_shared(leaves));
-    const std::size_t j = child(p, u);
+    const Line p = detail::line::scan(detail::line::read_shared(leaves));
+    const std::size_t j = detail::line::child(p, u);
     alignas(16) double sums[kFan];
     std::memcpy(sums, &p, sizeof sums);
     u -= unless_first(j, sums[(j - 1) % kFan]);
@@ -373,11 +225,12 @@ class SegmentTree {
 
   // Line x of level l changed: store its running sums (levels 1 .. depth_ - 1), and its sum and min in level l + 1.
   void repair(std::size_t l, std::size_t x) {
-    const Line c = read_own(sum_[l] + kFan * x);
-    const Line p = scan(c);
-    if (l > 0) write(run_[l] + kFan * x, p);
-    store(sum_[l + 1][x], last(p));
-    store(min_[l + 1][x], l == 0 ? smallest(c, true) : smallest(read_own(min_[l] + kFan * x), false));
+    const Line c = detail::line::read_own(sum_[l] + kFan * x);
+    const Line p = detail::line::scan(c);
+    if (l > 0) detail::line::write(run_[l] + kFan * x, p);
+    store(sum_[l + 1][x], detail::line::last(p));
+    store(min_[l + 1][x], l == 0 ? detail::line::smallest(c, true)
+                                 : detail::line::smallest(detail::line::read_own(min_[l] + kFan * x), false));
   }
 
   std::size_t capacity_;
@@ -389,28 +242,6 @@ class SegmentTree {
   std::size_t sum_cells_ = 0, cells_ = 0;
   std::shared_ptr<std::uint8_t> memory_;   // owns cell_ (64 bytes of slack for the alignment)
   std::vector<std::uint8_t> marks_;        // set_many: one byte per leaf line, all zero between calls
-};
-
-// Max over slots (single writer at a time, as SegmentTree); used for 'maximum priority over stored transitions'.
-class MaxTree {
- public:
-  explicit MaxTree(std::size_t capacity) {
-    leaves_ = 1;
-    while (leaves_ < capacity) leaves_ <<= 1;
-    max_.assign(2 * leaves_, 0.0);
-  }
-  double max() const { return max_[1]; }
-  // O(log capacity)
-  void set(std::size_t slot, double value) {
-    std::size_t node = leaves_ + slot;
-    max_[node] = value;
-    for (node >>= 1; node >= 1; node >>= 1) max_[node] = std::max(max_[2 * node], max_[2 * node + 1]);
-  }
-  void reset() { std::fill(max_.begin(), max_.end(), 0.0); }
-
- private:
-  std::size_t leaves_;
-  std::vector<double> max_;
 };
 
 }  // namespace fastreplay

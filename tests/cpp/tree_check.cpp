@@ -1,9 +1,11 @@
-// Randomised check of SegmentTree against a brute-force reference (a vector of leaves, cumsum + searchsorted).
+// Randomised check of SumMinTree against a brute-force reference (a vector of leaves, cumsum + searchsorted).
 //
-// Build and run (also with -fsanitize=address,undefined, and -fsanitize=thread for the concurrent part):
-//   g++ -O2 -std=c++17 -Wall -Wextra -Werror -UNDEBUG -I csrc bench/cpp/tree_check.cpp -o /tmp/tree_check -lpthread
+// CI builds it with CMake (-DFASTREPLAY_TESTS=ON) and runs `tree_check quick` under ThreadSanitizer, under
+// AddressSanitizer + UBSan, and with the scalar line kernels (-DFASTREPLAY_NO_SIMD=ON). By hand:
+//   g++ -O2 -std=c++17 -Wall -Wextra -Wold-style-cast -Werror -UNDEBUG -I csrc tests/cpp/tree_check.cpp -o /tmp/tree_check -lpthread
 //   /tmp/tree_check            # full run, including 10^7 single updates at capacity 10^6
 //   /tmp/tree_check quick      # smaller long-run part (for sanitizer builds)
+// Add -DFASTREPLAY_NO_SIMD to check the portable scalar kernels instead of SSE2.
 //
 // Reference semantics of find_prefix(u): the first slot whose inclusive prefix sum exceeds u (numpy's
 // searchsorted(cumsum(leaves), u, side='right')), moved forward to the next positive leaf if it is empty; when
@@ -24,10 +26,10 @@
 #include <vector>
 
 #include "fastreplay/rng.h"
-#include "fastreplay/segment_tree.h"
+#include "fastreplay/sum_min_tree.h"
 
 using fastreplay::Rng;
-using fastreplay::SegmentTree;
+using fastreplay::SumMinTree;
 
 namespace {
 
@@ -46,6 +48,15 @@ int g_failures = 0;
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
+// Seconds since the previous call (the first call starts the clock), for the run's log.
+double lap() {
+  static auto t = std::chrono::steady_clock::now();
+  const auto now = std::chrono::steady_clock::now();
+  const double s = std::chrono::duration<double>(now - t).count();
+  t = now;
+  return s;
+}
+
 struct Reference {
   std::vector<double> leaves;
   explicit Reference(std::size_t n) : leaves(n, 0.0) {}
@@ -54,6 +65,21 @@ struct Reference {
     long double s = 0;
     for (double v : leaves) s += v;
     return s;
+  }
+  // The root as the contract fixes it, bit for bit: each line of 8 (zero-padded) summed as
+  // (((c0 + c1) + (c2 + c3)) + (c4 + c5)) + (c6 + c7), level by level up to a single value.
+  double fixed_root() const {
+    std::vector<double> level = leaves;
+    do {
+      std::vector<double> up((level.size() + 7) / 8);
+      level.resize(8 * up.size(), 0.0);
+      for (std::size_t x = 0; x < up.size(); ++x) {
+        const double* c = level.data() + 8 * x;
+        up[x] = (((c[0] + c[1]) + (c[2] + c[3])) + (c[4] + c[5])) + (c[6] + c[7]);
+      }
+      level.swap(up);
+    } while (level.size() > 1);
+    return level[0];
   }
   double min_positive() const {
     double m = kInf;
@@ -86,7 +112,7 @@ double draw_value(Rng& rng, bool exact) {
   return std::exp(rng.uniform() * 30.0 - 20.0);
 }
 
-void check_tree(const SegmentTree& tree, const Reference& ref, bool exact, Rng& rng, const char* where) {
+void check_tree(const SumMinTree& tree, const Reference& ref, bool exact, Rng& rng, const char* where) {
   const std::size_t cap = ref.leaves.size();
   for (std::size_t i = 0; i < cap; ++i) CHECK(tree.leaf(i) == ref.leaves[i], "%s: leaf %zu", where, i);
   const long double sum = ref.exact_sum();
@@ -94,6 +120,8 @@ void check_tree(const SegmentTree& tree, const Reference& ref, bool exact, Rng& 
   CHECK(std::fabs(static_cast<long double>(total) - sum) <= 1e-12L * sum, "%s: total %.17g vs %.17Lg (cap %zu)",
         where, total, sum, cap);
   if (exact) CHECK(static_cast<long double>(total) == sum, "%s: exact total %.17g vs %.17Lg", where, total, sum);
+  CHECK(total == ref.fixed_root(), "%s: total %.17g, but the contract's summation order gives %.17g", where, total,
+        ref.fixed_root());
   CHECK(tree.min() == ref.min_positive(), "%s: min %.17g vs %.17g", where, tree.min(), ref.min_positive());
   if (!(sum > 0)) return;
 
@@ -137,15 +165,15 @@ void check_tree(const SegmentTree& tree, const Reference& ref, bool exact, Rng& 
           static_cast<long long>(out[k]), static_cast<long long>(single[k]));
 }
 
-// One random sequence of operations on a tree of the given capacity, checking after each.
-void run_sequence(std::size_t cap, bool exact, Rng& rng) {
-  SegmentTree tree(cap);
+// A random sequence of `ops` operations on a tree of the given capacity, checking after each.
+void run_sequence(std::size_t cap, bool exact, int ops, Rng& rng) {
+  SumMinTree tree(cap);
   Reference ref(cap);
   char where[96];
   std::snprintf(where, sizeof where, "cap %zu %s", cap, exact ? "exact" : "real");
   check_tree(tree, ref, exact, rng, where);  // empty: total 0, min +inf
   std::vector<std::size_t> scratch;
-  for (int op = 0; op < 40; ++op) {
+  for (int op = 0; op < ops; ++op) {
     switch (rng.bounded(6)) {
       case 0: {  // single sets
         for (int r = 0; r < 5; ++r) {
@@ -212,7 +240,7 @@ void run_sequence(std::size_t cap, bool exact, Rng& rng) {
 
 // A single positive leaf among zeros, at every position: every query must land on it.
 void check_lone_leaf(std::size_t cap) {
-  SegmentTree tree(cap);
+  SumMinTree tree(cap);
   for (std::size_t s = 0; s < cap; ++s) {
     tree.set(s, 0.5);
     const double total = tree.total();
@@ -229,7 +257,7 @@ void check_lone_leaf(std::size_t cap) {
 // make the descent step onto a zero leaf.
 void check_tiny_leaves(Rng& rng) {
   for (std::size_t cap : {9, 64, 100, 4097}) {
-    SegmentTree tree(cap);
+    SumMinTree tree(cap);
     Reference ref(cap);
     for (std::size_t s = 0; s < cap; ++s) {
       const std::uint64_t kind = rng.bounded(3);
@@ -242,13 +270,14 @@ void check_tiny_leaves(Rng& rng) {
 
 // After many single updates, the root must still equal the sum of the current leaves (no drift).
 void check_long_run(std::size_t cap, std::size_t updates) {
-  SegmentTree tree(cap);
+  SumMinTree tree(cap);
   Rng rng(7);
   for (std::size_t i = 0; i < updates; ++i) tree.set(rng.bounded(cap), std::pow(rng.uniform(), 0.6) * 10.0);
   long double sum = 0;
   for (std::size_t s = 0; s < cap; ++s) sum += tree.leaf(s);
   const double rel = static_cast<double>(std::fabs(static_cast<long double>(tree.total()) - sum) / sum);
-  std::printf("  long run: capacity %zu, %zu single updates: |root - sum| / sum = %.3g\n", cap, updates, rel);
+  std::printf("  long run: capacity %zu, %zu single updates: |root - sum| / sum = %.3g (%.1f s)\n", cap, updates, rel,
+              lap());
   CHECK(rel <= 1e-9, "long run: relative error %.3g", rel);
   double m = kInf;
   for (std::size_t s = 0; s < cap; ++s)
@@ -260,7 +289,7 @@ void check_long_run(std::size_t cap, std::size_t updates) {
 // slot, and once the writer stops the tree must be consistent again.
 void check_concurrent() {
   const std::size_t cap = 5000;
-  SegmentTree tree(cap);
+  SumMinTree tree(cap);
   for (std::size_t s = 0; s < cap; ++s) tree.set(s, 1.0);
   std::atomic<bool> stop{false};
   std::atomic<std::size_t> bad{0}, queries{0};
@@ -298,8 +327,8 @@ void check_concurrent() {
   }
   stop = true;
   for (auto& t : readers) t.join();
-  std::printf("  concurrent: %zu queries during %zu batched updates, %zu outside [0, capacity)\n", queries.load(),
-              batches, bad.load());
+  std::printf("  concurrent: %zu queries during %zu batched updates, %zu outside [0, capacity) (%.1f s)\n",
+              queries.load(), batches, bad.load(), lap());
   CHECK(bad.load() == 0, "concurrent: %zu answers outside [0, capacity)", bad.load());
   CHECK(queries.load() > 0, "concurrent: the readers never ran");
   long double sum = 0;
@@ -311,18 +340,23 @@ void check_concurrent() {
 
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "quick") == 0;
+  std::printf("tree_check: %s line kernels%s\n", fastreplay::detail::line::kName, quick ? ", quick" : "");
+  lap();
   Rng rng(2024);
   std::vector<std::size_t> caps = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 63, 64, 65, 511, 512, 513, 1000, 4096, 4097};
   for (int r = 0; r < 30; ++r) caps.push_back(1 + rng.bounded(r < 20 ? 100 : 5000));
   caps.push_back(70001);   // 6 levels
   caps.push_back(262145);  // 8^6 + 1: a top line with 2 entries
   for (std::size_t cap : caps) {
-    run_sequence(cap, true, rng);
-    run_sequence(cap, false, rng);
+    // The quick run (sanitizer builds) does fewer operations per tree, fewest on the two large ones.
+    const int ops = !quick ? 40 : cap > 10000 ? 4 : 20;
+    run_sequence(cap, true, ops, rng);
+    run_sequence(cap, false, ops, rng);
   }
-  std::printf("  random sequences: %zu capacities, exact and real leaves\n", caps.size());
+  std::printf("  random sequences: %zu capacities, exact and real leaves (%.1f s)\n", caps.size(), lap());
   for (std::size_t cap : {1, 2, 3, 8, 9, 65, 100}) check_lone_leaf(cap);
   check_tiny_leaves(rng);
+  std::printf("  lone and tiny leaves (%.1f s)\n", lap());
   check_concurrent();
   check_long_run(1000000, quick ? 1000000 : 10000000);
   if (g_failures) {
