@@ -12,7 +12,7 @@ import itertools
 import numpy as np
 import pytest
 
-from conftest import CAPACITIES, IMPLS, cap_id, one_cartpole_step, run
+from .conftest import CAPACITIES, IMPLS, cap_id, one_cartpole_step, run
 
 BETA = 0.4
 POOL = 64

@@ -1,7 +1,7 @@
 """Storage benchmarks (issue 7): checkpoint save/load throughput vs a plain file copy, and sampling from
 memory-mapped storage vs memory.
 
-Run: python bench/bench_storage.py [--gb 2] [--dir /tmp]     (prints a markdown table)
+Run from the repository root: python -m bench.scripts.bench_storage [--gb 2] [--dir /tmp]   (prints a markdown table)
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Concurrency benchmarks (issue 4): multi-threaded sampling, writers under load, and prefetch in a training loop.
 
-Run: python bench/bench_concurrency.py [--quick]    (prints a markdown table; --json PATH writes the figures)
+Run from the repository root: python -m bench.scripts.bench_concurrency [--quick]
+(prints a markdown table; --json PATH writes the figures)
 """
 from __future__ import annotations
 
