@@ -1,4 +1,5 @@
 """Threads: concurrent add/sample/update_priorities from Python threads, and background prefetch."""
+import functools
 import gc
 import subprocess
 import sys
@@ -9,17 +10,16 @@ import numpy as np
 import pytest
 
 import fastreplay as fr
-from conftest import CARTPOLE, cartpole_rows, check_self_consistent
+from _rows import CARTPOLE, cartpole_rows, check_self_consistent, run_for
 
 
 def run_threads(buf, writers, samplers, seconds, rows_per_add=(1, 7), per=False):
     """Writers add self-describing rows from disjoint counter ranges; samplers check every sampled row."""
-    stop = threading.Event()
     counter = iter(range(0, 10**12, 1000))  # each add takes a fresh block of 1000 counters
     lock = threading.Lock()
-    added, sampled, errors = [], [0], []
+    added, sampled = [], [0]
 
-    def writer(n):
+    def writer(stop, n):
         while not stop.is_set():
             with lock:
                 start = next(counter)
@@ -27,28 +27,18 @@ def run_threads(buf, writers, samplers, seconds, rows_per_add=(1, 7), per=False)
             with lock:
                 added.extend(range(start, start + n))
 
-    def sampler():
-        try:
-            while not stop.is_set():
-                if len(buf) == 0:
-                    continue
-                b = buf.sample(64, 0.4) if per else buf.sample(64)
-                k = check_self_consistent(b)  # raises on a torn row
-                if per:
-                    buf.update_priorities(b.indices, (k % 13) + 0.5)
-                sampled[0] += len(k)
-        except Exception as e:  # surfaced in the main thread
-            errors.append(e)
+    def sampler(stop):
+        while not stop.is_set():
+            if len(buf) == 0:
+                continue
+            b = buf.sample(64, 0.4) if per else buf.sample(64)
+            k = check_self_consistent(b)  # raises on a torn row; run_for raises it here
+            if per:
+                buf.update_priorities(b.indices, (k % 13) + 0.5)
+            sampled[0] += len(k)
 
-    threads = [threading.Thread(target=writer, args=(rows_per_add[i % len(rows_per_add)],)) for i in range(writers)]
-    threads += [threading.Thread(target=sampler) for _ in range(samplers)]
-    for t in threads:
-        t.start()
-    time.sleep(seconds)
-    stop.set()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    workers = [functools.partial(writer, n=rows_per_add[i % len(rows_per_add)]) for i in range(writers)]
+    run_for(seconds, workers + [sampler] * samplers)
     assert sampled[0] > 0
     return added
 

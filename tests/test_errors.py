@@ -3,26 +3,8 @@ import numpy as np
 import pytest
 
 import fastreplay as fr
-from conftest import CARTPOLE, cartpole_rows
-
-
-def snapshot(buf):
-    state = {k: v.copy() for k, v in buf.storage.items()}
-    state["_meta"] = (len(buf), buf.next_index, buf.total_added)
-    if isinstance(buf, fr.PrioritizedReplayBuffer):
-        state["_leaves"] = buf._leaves()
-        state["_prio"] = buf.priorities
-    return state
-
-
-def assert_unchanged(buf, before):
-    after = snapshot(buf)
-    assert before.keys() == after.keys()
-    for k in before:
-        if isinstance(before[k], np.ndarray):
-            np.testing.assert_array_equal(before[k], after[k])
-        else:
-            assert before[k] == after[k]
+from _rows import CARTPOLE, cartpole_rows
+from conftest import assert_unchanged, snapshot
 
 
 def good_row(**override):

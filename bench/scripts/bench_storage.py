@@ -14,11 +14,7 @@ import time
 import numpy as np
 
 import fastreplay as fr
-
-ATARI = {"obs": ((4, 84, 84), np.uint8), "action": ((), np.int64), "reward": ((), np.float32),
-         "next_obs": ((4, 84, 84), np.uint8), "done": ((), np.bool_)}
-CARTPOLE = {"obs": ((4,), np.float32), "action": ((), np.int64), "reward": ((), np.float32),
-            "next_obs": ((4,), np.float32), "done": ((), np.bool_)}
+from tests._rows import ATARI, CARTPOLE
 
 
 def fill(buf, n, chunk=1000):
