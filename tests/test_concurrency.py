@@ -1,10 +1,12 @@
 """Threads: concurrent add/sample/update_priorities from Python threads, and background prefetch."""
 import functools
 import gc
+import os
 import subprocess
 import sys
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -154,11 +156,29 @@ def test_prefetch_close_is_clean_and_idempotent():
     assert threading.active_count() == before  # C++ workers are not Python threads; nothing Python leaked
 
 
+def os_threads() -> int:
+    """Threads of this process, the C++ workers included (they are not Python threads)."""
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts OS threads through /proc (Linux)")
 def test_prefetch_stopped_by_garbage_collection_and_buffer_kept_alive():
-    it = filled().prefetch(8, threads=2)  # the only reference to the buffer is the prefetcher's
-    check_self_consistent(next(it))
+    buf = filled()
+    buffer_alive = weakref.ref(buf)
+    before = os_threads()
+    it = buf.prefetch(8, threads=2)
+    del buf  # the only reference to the buffer is the prefetcher's
+    for _ in range(20):
+        check_self_consistent(next(it))  # the workers still sample the whole buffer
+    assert buffer_alive() is not None
+    assert os_threads() >= before + 2
     del it
     gc.collect()
+    deadline = time.monotonic() + 10
+    while os_threads() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert os_threads() <= before  # both workers stopped and were joined
+    assert buffer_alive() is None  # and the buffer went with its last reference
 
 
 def test_interpreter_exits_cleanly_with_prefetchers_open():
