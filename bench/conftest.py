@@ -26,6 +26,7 @@ import pytest
 import fastreplay
 import fastreplay._core
 import fastreplay.reference
+from tests._rows import ATARI, CARTPOLE  # noqa: F401  (ATARI, CARTPOLE: the field specs the tests use too)
 
 IMPLS = {"fastreplay": fastreplay, "reference": fastreplay.reference}
 CAPACITIES = [10_000, 100_000, 1_000_000]
@@ -37,20 +38,6 @@ def cap_id(capacity: int) -> str:
     return f"1e{exp}" if capacity == 10**exp else str(capacity)
 
 
-CARTPOLE = {
-    "obs": ((4,), np.float32),
-    "action": ((), np.int64),
-    "reward": ((), np.float32),
-    "next_obs": ((4,), np.float32),
-    "done": ((), np.bool_),
-}
-ATARI = {
-    "obs": ((4, 84, 84), np.uint8),
-    "action": ((), np.int64),
-    "reward": ((), np.float32),
-    "next_obs": ((4, 84, 84), np.uint8),
-    "done": ((), np.bool_),
-}
 ATARI_CAPACITY = 100_000
 ATARI_FILL = 50_000
 ATARI_FRAME_BYTES = 4 * 84 * 84  # one obs (or next_obs) row

@@ -1,10 +1,11 @@
 """Run the benchmark suites and write their tables into bench/README.md.
 
-    python bench/report.py                        # run the suites (~5-8 min on 2 cores), then write the tables
-    python bench/report.py --json results.json    # only write the tables, from a pytest-benchmark JSON file
+    python -m bench.report                        # run the suites (~5-8 min on 2 cores), then write the tables
+    python -m bench.report --json results.json    # only write the tables, from a pytest-benchmark JSON file
 
-The suites run as ``python -m pytest bench ... --benchmark-json=bench/results.json`` (the exact command is printed
-and written into the README). Only the part of bench/README.md between the ``report:begin`` and ``report:end``
+Run it from the repository root (``python bench/report.py`` works too: it imports nothing from the project). The
+suites run as ``python -m pytest bench ... --benchmark-json=bench/results/pytest_bench.json`` (the exact command is
+printed and written into the README). Only the part of bench/README.md between the ``report:begin`` and ``report:end``
 markers is replaced, so notes written around it survive a rerun.
 
 Every figure is the median over rounds (pytest-benchmark's calibrated rounds, each round long enough that the
@@ -25,7 +26,7 @@ from typing import Dict, List, Optional, Tuple
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 README = os.path.join(HERE, "README.md")
-DEFAULT_JSON = os.path.join(HERE, "results.json")
+DEFAULT_JSON = os.path.join(HERE, "results", "pytest_bench.json")
 BEGIN, END = "<!-- report:begin -->", "<!-- report:end -->"
 
 # Options of the run behind bench/README.md: rounds of >= 100 us (so a sub-microsecond call is timed over ~100s of
@@ -284,11 +285,11 @@ def machine_section(r: Results, command: str) -> List[str]:
     loads = [b["extra_info"]["load1"] for b in r.data["benchmarks"] if "load1" in b.get("extra_info", {})]
     cpus = fr.get("cpus", "?")
     lines = [
-        f"- Command (from the repository root; `python bench/report.py` runs it and rewrites this section):",
+        f"- Command (from the repository root; `python -m bench.report` runs it and rewrites this section):",
         "",
         "  ```",
         f"  {command}",
-        "  python bench/report.py --json bench/results.json",
+        "  python -m bench.report --json bench/results/pytest_bench.json",
         "  ```",
         f"- Run: {r.data.get('datetime', '?')}, fastreplay {fr.get('fastreplay', '?')} at commit "
         f"`{fr.get('git_commit', '?')}`.",
@@ -343,10 +344,13 @@ pytest-benchmark suites comparing fastreplay with the pure-Python reference impl
   next_obs float32[4], done bool; buffer full) and Atari rows (obs and next_obs uint8[4, 84, 84]; capacity 1e5,
   5e4 stored), plus the memory-copy floor;
 - `test_bench_prioritized.py`: prioritized replay with CartPole rows: sample, update_priorities, sample-then-update;
-- `cpp/`: C++ microbenchmarks of the core (segment tree), run separately; the other scripts in this folder
-  (peer comparisons, concurrency) are run on their own as their docstrings say.
+- `cpp/`: C++ microbenchmarks of the core (segment tree), run separately;
+- `scripts/`: stand-alone benchmarks (concurrency, storage, the cpprb and SB3 drop-ins), and `peers/`: the
+  comparison with other replay buffers; both run as modules from the repository root
+  (`python -m bench.scripts.bench_concurrency`, `python -m bench.peers.run`), as their docstrings say;
+- `results/`: what the runs write (JSON, plots, the peers' report.md); nothing in it is code.
 
-`python bench/report.py` runs the suites and rewrites the generated section below.
+`python -m bench.report` runs the suites and rewrites the generated section below.
 
 """
 
@@ -366,7 +370,8 @@ def write_readme(text: str) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", help="write the tables from this pytest-benchmark JSON instead of running the suites")
-    ap.add_argument("--out", default=DEFAULT_JSON, help="where a run writes its JSON (default: bench/results.json)")
+    ap.add_argument("--out", default=DEFAULT_JSON,
+                    help="where a run writes its JSON (default: bench/results/pytest_bench.json)")
     ap.add_argument("pytest_args", nargs="*", help="extra arguments for pytest, e.g. -k 'cartpole'")
     args = ap.parse_args(argv)
     json_path = args.json or args.out

@@ -12,7 +12,7 @@ import itertools
 import numpy as np
 import pytest
 
-from conftest import CAPACITIES, IMPLS, cap_id, one_cartpole_step, run
+from .conftest import CAPACITIES, IMPLS, cap_id, one_cartpole_step, run
 
 BETA = 0.4
 POOL = 64
@@ -44,14 +44,14 @@ def test_sample(benchmark, buffers, impl, capacity, batch_size):
 @cases
 @impls
 def test_update_priorities(benchmark, buffers, impl, capacity, batch_size):
-    """update_priorities(batch.indices, td_errors) of a batch sampled earlier (stale check included)."""
+    """update_priorities(batch, td_errors) of a batch sampled earlier (stale check through its generations)."""
     buf = buffers.get(impl, "cartpole", capacity, prioritized=True)
     pool = list(zip([buf.sample(batch_size, BETA) for _ in range(POOL)], _td_errors(batch_size)))
     it = itertools.cycle(pool)
 
     def update():
         batch, prio = next(it)
-        buf.update_priorities(batch.indices, prio)
+        buf.update_priorities(batch, prio)
 
     run(benchmark, update, **_per(impl, capacity, f"update_priorities({batch_size})", batch_size))
 
@@ -59,13 +59,13 @@ def test_update_priorities(benchmark, buffers, impl, capacity, batch_size):
 @cases
 @impls
 def test_sample_then_update(benchmark, buffers, impl, capacity, batch_size):
-    """One training step's buffer work: batch = sample(B, beta); update_priorities(batch.indices, td_errors)."""
+    """One training step's buffer work: batch = sample(B, beta); update_priorities(batch, td_errors)."""
     buf = buffers.get(impl, "cartpole", capacity, prioritized=True)
     it = itertools.cycle(_td_errors(batch_size))
 
     def step():
         batch = buf.sample(batch_size, BETA)
-        buf.update_priorities(batch.indices, next(it))
+        buf.update_priorities(batch, next(it))
 
     run(benchmark, step, **_per(impl, capacity, f"sample+update({batch_size})", batch_size))
 

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import (ATARI_CAPACITY, ATARI_FILL, ATARI_FRAME_BYTES, CAPACITIES, IMPLS, atari_rows, cap_id,
+from .conftest import (ATARI_CAPACITY, ATARI_FILL, ATARI_FRAME_BYTES, CAPACITIES, IMPLS, atari_rows, cap_id,
                       cartpole_rows, one_cartpole_step, run)
 
 impls = pytest.mark.parametrize("impl", list(IMPLS))

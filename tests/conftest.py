@@ -1,39 +1,28 @@
-"""Shared fixtures: the two row types used across tests and benchmarks."""
+"""Shared test helpers. Rows, the row check and the thread harness live in ``_rows.py`` (the benchmarks use them
+too); they are re-exported here for the test modules that import them from ``conftest``."""
 import numpy as np
-import pytest
 
-CARTPOLE = {
-    "obs": ((4,), np.float32),
-    "action": ((), np.int64),
-    "reward": ((), np.float32),
-    "next_obs": ((4,), np.float32),
-    "done": ((), np.bool_),
-}
+import fastreplay as fr
+from _rows import CARTPOLE, cartpole_rows, check_self_consistent  # noqa: F401  (re-exported)
 
 
-def cartpole_rows(start: int, n: int) -> dict:
-    """n self-describing CartPole rows: every field is derived from the row's counter k = start + i."""
-    k = np.arange(start, start + n)
-    return {
-        "obs": np.stack([k, k + 1, k + 2, k + 3], axis=1).astype(np.float32),
-        "action": k.astype(np.int64),
-        "reward": (k * 0.5).astype(np.float32),
-        "next_obs": np.stack([k + 4, k + 5, k + 6, k + 7], axis=1).astype(np.float32),
-        "done": (k % 3 == 0),
-    }
+def snapshot(buf) -> dict:
+    """Everything observable about a buffer's contents: copies of the columns, the counters, and for a prioritized
+    buffer its tree leaves and priorities."""
+    state = {k: v.copy() for k, v in buf.storage.items()}
+    state["_meta"] = (len(buf), buf.next_index, buf.total_added)
+    if isinstance(buf, fr.PrioritizedReplayBuffer):
+        state["_leaves"] = buf._leaves()
+        state["_prio"] = buf.priorities
+    return state
 
 
-def check_self_consistent(batch) -> np.ndarray:
-    """Assert every row of a batch of cartpole_rows is one whole transition; return the counters."""
-    k = batch["action"]
-    np.testing.assert_array_equal(batch["obs"][:, 0], k.astype(np.float32))
-    np.testing.assert_array_equal(batch["obs"], np.stack([k, k + 1, k + 2, k + 3], 1).astype(np.float32))
-    np.testing.assert_array_equal(batch["next_obs"], np.stack([k + 4, k + 5, k + 6, k + 7], 1).astype(np.float32))
-    np.testing.assert_array_equal(batch["reward"], (k * 0.5).astype(np.float32))
-    np.testing.assert_array_equal(batch["done"], k % 3 == 0)
-    return k
-
-
-@pytest.fixture
-def cartpole_fields():
-    return dict(CARTPOLE)
+def assert_unchanged(buf, before: dict) -> None:
+    """Assert that ``snapshot(buf)`` still equals ``before``."""
+    after = snapshot(buf)
+    assert before.keys() == after.keys()
+    for k in before:
+        if isinstance(before[k], np.ndarray):
+            np.testing.assert_array_equal(before[k], after[k])
+        else:
+            assert before[k] == after[k]

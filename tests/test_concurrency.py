@@ -1,25 +1,27 @@
 """Threads: concurrent add/sample/update_priorities from Python threads, and background prefetch."""
+import functools
 import gc
+import os
 import subprocess
 import sys
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
 
 import fastreplay as fr
-from conftest import CARTPOLE, cartpole_rows, check_self_consistent
+from _rows import CARTPOLE, cartpole_rows, check_self_consistent, run_for
 
 
 def run_threads(buf, writers, samplers, seconds, rows_per_add=(1, 7), per=False):
     """Writers add self-describing rows from disjoint counter ranges; samplers check every sampled row."""
-    stop = threading.Event()
     counter = iter(range(0, 10**12, 1000))  # each add takes a fresh block of 1000 counters
     lock = threading.Lock()
-    added, sampled, errors = [], [0], []
+    added, sampled = [], [0]
 
-    def writer(n):
+    def writer(stop, n):
         while not stop.is_set():
             with lock:
                 start = next(counter)
@@ -27,28 +29,18 @@ def run_threads(buf, writers, samplers, seconds, rows_per_add=(1, 7), per=False)
             with lock:
                 added.extend(range(start, start + n))
 
-    def sampler():
-        try:
-            while not stop.is_set():
-                if len(buf) == 0:
-                    continue
-                b = buf.sample(64, 0.4) if per else buf.sample(64)
-                k = check_self_consistent(b)  # raises on a torn row
-                if per:
-                    buf.update_priorities(b.indices, (k % 13) + 0.5)
-                sampled[0] += len(k)
-        except Exception as e:  # surfaced in the main thread
-            errors.append(e)
+    def sampler(stop):
+        while not stop.is_set():
+            if len(buf) == 0:
+                continue
+            b = buf.sample(64, 0.4) if per else buf.sample(64)
+            k = check_self_consistent(b)  # raises on a torn row; run_for raises it here
+            if per:
+                buf.update_priorities(b.indices, (k % 13) + 0.5)
+            sampled[0] += len(k)
 
-    threads = [threading.Thread(target=writer, args=(rows_per_add[i % len(rows_per_add)],)) for i in range(writers)]
-    threads += [threading.Thread(target=sampler) for _ in range(samplers)]
-    for t in threads:
-        t.start()
-    time.sleep(seconds)
-    stop.set()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    workers = [functools.partial(writer, n=rows_per_add[i % len(rows_per_add)]) for i in range(writers)]
+    run_for(seconds, workers + [sampler] * samplers)
     assert sampled[0] > 0
     return added
 
@@ -164,11 +156,29 @@ def test_prefetch_close_is_clean_and_idempotent():
     assert threading.active_count() == before  # C++ workers are not Python threads; nothing Python leaked
 
 
+def os_threads() -> int:
+    """Threads of this process, the C++ workers included (they are not Python threads)."""
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts OS threads through /proc (Linux)")
 def test_prefetch_stopped_by_garbage_collection_and_buffer_kept_alive():
-    it = filled().prefetch(8, threads=2)  # the only reference to the buffer is the prefetcher's
-    check_self_consistent(next(it))
+    buf = filled()
+    buffer_alive = weakref.ref(buf)
+    before = os_threads()
+    it = buf.prefetch(8, threads=2)
+    del buf  # the only reference to the buffer is the prefetcher's
+    for _ in range(20):
+        check_self_consistent(next(it))  # the workers still sample the whole buffer
+    assert buffer_alive() is not None
+    assert os_threads() >= before + 2
     del it
     gc.collect()
+    deadline = time.monotonic() + 10
+    while os_threads() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert os_threads() <= before  # both workers stopped and were joined
+    assert buffer_alive() is None  # and the buffer went with its last reference
 
 
 def test_interpreter_exits_cleanly_with_prefetchers_open():

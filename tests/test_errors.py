@@ -3,26 +3,8 @@ import numpy as np
 import pytest
 
 import fastreplay as fr
-from conftest import CARTPOLE, cartpole_rows
-
-
-def snapshot(buf):
-    state = {k: v.copy() for k, v in buf.storage.items()}
-    state["_meta"] = (len(buf), buf.next_index, buf.total_added)
-    if isinstance(buf, fr.PrioritizedReplayBuffer):
-        state["_leaves"] = buf._leaves()
-        state["_prio"] = buf.priorities
-    return state
-
-
-def assert_unchanged(buf, before):
-    after = snapshot(buf)
-    assert before.keys() == after.keys()
-    for k in before:
-        if isinstance(before[k], np.ndarray):
-            np.testing.assert_array_equal(before[k], after[k])
-        else:
-            assert before[k] == after[k]
+from _rows import CARTPOLE, cartpole_rows
+from conftest import assert_unchanged, snapshot
 
 
 def good_row(**override):
@@ -49,7 +31,8 @@ ADD_CASES = [
     ("single vs batch", dict(cartpole_rows(0, 3), reward=np.float32(1.0)), ValueError, r"fields disagree"),
     ("too many positionals", None, TypeError, r"add: takes at most 5 positional values"),
     ("twice", None, TypeError, r"add: field 'obs' given twice"),
-    ("out of range int", good_row(action=2**70), (OverflowError, ValueError, TypeError), r"action|int"),
+    ("out of range int", good_row(action=2**63), ValueError,
+     r"^add: field 'action' expects dtype int64, got 9223372036854775808, which is out of its range$"),
     ("fake array", good_row(obs=type("Fake", (), {"__array__": lambda self, *a, **k: 1 / 0})()), TypeError,
      r"field 'obs' expects an array of float32 with shape \(4,\) or \(N, 4\), got Fake that numpy cannot convert"),
 ]
@@ -69,6 +52,20 @@ def test_bad_add_raises_and_changes_nothing(cls, name, row, exc, match):
             buf.add(r["obs"], **r)
         else:
             buf.add(**row)
+    assert_unchanged(buf, before)
+
+
+@pytest.mark.xfail(reason="an int that fits neither int64 nor uint64 becomes an object array before the range check: "
+                   "TypeError 'expects dtype int64 (Python values of a compatible kind), got object', which does not "
+                   "name the value (bindings and reference agree)")
+@pytest.mark.parametrize("value", [-2**63 - 1, 2**64, 2**70])
+@pytest.mark.parametrize("cls", [fr.ReplayBuffer, fr.PrioritizedReplayBuffer])
+def test_int_beyond_64_bits_is_out_of_range_like_any_other(cls, value):
+    buf = cls(8, CARTPOLE, seed=0)
+    buf.add(**cartpole_rows(0, 6))
+    before = snapshot(buf)
+    with pytest.raises(ValueError, match=rf"^add: field 'action' expects dtype int64, got {value}, which is out of"):
+        buf.add(**good_row(action=value))
     assert_unchanged(buf, before)
 
 

@@ -5,8 +5,8 @@ from scipy import stats
 
 import fastreplay as fr
 from fastreplay import reference
-from conftest import CARTPOLE, cartpole_rows, check_self_consistent
-from test_errors import assert_unchanged, snapshot
+from _rows import CARTPOLE, cartpole_rows, check_self_consistent
+from conftest import assert_unchanged, snapshot
 
 X = {"x": ((), np.int64)}
 

@@ -150,15 +150,19 @@ def test_add_accepts_what_sb3_accepts():
 
 
 def test_attributes_are_views_and_writes_reach_samples():
-    ours, _ = fill_both("box", 2, 5)
+    ours, theirs = fill_both("box", 2, 5)
     view = ours.observations
     assert view.shape == (5, 2, 3) and not view.flags.writeable
     assert np.shares_memory(view, ours._core.storage["obs"])
-    ours.dones[4] = True  # SB3's _setup_learn does this with optimize_memory_usage
+    for rb in (ours, theirs):
+        rb.dones[4] = True  # SB3's _setup_learn does this with optimize_memory_usage
     assert (ours.dones[4] == 1).all()
+    assert not ours.timeouts[4].any()  # so SB3's dones * (1 - timeouts) keeps the written 1 in both envs
     np.random.seed(0)
     s = ours._get_samples(np.array([4, 4, 4, 4]))
-    assert (s.dones == 1).all() or not ours.handle_timeout_termination
+    assert (s.dones == 1).all()
+    np.random.seed(0)
+    assert_same_samples(theirs._get_samples(np.array([4, 4, 4, 4])), s)
     ours.add(*random_step(*SPACES["box"], 2, np.random.default_rng(1), p_done=0))
     assert (ours.dones[4] == 1).all()  # the overlay lasts until the slots are overwritten
     with pytest.raises(AttributeError, match="reset"):
@@ -298,14 +302,40 @@ def test_save_and_load_replay_buffer(tmp_path):
     assert new.pos == (model.num_timesteps // 2) % 150 != old.pos
 
 
+class _SB3Draws(fs.ReplayBuffer):
+    """The drop-in with SB3's own index draw (``np.random.randint`` in ``BaseBuffer.sample``) in place of the
+    core's sampler, so that a seeded run consumes ``np.random`` exactly as one with SB3's buffer does."""
+
+    def sample(self, batch_size, env=None):
+        return sb3_buffers.BaseBuffer.sample(self, batch_size, env)
+
+
 @pytest.mark.parametrize("n_envs", [1, 2])
 def test_dqn_trains_on_cartpole(n_envs):
-    env = make_vec_env("CartPole-v1", n_envs=n_envs, seed=0)
-    model = DQN("MlpPolicy", env, replay_buffer_class=fs.ReplayBuffer, buffer_size=2000, learning_starts=200,
-                train_freq=4, policy_kwargs=dict(net_arch=[32]), seed=0)
-    model.learn(2000)
-    assert model.replay_buffer.size() == 2000 // n_envs
-    assert model._n_updates > 0
+    """DQN trains on the drop-in exactly as on SB3's buffer: with the same index draws, every batch handed to
+    train() is the same, so the final networks are equal, weight for weight. Then with the drop-in's own sampler."""
+    def train(buffer_class, **buffer_kwargs):
+        env = make_vec_env("CartPole-v1", n_envs=n_envs, seed=0)
+        model = DQN("MlpPolicy", env, replay_buffer_class=buffer_class, replay_buffer_kwargs=buffer_kwargs,
+                    buffer_size=2000, learning_starts=200, train_freq=4, policy_kwargs=dict(net_arch=[32]), seed=0)
+        model.learn(2000)
+        return model
+
+    theirs = train(sb3_buffers.ReplayBuffer)
+    ours = train(_SB3Draws, seed=0)  # an explicit seed: drawing one would consume np.random
+    assert ours.replay_buffer.size() == theirs.replay_buffer.size() == 2000 // n_envs
+    assert_same_columns(ours.replay_buffer, theirs.replay_buffer)
+    assert ours._n_updates == theirs._n_updates > 0
+    mine, sb3s = ours.policy.state_dict(), theirs.policy.state_dict()
+    assert mine.keys() == sb3s.keys()
+    for k in sb3s:
+        assert th.equal(mine[k], sb3s[k]), k
+    own = train(fs.ReplayBuffer)  # the core's sampler: other batches, so other weights, but trained all the same
+    assert own._n_updates == theirs._n_updates
+    initial = DQN("MlpPolicy", make_vec_env("CartPole-v1", n_envs=n_envs, seed=0), policy_kwargs=dict(net_arch=[32]),
+                  seed=0).policy.state_dict()
+    changed = {k for k, v in own.policy.state_dict().items() if not th.equal(v, initial[k])}
+    assert any(k.startswith("q_net.") for k in changed), changed
 
 
 def test_dqn_optimize_memory_usage_learns_twice():

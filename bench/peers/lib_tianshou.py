@@ -17,7 +17,7 @@ from typing import Any, Dict
 
 import numpy as np
 
-from cmp_common import ALPHA, BETA
+from .common import ALPHA, BETA
 
 
 def info() -> Dict[str, Any]:

@@ -1,12 +1,15 @@
 """fastreplay against the replay buffers people use: cpprb, Stable-Baselines3, TorchRL and Tianshou.
 
-    python bench/compare.py            # full run (about 11 minutes on 2 busy cores), rewrites bench/compare/ and the
-                                       # compare section of bench/README.md
-    python bench/compare.py --quick    # a couple of minutes; writes bench/compare/quick/ and leaves the README alone
-    python bench/compare.py --report-only bench/compare/results.json   # redo tables and plots from a JSON
+Run from the repository root:
+
+    python -m bench.peers.run            # full run (about 11 minutes on 2 busy cores), rewrites bench/results/peers/
+                                         # and the compare section of bench/README.md
+    python -m bench.peers.run --quick    # a couple of minutes; writes bench/results/peers/quick/, README left alone
+    python -m bench.peers.run --quick --libs fastreplay,reference   # a smoke test of the driver, about a minute
+    python -m bench.peers.run --report-only bench/results/peers/results.json   # redo tables and plots from a JSON
 
 Install the peers with ``pip install fastreplay[compare]``; a peer that is not installed (or whose buffer cannot
-be made) is skipped with a note. Workloads (see ``bench/compare/cmp_common.py`` for the exact plan):
+be made) is skipped with a note. Workloads (see ``bench/peers/common.py`` for the exact plan):
 
 - small rows (CartPole-like: obs float32[4], action int64, reward float32, next_obs float32[4], done bool) at
   capacities 1e4, 1e5, 1e6 and image rows (obs and next_obs uint8[4, 84, 84]) at 1e4 and 1e5;
@@ -16,7 +19,7 @@ be made) is skipped with a note. Workloads (see ``bench/compare/cmp_common.py`` 
   at every capacity;
 - multi-threaded sampling: two Python threads calling ``sample``, and each library's own background sampler where
   it has one (fastreplay ``prefetch(threads=2)``, TorchRL ``prefetch=2``);
-- the floor: ``np.copyto`` of the same bytes (``bench/compare/lib_floor.py``).
+- the floor: ``np.copyto`` of the same bytes (``bench/peers/lib_floor.py``).
 
 Each library runs in its own subprocess per row set and mode, so memory and allocator state do not leak between
 them; the whole sequence runs three times (passes, in alternating library order) and each figure is the median
@@ -47,10 +50,12 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "compare"))
+from . import report
+from .common import MODES, ROWSETS, loadavg, plan, stats
 
-from cmp_common import MODES, ROWSETS, loadavg, plan  # noqa: E402
+BENCH = Path(__file__).resolve().parent.parent  # bench/
+ROOT = BENCH.parent  # the repository root: the worker processes run there, as ``python -m bench.peers.worker``
+RESULTS = BENCH / "results" / "peers"
 
 LIBS = ["floor", "fastreplay", "reference", "cpprb", "sb3", "torchrl", "tianshou"]
 DISTS = {"fastreplay": "fastreplay", "cpprb": "cpprb", "sb3": "stable-baselines3", "torchrl": "torchrl",
@@ -91,7 +96,7 @@ def machine() -> Dict[str, Any]:
         pass
     m["versions"] = {d: _version(d) for d in VERSIONS}
     try:
-        m["git"] = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=HERE, capture_output=True,
+        m["git"] = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
                                   text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         pass
@@ -120,9 +125,9 @@ def run_worker(lib, rowset, mode, plan_path, tmp, env, timeout, k, t_start):
     out_path = os.path.join(tmp, f"{lib}-{rowset}-{mode}-{k}.json")
     print(f"[{time.time() - t_start:6.0f} s] pass {k + 1}: {lib} {rowset} {mode} (load {loadavg() or 0:.1f})",
           flush=True)
-    cmd = [sys.executable, str(HERE / "compare" / "cmp_worker.py"), lib, rowset, mode, plan_path, out_path]
+    cmd = [sys.executable, "-m", "bench.peers.worker", lib, rowset, mode, plan_path, out_path]
     try:
-        proc = subprocess.run(cmd, env=env, timeout=timeout, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, timeout=timeout, stderr=subprocess.PIPE, text=True)
         err, rc = proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as e:
         err = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
@@ -147,8 +152,6 @@ def run_worker(lib, rowset, mode, plan_path, tmp, env, timeout, k, t_start):
 
 def merge_passes(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """One record per workload: the rounds of every pass together (median and IQR over all of them)."""
-    from cmp_common import stats
-
     merged: Dict[tuple, Dict[str, Any]] = {}
     for r in results:
         key = (r["lib"], r["rowset"], r["mode"], r["op"], r["capacity"], r["batch"])
@@ -190,10 +193,10 @@ def run(args: argparse.Namespace) -> Path:
     libs = args.libs.split(",") if args.libs else LIBS
     rowsets = args.rowsets.split(",") if args.rowsets else list(ROWSETS)
     modes = args.modes.split(",") if args.modes else list(MODES)
-    out_dir = Path(args.out) if args.out else (HERE / "compare" / "quick" if args.quick else HERE / "compare")
+    out_dir = Path(args.out) if args.out else (RESULTS / "quick" if args.quick else RESULTS)
     out_dir.mkdir(parents=True, exist_ok=True)
     meta: Dict[str, Any] = {
-        "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__)] + sys.argv[1:]),
+        "command": "python -m bench.peers.run " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(), "plan": p, "torch_threads": args.torch_threads, "nice": os.nice(0),
         "load_start": loadavg(),
@@ -253,24 +256,22 @@ def main() -> None:
     ap.add_argument("--libs", help=f"comma-separated subset of {','.join(LIBS)}")
     ap.add_argument("--rowsets", help="comma-separated subset of small,image")
     ap.add_argument("--modes", help="comma-separated subset of uniform,per")
-    ap.add_argument("--out", help="output folder (default bench/compare, or bench/compare/quick with --quick)")
+    ap.add_argument("--out", help="output folder (default bench/results/peers, or its quick/ with --quick)")
     ap.add_argument("--torch-threads", type=int, default=1, help="intra-op threads for torch-based peers (default 1)")
     ap.add_argument("--passes", type=int, help="times the whole sequence is run, alternating the library order; "
                     "rounds of all passes are pooled (default 3, or 1 with --quick)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds allowed to each worker process")
     ap.add_argument("--report-only", metavar="JSON", help="only rebuild tables and plots from a results JSON")
     ap.add_argument("--readme", choices=["auto", "yes", "no"], default="auto",
-                    help="rewrite the compare section of bench/README.md (auto: for a full run into bench/compare)")
+                    help="rewrite the compare section of bench/README.md (auto: a full run into bench/results/peers)")
     args = ap.parse_args()
-    import cmp_report
-
     path = Path(args.report_only) if args.report_only else run(args)
     with open(path) as f:
         data = json.load(f)
     out_dir = path.parent
-    readme = args.readme == "yes" or (args.readme == "auto" and out_dir.resolve() == (HERE / "compare").resolve()
+    readme = args.readme == "yes" or (args.readme == "auto" and out_dir.resolve() == RESULTS.resolve()
                                       and not data["meta"]["plan"]["quick"])
-    cmp_report.write_all(data, out_dir, HERE / "README.md" if readme else None)
+    report.write_all(data, out_dir, BENCH / "README.md" if readme else None)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from typing import Any, Dict
 
 import numpy as np
 
-from cmp_common import ALPHA, BETA, obs_dtype, obs_shape
+from .common import ALPHA, BETA, obs_dtype, obs_shape
 
 
 def info() -> Dict[str, Any]:

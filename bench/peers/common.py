@@ -1,4 +1,5 @@
-"""Shared pieces of ``bench/compare.py``: the workload plan, self-describing rows, the row checks, and timing.
+"""Shared pieces of the peer comparison (``python -m bench.peers.run``): the workload plan, self-describing rows,
+the row checks, and timing.
 
 Every row is derived from one integer k (its ticket):
 

@@ -1,7 +1,7 @@
 """Storage benchmarks (issue 7): checkpoint save/load throughput vs a plain file copy, and sampling from
 memory-mapped storage vs memory.
 
-Run: python bench/bench_storage.py [--gb 2] [--dir /tmp]     (prints a markdown table)
+Run from the repository root: python -m bench.scripts.bench_storage [--gb 2] [--dir /tmp]   (prints a markdown table)
 """
 from __future__ import annotations
 
@@ -14,11 +14,7 @@ import time
 import numpy as np
 
 import fastreplay as fr
-
-ATARI = {"obs": ((4, 84, 84), np.uint8), "action": ((), np.int64), "reward": ((), np.float32),
-         "next_obs": ((4, 84, 84), np.uint8), "done": ((), np.bool_)}
-CARTPOLE = {"obs": ((4,), np.float32), "action": ((), np.int64), "reward": ((), np.float32),
-            "next_obs": ((4,), np.float32), "done": ((), np.bool_)}
+from tests._rows import ATARI, CARTPOLE
 
 
 def fill(buf, n, chunk=1000):

@@ -1,7 +1,8 @@
 """Stable-Baselines3 DQN on CartPole: environment steps per second with SB3's replay buffer vs fastreplay's drop-in.
 
-    nice -n 10 python bench/sb3_dqn_speed.py                  # 50k steps, each buffer twice, interleaved
-    nice -n 10 python bench/sb3_dqn_speed.py --steps 20000 --repeats 1 --per
+    nice -n 10 python -m bench.scripts.bench_sb3_dqn           # from the repository root; 50k steps, each buffer
+                                                               # twice, interleaved
+    nice -n 10 python -m bench.scripts.bench_sb3_dqn --steps 20000 --repeats 1 --per
 
 Every run trains the same DQN (SB3's defaults for CartPole except a 50k buffer; seed 0) and reports the whole
 ``learn`` rate and the time spent inside the buffer's ``add`` and ``sample`` (timed by wrapping them), which is the

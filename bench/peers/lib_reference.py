@@ -1,5 +1,5 @@
 """fastreplay.reference: the pure-Python baseline, through the same adapter as fastreplay."""
-import lib_fastreplay
+from . import lib_fastreplay
 
 lib_fastreplay.REFERENCE = True
 info = lib_fastreplay.info

@@ -2,7 +2,7 @@
 
 Used as documented: ``ReplayBuffer(capacity, fields)`` / ``PrioritizedReplayBuffer(capacity, fields, alpha)``,
 ``add(obs=..., action=..., reward=..., next_obs=..., done=...)`` with one row or N rows, ``sample(B)`` /
-``sample(B, beta)``, ``update_priorities(batch.indices, td)``, and for multi-threaded sampling
+``sample(B, beta)``, ``update_priorities(batch, td)``, and for multi-threaded sampling
 ``prefetch(B, depth, threads)`` (C++ sampler threads; the reference has none).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, Dict
 
 import numpy as np
 
-from cmp_common import ALPHA, BETA, obs_dtype, obs_shape
+from .common import ALPHA, BETA, obs_dtype, obs_shape
 
 REFERENCE = False  # lib_reference flips this
 
@@ -88,7 +88,7 @@ class Adapter:
 
         def op():
             b = sample(batch_size, BETA)
-            update(b.indices, td)
+            update(b, td)  # the batch carries its generations: stale rows are skipped
             return b
         return op
 

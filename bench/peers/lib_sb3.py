@@ -17,7 +17,7 @@ from typing import Any, Dict
 
 import numpy as np
 
-from cmp_common import obs_dtype, obs_shape
+from .common import obs_dtype, obs_shape
 
 
 def info() -> Dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any, Dict
 
 import numpy as np
 
-from cmp_common import row_bytes
+from .common import row_bytes
 
 
 def info() -> Dict[str, Any]:

@@ -1,30 +1,28 @@
-"""One library, one row set, one mode, in its own process: ``python cmp_worker.py LIB ROWSET MODE PLAN.json OUT.json``.
+"""One library, one row set, one mode, in its own process, started by ``run.py`` from the repository
+root as ``python -m bench.peers.worker LIB ROWSET MODE PLAN.json OUT.json``.
 
 For each capacity: make the buffer (one env), fill it (tickets 0 .. capacity - 1), then time
 ``sample(B)`` for each batch size (``sample(B, beta)`` for PER), PER's ``sample(B)`` then ``update_priorities``,
 multi-threaded sampling (uniform, largest capacity: two Python threads calling ``sample``, and the library's own
 background sampler where it has one), ``add`` of one transition, and ``add`` of a 16-row vector-env batch (in a
 buffer made for 16 envs where the library needs one). Every timed operation is followed by a check of a batch it
-(or a later sample) returned: see ``cmp_common.check_batch``.
+(or a later sample) returned: see ``common.check_batch``.
 """
 from __future__ import annotations
 
 import gc
 import importlib
 import json
-import os
 import resource
 import sys
 import time
 import traceback
 from typing import Any, Dict, List
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from cmp_common import (batched_rows, check_batch, fill_chunks, loadavg, measure, measure_threads,  # noqa: E402
-                        row_bytes, single_rows, stats)
+from .common import (batched_rows, check_batch, fill_chunks, loadavg, measure, measure_threads, row_bytes,
+                     single_rows, stats)
 
 
 def main() -> None:
@@ -47,7 +45,7 @@ def main() -> None:
             json.dump({"group": group, "results": results}, f)
 
     try:
-        mod = importlib.import_module(f"lib_{lib}")
+        mod = importlib.import_module(f".lib_{lib}", __package__)
         group["info"] = mod.info()
     except Exception as e:  # noqa: BLE001
         group["status"] = "skipped"

@@ -1,23 +1,20 @@
 """Concurrency benchmarks (issue 4): multi-threaded sampling, writers under load, and prefetch in a training loop.
 
-Run: python bench/bench_concurrency.py [--quick]    (prints a markdown table; --json PATH writes the figures)
+Run from the repository root: python -m bench.scripts.bench_concurrency [--quick]
+(prints a markdown table; --json PATH writes the figures)
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
-import threading
 import time
 
 import numpy as np
 
 import fastreplay as fr
-
-ATARI = {"obs": ((4, 84, 84), np.uint8), "action": ((), np.int64), "reward": ((), np.float32),
-         "next_obs": ((4, 84, 84), np.uint8), "done": ((), np.bool_)}
-CARTPOLE = {"obs": ((4,), np.float32), "action": ((), np.int64), "reward": ((), np.float32),
-            "next_obs": ((4,), np.float32), "done": ((), np.bool_)}
+from tests._rows import ATARI, CARTPOLE, run_for
 
 
 def rows(fields, n, rng):
@@ -40,23 +37,15 @@ def atari_buffer(fill=50_000):
 
 def sampling_threads(buf, threads, seconds, batch=32):
     """Batches per second from `threads` Python threads sampling at once."""
-    stop = threading.Event()
     counts = [0] * threads
 
-    def work(i):
+    def work(stop, i):
         while not stop.is_set():
             buf.sample(batch)
             counts[i] += 1
 
-    ts = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-    t0 = time.perf_counter()
-    for t in ts:
-        t.start()
-    time.sleep(seconds)
-    stop.set()
-    for t in ts:
-        t.join()
-    return sum(counts) / (time.perf_counter() - t0)
+    elapsed = run_for(seconds, [functools.partial(work, i=i) for i in range(threads)])
+    return sum(counts) / elapsed
 
 
 def writers_and_sampler(seconds, batch=256):
@@ -64,31 +53,22 @@ def writers_and_sampler(seconds, batch=256):
     buf = fr.ReplayBuffer(1_000_000, CARTPOLE, seed=0)
     rng = np.random.default_rng(0)
     buf.add(**rows(CARTPOLE, 100_000, rng))
-    stop = threading.Event()
     added = [0, 0]
     lat = []
     chunk = rows(CARTPOLE, 16, rng)
 
-    def writer(i):
+    def writer(stop, i):
         while not stop.is_set():
             buf.add(**chunk)
             added[i] += 16
 
-    def sampler():
+    def sampler(stop):
         while not stop.is_set():
             t = time.perf_counter_ns()
             buf.sample(batch)
             lat.append(time.perf_counter_ns() - t)
 
-    ts = [threading.Thread(target=writer, args=(i,)) for i in range(2)] + [threading.Thread(target=sampler)]
-    t0 = time.perf_counter()
-    for t in ts:
-        t.start()
-    time.sleep(seconds)
-    stop.set()
-    for t in ts:
-        t.join()
-    el = time.perf_counter() - t0
+    el = run_for(seconds, [functools.partial(writer, i=0), functools.partial(writer, i=1), sampler])
     lat_us = np.array(lat) / 1e3
     # Baseline: the same sampler alone.
     alone = []

@@ -1,7 +1,7 @@
 """cpprb's API: add and sample speed of fastreplay.cpprb vs cpprb itself, on the same calls.
 
-    nice -n 10 python bench/cpprb_speed.py
-    nice -n 10 python bench/cpprb_speed.py --quick        # fewer repetitions
+    nice -n 10 python -m bench.scripts.bench_cpprb             # from the repository root
+    nice -n 10 python -m bench.scripts.bench_cpprb --quick     # fewer repetitions
 
 Cases: CartPole-sized rows (obs float32[4]) and Atari-sized rows (uint8[84, 84, 4] with ``next_of="obs"``, so each
 frame stack is stored once) in a buffer of 100k (CartPole) or 20k (Atari) rows, filled once before timing (the
