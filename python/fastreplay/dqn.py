@@ -4,37 +4,37 @@ Run ``python -m fastreplay.dqn --help`` (or ``fastreplay-dqn``). With the defaul
 evaluation return first reaches 475 after 30k-60k environment steps, a minute or two on one CPU core (the run goes on
 to 100k steps; examples/README.md has the figures). The loop lives in
 :func:`train`, which takes an :class:`Args` and returns a dict of results, so it can be called from Python and tests.
-Needs ``pip install fastreplay[train]`` (torch, gymnasium, tqdm, matplotlib); importing :mod:`fastreplay` alone does
-not import any of them.
+The command line is :class:`Args`, parsed by tyro; checks, logs, checkpoints and the plot are in ``_cli.py`` and
+``_trainer_io.py``. Needs ``pip install fastreplay[train]`` (torch, gymnasium, tqdm, matplotlib, tyro); importing
+:mod:`fastreplay` alone does not import any of them.
 """
 from __future__ import annotations
 
-import argparse
-import ast
 import contextlib
 import dataclasses
-import inspect
 import json
-import math
 import os
-import textwrap
 import time
-import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
 
-import numpy as np
-
 import gymnasium as gym
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import tyro
 
 import fastreplay
+from fastreplay._cli import DESCRIPTION, PROG, check_args, one_line_errors, print_summary
+from fastreplay._trainer_io import RunLog, Stopwatch, load_checkpoint, plot_learning_curve, save_checkpoint
+from fastreplay.schedules import LinearSchedule
 
 
 @dataclass
 class Args:
+    """Train DQN on a gymnasium environment with a fastreplay buffer."""
+
     exp_name: str = "dqn"
     """name of the experiment, part of the run directory's name"""
     seed: int = 1
@@ -117,121 +117,6 @@ class Args:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The command line, generated from Args: every field becomes --field-name, its docstring the help text.
-
-
-def _field_docs(cls: type) -> Dict[str, str]:
-    """The string literal under each field of a dataclass, read from its source (as tyro does)."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError):  # no source available (e.g. a frozen build): no help texts
-        return {}
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(nxt, ast.Expr)
-            and isinstance(nxt.value, ast.Constant)
-            and isinstance(nxt.value.value, str)
-        ):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
-
-
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fastreplay-dqn",
-        description="Train DQN on a gymnasium environment with a fastreplay buffer.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    hints = typing.get_type_hints(Args)
-    docs = _field_docs(Args)
-    for f in dataclasses.fields(Args):
-        tp, kw = hints[f.name], {"default": f.default, "help": docs.get(f.name, " ")}
-        origin, targs = typing.get_origin(tp), typing.get_args(tp)
-        if origin is typing.Union and type(None) in targs:  # Optional[X]
-            tp = next(a for a in targs if a is not type(None))
-            origin, targs = None, ()
-        if tp is bool:
-            kw["action"] = argparse.BooleanOptionalAction
-        elif origin is Literal:
-            kw.update(type=type(targs[0]), choices=list(targs))
-        elif origin is tuple:
-            kw.update(type=targs[0], nargs="+")
-        else:
-            kw["type"] = tp
-        parser.add_argument("--" + f.name.replace("_", "-"), **kw)
-    return parser
-
-
-def parse_args(argv: Optional[Sequence[str]] = None) -> Args:
-    ns = make_parser().parse_args(argv)
-    kw = vars(ns)
-    kw["hidden_sizes"] = tuple(kw["hidden_sizes"])
-    return Args(**kw)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Checks: bad arguments become one ValueError with one line, which main() turns into a usage error.
-
-
-def check_args(args: Args) -> None:
-    """Raise ``ValueError`` naming the first bad argument. Also checks the environment's spaces."""
-    positive = ["total_timesteps", "num_envs", "buffer_size", "batch_size", "target_network_frequency",
-                "train_frequency", "eval_episodes", "log_frequency"]
-    for name in positive:
-        v = getattr(args, name)
-        if not isinstance(v, int) or v <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
-    for name in ["learning_starts", "eval_frequency", "threads"]:
-        v = getattr(args, name)
-        if not isinstance(v, int) or v < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 0, got {v!r}")
-    if not args.hidden_sizes or any(h <= 0 for h in args.hidden_sizes):
-        raise ValueError(f"--hidden-sizes must be positive integers, got {list(args.hidden_sizes)}")
-    ranges = {"learning_rate": (0, math.inf, False), "gamma": (0, 1, True), "tau": (0, 1, False),
-              "start_e": (0, 1, True), "end_e": (0, 1, True), "exploration_fraction": (0, 1, False),
-              "max_grad_norm": (0, math.inf, True), "per_alpha": (0, math.inf, True), "per_beta0": (0, 1, True),
-              "per_eps": (0, math.inf, True)}
-    for name, (lo, hi, lo_ok) in ranges.items():
-        v = getattr(args, name)
-        if not math.isfinite(v) or not (lo <= v <= hi) or (v == lo and not lo_ok):
-            bound = f"[{lo}, {hi}]" if lo_ok else f"({lo}, {hi}]"
-            raise ValueError(f"--{name.replace('_', '-')} must be in {bound}, got {v}")
-    if args.buffer_size < args.batch_size:
-        raise ValueError(f"--buffer-size ({args.buffer_size}) must be at least --batch-size ({args.batch_size})")
-    try:
-        dev = torch.device(args.device)
-    except RuntimeError as e:
-        raise ValueError(f"--device {args.device!r} is not a torch device: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device!r}: CUDA is not available on this machine (use --device cpu)")
-    if args.resume is not None and not os.path.isfile(args.resume):
-        raise ValueError(f"--resume {args.resume!r}: no such checkpoint file")
-    env = _make_env(args.env_id)
-    try:
-        obs_space, act_space = env.observation_space, env.action_space
-    finally:
-        env.close()
-    if not isinstance(obs_space, gym.spaces.Box):
-        raise ValueError(f"--env-id {args.env_id}: DQN needs a Box observation space, got {obs_space}")
-    if not isinstance(act_space, gym.spaces.Discrete):
-        raise ValueError(f"--env-id {args.env_id}: DQN needs a Discrete action space, got {act_space}")
-    if int(act_space.start) != 0:
-        raise ValueError(f"--env-id {args.env_id}: Discrete action spaces must start at 0, got {act_space}")
-
-
-def _make_env(env_id: str) -> gym.Env:
-    try:
-        return gym.make(env_id)
-    except gym.error.Error as e:  # unknown id, missing dependency, ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"--env-id {env_id!r}: {first}") from None
-
-
-# ---------------------------------------------------------------------------------------------------------------------
 # Environments. Vector environments reset a sub-environment automatically when its episode ends; what they return
 # in that step depends on gymnasium's autoreset mode, and the stored s' must be the ended episode's last observation.
 
@@ -276,7 +161,7 @@ def real_next_obs(next_obs: np.ndarray, infos: Dict[str, Any]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The Q-network, the TD target and the batch source.
+# The Q-network and the TD target.
 
 
 class QNetwork(nn.Module):
@@ -314,6 +199,229 @@ def td_target(
     return reward + gamma * (1.0 - done.float()) * next_v
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# The training loop.
+
+
+def train(args: Args) -> Dict[str, Any]:
+    """Train DQN as ``args`` says; returns the results (also written to ``<run_dir>/results.json``).
+
+    Keys: ``final_eval_returns`` (list), ``final_eval_mean``, ``evals`` (list of ``[step, mean return, seconds
+    since the start]``), ``best_eval``, ``steps`` (environment steps reached), ``steps_this_run``, ``updates``,
+    ``episodes``, ``wall_time_s``, ``loop_time_s`` (the training loop, periodic evaluations included),
+    ``steps_per_sec`` (of the loop), ``buffer_time_s`` and ``buffer_share`` (loop time spent inside the buffer's add,
+    sample or prefetch and update_priorities), ``run_dir``, ``log_path``, ``plot_path`` (None without ``plot``),
+    ``checkpoint_path``. Raises ``ValueError`` for bad arguments.
+    """
+    t_start = time.perf_counter()
+    check_args(args)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    # Seeding: torch for the network's initialisation, numpy for exploration, the envs and the buffer.
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+
+    with contextlib.ExitStack() as stack:  # closes the envs, the log, the progress bar and the prefetcher
+        envs = stack.enter_context(contextlib.closing(make_vec_env(args.env_id, args.num_envs)))
+        eval_envs = stack.enter_context(contextlib.closing(make_vec_env(args.env_id, args.eval_episodes)))
+        mode = autoreset_mode(envs)
+        obs_dim = int(np.prod(envs.single_observation_space.shape))
+        n_actions = int(envs.single_action_space.n)
+
+        q_network = QNetwork(obs_dim, n_actions, args.hidden_sizes).to(device)
+        optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate)
+        target_network = QNetwork(obs_dim, n_actions, args.hidden_sizes).to(device)
+        target_network.load_state_dict(q_network.state_dict())
+
+        buf = make_buffer(args, envs)
+        # Epsilon falls linearly over exploration_fraction of training; PER's beta rises to 1 over all of it.
+        epsilon = LinearSchedule(args.start_e, args.end_e, max(1, int(args.exploration_fraction * args.total_timesteps)))
+        beta = LinearSchedule(args.per_beta0, 1.0, args.total_timesteps) if args.per else None
+
+        global_step, updates, episodes, evals = 0, 0, 0, []
+        if args.resume is not None:
+            ckpt = load_checkpoint(args.resume, args, q_network, target_network, optimizer, rng, device)
+            global_step, updates, episodes = ckpt["global_step"], ckpt["updates"], ckpt["episodes"]
+            evals = [list(e) for e in ckpt["evals"]]
+        start_step = global_step
+        # The buffer starts empty, also after a resume: collect learning_starts steps before learning.
+        learn_from = start_step + args.learning_starts
+
+        run_dir = os.path.join(args.output_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
+        os.makedirs(run_dir, exist_ok=True)
+        log = stack.enter_context(contextlib.closing(RunLog(os.path.join(run_dir, "log.jsonl"))))
+        log.write({"type": "args", "step": global_step, **dataclasses.asdict(args), "autoreset_mode": mode,
+                   "fastreplay": fastreplay.__version__, "torch": torch.__version__, "gymnasium": gym.__version__})
+
+        def checkpoint() -> None:
+            if args.save is not None:
+                save_checkpoint(args.save, args, q_network, target_network, optimizer, rng, global_step=global_step,
+                                updates=updates, episodes=episodes, epsilon=epsilon(global_step), evals=evals)
+
+        final_returns: List[float] = []
+
+        def run_eval() -> float:
+            returns = evaluate(q_network, eval_envs, args.seed + 100_000 + len(evals) * args.eval_episodes, device)
+            final_returns[:] = returns.tolist()
+            wall = time.perf_counter() - t_start
+            evals.append([global_step, float(returns.mean()), wall])
+            log.write({"type": "eval", "step": global_step, "wall_s": wall, "mean": float(returns.mean()),
+                       "std": float(returns.std()), "returns": returns.tolist()})
+            log.flush()
+            checkpoint()
+            return float(returns.mean())
+
+        from tqdm import tqdm
+
+        bar = stack.enter_context(tqdm(total=args.total_timesteps, initial=global_step, unit="step",
+                                       disable=not args.progress, dynamic_ncols=True, mininterval=0.5))
+        recent: List[float] = []  # the last 20 training episodes' returns, for the progress bar
+        postfix: Dict[str, str] = {}
+        ep_return = np.zeros(args.num_envs)
+        ep_length = np.zeros(args.num_envs, dtype=np.int64)
+        # next-step autoreset: the step after an episode ends only resets that sub-env; it is not a transition.
+        was_done = np.zeros(args.num_envs, dtype=bool)
+        update_credit, draw = 0.0, None
+        last_loss = last_q = float("nan")
+        last_eval_step = global_step if evals else -1
+        in_buffer = Stopwatch()  # time spent inside the replay buffer's calls
+        t_loop = time.perf_counter()
+
+        obs, _ = envs.reset(seed=args.seed)
+        envs.single_action_space.seed(args.seed)
+        while global_step < args.total_timesteps:
+            # Epsilon-greedy action for every sub-environment.
+            eps = epsilon(global_step)
+            explore = rng.random(args.num_envs) < eps
+            actions = rng.integers(n_actions, size=args.num_envs)
+            if not explore.all():
+                with torch.no_grad():
+                    greedy = q_network(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
+                actions = np.where(explore, actions, greedy)
+
+            next_obs, rewards, terminated, truncated, infos = envs.step(actions)
+            global_step += args.num_envs
+            bar.update(args.num_envs)
+
+            # Store (s, a, r, s', terminated): s' is the ended episode's last observation, not the reset one, and
+            # done is `terminated` alone so that time-limit truncations still bootstrap. One add for all envs.
+            keep = ~was_done
+            stored_next = real_next_obs(next_obs, infos) if mode == "same_step" else next_obs
+            with in_buffer.timed():
+                if keep.all():
+                    buf.add(obs=obs, action=actions, reward=rewards, next_obs=stored_next, done=terminated)
+                elif keep.any():
+                    buf.add(obs=obs[keep], action=actions[keep], reward=rewards[keep], next_obs=stored_next[keep],
+                            done=terminated[keep])
+
+            ended = (terminated | truncated) & keep
+            ep_return += rewards * keep
+            ep_length += keep
+            for i in np.flatnonzero(ended):
+                episodes += 1
+                recent = (recent + [float(ep_return[i])])[-20:]
+                log.write({"type": "episode", "step": global_step, "return": float(ep_return[i]),
+                           "length": int(ep_length[i])})
+                ep_return[i], ep_length[i] = 0.0, 0
+            if ended.any():
+                postfix.update(ret=f"{recent[-1]:.0f}", avg20=f"{np.mean(recent):.0f}", eps=f"{eps:.2f}")
+                bar.set_postfix(postfix, refresh=False)
+            if mode == "next_step":
+                was_done = terminated | truncated
+            obs = next_obs
+
+            # Learning: one gradient step per train_frequency environment steps, whatever num_envs is.
+            if global_step >= learn_from:
+                if draw is None:
+                    draw = stack.enter_context(
+                        batch_source(buf, args.batch_size, args.prefetch, beta(global_step) if beta else None))
+                update_credit += args.num_envs / args.train_frequency
+                while update_credit >= 1.0:
+                    update_credit -= 1.0
+                    with in_buffer.timed():
+                        batch = draw(beta(global_step)) if beta else draw()
+                    data = batch.to_torch(device)
+                    with torch.no_grad():
+                        next_q_target = target_network(data["next_obs"])
+                        next_q_online = q_network(data["next_obs"]) if args.double_dqn else None
+                        y = td_target(data["reward"], next_q_target, data["done"], args.gamma, next_q_online)
+                    q_sa = q_network(data["obs"]).gather(1, data["action"].long().unsqueeze(1)).squeeze(1)
+                    if args.loss == "huber":
+                        elementwise = F.smooth_l1_loss(q_sa, y, reduction="none")
+                    else:
+                        elementwise = F.mse_loss(q_sa, y, reduction="none")
+                    # Prioritized replay: importance weights correct the bias of non-uniform sampling.
+                    loss = (data["weights"] * elementwise).mean() if args.per else elementwise.mean()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if args.max_grad_norm > 0:
+                        nn.utils.clip_grad_norm_(q_network.parameters(), args.max_grad_norm)
+                    optimizer.step()
+                    updates += 1
+                    if args.per:  # new priorities: |TD error| of the sampled rows
+                        td = (q_sa.detach() - y).abs().cpu().numpy()
+                        with in_buffer.timed():
+                            buf.update_priorities(batch.indices, td)
+                    if updates % 100 == 0:
+                        last_loss, last_q = loss.item(), q_sa.detach().mean().item()
+
+            # Target network: hard copy (tau = 1) or Polyak average every target_network_frequency steps.
+            if crossed(global_step, args.num_envs, args.target_network_frequency):
+                with torch.no_grad():
+                    for tp, p in zip(target_network.parameters(), q_network.parameters()):
+                        tp.copy_(args.tau * p + (1.0 - args.tau) * tp)
+
+            if crossed(global_step, args.num_envs, args.log_frequency):
+                log.write({"type": "train", "step": global_step, "epsilon": eps, "loss": last_loss, "q": last_q,
+                           "updates": updates, "steps_per_sec": (global_step - start_step) / (time.perf_counter() - t_loop),
+                           "buffer_size": len(buf), "buffer_time_s": in_buffer.seconds})
+
+            if args.eval_frequency and crossed(global_step, args.num_envs, args.eval_frequency):
+                mean = run_eval()
+                last_eval_step = global_step
+                postfix["eval"] = f"{mean:.0f}"
+                bar.set_postfix(postfix, refresh=False)
+                if args.target_return is not None and mean >= args.target_return:
+                    break
+
+        loop_time = time.perf_counter() - t_loop
+        bar.close()
+        if last_eval_step != global_step:
+            run_eval()
+        checkpoint()
+
+    plot_path = None
+    if args.plot:
+        plot_path = os.path.join(run_dir, "learning_curve.png")
+        plot_learning_curve(log.path, plot_path, f"DQN on {args.env_id} (seed {args.seed})")
+    results = {
+        "env_id": args.env_id, "seed": args.seed, "steps": global_step, "steps_this_run": global_step - start_step,
+        "updates": updates, "episodes": episodes, "final_eval_returns": final_returns,
+        "final_eval_mean": float(np.mean(final_returns)), "evals": evals,
+        # best periodic evaluation (step, mean return): DQN's greedy return oscillates after it first succeeds
+        "best_eval": max(((int(e[0]), float(e[1])) for e in evals), key=lambda x: x[1], default=None),
+        "wall_time_s": time.perf_counter() - t_start, "loop_time_s": loop_time,
+        "steps_per_sec": (global_step - start_step) / loop_time, "buffer_time_s": in_buffer.seconds,
+        "buffer_share": in_buffer.seconds / loop_time, "run_dir": run_dir, "log_path": log.path,
+        "plot_path": plot_path, "checkpoint_path": args.save,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,  # context for the timings
+    }
+    with open(os.path.join(run_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    return results
+
+
+def crossed(step: int, num_envs: int, every: int) -> bool:
+    """Did the vector step that reached ``step`` pass a multiple of ``every`` environment steps?"""
+    return step // every != (step - num_envs) // every
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The loop's helpers: the buffer, where its batches come from, and the greedy evaluation.
+
+
 @contextlib.contextmanager
 def batch_source(buf: Any, batch_size: int, prefetch: bool, beta: Optional[float] = None) -> Iterator[Callable]:
     """Yield ``draw(beta=None) -> Batch``: batches from the buffer's background prefetcher when ``prefetch`` is on
@@ -347,10 +455,6 @@ def make_buffer(args: Args, envs: gym.vector.VectorEnv) -> Any:
     return impl.ReplayBuffer.from_env(envs, args.buffer_size, seed=args.seed)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Evaluation, checkpoints, log and plot.
-
-
 @torch.no_grad()
 def evaluate(q_network: nn.Module, envs: gym.vector.VectorEnv, seed: int, device: torch.device) -> np.ndarray:
     """Greedy returns of one episode in each of ``envs``' sub-environments (float64[num_envs])."""
@@ -365,311 +469,19 @@ def evaluate(q_network: nn.Module, envs: gym.vector.VectorEnv, seed: int, device
     return returns
 
 
-def save_checkpoint(path: str, state: Dict[str, Any]) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: an interrupted save leaves the previous checkpoint intact
-
-
-def plot_learning_curve(log_path: str, png_path: str, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    episodes, evals = [], []
-    with open(log_path) as f:
-        for line in f:
-            rec = json.loads(line)
-            if rec["type"] == "episode":
-                episodes.append((rec["step"], rec["return"]))
-            elif rec["type"] == "eval":
-                evals.append((rec["step"], rec["mean"], rec["std"]))
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if episodes:
-        s, r = np.array(episodes).T
-        ax.plot(s, r, ".", ms=2, alpha=0.3, color="tab:blue", label="training episodes")
-    if evals:
-        s, m, sd = np.array(evals).T
-        ax.plot(s, m, "-o", ms=3, color="tab:orange", label="greedy evaluation (mean)")
-        ax.fill_between(s, m - sd, m + sd, color="tab:orange", alpha=0.2)
-    ax.set_xlabel("environment steps")
-    ax.set_ylabel("episodic return")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best")
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=110)
-    plt.close(fig)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
-# The training loop.
+# The command line: every field of Args is an option (--field-name, --no-flag for booleans), its docstring the help.
 
 
-def train(args: Args) -> Dict[str, Any]:
-    """Train DQN as ``args`` says; returns the results (also written to ``<run_dir>/results.json``).
-
-    Keys: ``final_eval_returns`` (list), ``final_eval_mean``, ``evals`` (list of ``[step, mean return, seconds
-    since the start]``), ``steps`` (environment steps reached), ``steps_this_run``, ``updates``, ``episodes``,
-    ``wall_time_s``, ``loop_time_s`` (the training loop, periodic evaluations included), ``steps_per_sec`` (of the
-    loop), ``buffer_time_s`` and ``buffer_share`` (loop time spent inside the buffer's add, sample or prefetch and
-    update_priorities), ``run_dir``, ``log_path``, ``plot_path`` (None without ``plot``), ``checkpoint_path``.
-    Raises ``ValueError`` for bad arguments.
-    """
-    t_start = time.perf_counter()
-    check_args(args)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-
-    # Seeding: torch for the network's initialisation, numpy for exploration, the envs and the buffer.
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-
-    with contextlib.ExitStack() as stack:  # closes the envs, the log, the progress bar and the prefetcher
-        envs = make_vec_env(args.env_id, args.num_envs)
-        stack.callback(envs.close)
-        eval_envs = make_vec_env(args.env_id, args.eval_episodes)
-        stack.callback(eval_envs.close)
-        mode = autoreset_mode(envs)
-        obs_dim = int(np.prod(envs.single_observation_space.shape))
-        n_actions = int(envs.single_action_space.n)
-
-        q_network = QNetwork(obs_dim, n_actions, args.hidden_sizes).to(device)
-        optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate)
-        target_network = QNetwork(obs_dim, n_actions, args.hidden_sizes).to(device)
-        target_network.load_state_dict(q_network.state_dict())
-
-        buf = make_buffer(args, envs)
-        # Epsilon falls linearly over exploration_fraction of training; PER's beta rises to 1 over all of it.
-        epsilon = fastreplay.LinearSchedule(
-            args.start_e, args.end_e, max(1, int(args.exploration_fraction * args.total_timesteps)))
-        beta = fastreplay.LinearSchedule(args.per_beta0, 1.0, args.total_timesteps) if args.per else None
-
-        global_step, updates, episodes, evals = 0, 0, 0, []
-        if args.resume is not None:
-            ckpt = torch.load(args.resume, map_location=device, weights_only=True)
-            was = ckpt["args"]
-            if was["env_id"] != args.env_id or tuple(was["hidden_sizes"]) != tuple(args.hidden_sizes):
-                raise ValueError(
-                    f"--resume {args.resume!r}: checkpoint is for {was['env_id']} with hidden sizes "
-                    f"{list(was['hidden_sizes'])}, not {args.env_id} with {list(args.hidden_sizes)}"
-                )
-            q_network.load_state_dict(ckpt["q_network"])
-            target_network.load_state_dict(ckpt["target_network"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            global_step, updates, episodes = ckpt["global_step"], ckpt["updates"], ckpt["episodes"]
-            evals = [list(e) for e in ckpt["evals"]]
-            torch.set_rng_state(ckpt["torch_rng"].cpu())
-            rng.bit_generator.state = ckpt["numpy_rng"]
-        start_step = global_step
-        # The buffer starts empty, also after a resume: collect learning_starts steps before learning.
-        learn_from = start_step + args.learning_starts
-
-        run_dir = os.path.join(args.output_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
-        os.makedirs(run_dir, exist_ok=True)
-        log_path = os.path.join(run_dir, "log.jsonl")
-        log = stack.enter_context(open(log_path, "a"))
-
-        def write(rec: Dict[str, Any]) -> None:
-            log.write(json.dumps(rec) + "\n")
-
-        write({"type": "args", "step": global_step, **dataclasses.asdict(args), "autoreset_mode": mode,
-               "fastreplay": fastreplay.__version__, "torch": torch.__version__, "gymnasium": gym.__version__})
-
-        def checkpoint() -> None:
-            if args.save is not None:
-                save_checkpoint(args.save, {
-                    "q_network": q_network.state_dict(), "target_network": target_network.state_dict(),
-                    "optimizer": optimizer.state_dict(), "global_step": global_step, "updates": updates,
-                    "episodes": episodes, "epsilon": epsilon(global_step), "evals": evals,
-                    "args": dataclasses.asdict(args), "torch_rng": torch.get_rng_state(),
-                    "numpy_rng": rng.bit_generator.state,
-                })
-
-        final_returns: List[float] = []
-
-        def run_eval() -> float:
-            returns = evaluate(q_network, eval_envs, args.seed + 100_000 + len(evals) * args.eval_episodes, device)
-            final_returns[:] = returns.tolist()
-            wall = time.perf_counter() - t_start
-            evals.append([global_step, float(returns.mean()), wall])
-            write({"type": "eval", "step": global_step, "wall_s": wall, "mean": float(returns.mean()),
-                   "std": float(returns.std()), "returns": returns.tolist()})
-            log.flush()
-            checkpoint()
-            return float(returns.mean())
-
-        def crossed(every: int) -> bool:  # did this vector step pass a multiple of `every` env steps?
-            return global_step // every != (global_step - args.num_envs) // every
-
-        from tqdm import tqdm
-
-        bar = stack.enter_context(tqdm(total=args.total_timesteps, initial=global_step, unit="step",
-                                       disable=not args.progress, dynamic_ncols=True, mininterval=0.5))
-        recent: List[float] = []  # the last 20 training episodes' returns, for the progress bar
-        postfix: Dict[str, str] = {}
-        ep_return = np.zeros(args.num_envs)
-        ep_length = np.zeros(args.num_envs, dtype=np.int64)
-        # next-step autoreset: the step after an episode ends only resets that sub-env; it is not a transition.
-        was_done = np.zeros(args.num_envs, dtype=bool)
-        update_credit, draw = 0.0, None
-        last_loss = last_q = float("nan")
-        last_eval_step = global_step if evals else -1
-        in_buffer = 0.0  # seconds spent inside the replay buffer's calls
-        clock = time.perf_counter
-        t_loop = clock()
-
-        obs, _ = envs.reset(seed=args.seed)
-        envs.single_action_space.seed(args.seed)
-        while global_step < args.total_timesteps:
-            # Epsilon-greedy action for every sub-environment.
-            eps = epsilon(global_step)
-            explore = rng.random(args.num_envs) < eps
-            actions = rng.integers(n_actions, size=args.num_envs)
-            if not explore.all():
-                with torch.no_grad():
-                    greedy = q_network(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
-                actions = np.where(explore, actions, greedy)
-
-            next_obs, rewards, terminated, truncated, infos = envs.step(actions)
-            global_step += args.num_envs
-            bar.update(args.num_envs)
-
-            # Store (s, a, r, s', terminated): s' is the ended episode's last observation, not the reset one, and
-            # done is `terminated` alone so that time-limit truncations still bootstrap. One add for all envs.
-            keep = ~was_done
-            stored_next = real_next_obs(next_obs, infos) if mode == "same_step" else next_obs
-            t0 = clock()
-            if keep.all():
-                buf.add(obs=obs, action=actions, reward=rewards, next_obs=stored_next, done=terminated)
-            elif keep.any():
-                buf.add(obs=obs[keep], action=actions[keep], reward=rewards[keep], next_obs=stored_next[keep],
-                        done=terminated[keep])
-            in_buffer += clock() - t0
-
-            ended = (terminated | truncated) & keep
-            ep_return += rewards * keep
-            ep_length += keep
-            for i in np.flatnonzero(ended):
-                episodes += 1
-                recent = (recent + [float(ep_return[i])])[-20:]
-                write({"type": "episode", "step": global_step, "return": float(ep_return[i]),
-                       "length": int(ep_length[i])})
-                ep_return[i], ep_length[i] = 0.0, 0
-            if ended.any():
-                postfix.update(ret=f"{recent[-1]:.0f}", avg20=f"{np.mean(recent):.0f}", eps=f"{eps:.2f}")
-                bar.set_postfix(postfix, refresh=False)
-            if mode == "next_step":
-                was_done = terminated | truncated
-            obs = next_obs
-
-            # Learning: one gradient step per train_frequency environment steps, whatever num_envs is.
-            if global_step >= learn_from:
-                if draw is None:
-                    draw = stack.enter_context(
-                        batch_source(buf, args.batch_size, args.prefetch, beta(global_step) if beta else None))
-                update_credit += args.num_envs / args.train_frequency
-                while update_credit >= 1.0:
-                    update_credit -= 1.0
-                    t0 = clock()
-                    batch = draw(beta(global_step)) if beta else draw()
-                    in_buffer += clock() - t0
-                    data = batch.to_torch(device)
-                    with torch.no_grad():
-                        next_q_target = target_network(data["next_obs"])
-                        next_q_online = q_network(data["next_obs"]) if args.double_dqn else None
-                        y = td_target(data["reward"], next_q_target, data["done"], args.gamma, next_q_online)
-                    q_sa = q_network(data["obs"]).gather(1, data["action"].long().unsqueeze(1)).squeeze(1)
-                    if args.loss == "huber":
-                        elementwise = F.smooth_l1_loss(q_sa, y, reduction="none")
-                    else:
-                        elementwise = F.mse_loss(q_sa, y, reduction="none")
-                    # Prioritized replay: importance weights correct the bias of non-uniform sampling.
-                    loss = (data["weights"] * elementwise).mean() if args.per else elementwise.mean()
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if args.max_grad_norm > 0:
-                        nn.utils.clip_grad_norm_(q_network.parameters(), args.max_grad_norm)
-                    optimizer.step()
-                    updates += 1
-                    if args.per:  # new priorities: |TD error| of the sampled rows
-                        td = (q_sa.detach() - y).abs().cpu().numpy()
-                        t0 = clock()
-                        buf.update_priorities(batch.indices, td)
-                        in_buffer += clock() - t0
-                    if updates % 100 == 0:
-                        last_loss, last_q = loss.item(), q_sa.detach().mean().item()
-
-            # Target network: hard copy (tau = 1) or Polyak average every target_network_frequency steps.
-            if crossed(args.target_network_frequency):
-                with torch.no_grad():
-                    for tp, p in zip(target_network.parameters(), q_network.parameters()):
-                        tp.copy_(args.tau * p + (1.0 - args.tau) * tp)
-
-            if crossed(args.log_frequency):
-                write({"type": "train", "step": global_step, "epsilon": eps, "loss": last_loss, "q": last_q,
-                       "updates": updates, "steps_per_sec": (global_step - start_step) / (clock() - t_loop),
-                       "buffer_size": len(buf), "buffer_time_s": in_buffer})
-
-            if args.eval_frequency and crossed(args.eval_frequency):
-                mean = run_eval()
-                last_eval_step = global_step
-                postfix["eval"] = f"{mean:.0f}"
-                bar.set_postfix(postfix, refresh=False)
-                if args.target_return is not None and mean >= args.target_return:
-                    break
-
-        loop_time = clock() - t_loop
-        bar.close()
-        if last_eval_step != global_step:
-            run_eval()
-        checkpoint()
-
-    plot_path = None
-    if args.plot:
-        plot_path = os.path.join(run_dir, "learning_curve.png")
-        plot_learning_curve(log_path, plot_path, f"DQN on {args.env_id} (seed {args.seed})")
-    results = {
-        "env_id": args.env_id, "seed": args.seed, "steps": global_step, "steps_this_run": global_step - start_step,
-        "updates": updates, "episodes": episodes, "final_eval_returns": final_returns,
-        "final_eval_mean": float(np.mean(final_returns)), "evals": evals,
-        # best periodic evaluation (step, mean return): DQN's greedy return oscillates after it first succeeds
-        "best_eval": max(((int(e[0]), float(e[1])) for e in evals), key=lambda x: x[1], default=None),
-        "wall_time_s": time.perf_counter() - t_start, "loop_time_s": loop_time,
-        "steps_per_sec": (global_step - start_step) / loop_time, "buffer_time_s": in_buffer,
-        "buffer_share": in_buffer / loop_time, "run_dir": run_dir, "log_path": log_path,
-        "plot_path": plot_path, "checkpoint_path": args.save,
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,  # context for the timings
-    }
-    with open(os.path.join(run_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    return results
+def parse_args(argv: Optional[Sequence[str]] = None) -> Args:
+    return tyro.cli(Args, prog=PROG, description=DESCRIPTION, args=argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = make_parser()
-    args = parse_args(argv)
-    try:
+    with one_line_errors():  # a bad argument: one "fastreplay-dqn: error: ..." line and exit status 2
+        args = parse_args(argv)
         check_args(args)
-    except ValueError as e:
-        parser.error(str(e))  # one line and exit status 2, not a traceback
-    results = train(args)
-    print(
-        f"{args.env_id}: {results['steps']} steps in {results['wall_time_s']:.1f} s "
-        f"({results['steps_per_sec']:.0f} steps/s, {100 * results['buffer_share']:.1f}% in the buffer); "
-        f"final greedy evaluation {results['final_eval_mean']:.1f} over {len(results['final_eval_returns'])} episodes"
-    )
-    if results["best_eval"] is not None:
-        step, mean = results["best_eval"]
-        print(f"best periodic evaluation: {mean:.1f} at step {step} (--target-return X --save PATH keeps that network)")
-    print(f"log: {results['log_path']}")
-    if results["plot_path"]:
-        print(f"plot: {results['plot_path']}")
-    if args.save:
-        print(f"checkpoint: {args.save}")
+    print_summary(args, train(args))
 
 
 if __name__ == "__main__":
