@@ -1,5 +1,5 @@
-"""The DQN trainer's bookkeeping (:mod:`fastreplay.dqn`): time spent in the buffer, the JSON-lines log, checkpoints
-and the learning-curve plot. Nothing here changes what the trainer learns."""
+"""The DQN trainer's input and output (:mod:`fastreplay.dqn`): batches from the buffer (prefetched or sampled),
+time spent in the buffer, the JSON-lines log, checkpoints, the learning-curve plot and results.json."""
 from __future__ import annotations
 
 import contextlib
@@ -7,13 +7,34 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Dict, Iterator
+from typing import Any, Callable, Dict, Iterator, Optional
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from ._persist import atomic_open
+
+
+@contextlib.contextmanager
+def batch_source(buf: Any, batch_size: int, prefetch: bool, beta: Optional[float] = None) -> Iterator[Callable]:
+    """Yield ``draw(beta=None) -> Batch``: batches from the buffer's background prefetcher when ``prefetch`` is on
+    and the buffer has one, else a ``buf.sample`` per call. ``beta`` (prioritized replay) may change per draw."""
+    if prefetch and hasattr(buf, "prefetch"):
+        it = buf.prefetch(batch_size, depth=2, threads=1, beta=beta)
+        try:
+            def draw(beta: Optional[float] = None) -> Any:
+                if beta is not None:
+                    it.beta = beta
+                return next(it)
+
+            yield draw
+        finally:
+            it.close()
+    elif beta is None:
+        yield lambda beta=None: buf.sample(batch_size)
+    else:
+        yield lambda beta: buf.sample(batch_size, beta)
 
 
 class Stopwatch:
@@ -108,3 +129,19 @@ def plot_learning_curve(log_path: str, png_path: str, title: str) -> None:
     fig.tight_layout()
     fig.savefig(png_path, dpi=110)
     plt.close(fig)
+
+
+def finish_run(args: Any, results: Dict[str, Any]) -> Dict[str, Any]:
+    """Add the plot (``args.plot``), the checkpoint path and the load average to a run's results; write them to
+    ``<run_dir>/results.json`` and return them."""
+    plot_path = None
+    if args.plot:
+        plot_path = os.path.join(results["run_dir"], "learning_curve.png")
+        plot_learning_curve(results["log_path"], plot_path, f"DQN on {args.env_id} (seed {args.seed})")
+    results.update({
+        "plot_path": plot_path, "checkpoint_path": args.save,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,  # context for the timings
+    })
+    with open(os.path.join(results["run_dir"], "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    return results

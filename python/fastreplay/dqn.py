@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import gymnasium as gym
 import numpy as np
@@ -24,10 +23,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
+from tqdm import tqdm
 
 import fastreplay
 from fastreplay._cli import DESCRIPTION, PROG, check_args, one_line_errors, print_summary
-from fastreplay._trainer_io import RunLog, Stopwatch, load_checkpoint, plot_learning_curve, save_checkpoint
+from fastreplay._trainer_envs import autoreset_mode, evaluate, real_next_obs
+from fastreplay._trainer_io import RunLog, Stopwatch, batch_source, finish_run, load_checkpoint, save_checkpoint
 from fastreplay.schedules import LinearSchedule
 
 
@@ -118,7 +119,8 @@ class Args:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Environments. Vector environments reset a sub-environment automatically when its episode ends; what they return
-# in that step depends on gymnasium's autoreset mode, and the stored s' must be the ended episode's last observation.
+# in that step depends on gymnasium's autoreset mode (autoreset_mode), and the stored s' must be the ended episode's
+# last observation (real_next_obs). Both are in _trainer_envs.py, with the greedy evaluation.
 
 
 def make_vec_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
@@ -127,37 +129,6 @@ def make_vec_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
     if mode is not None:  # gymnasium >= 1.1: ask for same-step autoreset, the last obs comes in infos
         return gym.vector.SyncVectorEnv(fns, autoreset_mode=mode.SAME_STEP)
     return gym.vector.SyncVectorEnv(fns)
-
-
-def autoreset_mode(envs: gym.vector.VectorEnv) -> str:
-    """``'same_step'`` or ``'next_step'``: when the vector env resets an ended sub-environment."""
-    mode = envs.metadata.get("autoreset_mode")
-    if mode is None:  # gymnasium 0.29 resets in the same step; 1.0 only knows next-step
-        return "same_step" if gym.__version__.startswith("0.") else "next_step"
-    value = getattr(mode, "value", mode)
-    if value in ("SameStep", "same_step"):
-        return "same_step"
-    if value in ("NextStep", "next_step"):
-        return "next_step"
-    raise ValueError(f"unsupported vector env autoreset mode {mode!r}")
-
-
-def real_next_obs(next_obs: np.ndarray, infos: Dict[str, Any]) -> np.ndarray:
-    """The s' to store for each sub-environment after a same-step-autoreset ``step``.
-
-    Where an episode ended, ``next_obs`` already holds the next episode's first observation and the ended
-    episode's last one is in ``infos["final_obs"]`` (gymnasium >= 1.1) or ``infos["final_observation"]`` (0.29),
-    flagged by the ``"_final_obs"`` mask. Storing the reset observation instead would bootstrap a truncated
-    episode from the wrong state.
-    """
-    for key in ("final_obs", "final_observation"):
-        mask = infos.get("_" + key)
-        if mask is not None and np.any(mask):
-            out = np.array(next_obs, copy=True)
-            for i in np.flatnonzero(mask):
-                out[i] = infos[key][i]
-            return out
-    return next_obs
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -179,13 +150,8 @@ class QNetwork(nn.Module):
         return self.network(obs.reshape(obs.shape[0], -1).float())
 
 
-def td_target(
-    reward: torch.Tensor,
-    next_q_target: torch.Tensor,
-    done: torch.Tensor,
-    gamma: float,
-    next_q_online: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
+def td_target(reward: torch.Tensor, next_q_target: torch.Tensor, done: torch.Tensor, gamma: float,
+              next_q_online: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``y = r + gamma * (1 - done) * Q_target(s', a')``, float[B].
 
     ``next_q_target`` and ``next_q_online`` are ``float[B, A]``. ``a'`` is ``argmax Q_target(s')`` (DQN) or, with
@@ -237,7 +203,8 @@ def train(args: Args) -> Dict[str, Any]:
 
         buf = make_buffer(args, envs)
         # Epsilon falls linearly over exploration_fraction of training; PER's beta rises to 1 over all of it.
-        epsilon = LinearSchedule(args.start_e, args.end_e, max(1, int(args.exploration_fraction * args.total_timesteps)))
+        explore_steps = max(1, int(args.exploration_fraction * args.total_timesteps))
+        epsilon = LinearSchedule(args.start_e, args.end_e, explore_steps)
         beta = LinearSchedule(args.per_beta0, 1.0, args.total_timesteps) if args.per else None
 
         global_step, updates, episodes, evals = 0, 0, 0, []
@@ -272,8 +239,6 @@ def train(args: Args) -> Dict[str, Any]:
             log.flush()
             checkpoint()
             return float(returns.mean())
-
-        from tqdm import tqdm
 
         bar = stack.enter_context(tqdm(total=args.total_timesteps, initial=global_step, unit="step",
                                        disable=not args.progress, dynamic_ncols=True, mininterval=0.5))
@@ -374,9 +339,10 @@ def train(args: Args) -> Dict[str, Any]:
                         tp.copy_(args.tau * p + (1.0 - args.tau) * tp)
 
             if crossed(global_step, args.num_envs, args.log_frequency):
+                steps_per_sec = (global_step - start_step) / (time.perf_counter() - t_loop)
                 log.write({"type": "train", "step": global_step, "epsilon": eps, "loss": last_loss, "q": last_q,
-                           "updates": updates, "steps_per_sec": (global_step - start_step) / (time.perf_counter() - t_loop),
-                           "buffer_size": len(buf), "buffer_time_s": in_buffer.seconds})
+                           "updates": updates, "steps_per_sec": steps_per_sec, "buffer_size": len(buf),
+                           "buffer_time_s": in_buffer.seconds})
 
             if args.eval_frequency and crossed(global_step, args.num_envs, args.eval_frequency):
                 mean = run_eval()
@@ -392,10 +358,6 @@ def train(args: Args) -> Dict[str, Any]:
             run_eval()
         checkpoint()
 
-    plot_path = None
-    if args.plot:
-        plot_path = os.path.join(run_dir, "learning_curve.png")
-        plot_learning_curve(log.path, plot_path, f"DQN on {args.env_id} (seed {args.seed})")
     results = {
         "env_id": args.env_id, "seed": args.seed, "steps": global_step, "steps_this_run": global_step - start_step,
         "updates": updates, "episodes": episodes, "final_eval_returns": final_returns,
@@ -405,12 +367,8 @@ def train(args: Args) -> Dict[str, Any]:
         "wall_time_s": time.perf_counter() - t_start, "loop_time_s": loop_time,
         "steps_per_sec": (global_step - start_step) / loop_time, "buffer_time_s": in_buffer.seconds,
         "buffer_share": in_buffer.seconds / loop_time, "run_dir": run_dir, "log_path": log.path,
-        "plot_path": plot_path, "checkpoint_path": args.save,
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,  # context for the timings
     }
-    with open(os.path.join(run_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    return results
+    return finish_run(args, results)  # the plot, results.json
 
 
 def crossed(step: int, num_envs: int, every: int) -> bool:
@@ -419,28 +377,7 @@ def crossed(step: int, num_envs: int, every: int) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The loop's helpers: the buffer, where its batches come from, and the greedy evaluation.
-
-
-@contextlib.contextmanager
-def batch_source(buf: Any, batch_size: int, prefetch: bool, beta: Optional[float] = None) -> Iterator[Callable]:
-    """Yield ``draw(beta=None) -> Batch``: batches from the buffer's background prefetcher when ``prefetch`` is on
-    and the buffer has one, else a ``buf.sample`` per call. ``beta`` (prioritized replay) may change per draw."""
-    if prefetch and hasattr(buf, "prefetch"):
-        it = buf.prefetch(batch_size, depth=2, threads=1, beta=beta)
-        try:
-            def draw(beta: Optional[float] = None) -> Any:
-                if beta is not None:
-                    it.beta = beta
-                return next(it)
-
-            yield draw
-        finally:
-            it.close()
-    elif beta is None:
-        yield lambda beta=None: buf.sample(batch_size)
-    else:
-        yield lambda beta: buf.sample(batch_size, beta)
+# The replay buffer (its batches come from batch_source, in _trainer_io.py: prefetched or sampled per step).
 
 
 def make_buffer(args: Args, envs: gym.vector.VectorEnv) -> Any:
@@ -453,20 +390,6 @@ def make_buffer(args: Args, envs: gym.vector.VectorEnv) -> Any:
             envs, args.buffer_size, seed=args.seed, alpha=args.per_alpha, eps=args.per_eps
         )
     return impl.ReplayBuffer.from_env(envs, args.buffer_size, seed=args.seed)
-
-
-@torch.no_grad()
-def evaluate(q_network: nn.Module, envs: gym.vector.VectorEnv, seed: int, device: torch.device) -> np.ndarray:
-    """Greedy returns of one episode in each of ``envs``' sub-environments (float64[num_envs])."""
-    obs, _ = envs.reset(seed=seed)
-    n = envs.num_envs
-    returns, running = np.zeros(n), np.ones(n, dtype=bool)
-    while running.any():
-        actions = q_network(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
-        obs, reward, terminated, truncated, _ = envs.step(actions)
-        returns += reward * running
-        running &= ~(terminated | truncated)
-    return returns
 
 
 # ---------------------------------------------------------------------------------------------------------------------
