@@ -1,6 +1,8 @@
 """The DQN trainer (fastreplay.dqn): the TD target, vector-env bookkeeping, tiny runs of each mode, checkpoints and
 the command line. Each run is a few hundred CartPole steps with a tiny network, seconds at most."""
+import ast
 import dataclasses
+import inspect
 import json
 import os
 import re
@@ -14,6 +16,7 @@ torch = pytest.importorskip("torch")
 gym = pytest.importorskip("gymnasium")
 pytest.importorskip("tqdm")
 pytest.importorskip("matplotlib")
+pytest.importorskip("tyro")
 
 from fastreplay import dqn  # noqa: E402
 
@@ -36,6 +39,47 @@ def tiny(tmp_path, **kw):
 def read_log(path):
     with open(path) as f:
         return [json.loads(line) for line in f]
+
+
+def expected_updates(args, start=0):
+    """Gradient steps that a run from step ``start`` (0, or the resumed checkpoint's step) to
+    ``args.total_timesteps`` must take, from the arguments alone. The step counter after the k-th vector step of the
+    run is ``start + k * num_envs``, k = 1, 2, ... until it reaches ``total_timesteps``. Learning begins at the vector
+    step after which the run has collected ``learning_starts`` transitions (the buffer is not saved, so a resumed
+    run collects them again), and from then on every vector step earns ``num_envs / train_frequency`` gradient
+    steps."""
+    n, counter, learning_vector_steps = args.num_envs, start, 0
+    while counter < args.total_timesteps:
+        counter += n
+        learning_vector_steps += counter - start >= args.learning_starts
+    return learning_vector_steps * n // args.train_frequency
+
+
+@pytest.fixture
+def gradient_steps():
+    """The number of optimizer steps taken while the test runs, counted by a global torch hook: ``count[0]``."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    count = [0]
+    handle = register_optimizer_step_post_hook(lambda optimizer, args, kwargs: count.__setitem__(0, count[0] + 1))
+    yield count
+    handle.remove()
+
+
+def greedy_return(q_network, env_id, seed):
+    """One episode of ``env_id`` reset with ``seed``, acting greedily with ``q_network`` one observation at a time."""
+    env = gym.make(env_id)
+    try:
+        obs, _ = env.reset(seed=seed)
+        total, done = 0.0, False
+        while not done:
+            with torch.no_grad():
+                action = int(q_network(torch.as_tensor(obs[None])).argmax())
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total, done = total + float(reward), terminated or truncated
+        return total
+    finally:
+        env.close()
 
 
 # --- the TD target ---------------------------------------------------------------------------------------------------
@@ -141,17 +185,25 @@ def test_loop_stores_truncated_transitions(tmp_path, monkeypatch, mode, num_envs
     ],
     ids=["uniform", "per", "num_envs4", "per_vec_double", "mse_soft_noprefetch"],
 )
-def test_tiny_runs(tmp_path, kw):
-    args = tiny(tmp_path, eval_frequency=100, **kw)
+def test_tiny_runs(tmp_path, gradient_steps, kw):
+    args = tiny(tmp_path, eval_frequency=100, save=str(tmp_path / "final.pt"), **kw)
     res = dqn.train(args)
     n = args.num_envs
     steps = -(-args.total_timesteps // n) * n
     assert res["steps"] == res["steps_this_run"] == steps
-    # One gradient step per train_frequency env steps once learning has started.
+    # One gradient step per train_frequency env steps once learning has started; `updates` counts real ones.
     first_learning_step = -(-args.learning_starts // n) * n
-    assert res["updates"] == (steps - first_learning_step + n) // args.train_frequency
-    assert len(res["final_eval_returns"]) == args.eval_episodes
-    assert all(r >= 1 for r in res["final_eval_returns"])
+    assert res["updates"] == (steps - first_learning_step + n) // args.train_frequency == expected_updates(args)
+    assert gradient_steps[0] == res["updates"]
+    # The final evaluation reports the final network's greedy returns: replay its episodes one by one (evaluation
+    # k seeds its i-th episode with seed + 100_000 + k * eval_episodes + i) with the network from the checkpoint.
+    net = dqn.QNetwork(4, 2, args.hidden_sizes)
+    net.load_state_dict(torch.load(args.save, weights_only=True)["q_network"])
+    k = len(res["evals"]) - 1
+    assert res["final_eval_returns"] == [
+        greedy_return(net, args.env_id, args.seed + 100_000 + k * args.eval_episodes + i)
+        for i in range(args.eval_episodes)
+    ]
     assert [e[0] for e in res["evals"]][:2] == [-(-100 // n) * n, -(-200 // n) * n]
     assert 0 < res["buffer_time_s"] < res["loop_time_s"]
     recs = read_log(res["log_path"])
@@ -162,10 +214,12 @@ def test_tiny_runs(tmp_path, kw):
         assert json.load(f)["steps"] == steps
 
 
-def test_reference_buffer_runs(tmp_path):
+def test_reference_buffer_runs(tmp_path, gradient_steps):
     pytest.importorskip("fastreplay.reference")
-    res = dqn.train(tiny(tmp_path, buffer="reference", per=True, total_timesteps=200))
-    assert res["steps"] == 200 and res["updates"] == 101
+    args = tiny(tmp_path, buffer="reference", per=True, total_timesteps=200)
+    res = dqn.train(args)
+    assert res["steps"] == 200
+    assert res["updates"] == gradient_steps[0] == expected_updates(args)
 
 
 def test_plot_and_early_stop(tmp_path):
@@ -189,9 +243,10 @@ def test_seed_is_reproducible_on_cpu(tmp_path):
     assert losses[0] == losses[1]
 
 
-def test_save_then_resume(tmp_path):
+def test_save_then_resume(tmp_path, gradient_steps):
     ckpt = str(tmp_path / "ckpt" / "dqn.pt")
     first = dqn.train(tiny(tmp_path, save=ckpt, per=True, eval_frequency=150))
+    assert first["updates"] == gradient_steps[0]
     state = torch.load(ckpt, weights_only=True)
     a = tiny(tmp_path)
     eps = dqn.fastreplay.LinearSchedule(a.start_e, a.end_e, int(a.exploration_fraction * a.total_timesteps))
@@ -199,10 +254,12 @@ def test_save_then_resume(tmp_path):
     assert set(state) >= {"q_network", "target_network", "optimizer", "global_step", "updates", "epsilon", "args"}
     assert state["epsilon"] == pytest.approx(eps(300)) == a.end_e
 
-    second = dqn.train(tiny(tmp_path, resume=ckpt, save=ckpt, per=True, total_timesteps=600, eval_frequency=150))
+    args = tiny(tmp_path, resume=ckpt, save=ckpt, per=True, total_timesteps=600, eval_frequency=150)
+    gradient_steps[0] = 0
+    second = dqn.train(args)
     assert second["steps"] == 600 and second["steps_this_run"] == 300
     # The buffer is not saved: learning waits for learning_starts new transitions after the resume.
-    assert second["updates"] == first["updates"] + (600 - 400 + 1)
+    assert second["updates"] - first["updates"] == gradient_steps[0] == expected_updates(args, start=300)
     assert [e[0] for e in second["evals"]] == [150, 300, 450, 600]  # the history carries over
     assert torch.load(ckpt, weights_only=True)["global_step"] == 600
 
@@ -225,10 +282,21 @@ def test_cli_defaults_match_args():
         True, False, 4, (32, 32), "x.pt", "mse", 475.0)
 
 
-def test_every_field_has_help():
-    docs = dqn._field_docs(dqn.Args)
-    assert set(docs) == {f.name for f in dataclasses.fields(dqn.Args)}
-    assert "Box observation space" in dqn.make_parser().format_help()
+def test_every_field_has_help(capsys):
+    # Every field of Args is followed by its docstring (the help line tyro shows), and --help lists every option.
+    body = ast.parse(inspect.getsource(dqn.Args)).body[0].body
+    documented = {
+        node.target.id for node, nxt in zip(body, body[1:])
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value.value, str)
+    }
+    assert documented == {f.name for f in dataclasses.fields(dqn.Args)}
+    with pytest.raises(SystemExit) as exc:
+        dqn.main(["--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.replace("\u2502", " ").split())
+    for f in dataclasses.fields(dqn.Args):
+        assert "--" + f.name.replace("_", "-") in text
+    assert "Box observation space" in text and "--no-prefetch" in text and "--no-per" in text
 
 
 @pytest.mark.parametrize(
@@ -245,7 +313,8 @@ def test_every_field_has_help():
         (["--buffer-size", "10", "--batch-size", "32"], r"must be at least --batch-size"),
         (["--resume", "/no/such/file.pt"], r"no such checkpoint"),
         (["--loss", "l1"], r"invalid choice: 'l1'"),
-        (["--total-timesteps", "many"], r"invalid int value"),
+        (["--total-timesteps", "many"], r"--total-timesteps: .*'many'"),
+        (["--no-such-option", "3"], r"unrecognized arguments: --no-such-option 3"),
     ],
 )
 def test_bad_arguments_exit_with_one_line(capsys, argv, message):

@@ -8,8 +8,12 @@ PKG = pathlib.Path(fastreplay.__file__).parent
 
 
 def package_imports(module: str) -> set:
-    """The fastreplay modules that `module` imports, anywhere in the file (function-level imports included)."""
+    """The fastreplay modules that `module` imports at run time, anywhere in the file (function-level imports
+    included; those under ``if TYPE_CHECKING:`` are for type checkers only)."""
     tree = ast.parse((PKG / f"{module}.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            node.body = []
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level == 1:

@@ -4,37 +4,38 @@ Run ``python -m fastreplay.dqn --help`` (or ``fastreplay-dqn``). With the defaul
 evaluation return first reaches 475 after 30k-60k environment steps, a minute or two on one CPU core (the run goes on
 to 100k steps; examples/README.md has the figures). The loop lives in
 :func:`train`, which takes an :class:`Args` and returns a dict of results, so it can be called from Python and tests.
-Needs ``pip install fastreplay[train]`` (torch, gymnasium, tqdm, matplotlib); importing :mod:`fastreplay` alone does
-not import any of them.
+The command line is :class:`Args`, parsed by tyro; checks, logs, checkpoints and the plot are in ``_cli.py`` and
+``_trainer_io.py``. Needs ``pip install fastreplay[train]`` (torch, gymnasium, tqdm, matplotlib, tyro); importing
+:mod:`fastreplay` alone does not import any of them.
 """
 from __future__ import annotations
 
-import argparse
-import ast
 import contextlib
 import dataclasses
-import inspect
-import json
-import math
 import os
-import textwrap
 import time
-import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
-
-import numpy as np
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import gymnasium as gym
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import tyro
+from tqdm import tqdm
 
 import fastreplay
+from fastreplay._cli import DESCRIPTION, PROG, check_args, one_line_errors, print_summary
+from fastreplay._trainer_envs import autoreset_mode, evaluate, real_next_obs
+from fastreplay._trainer_io import RunLog, Stopwatch, batch_source, finish_run, load_checkpoint, save_checkpoint
+from fastreplay.schedules import LinearSchedule
 
 
 @dataclass
 class Args:
+    """Train DQN on a gymnasium environment with a fastreplay buffer."""
+
     exp_name: str = "dqn"
     """name of the experiment, part of the run directory's name"""
     seed: int = 1
@@ -117,123 +118,9 @@ class Args:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The command line, generated from Args: every field becomes --field-name, its docstring the help text.
-
-
-def _field_docs(cls: type) -> Dict[str, str]:
-    """The string literal under each field of a dataclass, read from its source (as tyro does)."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError):  # no source available (e.g. a frozen build): no help texts
-        return {}
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(nxt, ast.Expr)
-            and isinstance(nxt.value, ast.Constant)
-            and isinstance(nxt.value.value, str)
-        ):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
-
-
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fastreplay-dqn",
-        description="Train DQN on a gymnasium environment with a fastreplay buffer.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    hints = typing.get_type_hints(Args)
-    docs = _field_docs(Args)
-    for f in dataclasses.fields(Args):
-        tp, kw = hints[f.name], {"default": f.default, "help": docs.get(f.name, " ")}
-        origin, targs = typing.get_origin(tp), typing.get_args(tp)
-        if origin is typing.Union and type(None) in targs:  # Optional[X]
-            tp = next(a for a in targs if a is not type(None))
-            origin, targs = None, ()
-        if tp is bool:
-            kw["action"] = argparse.BooleanOptionalAction
-        elif origin is Literal:
-            kw.update(type=type(targs[0]), choices=list(targs))
-        elif origin is tuple:
-            kw.update(type=targs[0], nargs="+")
-        else:
-            kw["type"] = tp
-        parser.add_argument("--" + f.name.replace("_", "-"), **kw)
-    return parser
-
-
-def parse_args(argv: Optional[Sequence[str]] = None) -> Args:
-    ns = make_parser().parse_args(argv)
-    kw = vars(ns)
-    kw["hidden_sizes"] = tuple(kw["hidden_sizes"])
-    return Args(**kw)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Checks: bad arguments become one ValueError with one line, which main() turns into a usage error.
-
-
-def check_args(args: Args) -> None:
-    """Raise ``ValueError`` naming the first bad argument. Also checks the environment's spaces."""
-    positive = ["total_timesteps", "num_envs", "buffer_size", "batch_size", "target_network_frequency",
-                "train_frequency", "eval_episodes", "log_frequency"]
-    for name in positive:
-        v = getattr(args, name)
-        if not isinstance(v, int) or v <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
-    for name in ["learning_starts", "eval_frequency", "threads"]:
-        v = getattr(args, name)
-        if not isinstance(v, int) or v < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 0, got {v!r}")
-    if not args.hidden_sizes or any(h <= 0 for h in args.hidden_sizes):
-        raise ValueError(f"--hidden-sizes must be positive integers, got {list(args.hidden_sizes)}")
-    ranges = {"learning_rate": (0, math.inf, False), "gamma": (0, 1, True), "tau": (0, 1, False),
-              "start_e": (0, 1, True), "end_e": (0, 1, True), "exploration_fraction": (0, 1, False),
-              "max_grad_norm": (0, math.inf, True), "per_alpha": (0, math.inf, True), "per_beta0": (0, 1, True),
-              "per_eps": (0, math.inf, True)}
-    for name, (lo, hi, lo_ok) in ranges.items():
-        v = getattr(args, name)
-        if not math.isfinite(v) or not (lo <= v <= hi) or (v == lo and not lo_ok):
-            bound = f"[{lo}, {hi}]" if lo_ok else f"({lo}, {hi}]"
-            raise ValueError(f"--{name.replace('_', '-')} must be in {bound}, got {v}")
-    if args.buffer_size < args.batch_size:
-        raise ValueError(f"--buffer-size ({args.buffer_size}) must be at least --batch-size ({args.batch_size})")
-    try:
-        dev = torch.device(args.device)
-    except RuntimeError as e:
-        raise ValueError(f"--device {args.device!r} is not a torch device: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device!r}: CUDA is not available on this machine (use --device cpu)")
-    if args.resume is not None and not os.path.isfile(args.resume):
-        raise ValueError(f"--resume {args.resume!r}: no such checkpoint file")
-    env = _make_env(args.env_id)
-    try:
-        obs_space, act_space = env.observation_space, env.action_space
-    finally:
-        env.close()
-    if not isinstance(obs_space, gym.spaces.Box):
-        raise ValueError(f"--env-id {args.env_id}: DQN needs a Box observation space, got {obs_space}")
-    if not isinstance(act_space, gym.spaces.Discrete):
-        raise ValueError(f"--env-id {args.env_id}: DQN needs a Discrete action space, got {act_space}")
-    if int(act_space.start) != 0:
-        raise ValueError(f"--env-id {args.env_id}: Discrete action spaces must start at 0, got {act_space}")
-
-
-def _make_env(env_id: str) -> gym.Env:
-    try:
-        return gym.make(env_id)
-    except gym.error.Error as e:  # unknown id, missing dependency, ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"--env-id {env_id!r}: {first}") from None
-
-
-# ---------------------------------------------------------------------------------------------------------------------
 # Environments. Vector environments reset a sub-environment automatically when its episode ends; what they return
-# in that step depends on gymnasium's autoreset mode, and the stored s' must be the ended episode's last observation.
+# in that step depends on gymnasium's autoreset mode (autoreset_mode), and the stored s' must be the ended episode's
+# last observation (real_next_obs). Both are in _trainer_envs.py, with the greedy evaluation.
 
 
 def make_vec_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
@@ -244,39 +131,8 @@ def make_vec_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
     return gym.vector.SyncVectorEnv(fns)
 
 
-def autoreset_mode(envs: gym.vector.VectorEnv) -> str:
-    """``'same_step'`` or ``'next_step'``: when the vector env resets an ended sub-environment."""
-    mode = envs.metadata.get("autoreset_mode")
-    if mode is None:  # gymnasium 0.29 resets in the same step; 1.0 only knows next-step
-        return "same_step" if gym.__version__.startswith("0.") else "next_step"
-    value = getattr(mode, "value", mode)
-    if value in ("SameStep", "same_step"):
-        return "same_step"
-    if value in ("NextStep", "next_step"):
-        return "next_step"
-    raise ValueError(f"unsupported vector env autoreset mode {mode!r}")
-
-
-def real_next_obs(next_obs: np.ndarray, infos: Dict[str, Any]) -> np.ndarray:
-    """The s' to store for each sub-environment after a same-step-autoreset ``step``.
-
-    Where an episode ended, ``next_obs`` already holds the next episode's first observation and the ended
-    episode's last one is in ``infos["final_obs"]`` (gymnasium >= 1.1) or ``infos["final_observation"]`` (0.29),
-    flagged by the ``"_final_obs"`` mask. Storing the reset observation instead would bootstrap a truncated
-    episode from the wrong state.
-    """
-    for key in ("final_obs", "final_observation"):
-        mask = infos.get("_" + key)
-        if mask is not None and np.any(mask):
-            out = np.array(next_obs, copy=True)
-            for i in np.flatnonzero(mask):
-                out[i] = infos[key][i]
-            return out
-    return next_obs
-
-
 # ---------------------------------------------------------------------------------------------------------------------
-# The Q-network, the TD target and the batch source.
+# The Q-network and the TD target.
 
 
 class QNetwork(nn.Module):
@@ -294,13 +150,8 @@ class QNetwork(nn.Module):
         return self.network(obs.reshape(obs.shape[0], -1).float())
 
 
-def td_target(
-    reward: torch.Tensor,
-    next_q_target: torch.Tensor,
-    done: torch.Tensor,
-    gamma: float,
-    next_q_online: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
+def td_target(reward: torch.Tensor, next_q_target: torch.Tensor, done: torch.Tensor, gamma: float,
+              next_q_online: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``y = r + gamma * (1 - done) * Q_target(s', a')``, float[B].
 
     ``next_q_target`` and ``next_q_online`` are ``float[B, A]``. ``a'`` is ``argmax Q_target(s')`` (DQN) or, with
@@ -314,96 +165,6 @@ def td_target(
     return reward + gamma * (1.0 - done.float()) * next_v
 
 
-@contextlib.contextmanager
-def batch_source(buf: Any, batch_size: int, prefetch: bool, beta: Optional[float] = None) -> Iterator[Callable]:
-    """Yield ``draw(beta=None) -> Batch``: batches from the buffer's background prefetcher when ``prefetch`` is on
-    and the buffer has one, else a ``buf.sample`` per call. ``beta`` (prioritized replay) may change per draw."""
-    if prefetch and hasattr(buf, "prefetch"):
-        it = buf.prefetch(batch_size, depth=2, threads=1, beta=beta)
-        try:
-            def draw(beta: Optional[float] = None) -> Any:
-                if beta is not None:
-                    it.beta = beta
-                return next(it)
-
-            yield draw
-        finally:
-            it.close()
-    elif beta is None:
-        yield lambda beta=None: buf.sample(batch_size)
-    else:
-        yield lambda beta: buf.sample(batch_size, beta)
-
-
-def make_buffer(args: Args, envs: gym.vector.VectorEnv) -> Any:
-    if args.buffer == "reference":
-        from fastreplay import reference as impl
-    else:
-        impl = fastreplay
-    if args.per:
-        return impl.PrioritizedReplayBuffer.from_env(
-            envs, args.buffer_size, seed=args.seed, alpha=args.per_alpha, eps=args.per_eps
-        )
-    return impl.ReplayBuffer.from_env(envs, args.buffer_size, seed=args.seed)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Evaluation, checkpoints, log and plot.
-
-
-@torch.no_grad()
-def evaluate(q_network: nn.Module, envs: gym.vector.VectorEnv, seed: int, device: torch.device) -> np.ndarray:
-    """Greedy returns of one episode in each of ``envs``' sub-environments (float64[num_envs])."""
-    obs, _ = envs.reset(seed=seed)
-    n = envs.num_envs
-    returns, running = np.zeros(n), np.ones(n, dtype=bool)
-    while running.any():
-        actions = q_network(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
-        obs, reward, terminated, truncated, _ = envs.step(actions)
-        returns += reward * running
-        running &= ~(terminated | truncated)
-    return returns
-
-
-def save_checkpoint(path: str, state: Dict[str, Any]) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: an interrupted save leaves the previous checkpoint intact
-
-
-def plot_learning_curve(log_path: str, png_path: str, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    episodes, evals = [], []
-    with open(log_path) as f:
-        for line in f:
-            rec = json.loads(line)
-            if rec["type"] == "episode":
-                episodes.append((rec["step"], rec["return"]))
-            elif rec["type"] == "eval":
-                evals.append((rec["step"], rec["mean"], rec["std"]))
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if episodes:
-        s, r = np.array(episodes).T
-        ax.plot(s, r, ".", ms=2, alpha=0.3, color="tab:blue", label="training episodes")
-    if evals:
-        s, m, sd = np.array(evals).T
-        ax.plot(s, m, "-o", ms=3, color="tab:orange", label="greedy evaluation (mean)")
-        ax.fill_between(s, m - sd, m + sd, color="tab:orange", alpha=0.2)
-    ax.set_xlabel("environment steps")
-    ax.set_ylabel("episodic return")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best")
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=110)
-    plt.close(fig)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # The training loop.
 
@@ -412,11 +173,11 @@ def train(args: Args) -> Dict[str, Any]:
     """Train DQN as ``args`` says; returns the results (also written to ``<run_dir>/results.json``).
 
     Keys: ``final_eval_returns`` (list), ``final_eval_mean``, ``evals`` (list of ``[step, mean return, seconds
-    since the start]``), ``steps`` (environment steps reached), ``steps_this_run``, ``updates``, ``episodes``,
-    ``wall_time_s``, ``loop_time_s`` (the training loop, periodic evaluations included), ``steps_per_sec`` (of the
-    loop), ``buffer_time_s`` and ``buffer_share`` (loop time spent inside the buffer's add, sample or prefetch and
-    update_priorities), ``run_dir``, ``log_path``, ``plot_path`` (None without ``plot``), ``checkpoint_path``.
-    Raises ``ValueError`` for bad arguments.
+    since the start]``), ``best_eval``, ``steps`` (environment steps reached), ``steps_this_run``, ``updates``,
+    ``episodes``, ``wall_time_s``, ``loop_time_s`` (the training loop, periodic evaluations included),
+    ``steps_per_sec`` (of the loop), ``buffer_time_s`` and ``buffer_share`` (loop time spent inside the buffer's add,
+    sample or prefetch and update_priorities), ``run_dir``, ``log_path``, ``plot_path`` (None without ``plot``),
+    ``checkpoint_path``. Raises ``ValueError`` for bad arguments.
     """
     t_start = time.perf_counter()
     check_args(args)
@@ -429,10 +190,8 @@ def train(args: Args) -> Dict[str, Any]:
     rng = np.random.default_rng(args.seed)
 
     with contextlib.ExitStack() as stack:  # closes the envs, the log, the progress bar and the prefetcher
-        envs = make_vec_env(args.env_id, args.num_envs)
-        stack.callback(envs.close)
-        eval_envs = make_vec_env(args.env_id, args.eval_episodes)
-        stack.callback(eval_envs.close)
+        envs = stack.enter_context(contextlib.closing(make_vec_env(args.env_id, args.num_envs)))
+        eval_envs = stack.enter_context(contextlib.closing(make_vec_env(args.env_id, args.eval_episodes)))
         mode = autoreset_mode(envs)
         obs_dim = int(np.prod(envs.single_observation_space.shape))
         n_actions = int(envs.single_action_space.n)
@@ -444,50 +203,29 @@ def train(args: Args) -> Dict[str, Any]:
 
         buf = make_buffer(args, envs)
         # Epsilon falls linearly over exploration_fraction of training; PER's beta rises to 1 over all of it.
-        epsilon = fastreplay.LinearSchedule(
-            args.start_e, args.end_e, max(1, int(args.exploration_fraction * args.total_timesteps)))
-        beta = fastreplay.LinearSchedule(args.per_beta0, 1.0, args.total_timesteps) if args.per else None
+        explore_steps = max(1, int(args.exploration_fraction * args.total_timesteps))
+        epsilon = LinearSchedule(args.start_e, args.end_e, explore_steps)
+        beta = LinearSchedule(args.per_beta0, 1.0, args.total_timesteps) if args.per else None
 
         global_step, updates, episodes, evals = 0, 0, 0, []
         if args.resume is not None:
-            ckpt = torch.load(args.resume, map_location=device, weights_only=True)
-            was = ckpt["args"]
-            if was["env_id"] != args.env_id or tuple(was["hidden_sizes"]) != tuple(args.hidden_sizes):
-                raise ValueError(
-                    f"--resume {args.resume!r}: checkpoint is for {was['env_id']} with hidden sizes "
-                    f"{list(was['hidden_sizes'])}, not {args.env_id} with {list(args.hidden_sizes)}"
-                )
-            q_network.load_state_dict(ckpt["q_network"])
-            target_network.load_state_dict(ckpt["target_network"])
-            optimizer.load_state_dict(ckpt["optimizer"])
+            ckpt = load_checkpoint(args.resume, args, q_network, target_network, optimizer, rng, device)
             global_step, updates, episodes = ckpt["global_step"], ckpt["updates"], ckpt["episodes"]
             evals = [list(e) for e in ckpt["evals"]]
-            torch.set_rng_state(ckpt["torch_rng"].cpu())
-            rng.bit_generator.state = ckpt["numpy_rng"]
         start_step = global_step
         # The buffer starts empty, also after a resume: collect learning_starts steps before learning.
         learn_from = start_step + args.learning_starts
 
         run_dir = os.path.join(args.output_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
         os.makedirs(run_dir, exist_ok=True)
-        log_path = os.path.join(run_dir, "log.jsonl")
-        log = stack.enter_context(open(log_path, "a"))
-
-        def write(rec: Dict[str, Any]) -> None:
-            log.write(json.dumps(rec) + "\n")
-
-        write({"type": "args", "step": global_step, **dataclasses.asdict(args), "autoreset_mode": mode,
-               "fastreplay": fastreplay.__version__, "torch": torch.__version__, "gymnasium": gym.__version__})
+        log = stack.enter_context(contextlib.closing(RunLog(os.path.join(run_dir, "log.jsonl"))))
+        log.write({"type": "args", "step": global_step, **dataclasses.asdict(args), "autoreset_mode": mode,
+                   "fastreplay": fastreplay.__version__, "torch": torch.__version__, "gymnasium": gym.__version__})
 
         def checkpoint() -> None:
             if args.save is not None:
-                save_checkpoint(args.save, {
-                    "q_network": q_network.state_dict(), "target_network": target_network.state_dict(),
-                    "optimizer": optimizer.state_dict(), "global_step": global_step, "updates": updates,
-                    "episodes": episodes, "epsilon": epsilon(global_step), "evals": evals,
-                    "args": dataclasses.asdict(args), "torch_rng": torch.get_rng_state(),
-                    "numpy_rng": rng.bit_generator.state,
-                })
+                save_checkpoint(args.save, args, q_network, target_network, optimizer, rng, global_step=global_step,
+                                updates=updates, episodes=episodes, epsilon=epsilon(global_step), evals=evals)
 
         final_returns: List[float] = []
 
@@ -496,16 +234,11 @@ def train(args: Args) -> Dict[str, Any]:
             final_returns[:] = returns.tolist()
             wall = time.perf_counter() - t_start
             evals.append([global_step, float(returns.mean()), wall])
-            write({"type": "eval", "step": global_step, "wall_s": wall, "mean": float(returns.mean()),
-                   "std": float(returns.std()), "returns": returns.tolist()})
+            log.write({"type": "eval", "step": global_step, "wall_s": wall, "mean": float(returns.mean()),
+                       "std": float(returns.std()), "returns": returns.tolist()})
             log.flush()
             checkpoint()
             return float(returns.mean())
-
-        def crossed(every: int) -> bool:  # did this vector step pass a multiple of `every` env steps?
-            return global_step // every != (global_step - args.num_envs) // every
-
-        from tqdm import tqdm
 
         bar = stack.enter_context(tqdm(total=args.total_timesteps, initial=global_step, unit="step",
                                        disable=not args.progress, dynamic_ncols=True, mininterval=0.5))
@@ -518,9 +251,8 @@ def train(args: Args) -> Dict[str, Any]:
         update_credit, draw = 0.0, None
         last_loss = last_q = float("nan")
         last_eval_step = global_step if evals else -1
-        in_buffer = 0.0  # seconds spent inside the replay buffer's calls
-        clock = time.perf_counter
-        t_loop = clock()
+        in_buffer = Stopwatch()  # time spent inside the replay buffer's calls
+        t_loop = time.perf_counter()
 
         obs, _ = envs.reset(seed=args.seed)
         envs.single_action_space.seed(args.seed)
@@ -542,13 +274,12 @@ def train(args: Args) -> Dict[str, Any]:
             # done is `terminated` alone so that time-limit truncations still bootstrap. One add for all envs.
             keep = ~was_done
             stored_next = real_next_obs(next_obs, infos) if mode == "same_step" else next_obs
-            t0 = clock()
-            if keep.all():
-                buf.add(obs=obs, action=actions, reward=rewards, next_obs=stored_next, done=terminated)
-            elif keep.any():
-                buf.add(obs=obs[keep], action=actions[keep], reward=rewards[keep], next_obs=stored_next[keep],
-                        done=terminated[keep])
-            in_buffer += clock() - t0
+            with in_buffer.timed():
+                if keep.all():
+                    buf.add(obs=obs, action=actions, reward=rewards, next_obs=stored_next, done=terminated)
+                elif keep.any():
+                    buf.add(obs=obs[keep], action=actions[keep], reward=rewards[keep], next_obs=stored_next[keep],
+                            done=terminated[keep])
 
             ended = (terminated | truncated) & keep
             ep_return += rewards * keep
@@ -556,8 +287,8 @@ def train(args: Args) -> Dict[str, Any]:
             for i in np.flatnonzero(ended):
                 episodes += 1
                 recent = (recent + [float(ep_return[i])])[-20:]
-                write({"type": "episode", "step": global_step, "return": float(ep_return[i]),
-                       "length": int(ep_length[i])})
+                log.write({"type": "episode", "step": global_step, "return": float(ep_return[i]),
+                           "length": int(ep_length[i])})
                 ep_return[i], ep_length[i] = 0.0, 0
             if ended.any():
                 postfix.update(ret=f"{recent[-1]:.0f}", avg20=f"{np.mean(recent):.0f}", eps=f"{eps:.2f}")
@@ -574,9 +305,8 @@ def train(args: Args) -> Dict[str, Any]:
                 update_credit += args.num_envs / args.train_frequency
                 while update_credit >= 1.0:
                     update_credit -= 1.0
-                    t0 = clock()
-                    batch = draw(beta(global_step)) if beta else draw()
-                    in_buffer += clock() - t0
+                    with in_buffer.timed():
+                        batch = draw(beta(global_step)) if beta else draw()
                     data = batch.to_torch(device)
                     with torch.no_grad():
                         next_q_target = target_network(data["next_obs"])
@@ -597,24 +327,24 @@ def train(args: Args) -> Dict[str, Any]:
                     updates += 1
                     if args.per:  # new priorities: |TD error| of the sampled rows
                         td = (q_sa.detach() - y).abs().cpu().numpy()
-                        t0 = clock()
-                        buf.update_priorities(batch, td)
-                        in_buffer += clock() - t0
+                        with in_buffer.timed():
+                            buf.update_priorities(batch, td)  # the batch carries its generations: stale rows skipped
                     if updates % 100 == 0:
                         last_loss, last_q = loss.item(), q_sa.detach().mean().item()
 
             # Target network: hard copy (tau = 1) or Polyak average every target_network_frequency steps.
-            if crossed(args.target_network_frequency):
+            if crossed(global_step, args.num_envs, args.target_network_frequency):
                 with torch.no_grad():
                     for tp, p in zip(target_network.parameters(), q_network.parameters()):
                         tp.copy_(args.tau * p + (1.0 - args.tau) * tp)
 
-            if crossed(args.log_frequency):
-                write({"type": "train", "step": global_step, "epsilon": eps, "loss": last_loss, "q": last_q,
-                       "updates": updates, "steps_per_sec": (global_step - start_step) / (clock() - t_loop),
-                       "buffer_size": len(buf), "buffer_time_s": in_buffer})
+            if crossed(global_step, args.num_envs, args.log_frequency):
+                steps_per_sec = (global_step - start_step) / (time.perf_counter() - t_loop)
+                log.write({"type": "train", "step": global_step, "epsilon": eps, "loss": last_loss, "q": last_q,
+                           "updates": updates, "steps_per_sec": steps_per_sec, "buffer_size": len(buf),
+                           "buffer_time_s": in_buffer.seconds})
 
-            if args.eval_frequency and crossed(args.eval_frequency):
+            if args.eval_frequency and crossed(global_step, args.num_envs, args.eval_frequency):
                 mean = run_eval()
                 last_eval_step = global_step
                 postfix["eval"] = f"{mean:.0f}"
@@ -622,16 +352,12 @@ def train(args: Args) -> Dict[str, Any]:
                 if args.target_return is not None and mean >= args.target_return:
                     break
 
-        loop_time = clock() - t_loop
+        loop_time = time.perf_counter() - t_loop
         bar.close()
         if last_eval_step != global_step:
             run_eval()
         checkpoint()
 
-    plot_path = None
-    if args.plot:
-        plot_path = os.path.join(run_dir, "learning_curve.png")
-        plot_learning_curve(log_path, plot_path, f"DQN on {args.env_id} (seed {args.seed})")
     results = {
         "env_id": args.env_id, "seed": args.seed, "steps": global_step, "steps_this_run": global_step - start_step,
         "updates": updates, "episodes": episodes, "final_eval_returns": final_returns,
@@ -639,37 +365,46 @@ def train(args: Args) -> Dict[str, Any]:
         # best periodic evaluation (step, mean return): DQN's greedy return oscillates after it first succeeds
         "best_eval": max(((int(e[0]), float(e[1])) for e in evals), key=lambda x: x[1], default=None),
         "wall_time_s": time.perf_counter() - t_start, "loop_time_s": loop_time,
-        "steps_per_sec": (global_step - start_step) / loop_time, "buffer_time_s": in_buffer,
-        "buffer_share": in_buffer / loop_time, "run_dir": run_dir, "log_path": log_path,
-        "plot_path": plot_path, "checkpoint_path": args.save,
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,  # context for the timings
+        "steps_per_sec": (global_step - start_step) / loop_time, "buffer_time_s": in_buffer.seconds,
+        "buffer_share": in_buffer.seconds / loop_time, "run_dir": run_dir, "log_path": log.path,
     }
-    with open(os.path.join(run_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    return results
+    return finish_run(args, results)  # the plot, results.json
+
+
+def crossed(step: int, num_envs: int, every: int) -> bool:
+    """Did the vector step that reached ``step`` pass a multiple of ``every`` environment steps?"""
+    return step // every != (step - num_envs) // every
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The replay buffer (its batches come from batch_source, in _trainer_io.py: prefetched or sampled per step).
+
+
+def make_buffer(args: Args, envs: gym.vector.VectorEnv) -> Any:
+    if args.buffer == "reference":
+        from fastreplay import reference as impl
+    else:
+        impl = fastreplay
+    if args.per:
+        return impl.PrioritizedReplayBuffer.from_env(
+            envs, args.buffer_size, seed=args.seed, alpha=args.per_alpha, eps=args.per_eps
+        )
+    return impl.ReplayBuffer.from_env(envs, args.buffer_size, seed=args.seed)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The command line: every field of Args is an option (--field-name, --no-flag for booleans), its docstring the help.
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> Args:
+    return tyro.cli(Args, prog=PROG, description=DESCRIPTION, args=argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = make_parser()
-    args = parse_args(argv)
-    try:
+    with one_line_errors():  # a bad argument: one "fastreplay-dqn: error: ..." line and exit status 2
+        args = parse_args(argv)
         check_args(args)
-    except ValueError as e:
-        parser.error(str(e))  # one line and exit status 2, not a traceback
-    results = train(args)
-    print(
-        f"{args.env_id}: {results['steps']} steps in {results['wall_time_s']:.1f} s "
-        f"({results['steps_per_sec']:.0f} steps/s, {100 * results['buffer_share']:.1f}% in the buffer); "
-        f"final greedy evaluation {results['final_eval_mean']:.1f} over {len(results['final_eval_returns'])} episodes"
-    )
-    if results["best_eval"] is not None:
-        step, mean = results["best_eval"]
-        print(f"best periodic evaluation: {mean:.1f} at step {step} (--target-return X --save PATH keeps that network)")
-    print(f"log: {results['log_path']}")
-    if results["plot_path"]:
-        print(f"plot: {results['plot_path']}")
-    if args.save:
-        print(f"checkpoint: {args.save}")
+    print_summary(args, train(args))
 
 
 if __name__ == "__main__":

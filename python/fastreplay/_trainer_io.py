@@ -1,0 +1,147 @@
+"""The DQN trainer's input and output (:mod:`fastreplay.dqn`): batches from the buffer (prefetched or sampled),
+time spent in the buffer, the JSON-lines log, checkpoints, the learning-curve plot and results.json."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable, Dict, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ._persist import atomic_open
+
+
+@contextlib.contextmanager
+def batch_source(buf: Any, batch_size: int, prefetch: bool, beta: Optional[float] = None) -> Iterator[Callable]:
+    """Yield ``draw(beta=None) -> Batch``: batches from the buffer's background prefetcher when ``prefetch`` is on
+    and the buffer has one, else a ``buf.sample`` per call. ``beta`` (prioritized replay) may change per draw."""
+    if prefetch and hasattr(buf, "prefetch"):
+        it = buf.prefetch(batch_size, depth=2, threads=1, beta=beta)
+        try:
+            def draw(beta: Optional[float] = None) -> Any:
+                if beta is not None:
+                    it.beta = beta
+                return next(it)
+
+            yield draw
+        finally:
+            it.close()
+    elif beta is None:
+        yield lambda beta=None: buf.sample(batch_size)
+    else:
+        yield lambda beta: buf.sample(batch_size, beta)
+
+
+class Stopwatch:
+    """Seconds spent inside ``with stopwatch.timed():`` blocks, summed (the trainer's time inside the buffer)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    @contextlib.contextmanager
+    def timed(self) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        self.seconds += time.perf_counter() - t0
+
+
+class RunLog:
+    """A run's ``log.jsonl``, opened for appending: one JSON object per line (its ``type``, ``step``, ...)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file = open(path, "a")
+
+    def write(self, record: Dict[str, Any]) -> None:
+        self._file.write(json.dumps(record) + "\n")
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def save_checkpoint(path: str, args: Any, q_network: nn.Module, target_network: nn.Module,
+                    optimizer: torch.optim.Optimizer, rng: np.random.Generator, **counters: Any) -> None:
+    """Write the networks, the optimizer, ``counters`` (steps, updates, ...), the arguments and the random states
+    to ``path``, atomically and durably: an interrupted save leaves the previous checkpoint intact."""
+    state = {"q_network": q_network.state_dict(), "target_network": target_network.state_dict(),
+             "optimizer": optimizer.state_dict(), **counters, "args": dataclasses.asdict(args),
+             "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_open(path) as f:
+        torch.save(state, f)
+
+
+def load_checkpoint(path: str, args: Any, q_network: nn.Module, target_network: nn.Module,
+                    optimizer: torch.optim.Optimizer, rng: np.random.Generator, device: torch.device) -> Dict[str, Any]:
+    """Restore what :func:`save_checkpoint` wrote into the given objects and random states; return the checkpoint
+    (its counters and evaluation history). Raises ``ValueError`` if it is for another environment or network."""
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    was = ckpt["args"]
+    if was["env_id"] != args.env_id or tuple(was["hidden_sizes"]) != tuple(args.hidden_sizes):
+        raise ValueError(
+            f"--resume {path!r}: checkpoint is for {was['env_id']} with hidden sizes "
+            f"{list(was['hidden_sizes'])}, not {args.env_id} with {list(args.hidden_sizes)}"
+        )
+    q_network.load_state_dict(ckpt["q_network"])
+    target_network.load_state_dict(ckpt["target_network"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    torch.set_rng_state(ckpt["torch_rng"].cpu())
+    rng.bit_generator.state = ckpt["numpy_rng"]
+    return ckpt
+
+
+def plot_learning_curve(log_path: str, png_path: str, title: str) -> None:
+    """Training-episode returns and the greedy evaluations (mean +- std) from a run's log, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    episodes, evals = [], []
+    with open(log_path) as f:
+        for line in f:
+            rec = json.loads(line)
+            if rec["type"] == "episode":
+                episodes.append((rec["step"], rec["return"]))
+            elif rec["type"] == "eval":
+                evals.append((rec["step"], rec["mean"], rec["std"]))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if episodes:
+        s, r = np.array(episodes).T
+        ax.plot(s, r, ".", ms=2, alpha=0.3, color="tab:blue", label="training episodes")
+    if evals:
+        s, m, sd = np.array(evals).T
+        ax.plot(s, m, "-o", ms=3, color="tab:orange", label="greedy evaluation (mean)")
+        ax.fill_between(s, m - sd, m + sd, color="tab:orange", alpha=0.2)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("episodic return")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+
+
+def finish_run(args: Any, results: Dict[str, Any]) -> Dict[str, Any]:
+    """Add the plot (``args.plot``), the checkpoint path and the load average to a run's results; write them to
+    ``<run_dir>/results.json`` and return them."""
+    plot_path = None
+    if args.plot:
+        plot_path = os.path.join(results["run_dir"], "learning_curve.png")
+        plot_learning_curve(results["log_path"], plot_path, f"DQN on {args.env_id} (seed {args.seed})")
+    results.update({
+        "plot_path": plot_path, "checkpoint_path": args.save,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,  # context for the timings
+    })
+    with open(os.path.join(results["run_dir"], "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    return results
