@@ -127,6 +127,18 @@ bool numpy_scalar_fast(const char* fn, const Field& f, PyObject* v, Source& s) {
   return true;
 }
 
+// True if `arr` is an object array whose every element is a Python int (numpy builds one for ints that fit no
+// 64-bit type): such values are integers of unbounded size, and the kind rule treats them as integers.
+bool python_big_ints(PyArrayObject* arr) {
+  if (PyArray_DESCR(arr)->type_num != NPY_OBJECT || PyArray_SIZE(arr) == 0) return false;
+  py::object flat = py::reinterpret_steal<py::object>(PyArray_Ravel(arr, NPY_CORDER));
+  if (!flat) throw py::error_already_set();
+  auto** items = static_cast<PyObject**>(PyArray_DATA(as_array(flat)));
+  for (npy_intp k = 0; k < PyArray_SIZE(as_array(flat)); ++k)
+    if (!PyLong_CheckExact(items[k])) return false;
+  return true;
+}
+
 // Every value of an integer array made from Python ints must fit field f's integer type.
 void check_int_range(const char* fn, const Field& f, PyArrayObject* arr) {
   if (PyArray_SIZE(arr) == 0) return;
@@ -206,10 +218,11 @@ void convert(const char* fn, const Field& f, PyObject* v, Source& s) {
     s.keep = holder;
     return;
   }
+  const char from_kind = !numpy_value && python_big_ints(arr) ? 'i' : from->kind;
   const bool castable = numpy_value ? PyArray_CanCastTypeTo(from, f.descr(), NPY_SAME_KIND_CASTING)
-                                    : python_kind_castable(from->kind, f.kind);
+                                    : python_kind_castable(from_kind, f.kind);
   if (!castable) wrong_dtype(fn, f, dtype_str(from), numpy_value);
-  if (!numpy_value && (from->kind == 'i' || from->kind == 'u') && (f.kind == 'i' || f.kind == 'u'))
+  if (!numpy_value && (from_kind == 'i' || from_kind == 'u') && (f.kind == 'i' || f.kind == 'u'))
     check_int_range(fn, f, arr);  // Python ints must fit, as in the scalar fast path
   Py_INCREF(f.descr());
   PyObject* c = PyArray_FromArray(arr, f.descr(), NPY_ARRAY_CARRAY_RO | NPY_ARRAY_FORCECAST);

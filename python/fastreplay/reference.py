@@ -489,14 +489,17 @@ def _convert(name: str, shape: tuple, dtype: np.dtype, value: Any):
         batched = True
     else:
         raise ValueError(f"{where} expects shape {_shape_text(shape)} or {_batched_shape_text(shape)}, got {arr.shape}")
+    kind = arr.dtype.kind
+    if not numpy_value and kind == "O" and arr.size and all(type(x) is int for x in arr.flat):
+        kind = "i"  # ints that fit no 64-bit type: numpy keeps them as Python objects
     if arr.dtype != dtype:
         if numpy_value and not np.can_cast(arr.dtype, dtype, "same_kind"):
             raise TypeError(
                 f"{where} expects dtype {dtype} (or one that casts to it under numpy's 'same_kind' rule), got {arr.dtype}"
             )
-        if not numpy_value and not _python_castable(arr.dtype.kind, dtype.kind):
+        if not numpy_value and not _python_castable(kind, dtype.kind):
             raise TypeError(f"{where} expects dtype {dtype} (Python values of a compatible kind), got {arr.dtype}")
-    if not numpy_value and arr.dtype.kind in "iu" and dtype.kind in "iu" and arr.size:
+    if not numpy_value and kind in "iu" and dtype.kind in "iu" and arr.size:
         info = np.iinfo(dtype)
         for x in (int(arr.min()), int(arr.max())):
             if not info.min <= x <= info.max:
