@@ -1,17 +1,20 @@
 // C++ tests of the core without Python: ring wrap-around, gather, prioritized trees and multi-threaded stress
 // (writers and samplers at once, every sampled row checked for self-consistency). Built with
 // -DFASTREPLAY_TESTS=ON and run by .ci/run under ThreadSanitizer and under AddressSanitizer + UBSan.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "fastreplay/batch.h"
 #include "fastreplay/pool.h"
 #include "fastreplay/prefetch.h"
 #include "fastreplay/prioritized.h"
@@ -151,6 +154,40 @@ static void test_pool_reuse() {
   pool.release(b, 1000);
 }
 
+// Batch memory: every array on its own cache line, none overlapping, the block back in the pool when done.
+static void test_batch_block() {
+  const std::vector<std::size_t> row_bytes = {16, 8, 40};
+  auto pool = std::make_shared<BlockPool>(1 << 20);
+  for (bool weights : {false, true}) {
+    const BatchLayout L(5, row_bytes, weights);
+    std::vector<std::pair<std::size_t, std::size_t>> spans = {{L.indices, 5 * 8}, {L.generations, 5 * 8}};
+    if (weights) spans.push_back({L.weights, 5 * 4});
+    for (std::size_t f = 0; f < row_bytes.size(); ++f) spans.push_back({L.fields[f], 5 * row_bytes[f]});
+    std::sort(spans.begin(), spans.end());
+    for (std::size_t k = 0; k < spans.size(); ++k) {
+      CHECK(spans[k].first % kCacheLine == 0);
+      CHECK(spans[k].first + spans[k].second <= (k + 1 < spans.size() ? spans[k + 1].first : L.bytes));
+    }
+    void* first = nullptr;
+    {
+      BatchBlock b(pool, L);
+      first = b.block;
+      CHECK((b.weights != nullptr) == weights);
+      CHECK(reinterpret_cast<std::uint8_t*>(b.rows[2]) == b.block + L.fields[2]);
+      std::memset(b.block, 0xab, L.bytes);  // the whole layout is inside the block (ASan checks)
+    }
+    BatchBlock again(pool, L);
+    CHECK(again.block == first);  // reused from the pool
+  }
+  bool threw = false;
+  try {
+    BatchLayout absurd(std::size_t(1) << 62, row_bytes, true);
+  } catch (const std::bad_alloc&) {
+    threw = true;
+  }
+  CHECK(threw);
+}
+
 // Writers add self-describing rows while samplers sample; no sampled row may be torn. With prioritized=true,
 // samplers also update priorities, and the root must equal the sum of leaves once everyone stops.
 template <class Core>
@@ -218,9 +255,6 @@ static void test_prefetcher(double seconds) {
     auto p = r.ptrs();
     core.add(p.data(), 300);
   }
-  struct Item {
-    Out* out;
-  };
   std::atomic<bool> stop{false};
   std::thread writer([&] {
     std::int64_t k = 300;
@@ -233,20 +267,27 @@ static void test_prefetcher(double seconds) {
   });
   std::size_t consumed = 0, torn = 0;
   {
-    Prefetcher<Item> pf(
+    // As the bindings do it: each item is a pooled BatchBlock, freed on the consumer's thread.
+    auto pool = std::make_shared<BlockPool>();
+    const BatchLayout L(32, {16, 8, 40}, true);
+    Prefetcher<BatchBlock*> pf(
         [&] {
-          Item it{new Out(32)};
-          core.sample(32, 0.4, it.out->idx.data(), it.out->w.data(), it.out->gens.data(), it.out->rows.data());
-          return it;
+          auto* b = new BatchBlock(pool, L);
+          core.sample(32, 0.4, b->indices, b->weights, b->generations, b->rows.data());
+          return b;
         },
-        [](Item it) { delete it.out; }, 3, 2);
+        [](BatchBlock* b) { delete b; }, 3, 2);
     const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
     std::vector<double> pr(32, 1.5);
+    Out o(32);
     while (std::chrono::steady_clock::now() < end) {
-      Item it = pf.next();
-      torn += it.out->torn(32);
-      core.update_priorities(it.out->idx.data(), pr.data(), 32, it.out->gens.data(), false);
-      delete it.out;
+      BatchBlock* b = pf.next();
+      std::memcpy(o.a.data(), b->rows[0], 32 * 16);
+      std::memcpy(o.b.data(), b->rows[1], 32 * 8);
+      std::memcpy(o.c.data(), b->rows[2], 32 * 40);
+      torn += o.torn(32);
+      core.update_priorities(b->indices, pr.data(), 32, b->generations, false);
+      delete b;
       ++consumed;
     }
   }  // destructor closes with items possibly queued
@@ -281,6 +322,7 @@ int main(int argc, char** argv) {
   test_get_checks_indices();
   test_prioritized_basics();
   test_pool_reuse();
+  test_batch_block();
   {
     ReplayCore core(1000, kFields, 3);  // small capacity: writers lap samplers constantly
     stress(core, 2, 2, seconds, false);
