@@ -81,7 +81,7 @@ class Buffer {
 void init_buffer(py::module_& m);
 // Checkpoint and memory-mapped storage methods of _Buffer (state.cpp).
 void init_state(py::class_<Buffer>& cls);
-// The _Prefetch class (prefetch.cpp).
+// The _Prefetcher class (prefetch.cpp).
 void init_prefetch(py::module_& m);
 
 }  // namespace fastreplay_py

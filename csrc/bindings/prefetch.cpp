@@ -1,4 +1,4 @@
-// The _Prefetch class: C++ threads sampling batches ahead of the consumer (fastreplay/prefetch.h).
+// The _Prefetcher class: C++ threads sampling batches ahead of the consumer (fastreplay/prefetch.h).
 #include <atomic>
 #include <memory>
 
@@ -9,9 +9,9 @@ namespace fastreplay_py {
 
 namespace {
 
-class Prefetch {
+class BatchPrefetcher {
  public:
-  Prefetch(py::object buffer, py::handle batch_size, py::handle depth, py::handle threads, double beta)
+  BatchPrefetcher(py::object buffer, py::handle batch_size, py::handle depth, py::handle threads, double beta)
       : buffer_(std::move(buffer)), buf_(&buffer_.cast<Buffer&>()), beta_(std::make_shared<std::atomic<double>>(beta)) {
     const std::size_t n = batch_size_arg(batch_size.ptr(), "prefetch");
     const long long d = as_int(depth.ptr(), "prefetch: depth");
@@ -27,7 +27,7 @@ class Prefetch {
     pf_ = std::make_unique<fr::Prefetcher<fr::BatchBlock*>>(produce, discard, static_cast<std::size_t>(d),
                                                              static_cast<std::size_t>(t));
   }
-  ~Prefetch() {
+  ~BatchPrefetcher() {
     py::gil_scoped_release nogil;
     pf_.reset();  // joins the workers before buffer_ may go
   }
@@ -69,14 +69,14 @@ class Prefetch {
 }  // namespace
 
 void init_prefetch(py::module_& m) {
-  py::class_<Prefetch>(m, "_Prefetch", "Batches sampled ahead by C++ threads; see ReplayBuffer.prefetch.")
+  py::class_<BatchPrefetcher>(m, "_Prefetcher", "Batches sampled ahead by C++ threads; see ReplayBuffer.prefetch.")
       .def(py::init<py::object, py::handle, py::handle, py::handle, double>(), py::arg("buffer"),
            py::arg("batch_size"), py::arg("depth"), py::arg("threads"), py::arg("beta"))
-      .def("__next__", &Prefetch::next)
-      .def("close", &Prefetch::close)
-      .def_property("beta", &Prefetch::beta, &Prefetch::set_beta)
-      .def_property_readonly("ready", &Prefetch::ready)
-      .def_property_readonly("closed", &Prefetch::closed);
+      .def("__next__", &BatchPrefetcher::next)
+      .def("close", &BatchPrefetcher::close)
+      .def_property("beta", &BatchPrefetcher::beta, &BatchPrefetcher::set_beta)
+      .def_property_readonly("ready", &BatchPrefetcher::ready)
+      .def_property_readonly("closed", &BatchPrefetcher::closed);
 }
 
 }  // namespace fastreplay_py

@@ -1,7 +1,7 @@
 """Field specifications: normalising ``{name: (shape, dtype)}`` and deriving fields from gymnasium spaces."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
 
@@ -122,7 +122,3 @@ def spaces_of(env_or_spaces: Any) -> Tuple[Any, Any]:
             f"got {type(env_or_spaces).__name__}"
         )
     return obs, act
-
-
-def describe(fields: FieldSpecs) -> List[str]:
-    return [f"{k}: {dt}{list(shape)}" for k, (shape, dt) in fields.items()]
