@@ -1,6 +1,8 @@
 """The package's import structure: the pure-Python reference stands alone, and no module imports in a cycle."""
 import ast
 import pathlib
+import subprocess
+import sys
 
 import fastreplay
 
@@ -28,6 +30,13 @@ def package_imports(module: str) -> set:
 
 def test_reference_needs_neither_the_buffer_nor_the_compiled_module():
     assert package_imports("reference") <= {"_args", "_fields", "_batch"}
+
+
+def test_importing_the_reference_loads_nothing_compiled():
+    code = ("import sys, fastreplay.reference as r; r.ReplayBuffer(4, {'x': ((), 'int64')}).add(x=1); "
+            "assert 'fastreplay._core' not in sys.modules and 'fastreplay.buffer' not in sys.modules, "
+            "sorted(m for m in sys.modules if m.startswith('fastreplay'))")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_no_import_cycles():

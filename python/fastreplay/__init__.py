@@ -5,10 +5,29 @@ gathers into numpy arrays (zero-copy to torch on the CPU), and a pure-Python ref
 (:mod:`fastreplay.reference`) that serves as baseline and test oracle.
 """
 from importlib.metadata import PackageNotFoundError, version as _version
+from typing import TYPE_CHECKING, Any
 
 from ._batch import Batch
-from .buffer import CASTING, Prefetcher, PrioritizedReplayBuffer, ReplayBuffer
 from .schedules import LinearSchedule, beta_schedule
+
+if TYPE_CHECKING:
+    from .buffer import CASTING, Prefetcher, PrioritizedReplayBuffer, ReplayBuffer
+
+_FROM_BUFFER = ("CASTING", "Prefetcher", "PrioritizedReplayBuffer", "ReplayBuffer")
+
+
+def __getattr__(name: str) -> Any:
+    # The compiled classes load on first use, so that `import fastreplay.reference` (pure Python) never loads
+    # the compiled module.
+    if name in _FROM_BUFFER:
+        from . import buffer
+
+        return getattr(buffer, name)
+    raise AttributeError(f"module 'fastreplay' has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_FROM_BUFFER))
 
 try:
     __version__ = _version("fastreplay")
