@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import atexit
 import weakref
-from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, Mapping, Optional
 
 import numpy as np
 

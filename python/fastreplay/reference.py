@@ -16,15 +16,16 @@ sampled before ``clear()`` is recognisably stale once its slot is written again.
 from __future__ import annotations
 
 import math
-import operator
 import random
 from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
+from . import _args
 from ._batch import Batch
 from ._fields import FieldSpecs, fields_from_spaces, normalize_fields, spaces_of
-from . import _args
+from ._reference_convert import as_int, convert, index_array, put, real_array, rows_text, stack, uint_array
+from ._sum_min_tree import SumMinTree
 
 __all__ = ["ReplayBuffer", "PrioritizedReplayBuffer", "SumMinTree"]
 
@@ -87,7 +88,7 @@ class ReplayBuffer:
         """Read-only copies ``{name: array[len(self), *shape]}`` of the stored rows, in slot order."""
         out = {}
         for name, (shape, dtype) in self._fields.items():
-            out[name] = _stack(self._rows[name][: len(self)], shape, dtype)
+            out[name] = stack(self._rows[name][: len(self)], shape, dtype)
             out[name].flags.writeable = False
         return out
 
@@ -100,7 +101,7 @@ class ReplayBuffer:
         """uint64[B]: the generation of each slot (any slot in [0, capacity), stored or not)."""
         out = np.empty(len(indices), np.uint64)
         for k, i in enumerate(indices):
-            i = _as_int(i, "generations: index")
+            i = as_int(i, "generations: index")
             if not 0 <= i < self._capacity:
                 raise IndexError("generations: index out of range")
             out[k] = self._gen[i]
@@ -117,14 +118,14 @@ class ReplayBuffer:
         given: Dict[str, Any] = dict(zip(names, values))
         for key, value in fields.items():
             if key in self._fields:
-                _put(given, key, value)
+                put(given, key, value)
             elif isinstance(value, dict) and any(n.startswith(key + ".") for n in names):
                 group = [n for n in names if n.startswith(key + ".")]
                 for n in group:
                     sub = n[len(key) + 1 :]
                     if sub not in value:
                         raise TypeError(f"add: field '{key}' is missing key '{sub}'")
-                    _put(given, n, value[sub])
+                    put(given, n, value[sub])
                 if len(value) != len(group):
                     raise TypeError(f"add: field '{key}' has keys that are not fields")
             else:
@@ -133,13 +134,13 @@ class ReplayBuffer:
             if n not in given:
                 raise TypeError(f"add: missing field '{n}'; every add needs all of {', '.join(names)}")
 
-        converted = {n: _convert(n, *self._fields[n], given[n]) for n in names}  # name -> (rows array, batched)
+        converted = {n: convert(n, *self._fields[n], given[n]) for n in names}  # name -> (rows array, batched)
         first = names[0]
         for n in names[1:]:
             if len(converted[n][0]) != len(converted[first][0]):
                 raise ValueError(
                     "add: fields disagree on the number of rows: "
-                    f"{_rows_text(first, *converted[first])}, {_rows_text(n, *converted[n])}"
+                    f"{rows_text(first, *converted[first])}, {rows_text(n, *converted[n])}"
                 )
 
         # All checked: write. Only the last `capacity` of the N rows survive, so only those are copied.
@@ -172,13 +173,13 @@ class ReplayBuffer:
 
     def get(self, indices: Any) -> Batch:
         """The transitions at the given slots (int[B], each in [0, len(self)))."""
-        idx = _index_array("get", indices)
+        idx = index_array("get", indices)
         self._check_indices("get", idx)
         weights = [1.0] * len(idx) if self._prioritized else None
         return self._gather(idx, None, with_generations=True, weights=weights)
 
     def _check_batch_size(self, batch_size: Any) -> int:
-        n = _as_int(batch_size, "sample: batch_size")
+        n = as_int(batch_size, "sample: batch_size")
         if n <= 0:
             raise ValueError(f"sample: batch_size must be positive, got {n}")
         return n
@@ -220,7 +221,7 @@ class ReplayBuffer:
     def _gather(self, indices: List[int], out: Optional[Batch], with_generations: bool,
                 weights: Optional[List[float]] = None) -> Batch:
         """Copy the rows at `indices` into `out` (refilled in place) or a new Batch."""
-        data = {name: _stack([self._rows[name][i] for i in indices], shape, dtype)
+        data = {name: stack([self._rows[name][i] for i in indices], shape, dtype)
                 for name, (shape, dtype) in self._fields.items()}
         gens = np.array([self._gen[i] for i in indices], np.uint64) if with_generations else None
         if out is not None:
@@ -241,56 +242,6 @@ class ReplayBuffer:
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}: {dt}{list(shape)}" for k, (shape, dt) in self._fields.items())
         return f"{type(self).__name__}(size={len(self)}, capacity={self.capacity}, fields={{{fields}}})"
-
-
-class SumMinTree:
-    """Sum and min over ``capacity`` leaves, as two binary trees stored in Python lists.
-
-    P is the next power of two >= capacity; node 1 is the root, node j has children 2j and 2j+1, and leaf i (slot
-    i) is node P + i. ``sums[j]`` is the sum of the leaves under j; ``mins[j]`` is their smallest *positive* value
-    (inf if none), since zero leaves are never drawn. Each ancestor is recomputed from its two children, never
-    updated by a delta, so the root is always the tree-ordered sum of the current leaves.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self.P = 1
-        while self.P < capacity:
-            self.P *= 2
-        self.sums = [0.0] * (2 * self.P)
-        self.mins = [math.inf] * (2 * self.P)
-
-    def set(self, i: int, value: float) -> None:
-        """Set leaf i and repair its ancestors. O(log capacity)"""
-        node = self.P + i
-        self.sums[node] = value
-        self.mins[node] = value if value > 0.0 else math.inf
-        node //= 2
-        while node >= 1:
-            self.sums[node] = self.sums[2 * node] + self.sums[2 * node + 1]
-            self.mins[node] = min(self.mins[2 * node], self.mins[2 * node + 1])
-            node //= 2
-
-    def leaf(self, i: int) -> float:
-        return self.sums[self.P + i]
-
-    def total(self) -> float:
-        return self.sums[1]
-
-    def min(self) -> float:
-        return self.mins[1]
-
-    def find_prefix(self, u: float) -> int:
-        """The leaf where the running sum of leaves passes u: go right iff u >= the left sum and the right subtree
-        has mass (so a zero leaf is never returned while the total is positive). O(log capacity)"""
-        node = 1
-        while node < self.P:
-            left = 2 * node
-            if u >= self.sums[left] and self.sums[left + 1] > 0.0:
-                u -= self.sums[left]
-                node = left + 1
-            else:
-                node = left
-        return node - self.P
 
 
 class PrioritizedReplayBuffer(ReplayBuffer):
@@ -370,15 +321,15 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         nothing is checked. Returns the number of rows skipped as stale. A rejected call changes nothing."""
         indices, priorities, generations = _args.update_arrays(indices, priorities, generations)
         fn = "update_priorities"
-        idx = _index_array(fn, indices)
-        prio = _real_array(fn, "priorities", priorities)
+        idx = index_array(fn, indices)
+        prio = real_array(fn, "priorities", priorities)
         if len(prio) != len(idx):
             raise ValueError(
                 f"{fn}: indices and priorities must have the same length, got {len(idx)} indices and {len(prio)} priorities"
             )
         gens = None
         if generations is not None:
-            gens = _uint_array(fn, "generations", generations)
+            gens = uint_array(fn, "generations", generations)
             if len(gens) != len(idx):
                 raise ValueError(f"{fn}: generations must have one entry per index, got {len(gens)} for {len(idx)}")
         self._check_indices(fn, idx)
@@ -439,121 +390,3 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
 
 # --- input conversion (the rules of csrc/bindings.cpp) ------------------------------------------------------------
-
-def _put(given: Dict[str, Any], name: str, value: Any) -> None:
-    if name in given:
-        raise TypeError(f"add: field '{name}' given twice")
-    given[name] = value
-
-
-def _shape_text(shape: tuple) -> str:
-    return str(tuple(shape))
-
-
-def _batched_shape_text(shape: tuple) -> str:
-    return "(N,)" if not shape else "(N, " + ", ".join(str(d) for d in shape) + ")"
-
-
-def _rows_text(name: str, rows: np.ndarray, batched: bool) -> str:
-    return f"'{name}' has " + (f"{len(rows)} rows" if batched else "a single row")
-
-
-def _python_castable(src: str, dst: str) -> bool:
-    """Kind rule for values that are not numpy arrays or scalars: bool goes anywhere, integers into integer, float
-    and complex fields, floats into float and complex, complex into complex."""
-    return {"b": True, "i": dst in "iufc", "u": dst in "iufc", "f": dst in "fc", "c": dst == "c"}.get(src, False)
-
-
-def _convert(name: str, shape: tuple, dtype: np.dtype, value: Any):
-    """Check one add() value against its field; returns (rows: array[N, *shape] of the field's dtype, batched).
-
-    Numpy arrays and scalars must cast to the field's dtype under numpy's 'same_kind' rule. Anything else (Python
-    scalars, lists, tensors) goes through ``np.asarray`` and a kind rule, and its integers must fit the field.
-    """
-    where = f"add: field '{name}'"
-    if shape == () and type(value) is float and dtype.kind not in "fc":
-        raise TypeError(f"{where} expects dtype {dtype}, got a Python float")
-    if shape == () and type(value) is int and dtype.kind == "b":
-        raise TypeError(f"{where} expects dtype bool, got a Python int (use True/False)")
-    numpy_value = isinstance(value, (np.ndarray, np.generic))
-    try:
-        arr = np.asarray(value)
-    except Exception:
-        raise TypeError(
-            f"{where} expects an array of {dtype} with shape {_shape_text(shape)} or {_batched_shape_text(shape)}, "
-            f"got {type(value).__name__} that numpy cannot convert"
-        ) from None
-    if arr.shape == shape:
-        batched = False
-    elif arr.ndim == len(shape) + 1 and arr.shape[1:] == shape:
-        batched = True
-    else:
-        raise ValueError(f"{where} expects shape {_shape_text(shape)} or {_batched_shape_text(shape)}, got {arr.shape}")
-    kind = arr.dtype.kind
-    if not numpy_value and kind == "O" and arr.size and all(type(x) is int for x in arr.flat):
-        kind = "i"  # ints that fit no 64-bit type: numpy keeps them as Python objects
-    if arr.dtype != dtype:
-        if numpy_value and not np.can_cast(arr.dtype, dtype, "same_kind"):
-            raise TypeError(
-                f"{where} expects dtype {dtype} (or one that casts to it under numpy's 'same_kind' rule), got {arr.dtype}"
-            )
-        if not numpy_value and not _python_castable(kind, dtype.kind):
-            raise TypeError(f"{where} expects dtype {dtype} (Python values of a compatible kind), got {arr.dtype}")
-    if not numpy_value and kind in "iu" and dtype.kind in "iu" and arr.size:
-        info = np.iinfo(dtype)
-        for x in (int(arr.min()), int(arr.max())):
-            if not info.min <= x <= info.max:
-                raise ValueError(f"{where} expects dtype {dtype}, got {x}, which is out of its range")
-    return arr.astype(dtype).reshape((-1, *shape)), batched
-
-
-def _as_int(x: Any, what: str) -> int:
-    if isinstance(x, bool) or not hasattr(type(x), "__index__"):
-        raise TypeError(f"{what} must be an int, got {type(x).__name__}")
-    v = operator.index(x)
-    if not -(2**63) <= v < 2**63:
-        raise ValueError(f"{what} is out of range, got {x}")
-    return v
-
-
-def _one_d(fn: str, what: str, values: Any, kinds: str, expected: str) -> np.ndarray:
-    """values as a 0-d or 1-d numpy array whose dtype kind is one of ``kinds`` (any dtype when empty)."""
-    try:
-        a = np.asarray(values)
-    except Exception:
-        raise TypeError(f"{fn}: {what} must be a 1-d array of {expected}, got {type(values).__name__}") from None
-    if a.ndim > 1:
-        raise ValueError(f"{fn}: {what} must be 1-d, got shape {a.shape}")
-    if a.dtype.kind not in kinds and a.size != 0:
-        raise TypeError(f"{fn}: {what} must be {expected}, got dtype {a.dtype}")
-    return a.reshape(-1)
-
-
-def _index_array(fn: str, indices: Any) -> List[int]:
-    """indices as a list of Python ints: a 0-d or 1-d array-like of integers (empty is fine)."""
-    values = [int(i) for i in _one_d(fn, "indices", indices, "iu", "integers")]
-    for i in values:
-        if i >= 2**63:
-            raise IndexError(f"{fn}: index {i} is out of range")
-    return values
-
-
-def _uint_array(fn: str, what: str, values: Any) -> List[int]:
-    """values as a list of Python ints: a 0-d or 1-d array-like of non-negative integers (empty is fine)."""
-    ints = [int(x) for x in _one_d(fn, what, values, "iu", "non-negative integers")]
-    if ints and min(ints) < 0:
-        raise ValueError(f"{fn}: {what} must be non-negative, got {min(ints)}")
-    return ints
-
-
-def _real_array(fn: str, what: str, values: Any) -> List[float]:
-    """values as a list of Python floats: a 0-d or 1-d array-like of bools, integers or floats."""
-    return [float(x) for x in _one_d(fn, what, values, "biuf", "real numbers").astype(np.float64)]
-
-
-def _stack(rows: List[Any], shape: tuple, dtype: np.dtype) -> np.ndarray:
-    """Rows (arrays of `shape`) as one array[len(rows), *shape]."""
-    out = np.empty((len(rows), *shape), dtype)
-    for k, row in enumerate(rows):
-        out[k] = row
-    return out
