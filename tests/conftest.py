@@ -1,9 +1,8 @@
-"""Shared test helpers. Rows, the row check and the thread harness live in ``_rows.py`` (the benchmarks use them
-too); they are re-exported here for the test modules that import them from ``conftest``."""
+"""Shared test helpers: snapshots of a buffer's observable state. Rows, the row check and the thread harness live
+in ``_rows.py``, which the benchmarks use too."""
 import numpy as np
 
 import fastreplay as fr
-from _rows import CARTPOLE, cartpole_rows, check_self_consistent  # noqa: F401  (re-exported)
 
 
 def snapshot(buf) -> dict:

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 import fastreplay as fr
-from conftest import CARTPOLE, cartpole_rows, check_self_consistent
+from _rows import CARTPOLE, cartpole_rows, check_self_consistent
 
 ALL_DTYPES = [np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
               np.float16, np.float32, np.float64, np.complex64, np.complex128]

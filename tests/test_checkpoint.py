@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fastreplay as fr
-from conftest import CARTPOLE, cartpole_rows
+from _rows import CARTPOLE, cartpole_rows
 from test_buffer import ALL_DTYPES
 
 

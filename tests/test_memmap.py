@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastreplay as fr
-from conftest import CARTPOLE, cartpole_rows, check_self_consistent
+from _rows import CARTPOLE, cartpole_rows, check_self_consistent
 
 
 def test_memmap_behaves_like_memory_and_reopens(tmp_path):
@@ -67,7 +67,7 @@ def test_mismatched_reopen_is_refused(tmp_path):
 WRITER = r"""
 import sys, numpy as np, fastreplay as fr
 sys.path.insert(0, sys.argv[2])
-from conftest import CARTPOLE, cartpole_rows
+from _rows import CARTPOLE, cartpole_rows
 buf = fr.ReplayBuffer(5000, CARTPOLE, seed=0, storage="memmap", path=sys.argv[1])
 k = 0
 print("ready", flush=True)
