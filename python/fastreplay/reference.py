@@ -387,6 +387,3 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", alpha={self.alpha}, eps={self.eps})"
-
-
-# --- input conversion (the rules of csrc/bindings.cpp) ------------------------------------------------------------
