@@ -278,3 +278,39 @@ def test_mmap_prefix_maps_to_files(tmp_path):
     assert (tmp_path / "ours_fastreplay").is_dir()
     again = fc.ReplayBuffer(64, ENV, mmap_prefix=str(tmp_path / "ours"))  # recreated empty, as cpprb's files are
     assert again.get_stored_size() == 0
+
+
+@pytest.mark.parametrize("cls", ["ReplayBuffer", "PrioritizedReplayBuffer"])
+def test_pickle_names_the_package_path(cls):
+    """fastreplay.cpprb is a package of private modules; pickles still name fastreplay.cpprb.<Name>, as they did when
+    it was one file, so pickles load across that split in both directions."""
+    import io
+    import pickle
+
+    rb = getattr(fc, cls)(16, NEXT_OF, next_of="obs")
+    for kwargs, ended in episodes(5, 8):
+        rb.add(**kwargs)
+        if ended:
+            rb.on_episode_end()
+    data = pickle.dumps(rb)
+
+    found = []
+
+    class Recorder(pickle.Unpickler):
+        def find_class(self, module, name):
+            found.append((module, name))
+            return super().find_class(module, name)
+
+    again = Recorder(io.BytesIO(data)).load()
+    assert ("fastreplay.cpprb", cls) in found
+    assert not [m for m, _ in found if m.startswith("fastreplay.cpprb.")], found
+    assert type(again) is getattr(fc, cls)
+    assert again.get_next_index() == rb.get_next_index()
+    assert again.get_current_episode_len() == rb.get_current_episode_len()
+    assert_same(again.get_all_transitions(), rb.get_all_transitions())
+
+
+def test_public_names_report_the_package():
+    assert sorted(fc.__all__) == sorted(n for n in dir(fc) if not n.startswith("_"))
+    for name in fc.__all__:
+        assert getattr(fc, name).__module__ == "fastreplay.cpprb", name

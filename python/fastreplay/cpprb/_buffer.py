@@ -1,24 +1,8 @@
-"""cpprb drop-in: cpprb's replay-buffer API with storage and sampling in fastreplay's C++ core.
-
-One-line swap::
-
-    from fastreplay.cpprb import ReplayBuffer, PrioritizedReplayBuffer   # was: from cpprb import ...
-
-    rb = ReplayBuffer(1e6, {"obs": {"shape": 4}, "act": {}, "rew": {}, "next_obs": {"shape": 4}, "done": {}})
-    rb.add(obs=o, act=a, rew=r, next_obs=o2, done=d)      # one row, or many with a leading axis
-    sample = rb.sample(256)                               # dict: name -> array (B, *shape); scalars are (B, 1)
-
-Semantics follow cpprb 10/11: ``env_dict`` entries ``{"shape": int or tuple (default 1), "dtype": ...}`` with
-``default_dtype`` (float32) for the rest; values are reshaped to ``(-1, *shape)`` and cast as numpy assignment
-casts; the number of rows of an ``add`` is that of the last ``env_dict`` entry; ``next_of`` stores each named value
-once and serves ``next_<name>`` from the following row, from the latest ``add``'s ``next_<name>``, or, for the
-last transition of an episode closed by ``on_episode_end()``, from a small cache; ``Nstep`` sums discounted rewards
-over ``Nstep["size"]`` steps and moves ``Nstep["next"]`` values; prioritized sampling is proportional and
-stratified with ``(p + eps) ** alpha`` leaves and max-normalised weights; ``save_transitions`` and
-``load_transitions`` read and write cpprb's ``.npz`` format (version 1, ``safe`` and unsafe ``next_of`` layouts).
-The remaining differences, including two cpprb ``Nstep`` bugs that this module does not reproduce, are listed in
-``docs/dropin.md``.
-"""
+"""cpprb's ``ReplayBuffer`` on fastreplay's core: env_dict specs, cpprb's reshapes and casts on ``add``,
+``next_of`` (each value stored once, ``next_<name>`` served from the following row, the latest ``add`` or the
+episode-end cache), the ``Nstep`` window, and ``save_transitions``/``load_transitions`` in cpprb's ``.npz`` format.
+``PrioritizedReplayBuffer`` (``_prioritized.py``) reuses all of it; the semantics are described in the package
+docstring (``__init__.py``)."""
 from __future__ import annotations
 
 import shutil
@@ -26,16 +10,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .buffer import PrioritizedReplayBuffer as _CorePER
-from .buffer import ReplayBuffer as _CoreReplay
-
-__all__ = [
-    "PrioritizedReplayBuffer",
-    "ReplayBuffer",
-    "create_before_add_func",
-    "create_buffer",
-    "create_env_dict",
-]
+from ..buffer import PrioritizedReplayBuffer as _CorePER
+from ..buffer import ReplayBuffer as _CoreReplay
 
 _RESERVED = ("indices", "weights", "generations")  # names fastreplay's Batch keeps for itself
 _FORMAT_VERSION = 1
@@ -397,153 +373,3 @@ class ReplayBuffer:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(size={self._buffer_size}, stored={len(self._core)}, "
                 f"env_dict={self._env_dict!r})")
-
-
-class PrioritizedReplayBuffer(ReplayBuffer):
-    """cpprb's ``PrioritizedReplayBuffer``: proportional PER with ``(p + eps) ** alpha`` leaves.
-
-    New transitions get the largest priority given so far (1 at the start) unless ``add(priorities=...)`` says
-    otherwise. ``sample(batch_size, beta=0.4)`` adds ``weights`` (float32 ``(B,)``, max-normalised) and
-    ``indexes`` (uint64 ``(B,)``). With ``check_for_update=True``, ``update_priorities`` skips slots written since
-    the last ``sample``.
-    """
-
-    _prioritized = True
-
-    def __init__(
-        self,
-        size: Any,
-        env_dict: Optional[Dict[str, Dict[str, Any]]] = None,
-        alpha: float = 0.6,
-        *,
-        Nstep: Optional[Dict[str, Any]] = None,
-        eps: float = 1e-4,
-        check_for_update: bool = False,
-        next_of: Any = None,
-        stack_compress: Any = None,
-        default_dtype: Any = None,
-        mmap_prefix: Optional[str] = None,
-        **kwargs: Any,
-    ) -> None:
-        self._check_for_update = bool(check_for_update)
-        self._setup(size, env_dict, next_of, stack_compress, default_dtype, Nstep, mmap_prefix,
-                    {"alpha": float(alpha), "eps": float(eps)})
-
-    def _reset_state(self) -> None:
-        super()._reset_state()
-        self._mark = (0, 0)  # (total_added, next_index) at the last sample, for check_for_update
-
-    def add(self, *, priorities: Any = None, **kwargs: Any) -> Optional[int]:  # type: ignore[override]
-        """As ``ReplayBuffer.add``; ``priorities`` (one per row) replace the default maximum priority."""
-        if priorities is not None:
-            priorities = np.ravel(np.asarray(priorities, dtype=np.float64))
-        return self._add(kwargs, priorities)
-
-    def _set_priorities(self, slots: np.ndarray, priorities: np.ndarray) -> None:
-        self._core.update_priorities(slots.astype(np.int64), np.asarray(priorities, dtype=np.float64))
-
-    def sample(self, batch_size: int, beta: float = 0.4) -> Dict[str, np.ndarray]:  # type: ignore[override]
-        """A prioritized batch with ``weights`` and ``indexes`` (stratified over the priority mass)."""
-        batch = self._core.sample(int(batch_size), float(beta))
-        out = self._encode(batch, batch.indices)
-        out["weights"] = batch.weights
-        out["indexes"] = batch.indices.astype(np.uint64)
-        if self._check_for_update:
-            self._mark = (self._core.total_added, self._core.next_index)
-        return out
-
-    def update_priorities(self, indexes: Any, priorities: Any) -> None:
-        """Set the priorities of ``indexes``; skips slots written since the last sample if ``check_for_update``."""
-        if priorities is None:
-            raise TypeError("``properties`` must not be ``None``")
-        idx = np.array(indexes, dtype=np.int64, ndmin=1).ravel()
-        ps = np.array(priorities, dtype=np.float64, ndmin=1).ravel()
-        if self._check_for_update:
-            written = self._core.total_added - self._mark[0]
-            if written >= self._buffer_size:
-                return
-            keep = ((idx - self._mark[1]) % self._buffer_size) >= written
-            idx, ps = idx[keep], ps[keep]
-        if len(idx):
-            self._core.update_priorities(idx, ps)
-
-    def get_max_priority(self) -> float:
-        """The largest priority given so far (1 after construction or ``clear``)."""
-        return float(self._core.max_priority)
-
-
-def create_buffer(size: Any, env_dict: Optional[Dict[str, Any]] = None, *, prioritized: bool = False,
-                  **kwargs: Any) -> ReplayBuffer:
-    """``PrioritizedReplayBuffer`` if ``prioritized`` else ``ReplayBuffer``, with the other arguments passed on."""
-    cls = PrioritizedReplayBuffer if prioritized else ReplayBuffer
-    return cls(size, env_dict, **kwargs)
-
-
-def _space_defs(space: Any, int_type: Any, float_type: Any) -> Dict[str, Any]:
-    from gymnasium import spaces
-
-    if isinstance(space, spaces.Discrete):
-        return {"dtype": int_type, "shape": 1}
-    if isinstance(space, spaces.MultiDiscrete):
-        return {"dtype": int_type, "shape": space.nvec.shape}
-    if isinstance(space, spaces.Box):
-        return {"dtype": float_type, "shape": space.shape}
-    if isinstance(space, spaces.MultiBinary):
-        return {"dtype": int_type, "shape": space.n}
-    raise NotImplementedError(f"Error: Unknown Space {space}")
-
-
-def create_env_dict(env: Any, *, int_type: Any = None, float_type: Any = None) -> Dict[str, Dict[str, Any]]:
-    """``env_dict`` for a gymnasium env, as cpprb builds it: ``rew`` and ``done`` (float), ``obs``/``next_obs``
-    and ``act`` from the spaces (Discrete/MultiDiscrete/MultiBinary as ``int_type`` (int32), Box as
-    ``float_type`` (float32)); Tuple spaces give ``obs0, obs1, ...``; Dict spaces give their keys and
-    ``next_<key>``."""
-    from gymnasium import spaces
-
-    int_type = int_type or np.int32
-    float_type = float_type or np.float32
-    env_dict: Dict[str, Dict[str, Any]] = {
-        "rew": {"shape": 1, "dtype": float_type},
-        "done": {"shape": 1, "dtype": float_type},
-    }
-    obs, act = env.observation_space, env.action_space
-    if isinstance(obs, spaces.Tuple):
-        for i, s in enumerate(obs.spaces):
-            env_dict[f"obs{i}"] = _space_defs(s, int_type, float_type)
-            env_dict[f"next_obs{i}"] = _space_defs(s, int_type, float_type)
-    elif isinstance(obs, spaces.Dict):
-        for k, s in obs.spaces.items():
-            env_dict[k] = _space_defs(s, int_type, float_type)
-            env_dict[f"next_{k}"] = _space_defs(s, int_type, float_type)
-    else:
-        env_dict["obs"] = _space_defs(obs, int_type, float_type)
-        env_dict["next_obs"] = _space_defs(obs, int_type, float_type)
-    if isinstance(act, spaces.Tuple):
-        for i, s in enumerate(act.spaces):
-            env_dict[f"act{i}"] = _space_defs(s, int_type, float_type)
-    elif isinstance(act, spaces.Dict):
-        for k, s in act.spaces.items():
-            env_dict[k] = _space_defs(s, int_type, float_type)
-    else:
-        env_dict["act"] = _space_defs(act, int_type, float_type)
-    return env_dict
-
-
-def create_before_add_func(env: Any) -> Callable[..., Dict[str, Any]]:
-    """``before_add(obs, act, next_obs, rew, done) -> dict`` for ``add(**...)``, as cpprb builds it: Tuple values
-    become ``obs0, obs1, ...``; Dict values become ``obs_<key>``, ``next_obs_<key>`` and ``act_<key>``."""
-    from gymnasium import spaces
-
-    def pick(space: Any) -> Callable[[str, Any], Dict[str, Any]]:
-        if isinstance(space, spaces.Tuple):
-            return lambda name, v: {f"{name}{i}": x for i, x in enumerate(v)}
-        if isinstance(space, spaces.Dict):
-            return lambda name, v: {f"{name}_{k}": x for k, x in v.items()}
-        return lambda name, v: {name: v}
-
-    obs_f, act_f = pick(env.observation_space), pick(env.action_space)
-
-    def before_add(obs: Any, act: Any, next_obs: Any, rew: Any, done: Any) -> Dict[str, Any]:
-        return {**obs_f("obs", obs), **act_f("act", act), **obs_f("next_obs", next_obs), "rew": rew, "done": done}
-
-    return before_add
