@@ -199,7 +199,8 @@ def optimized_stream(n_envs, steps, seed, truncation=True):
 @pytest.mark.parametrize("n_envs", [1, 2])
 @pytest.mark.parametrize("prioritized", [False, True])
 def test_optimize_memory_usage_gives_plain_samples(handle_timeout_termination, n_envs, prioritized, monkeypatch):
-    monkeypatch.setattr(fs, "_ASIDE_START", 1)  # start the aside store tiny so that it has to grow
+    # start the aside store tiny so that it has to grow
+    monkeypatch.setattr("fastreplay.sb3._optimize_memory._ASIDE_START", 1)
     obs_space, act_space = spaces.Box(-5, 5, (3,), np.float32), spaces.Discrete(2)
     cls = fs.PrioritizedReplayBuffer if prioritized else fs.ReplayBuffer
     kw = dict(n_envs=n_envs, handle_timeout_termination=handle_timeout_termination)
