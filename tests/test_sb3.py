@@ -199,7 +199,8 @@ def optimized_stream(n_envs, steps, seed, truncation=True):
 @pytest.mark.parametrize("n_envs", [1, 2])
 @pytest.mark.parametrize("prioritized", [False, True])
 def test_optimize_memory_usage_gives_plain_samples(handle_timeout_termination, n_envs, prioritized, monkeypatch):
-    monkeypatch.setattr(fs, "_ASIDE_START", 1)  # start the aside store tiny so that it has to grow
+    # start the aside store tiny so that it has to grow
+    monkeypatch.setattr("fastreplay.sb3._optimize_memory._ASIDE_START", 1)
     obs_space, act_space = spaces.Box(-5, 5, (3,), np.float32), spaces.Discrete(2)
     cls = fs.PrioritizedReplayBuffer if prioritized else fs.ReplayBuffer
     kw = dict(n_envs=n_envs, handle_timeout_termination=handle_timeout_termination)
@@ -368,6 +369,51 @@ def test_perdqn_trains_and_anneals_beta():
     with pytest.raises(TypeError, match="PrioritizedReplayBuffer"):
         fs.PERDQN("MlpPolicy", "CartPole-v1", replay_buffer_class=fs.ReplayBuffer)
 
+
+
+def _pickled_globals(obj, protocol):
+    """The (module, name) of every class or function a pickle of obj refers to."""
+    import io
+    import pickle
+
+    found = set()
+
+    class Recorder(pickle.Unpickler):
+        def find_class(self, module, name):
+            found.add((module, name))
+            return super().find_class(module, name)
+
+    Recorder(io.BytesIO(pickle.dumps(obj, protocol=protocol))).load()
+    return found
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_pickles_name_fastreplay_sb3(protocol):
+    """fastreplay.sb3 is a package of private modules; pickles (SB3's save_replay_buffer pickles the whole buffer)
+    name its classes fastreplay.sb3.<name>, as when it was one module, so pickles from before and after load alike."""
+    obs_space, act_space = SPACES["box"]
+    dict_obs, dict_act = SPACES["dict"]
+    rng = np.random.default_rng(0)
+    plain = fs.ReplayBuffer(20, obs_space, act_space, "cpu", optimize_memory_usage=True)
+    per = fs.PrioritizedReplayBuffer(20, obs_space, act_space, "cpu")
+    per_dict = fs.PrioritizedReplayBuffer(20, dict_obs, dict_act, "cpu")
+    dict_rb = fs.DictReplayBuffer(20, dict_obs, dict_act, "cpu")
+    for rb in (plain, per, per_dict, dict_rb):
+        for _ in range(4):
+            rb.add(*random_step(rb.observation_space, rb.action_space, 1, rng))
+    expected = [
+        (plain, {"ReplayBuffer"}),
+        (dict_rb, {"DictReplayBuffer"}),
+        (per, {"PrioritizedReplayBuffer"}),
+        (per.sample(2), {"PrioritizedReplayBufferSamples", "_rebuild_samples"}),
+        (per_dict.sample(2), {"PrioritizedDictReplayBufferSamples", "_rebuild_samples"}),
+        (fs.PERDQN, {"PERDQN"}),
+    ]
+    for obj, names in expected:
+        ours = {(m, n) for m, n in _pickled_globals(obj, protocol) if m.startswith("fastreplay.sb3")}
+        assert ours == {("fastreplay.sb3", n) for n in names}, type(obj)
+    for name in fs.__all__:
+        assert getattr(fs, name).__module__ == "fastreplay.sb3"
 
 @pytest.mark.skipif(not th.cuda.is_available(), reason="needs CUDA")
 def test_samples_on_cuda():

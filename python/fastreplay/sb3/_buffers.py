@@ -1,32 +1,4 @@
-"""Stable-Baselines3 drop-in: replay buffers whose storage and sampling run in fastreplay's C++ core.
-
-One-line swap::
-
-    from stable_baselines3 import DQN
-    import fastreplay.sb3
-
-    model = DQN("MlpPolicy", "CartPole-v1", replay_buffer_class=fastreplay.sb3.ReplayBuffer)
-
-:class:`ReplayBuffer` and :class:`DictReplayBuffer` subclass SB3's own classes (SB3 checks ``isinstance`` when it
-loads a saved buffer) and take the same constructor. Each environment step adds ``n_envs`` rows to one
-:class:`fastreplay.ReplayBuffer` (row ``pos * n_envs + env``), so sampling uniformly over its rows is SB3's
-"random step, random env" sampling. ``sample`` returns SB3's ``ReplayBufferSamples`` with SB3's dtypes, shapes and
-device. The column attributes SB3 code reads (``observations``, ``actions``, ``rewards``, ``dones``, ``timeouts``,
-``next_observations``) are zero-copy views of the core's storage shaped ``(steps, n_envs, ...)``; an item assignment
-into them (SB3 writes ``dones[pos] = True`` before a second ``learn``) is kept in a small overlay that ``sample``
-applies. ``pos`` and ``full`` are derived from the core's ring. See ``docs/dropin.md`` for every difference.
-
-``optimize_memory_usage=True`` stores each observation once: the next observation of a row is the observation of
-the same env one step later, except at episode ends (``done``) and wherever the next ``add`` shows that the episode
-did not continue (a reset without ``done``), where the true next observation is kept aside in a second, small core
-buffer. Unlike SB3's buffer this also works with ``handle_timeout_termination=True`` and with Dict observations, and
-it never returns a wrong next observation.
-
-:class:`PrioritizedReplayBuffer` adds proportional prioritized replay (``sample(batch_size, env, beta)`` returns
-samples with ``weights``, ``indices`` and ``generations``; ``update_priorities(indices, priorities, generations)``), and :class:`PERDQN` is a DQN
-whose ``train`` weights the TD loss by the importance weights, writes ``|TD error|`` back as priorities and anneals
-beta to 1 over training.
-"""
+"""SB3's ``ReplayBuffer`` and ``DictReplayBuffer`` on fastreplay's core, and the column views SB3 code reads."""
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
@@ -36,70 +8,10 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common import buffers as _sb3
 from stable_baselines3.common.type_aliases import DictReplayBufferSamples, ReplayBufferSamples
-from stable_baselines3.dqn import DQN
 
-from .buffer import PrioritizedReplayBuffer as _CorePER
-from .buffer import ReplayBuffer as _CoreReplay
-from .schedules import beta_schedule
-
-__all__ = [
-    "DictReplayBuffer",
-    "PERDQN",
-    "PrioritizedDictReplayBufferSamples",
-    "PrioritizedReplayBuffer",
-    "PrioritizedReplayBufferSamples",
-    "ReplayBuffer",
-]
-
-_ASIDE_START = 1024  # initial rows of the aside store for optimize_memory_usage (it doubles as needed)
-
-
-class PrioritizedReplayBufferSamples(ReplayBufferSamples):
-    """SB3's ``ReplayBufferSamples`` plus ``weights`` (float32 tensor ``[B, 1]`` on the buffer's device: importance
-    weights, max-normalised), ``indices`` (int64 numpy ``[B]``) and ``generations`` (uint64 numpy ``[B]``): pass
-    both to ``update_priorities`` so that rows overwritten since sampling are skipped.
-
-    It is still a 6-tuple (``observations, actions, next_observations, dones, rewards, discounts``), so code that
-    unpacks or iterates SB3's samples keeps working; ``weights``, ``indices`` and ``generations`` are attributes.
-    """
-
-    def __new__(cls, *args: Any, weights: Any = None, indices: Any = None, generations: Any = None, **kwargs: Any):
-        return _with_extras(ReplayBufferSamples, cls, args, kwargs, weights, indices, generations)
-
-    def _replace(self, **kwargs: Any):
-        return _replace_with_extras(ReplayBufferSamples, self, kwargs)
-
-    def __reduce__(self):
-        return (_rebuild_samples, (type(self), tuple(self), self.weights, self.indices, self.generations))
-
-
-class PrioritizedDictReplayBufferSamples(DictReplayBufferSamples):
-    """SB3's ``DictReplayBufferSamples`` plus ``weights``, ``indices`` and ``generations``, as
-    :class:`PrioritizedReplayBufferSamples`."""
-
-    def __new__(cls, *args: Any, weights: Any = None, indices: Any = None, generations: Any = None, **kwargs: Any):
-        return _with_extras(DictReplayBufferSamples, cls, args, kwargs, weights, indices, generations)
-
-    def _replace(self, **kwargs: Any):
-        return _replace_with_extras(DictReplayBufferSamples, self, kwargs)
-
-    def __reduce__(self):
-        return (_rebuild_samples, (type(self), tuple(self), self.weights, self.indices, self.generations))
-
-
-def _with_extras(base, cls, args, kwargs, weights, indices, generations):
-    self = base.__new__(cls, *args, **kwargs)
-    self.weights, self.indices, self.generations = weights, indices, generations
-    return self
-
-
-def _replace_with_extras(base, self, kwargs):
-    extras = {k: kwargs.pop(k, getattr(self, k)) for k in ("weights", "indices", "generations")}
-    return type(self)(*base._replace(self, **kwargs), **extras)
-
-
-def _rebuild_samples(cls, values, weights, indices, generations=None):
-    return cls(*values, weights=weights, indices=indices, generations=generations)
+from ..buffer import PrioritizedReplayBuffer as _CorePER
+from ..buffer import ReplayBuffer as _CoreReplay
+from ._optimize_memory import _OptimizeMemory
 
 
 class _Column(np.ndarray):
@@ -126,7 +38,7 @@ class _Column(np.ndarray):
         return np.asarray(self).copy().__reduce__()
 
 
-class ReplayBuffer(_sb3.ReplayBuffer):
+class ReplayBuffer(_OptimizeMemory, _sb3.ReplayBuffer):
     """SB3's ``ReplayBuffer`` with storage and sampling in fastreplay's C++ core (same constructor and methods).
 
     Args:
@@ -211,21 +123,10 @@ class ReplayBuffer(_sb3.ReplayBuffer):
             return _CorePER(self._capacity, self._fields, seed=self._seed, **self._core_kwargs)
         return _CoreReplay(self._capacity, self._fields, seed=self._seed, **self._core_kwargs)
 
-    def _new_aside(self, capacity: int) -> _CoreReplay:
-        fields = {next_name: (shape, dtype) for _, _, next_name, shape, dtype, _ in self._obs_specs}
-        fields["owner"] = ((), np.int64)  # total_added index of the main row the next observation belongs to
-        return _CoreReplay(capacity, fields, seed=self._seed ^ 0x5DEECE66D)
-
     def _reset_python_state(self) -> None:
         self._patches: Dict[str, Dict[int, np.ndarray]] = {}
         if self.optimize_memory_usage:
-            self._aside: Optional[_CoreReplay] = None
-            self._aside_cap = 0
-            self._aside_base = 0  # serial stored at slot 0 of the aside core
-            self._aside_next = 0  # serial of the next aside row
-            self._aside_oldest = 0  # no row older than this serial is still referenced
-            self._pending: Optional[Dict[str, np.ndarray]] = None  # next obs of the latest step, per env
-            self._pending_valid = np.zeros(self.n_envs, dtype=bool)  # rows whose next obs is pending, not aside
+            self._reset_aside_state()
 
     # ---------------------------------------------------------------------------------- SB3's attributes
     @property
@@ -394,85 +295,7 @@ class ReplayBuffer(_sb3.ReplayBuffer):
             if not rows:
                 del self._patches[field]
 
-    # ------------------------------------------------------------------------------- optimize_memory_usage
-    def _add_optimized(self, rows: Dict[str, np.ndarray], next_rows: Dict[str, np.ndarray]) -> None:
-        core, n = self._core, self.n_envs
-        total = core.total_added  # serial of this step's first row
-        # 1. The previous step's rows whose next obs was pending: did the episode continue into this obs?
-        if self._pending is not None and self._pending_valid.any():
-            same = self._pending_valid.copy()
-            for _, name, next_name, *_ in self._obs_specs:
-                prev = self._pending[next_name].reshape(n, -1)
-                same &= (prev == rows[name].reshape(n, -1)).all(axis=1)
-            broken = np.flatnonzero(self._pending_valid & ~same)
-            if len(broken):  # e.g. a reset without done: keep the true next obs aside, point the row at it
-                serials = self._aside_append(
-                    {k: v[broken] for k, v in self._pending.items()}, total - n + broken, total + n
-                )
-                prev_start = (core.next_index - n) % self._capacity
-                patch = self._patches.setdefault("aside", {})
-                for e, s in zip(broken.tolist(), serials.tolist()):
-                    patch[prev_start + e] = np.asarray(s, dtype=np.int64)
-        # 2. This step: episode ends keep their next obs aside now; the others wait for the next step's obs.
-        ended = np.flatnonzero(rows["done"] != 0)
-        aside = np.full(n, -1, dtype=np.int64)
-        if len(ended):
-            aside[ended] = self._aside_append({k: v[ended] for k, v in next_rows.items()}, total + ended, total + n)
-        rows["aside"] = aside
-        self._pending = {k: np.array(v) for k, v in next_rows.items()}
-        self._pending_valid = aside < 0
-
-    def _aside_append(self, values: Dict[str, np.ndarray], owners: np.ndarray, total_after: int) -> np.ndarray:
-        """Store next observations aside; returns their serials. Grows the store so that no live row is lost."""
-        k = len(owners)
-        if self._aside is None:
-            self._aside_cap = min(self._capacity, max(_ASIDE_START, k))
-            self._aside = self._new_aside(self._aside_cap)
-        # Rows whose main row has been overwritten are dead; owners grow with serials, so scan from the oldest.
-        if self._aside_oldest < self._aside_next:
-            owner_col = self._aside._storage_view(len(self._obs_specs))
-            oldest_alive = total_after - self._capacity
-            while self._aside_oldest < self._aside_next and owner_col[
-                (self._aside_oldest - self._aside_base) % self._aside_cap
-            ] < oldest_alive:
-                self._aside_oldest += 1
-        live = self._aside_next - self._aside_oldest
-        if live + k > self._aside_cap:  # grow: copy the live rows, oldest first, into a store twice as large
-            new_cap = max(2 * self._aside_cap, live + k)
-            new = self._new_aside(new_cap)
-            if live:
-                slots = (np.arange(self._aside_oldest, self._aside_next) - self._aside_base) % self._aside_cap
-                new.add(**dict(self._aside.get(slots)))
-            self._aside, self._aside_cap, self._aside_base = new, new_cap, self._aside_oldest
-        self._aside.add(**values, owner=np.asarray(owners, dtype=np.int64))
-        serials = np.arange(self._aside_next, self._aside_next + k, dtype=np.int64)
-        self._aside_next += k
-        return serials
-
-    def _next_obs_optimized(self, batch: Any, idx: np.ndarray) -> Dict[str, np.ndarray]:
-        core, n, cap = self._core, self.n_envs, self._capacity
-        aside = batch["aside"]
-        latest = ((core.next_index - 1 - idx) % cap) < n  # rows of the latest step: their next obs is not stored
-        from_aside = aside >= 0
-        from_pending = latest & ~from_aside
-        from_core = ~(from_aside | from_pending)
-        nxt = np.where(from_core, (idx + n) % cap, idx)
-        got = core.get(nxt) if from_core.any() else None
-        if got is not None and self._patches:
-            self._apply_patches(got, nxt)
-        out: Dict[str, np.ndarray] = {}
-        for _, name, next_name, shape, dtype, _ in self._obs_specs:
-            out[next_name] = got[name] if got is not None else np.empty((len(idx),) + shape, dtype)
-        if from_pending.any():
-            envs = idx[from_pending] % n
-            for k, v in self._pending.items():  # type: ignore[union-attr]
-                out[k][from_pending] = v[envs]
-        if from_aside.any():
-            slots = (aside[from_aside] - self._aside_base) % self._aside_cap
-            rows = self._aside.get(slots)  # type: ignore[union-attr]
-            for k in out:
-                out[k][from_aside] = rows[k]
-        return out
+    # optimize_memory_usage (_add_optimized, _next_obs_optimized and the aside store): _optimize_memory.py
 
     # ------------------------------------------------------------------------------------------ sampling
     def sample(self, batch_size: int, env: Optional[Any] = None) -> Any:  # type: ignore[override]
@@ -557,121 +380,3 @@ class DictReplayBuffer(ReplayBuffer, _sb3.DictReplayBuffer):
             buffer_size, observation_space, action_space, device, n_envs, optimize_memory_usage,
             handle_timeout_termination, **kwargs
         )
-
-
-class PrioritizedReplayBuffer(ReplayBuffer):
-    """Proportional prioritized replay (Schaul et al. 2015) for SB3, on fastreplay's sum and min trees.
-
-    Args:
-        alpha: priority exponent (0 is uniform).
-        beta: importance-sampling exponent used when ``sample`` is not given one (:class:`PERDQN` anneals it).
-        eps: added to every priority before the exponent.
-        Other arguments as for :class:`ReplayBuffer`; Box, Discrete, MultiDiscrete, MultiBinary and Dict
-        observation spaces all work.
-
-    ``sample(batch_size, env=None, beta=None)`` returns :class:`PrioritizedReplayBufferSamples` (or the Dict
-    variant): SB3's samples plus ``weights`` (float32 ``[B, 1]`` tensor) and ``indices`` (int64 numpy ``[B]``).
-    Call ``update_priorities(samples.indices, td_errors, samples.generations)`` after the gradient step; rows
-    overwritten since they were sampled are skipped. New transitions get the largest priority seen so far.
-    """
-
-    _prioritized = True
-
-    def __init__(
-        self,
-        buffer_size: int,
-        observation_space: spaces.Space,
-        action_space: spaces.Space,
-        device: th.device | str = "auto",
-        n_envs: int = 1,
-        optimize_memory_usage: bool = False,
-        handle_timeout_termination: bool = True,
-        *,
-        alpha: float = 0.6,
-        beta: float = 0.4,
-        eps: float = 1e-6,
-        seed: Optional[int] = None,
-    ) -> None:
-        self.beta = float(beta)
-        super().__init__(
-            buffer_size, observation_space, action_space, device, n_envs, optimize_memory_usage,
-            handle_timeout_termination, seed=seed, alpha=alpha, eps=eps,
-        )
-
-    @property
-    def alpha(self) -> float:
-        return self._core.alpha  # type: ignore[attr-defined]
-
-    def sample(self, batch_size: int, env: Optional[Any] = None, beta: Optional[float] = None) -> Any:  # type: ignore[override]
-        """A prioritized batch (stratified over the priority mass) with importance weights for ``beta``."""
-        return self._to_samples(self._core.sample(batch_size, self.beta if beta is None else float(beta)), env)
-
-    def _make_samples(self, batch: Any, values: Tuple[Any, ...]) -> Any:
-        cls = PrioritizedDictReplayBufferSamples if self._is_dict else PrioritizedReplayBufferSamples
-        weights = batch.weights if batch.weights is not None else np.ones(len(batch.indices), np.float32)
-        return cls(*values, weights=self.to_torch(weights.reshape(-1, 1), copy=False), indices=batch.indices,
-                   generations=batch.generations)
-
-    def update_priorities(self, indices: Any, priorities: Any, generations: Any = None) -> int:
-        """Set priorities (e.g. ``|TD error|``, finite and >= 0) of sampled rows; returns how many were stale.
-
-        Rows overwritten since sampling are recognised (and skipped) only with ``generations=samples.generations``.
-        """
-        return self._core.update_priorities(indices, priorities, generations)  # type: ignore[attr-defined]
-
-
-class PERDQN(DQN):
-    """DQN with prioritized experience replay: a one-line swap for ``stable_baselines3.DQN``.
-
-    ``PERDQN("MlpPolicy", env, beta0=0.4, replay_buffer_kwargs={"alpha": 0.6})``. The buffer defaults to
-    :class:`PrioritizedReplayBuffer` (any subclass of it may be given). ``train`` weights each sample's Huber loss by
-    its importance weight, writes ``|TD error|`` back as its priority, and anneals beta linearly from ``beta0`` to 1
-    over the ``total_timesteps`` of ``learn``. Everything else is SB3's DQN.
-    """
-
-    def __init__(self, policy: Any, env: Any, *args: Any, beta0: float = 0.4, **kwargs: Any) -> None:
-        buffer_class = kwargs.get("replay_buffer_class")
-        if buffer_class is None:
-            kwargs["replay_buffer_class"] = PrioritizedReplayBuffer
-        elif not (isinstance(buffer_class, type) and issubclass(buffer_class, PrioritizedReplayBuffer)):
-            raise TypeError(
-                "PERDQN: replay_buffer_class must be fastreplay.sb3.PrioritizedReplayBuffer or a subclass, "
-                f"got {buffer_class!r}"
-            )
-        self.beta0 = float(beta0)
-        super().__init__(policy, env, *args, **kwargs)
-
-    @property
-    def beta(self) -> float:
-        """Importance-sampling exponent now: ``beta0`` at the start of ``learn``, 1 at its end."""
-        progress = 1.0 - float(getattr(self, "_current_progress_remaining", 1.0))
-        return beta_schedule(self.beta0).at_fraction(progress)
-
-    def train(self, gradient_steps: int, batch_size: int = 100) -> None:
-        import torch.nn.functional as F
-
-        self.policy.set_training_mode(True)
-        self._update_learning_rate(self.policy.optimizer)
-        beta = self.beta
-        losses = []
-        for _ in range(gradient_steps):
-            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env, beta=beta)  # type: ignore[union-attr]
-            discounts = data.discounts if data.discounts is not None else self.gamma
-            with th.no_grad():
-                next_q = self.q_net_target(data.next_observations).max(dim=1)[0].reshape(-1, 1)
-                target_q = data.rewards + (1 - data.dones) * discounts * next_q
-            current_q = th.gather(self.q_net(data.observations), dim=1, index=data.actions.long())
-            # Importance weights correct the bias of sampling by priority.
-            loss = (data.weights * F.smooth_l1_loss(current_q, target_q, reduction="none")).mean()
-            losses.append(loss.item())
-            self.policy.optimizer.zero_grad()
-            loss.backward()
-            th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-            self.policy.optimizer.step()
-            # New priority of each sampled transition: its |TD error|.
-            td = (current_q - target_q).detach().abs().reshape(-1).cpu().numpy().astype(np.float64)
-            self.replay_buffer.update_priorities(data.indices, td, data.generations)  # type: ignore[union-attr]
-        self._n_updates += gradient_steps
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/loss", np.mean(losses))
-        self.logger.record("train/per_beta", beta)
