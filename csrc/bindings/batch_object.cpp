@@ -78,7 +78,7 @@ Target target_of(const fr::BatchBlock& block) {
   t.indices = block.indices;
   t.generations = block.generations;
   t.weights = block.weights;
-  t.rows = block.rows;
+  t.block_rows = block.rows.data();  // the block outlives the target: the batch or the caller owns it
   return t;
 }
 
@@ -109,9 +109,9 @@ Target reuse_batch(const char* fn, py::handle out, const std::vector<Field>& fie
     if (!v) throw py::error_already_set();
     return v;
   };
-  t.rows.resize(fields.size());
+  t.own_rows.resize(fields.size());
   for (std::size_t i = 0; i < fields.size(); ++i)
-    t.rows[i] = static_cast<std::uint8_t*>(
+    t.own_rows[i] = static_cast<std::uint8_t*>(
         check(PyDict_GetItem(out.ptr(), fields[i].key.ptr()), fields[i].name, fields[i].type_num, fields[i].shape));
   t.indices = static_cast<std::int64_t*>(check(attr(g_indices).ptr(), "indices", NPY_INT64, {}));
   if (prioritized) {

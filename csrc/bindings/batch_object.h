@@ -19,7 +19,9 @@ struct Target {
   std::int64_t* indices = nullptr;
   std::uint64_t* generations = nullptr;
   float* weights = nullptr;  // prioritized buffers only
-  std::vector<std::uint8_t*> rows;
+  std::uint8_t* const* block_rows = nullptr;  // per field, into the block (fresh batches)
+  std::vector<std::uint8_t*> own_rows;        // per field (a caller's batch)
+  std::uint8_t* const* rows() const { return block_rows ? block_rows : own_rows.data(); }
 };
 
 // The pointers of a block's arrays (the batch object is left empty).

@@ -125,9 +125,9 @@ bool Buffer::expand_dict(PyObject* key, PyObject* dict, std::vector<PyObject*>& 
 
 void Buffer::fill(Target& t, double beta) {
   if (per_)
-    per_->sample(t.n, beta, t.indices, t.weights, t.generations, t.rows.data());
+    per_->sample(t.n, beta, t.indices, t.weights, t.generations, t.rows());
   else  // generations only matter for priority updates: uniform batches skip that extra random read per row
-    core_->sample(t.n, t.indices, nullptr, t.rows.data());
+    core_->sample(t.n, t.indices, nullptr, t.rows());
 }
 
 std::unique_ptr<fr::BatchBlock> Buffer::sample_block(const fr::BatchLayout& layout, double beta) {
@@ -156,7 +156,7 @@ py::object Buffer::get(py::handle indices) {
   std::memcpy(t.indices, idx, n * sizeof(std::int64_t));
   {
     py::gil_scoped_release nogil;
-    core_->get(idx, n, t.generations, t.rows.data());
+    core_->get(idx, n, t.generations, t.rows());
     if (t.weights) std::fill(t.weights, t.weights + n, 1.0f);
   }
   return t.batch;

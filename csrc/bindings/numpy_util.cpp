@@ -22,19 +22,24 @@ std::string dtype_str(PyArray_Descr* d) {
 
 std::string type_name(PyObject* o) { return Py_TYPE(o)->tp_name; }
 
-long long as_int(PyObject* o, const char* what) {
+long long as_int(PyObject* o, const char* what, const char* what_suffix) {
+  int overflow = 0;
+  if (PyLong_CheckExact(o)) {  // the common case: a plain Python int
+    const long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (!overflow) return v;
+  }
   if (PyBool_Check(o) || !(PyLong_Check(o) || PyIndex_Check(o)))
-    fr::throw_type(std::string(what) + " must be an int, got " + type_name(o));
+    fr::throw_type(std::string(what) + what_suffix + " must be an int, got " + type_name(o));
   py::object idx = py::reinterpret_steal<py::object>(PyNumber_Index(o));
   if (!idx) throw py::error_already_set();
-  int overflow = 0;
-  long long v = PyLong_AsLongLongAndOverflow(idx.ptr(), &overflow);
-  if (overflow) fr::throw_invalid(std::string(what) + " is out of range, got " + py::str(o).cast<std::string>());
+  const long long v = PyLong_AsLongLongAndOverflow(idx.ptr(), &overflow);
+  if (overflow)
+    fr::throw_invalid(std::string(what) + what_suffix + " is out of range, got " + py::str(o).cast<std::string>());
   return v;
 }
 
 std::size_t batch_size_arg(PyObject* o, const char* fn) {
-  const long long n = as_int(o, (std::string(fn) + ": batch_size").c_str());
+  const long long n = as_int(o, fn, ": batch_size");
   if (n <= 0) fr::throw_invalid(std::string(fn) + ": batch_size must be positive, got " + std::to_string(n));
   return static_cast<std::size_t>(n);
 }

@@ -30,8 +30,9 @@ std::string type_name(PyObject* o);                       // Python type name
 inline PyArrayObject* as_array(PyObject* o) { return reinterpret_cast<PyArrayObject*>(o); }
 inline PyArrayObject* as_array(const py::object& o) { return as_array(o.ptr()); }
 
-// A Python int (or numpy integer) as int64; TypeError "<what> must be an int, got <type>" otherwise.
-long long as_int(PyObject* o, const char* what);
+// A Python int (or numpy integer) as int64; TypeError "<what><what_suffix> must be an int, got <type>" otherwise
+// (the text is only built for an error).
+long long as_int(PyObject* o, const char* what, const char* what_suffix = "");
 // A positive batch size: `as_int`, then ValueError "<fn>: batch_size must be positive, got <n>".
 std::size_t batch_size_arg(PyObject* o, const char* fn);
 
