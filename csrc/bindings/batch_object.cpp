@@ -89,8 +89,8 @@ Target reuse_batch(const char* fn, py::handle out, const std::vector<Field>& fie
   Target t;
   t.batch = py::reinterpret_borrow<py::object>(out);
   t.n = n;
-  auto check = [&](PyObject* v, const std::string& what, int type_num, const std::vector<npy_intp>& row) -> void* {
-    if (!v || !PyArray_Check(v)) fr::throw_type(where + " has no array '" + what + "'");
+  auto check = [&](py::object v, const std::string& what, int type_num, const std::vector<npy_intp>& row) -> void* {
+    if (!v || !PyArray_Check(v.ptr())) fr::throw_type(where + " has no array '" + what + "'");
     PyArrayObject* a = as_array(v);
     std::vector<npy_intp> want(row);
     want.insert(want.begin(), static_cast<npy_intp>(n));
@@ -102,6 +102,7 @@ Target reuse_batch(const char* fn, py::handle out, const std::vector<Field>& fie
                         dtype_str(PyArray_DESCR(a)) + " with shape " + shape_str(PyArray_DIMS(a), PyArray_NDIM(a)));
     if (!PyArray_ISCARRAY(a) || !PyArray_ISNOTSWAPPED(a))
       fr::throw_invalid(where + "['" + what + "'] must be writeable and C-contiguous");
+    t.keep.push_back(std::move(v));
     return PyArray_DATA(a);
   };
   auto attr = [&](const py::str& name) {
@@ -110,13 +111,17 @@ Target reuse_batch(const char* fn, py::handle out, const std::vector<Field>& fie
     return v;
   };
   t.own_rows.resize(fields.size());
-  for (std::size_t i = 0; i < fields.size(); ++i)
+  t.keep.reserve(fields.size() + 3);
+  for (std::size_t i = 0; i < fields.size(); ++i) {
+    PyObject* item = PyDict_GetItemWithError(out.ptr(), fields[i].key.ptr());  // borrowed: owned at once
+    if (!item && PyErr_Occurred()) throw py::error_already_set();
     t.own_rows[i] = static_cast<std::uint8_t*>(
-        check(PyDict_GetItem(out.ptr(), fields[i].key.ptr()), fields[i].name, fields[i].type_num, fields[i].shape));
-  t.indices = static_cast<std::int64_t*>(check(attr(g_indices).ptr(), "indices", NPY_INT64, {}));
+        check(py::reinterpret_borrow<py::object>(item), fields[i].name, fields[i].type_num, fields[i].shape));
+  }
+  t.indices = static_cast<std::int64_t*>(check(attr(g_indices), "indices", NPY_INT64, {}));
   if (prioritized) {
-    t.generations = static_cast<std::uint64_t*>(check(attr(g_generations).ptr(), "generations", NPY_UINT64, {}));
-    t.weights = static_cast<float*>(check(attr(g_weights).ptr(), "weights", NPY_FLOAT32, {}));
+    t.generations = static_cast<std::uint64_t*>(check(attr(g_generations), "generations", NPY_UINT64, {}));
+    t.weights = static_cast<float*>(check(attr(g_weights), "weights", NPY_FLOAT32, {}));
   }
   return t;
 }

@@ -21,6 +21,9 @@ struct Target {
   float* weights = nullptr;  // prioritized buffers only
   std::uint8_t* const* block_rows = nullptr;  // per field, into the block (fresh batches)
   std::vector<std::uint8_t*> own_rows;        // per field (a caller's batch)
+  // A caller's batch: a reference to every array written, so that each outlives the sample even if another thread
+  // replaces it in the batch meanwhile (the batch then keeps the new array, and the old one receives the rows).
+  std::vector<py::object> keep;
   std::uint8_t* const* rows() const { return block_rows ? block_rows : own_rows.data(); }
 };
 

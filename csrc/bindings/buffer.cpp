@@ -28,7 +28,39 @@ std::vector<std::shared_ptr<std::uint8_t>> map_storage(const std::string& dir, c
   return memory;
 }
 
+// The core reads `a` after the GIL is released, so no other thread may be able to write it: `a` itself if it is
+// a fresh array that only this call holds (index_array and friends converted the caller's value), else a copy
+// (they returned the caller's own array, or a view of memory the caller can reach). 8 bytes a row.
+void make_private(py::object& a) {
+  if (Py_REFCNT(a.ptr()) == 1 && PyArray_CHKFLAGS(as_array(a), NPY_ARRAY_OWNDATA)) return;
+  PyObject* c = PyArray_NewCopy(as_array(a), NPY_CORDER);
+  if (!c) throw py::error_already_set();
+  a = py::reinterpret_steal<py::object>(c);
+}
+
 }  // namespace
+
+double real_arg(PyObject* o, const char* fn, const char* name) {
+  if (PyFloat_CheckExact(o)) return PyFloat_AS_DOUBLE(o);
+  const PyNumberMethods* nb = Py_TYPE(o)->tp_as_number;
+  if (!nb || (!nb->nb_float && !nb->nb_index))  // as the reference's hasattr(__float__) or hasattr(__index__)
+    fr::throw_type(std::string(fn) + ": " + name + " must be a real number, got " + type_name(o));
+  const double v = PyFloat_AsDouble(o);
+  if (v == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+  return v;
+}
+
+bool buffer_initialized(py::handle self) {
+  if (!py::isinstance<Buffer>(self)) fr::throw_type("expected a ReplayBuffer, got " + type_name(self.ptr()));
+  auto* inst = reinterpret_cast<py::detail::instance*>(self.ptr());
+  return inst->get_value_and_holder(py::detail::get_type_info(typeid(Buffer))).holder_constructed();
+}
+
+void throw_uninitialized(PyObject* self) {
+  const std::string name = Py_TYPE(self)->tp_name;
+  fr::throw_type(name + ": this buffer was never initialized (__init__ did not run, e.g. it was made by " + name +
+                 ".__new__); create buffers by calling " + name + "(...)");
+}
 
 Buffer::Buffer(std::size_t capacity, const py::list& names, const py::list& shapes, const py::list& dtypes,
                py::object seed, bool prioritized, double alpha, double eps, bool stored_max,
@@ -67,11 +99,13 @@ std::string Buffer::field_list() const {
 
 void Buffer::add(const py::args& args, const py::kwargs& kwargs) {
   const std::size_t nf = fields_.size();
-  std::vector<PyObject*> vals(nf, nullptr);
+  // Owned references: a value found in a caller's dict (obs={...}) must outlive the copy even if another thread
+  // (or Python code run by a conversion) removes it from that dict.
+  std::vector<py::object> vals(nf);
   if (args.size() > nf)
     fr::throw_type("add: takes at most " + std::to_string(nf) + " positional values (one per field), got " +
                    std::to_string(args.size()));
-  for (std::size_t i = 0; i < args.size(); ++i) vals[i] = args[i].ptr();
+  for (std::size_t i = 0; i < args.size(); ++i) vals[i] = args[i];
   PyObject *key, *value;
   Py_ssize_t pos = 0;
   while (PyDict_Next(kwargs.ptr(), &pos, &key, &value)) {
@@ -83,14 +117,14 @@ void Buffer::add(const py::args& args, const py::kwargs& kwargs) {
     }
     const std::size_t i = PyLong_AsSize_t(idx);
     if (vals[i]) fr::throw_type("add: field '" + fields_[i].name + "' given twice");
-    vals[i] = value;
+    vals[i] = py::reinterpret_borrow<py::object>(value);
   }
   for (std::size_t i = 0; i < nf; ++i)
     if (!vals[i])
       fr::throw_type("add: missing field '" + fields_[i].name + "'; every add needs all of " + field_list());
 
   std::vector<Source> src(nf);
-  for (std::size_t i = 0; i < nf; ++i) convert("add", fields_[i], vals[i], src[i]);
+  for (std::size_t i = 0; i < nf; ++i) convert("add", fields_[i], vals[i].ptr(), src[i]);
   const npy_intp rows = src[0].rows;
   for (std::size_t i = 1; i < nf; ++i) {
     if (src[i].rows == rows) continue;
@@ -106,7 +140,7 @@ void Buffer::add(const py::args& args, const py::kwargs& kwargs) {
   core_->add(ptrs.data(), static_cast<std::size_t>(rows));
 }
 
-bool Buffer::expand_dict(PyObject* key, PyObject* dict, std::vector<PyObject*>& vals) const {
+bool Buffer::expand_dict(PyObject* key, PyObject* dict, std::vector<py::object>& vals) const {
   const std::string group = py::str(key).cast<std::string>();
   const std::string prefix = group + ".";
   std::size_t matched = 0;
@@ -116,7 +150,7 @@ bool Buffer::expand_dict(PyObject* key, PyObject* dict, std::vector<PyObject*>& 
     PyObject* v = PyDict_GetItemString(dict, fields_[i].name.c_str() + prefix.size());
     if (!v) fr::throw_type("add: field '" + group + "' is missing key '" + fields_[i].name.substr(prefix.size()) + "'");
     if (vals[i]) fr::throw_type("add: field '" + fields_[i].name + "' given twice");
-    vals[i] = v;
+    vals[i] = py::reinterpret_borrow<py::object>(v);
   }
   if (matched && static_cast<std::size_t>(PyDict_Size(dict)) != matched)
     fr::throw_type("add: field '" + group + "' has keys that are not fields");
@@ -137,8 +171,9 @@ std::unique_ptr<fr::BatchBlock> Buffer::sample_block(const fr::BatchLayout& layo
   return block;
 }
 
-py::object Buffer::sample(py::handle batch_size, double beta, py::handle out) {
+py::object Buffer::sample(py::handle batch_size, PyObject* beta_arg, py::handle out) {
   const std::size_t n = batch_size_arg(batch_size.ptr(), "sample");
+  const double beta = beta_arg ? real_arg(beta_arg, "sample", "beta") : 0.0;  // its range: the core's check
   Target t = out.is_none() ? new_batch(pool_, layout(n), fields_, false) : reuse_batch("sample", out, fields_, n, prioritized());
   {
     py::gil_scoped_release nogil;
@@ -150,10 +185,11 @@ py::object Buffer::sample(py::handle batch_size, double beta, py::handle out) {
 py::object Buffer::get(py::handle indices) {
   py::object arr = index_array("get", indices);
   const auto n = static_cast<std::size_t>(PyArray_SIZE(as_array(arr)));
-  const auto* idx = data_of<const std::int64_t>(arr);
-  core_->check_indices("get", idx, n);
+  // The batch's own copy of the indices is checked and then read without the GIL: never the caller's array.
   Target t = new_batch(pool_, layout(n), fields_, true);
-  std::memcpy(t.indices, idx, n * sizeof(std::int64_t));
+  std::memcpy(t.indices, data_of<const std::int64_t>(arr), n * sizeof(std::int64_t));
+  const std::int64_t* idx = t.indices;
+  core_->check_indices("get", idx, n);
   {
     py::gil_scoped_release nogil;
     core_->get(idx, n, t.generations, t.rows());
@@ -180,9 +216,12 @@ std::size_t Buffer::update_priorities(py::handle indices, py::handle priorities,
     if (ng != n)
       fr::throw_invalid(std::string(fn) + ": generations must have one entry per index, got " + std::to_string(ng) +
                         " for " + std::to_string(n));
+    make_private(ga);
     gens = data_of<const std::uint64_t>(ga);
   }
   fr::PrioritizedCore& core = per(fn);
+  make_private(ia);  // the core checks them after the GIL is released: they must not change after that check
+  make_private(pa);
   const auto* idx = data_of<const std::int64_t>(ia);
   const auto* pr = data_of<const double>(pa);
   py::gil_scoped_release nogil;
@@ -232,7 +271,7 @@ void init_buffer(py::module_& m) {
       .def("add", &Buffer::add,
            "add(*values, **fields) -> None\n\nStore one transition (each field of its row shape) or N transitions "
            "(each field with a leading axis N). Every field must be given, positionally in field order or by name.")
-      .def("sample", [](Buffer& b, py::handle n, py::handle out) { return b.sample(n, 0.0, out); },
+      .def("sample", [](Buffer& b, py::handle n, py::handle out) { return b.sample(n, nullptr, out); },
            py::arg("batch_size"), py::kw_only(), py::arg("out") = py::none(),
            "sample(batch_size, *, out=None) -> Batch\n\n"
            "Draw batch_size transitions uniformly at random (with replacement) and copy their rows into a Batch\n"
@@ -240,9 +279,9 @@ void init_buffer(py::module_& m) {
            "(batch.weights and batch.generations are None). With out=batch (a Batch from an earlier call), its\n"
            "arrays are refilled in place instead. Raises ValueError if batch_size <= 0 or the buffer is empty.")
       .def("_sample_prioritized",
-           [](Buffer& b, py::handle n, double beta, py::handle out) {
+           [](Buffer& b, py::handle n, py::handle beta, py::handle out) {
              b.per("sample");
-             return b.sample(n, beta, out);
+             return b.sample(n, beta.ptr(), out);
            },
            py::arg("batch_size"), py::arg("beta") = 0.4, py::kw_only(), py::arg("out") = py::none(),
            "sample(batch_size, beta=0.4, *, out=None) -> Batch\n\n"
@@ -257,6 +296,8 @@ void init_buffer(py::module_& m) {
            py::arg("generations"), py::arg("raise_stale"))
       .def("_storage_view", [](py::object self, std::size_t i) { return self.cast<Buffer&>().storage_view(self, i); },
            py::arg("field"))
+      // True once __init__ has run (the Python classes refuse a second __init__, which pybind11 would ignore).
+      .def("_initialized", [](py::handle self) { return buffer_initialized(self); })
       .def("__len__", [](const Buffer& b) { return b.core().size(); })
       .def_property_readonly("capacity", [](const Buffer& b) { return b.core().capacity(); },
                              "Maximum number of transitions stored (int).")

@@ -29,12 +29,16 @@ class Buffer {
          bool prioritized, double alpha, double eps, bool stored_max, const std::string& storage_dir);
 
   // add(*values, **fields): positional values in field order, keywords by name; dict values expand into 'name.key'.
+  // A value that already has the field's dtype and layout is copied in place, without the GIL: if another thread
+  // writes that array meanwhile, the stored row may mix old and new values (the caller's race), but every object
+  // it reads is kept alive for the whole call.
   void add(const py::args& args, const py::kwargs& kwargs);
-  // sample(batch_size, out=None); prioritized buffers also take beta.
-  py::object sample(py::handle batch_size, double beta, py::handle out);
+  // sample(batch_size, out=None); prioritized buffers also take beta (nullptr for uniform buffers).
+  py::object sample(py::handle batch_size, PyObject* beta, py::handle out);
   // get(indices): copies of the rows at the given slots, with their generations.
   py::object get(py::handle indices);
-  // Returns the number of rows skipped as stale; `generations` None means no stale check.
+  // Returns the number of rows skipped as stale; `generations` None means no stale check. Indices, priorities and
+  // generations are copied into memory no other thread can reach before the GIL is released.
   std::size_t update_priorities(py::handle indices, py::handle priorities, py::handle generations, bool raise_stale);
   py::object generations(py::handle indices) const;
   // Read-only view of the first len(buffer) rows of field i, aliasing storage.
@@ -64,7 +68,7 @@ class Buffer {
 
  private:
   void fill(Target& t, double beta);
-  bool expand_dict(PyObject* key, PyObject* dict, std::vector<PyObject*>& vals) const;
+  bool expand_dict(PyObject* key, PyObject* dict, std::vector<py::object>& vals) const;
   std::string field_list() const;
   py::object priority_array(py::handle priorities) const;
 
@@ -77,6 +81,15 @@ class Buffer {
   fr::PrioritizedCore* per_ = nullptr;  // non-null for prioritized buffers (same object as core_)
 };
 
+// A real-number argument such as beta: a float, an int or anything with __float__/__index__ (numpy scalars,
+// 0-d tensors); TypeError "<fn>: <name> must be a real number, got <type>" otherwise. Range rules are the core's.
+double real_arg(PyObject* o, const char* fn, const char* name);
+
+// True once __init__ has constructed the C++ object of `self` (an instance of _Buffer or a subclass).
+bool buffer_initialized(py::handle self);
+// TypeError for a buffer whose __init__ never ran (made with ReplayBuffer.__new__).
+[[noreturn]] void throw_uninitialized(PyObject* self);
+
 // The _Buffer class and its methods.
 void init_buffer(py::module_& m);
 // Checkpoint and memory-mapped storage methods of _Buffer (state.cpp).
@@ -85,3 +98,22 @@ void init_state(py::class_<Buffer>& cls);
 void init_prefetch(py::module_& m);
 
 }  // namespace fastreplay_py
+
+namespace pybind11 {
+namespace detail {
+
+// How every method receives its Buffer: a TypeError if __init__ never ran (an object made by
+// ReplayBuffer.__new__), where pybind11's own caster would hand out uninitialised memory that it allocates on first
+// use. Visible to every file that casts to Buffer, since they all include this header.
+template <>
+class type_caster<fastreplay_py::Buffer> : public type_caster_base<fastreplay_py::Buffer> {
+ public:
+  bool load(handle src, bool convert) { return load_impl<type_caster<fastreplay_py::Buffer>>(src, convert); }
+  void load_value(value_and_holder&& v_h) {  // called by load_impl
+    if (!v_h.holder_constructed()) fastreplay_py::throw_uninitialized(reinterpret_cast<PyObject*>(v_h.inst));
+    type_caster_base<fastreplay_py::Buffer>::load_value(std::move(v_h));
+  }
+};
+
+}  // namespace detail
+}  // namespace pybind11

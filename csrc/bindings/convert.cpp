@@ -36,6 +36,7 @@ bool python_kind_castable(char from, char to) {
 
 template <class T>
 void put(Source& s, T v) {
+  static_assert(sizeof(T) <= sizeof(Source::scalar), "a scalar must fit Source::scalar");
   std::memcpy(s.scalar, &v, sizeof(T));
 }
 
@@ -50,8 +51,10 @@ void put_int(const char* fn, const Field& f, long long x, Source& s) {
   put<T>(s, static_cast<T>(x));
 }
 
-// A Python float/int/bool into a scalar field; false to take the general path.
+// A Python float/int/bool into a scalar field; false to take the general path. Every value written here is at
+// most 8 bytes (fields wider than Source::scalar, such as clongdouble, go the general path).
 bool scalar_fast(const char* fn, const Field& f, PyObject* v, Source& s) {
+  if (f.itemsize > sizeof(s.scalar)) return false;
   s.rows = 1;
   s.batched = false;
   s.ptr = s.scalar;
@@ -114,7 +117,10 @@ bool numpy_scalar_fast(const char* fn, const Field& f, PyObject* v, Source& s) {
   PyArray_Descr* d = PyArray_DescrFromScalar(v);
   if (!d) throw py::error_already_set();
   py::object hold = py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(d));
-  if (PyDataType_ELSIZE(d) > 16 || !std::strchr("biufc", d->kind)) return false;
+  // Both the scalar and the field's value must fit Source::scalar: a 32-byte clongdouble field (or source) takes
+  // the general path, which converts into an array it owns.
+  if (PyDataType_ELSIZE(d) > sizeof(s.scalar) || f.itemsize > sizeof(s.scalar) || !std::strchr("biufc", d->kind))
+    return false;
   s.rows = 1;
   s.batched = false;
   s.ptr = s.scalar;

@@ -37,7 +37,7 @@ struct Source {
   npy_intp rows = 1;
   bool batched = false;
   py::object keep;  // owns converted memory, if any
-  alignas(16) unsigned char scalar[16];
+  alignas(16) unsigned char scalar[16];  // one value of at most 16 bytes (the fast paths check the field's itemsize)
 };
 
 // Convert `v` for field `f` into `s`, checking shape and dtype; `fn` names the call in errors. GIL held.

@@ -11,12 +11,14 @@ namespace {
 
 class BatchPrefetcher {
  public:
-  BatchPrefetcher(py::object buffer, py::handle batch_size, py::handle depth, py::handle threads, double beta)
-      : buffer_(std::move(buffer)), buf_(&buffer_.cast<Buffer&>()), beta_(std::make_shared<std::atomic<double>>(beta)) {
+  BatchPrefetcher(py::object buffer, py::handle batch_size, py::handle depth, py::handle threads, py::handle beta_arg)
+      : buffer_(std::move(buffer)), buf_(&buffer_.cast<Buffer&>()), beta_(std::make_shared<std::atomic<double>>(0.0)) {
     const std::size_t n = batch_size_arg(batch_size.ptr(), "prefetch");
     const long long d = as_int(depth.ptr(), "prefetch: depth");
     const long long t = as_int(threads.ptr(), "prefetch: threads");
     fr::Prefetcher<fr::BatchBlock*>::check_sizes(d, t);
+    const double beta = real_arg(beta_arg.ptr(), "prefetch", "beta");
+    beta_->store(beta);
     if (buf_->prioritized()) fr::PrioritizedCore::check_beta("prefetch", beta);
     layout_ = buf_->layout(n);
     Buffer* buf = buf_;
@@ -51,7 +53,8 @@ class BatchPrefetcher {
     pf_->close();
   }
   double beta() const { return beta_->load(); }
-  void set_beta(double b) {
+  void set_beta(py::handle beta) {
+    const double b = real_arg(beta.ptr(), "prefetch", "beta");
     fr::PrioritizedCore::check_beta("prefetch", b);
     beta_->store(b);
   }
@@ -70,7 +73,7 @@ class BatchPrefetcher {
 
 void init_prefetch(py::module_& m) {
   py::class_<BatchPrefetcher>(m, "_Prefetcher", "Batches sampled ahead by C++ threads; see ReplayBuffer.prefetch.")
-      .def(py::init<py::object, py::handle, py::handle, py::handle, double>(), py::arg("buffer"),
+      .def(py::init<py::object, py::handle, py::handle, py::handle, py::handle>(), py::arg("buffer"),
            py::arg("batch_size"), py::arg("depth"), py::arg("threads"), py::arg("beta"))
       .def("__next__", &BatchPrefetcher::next)
       .def("close", &BatchPrefetcher::close)
