@@ -2,6 +2,10 @@
 //
 // Contract (in addition to ReplayCore's):
 // - A priority p is stored as the leaf (p + eps)^alpha; slot i is drawn with probability leaf_i / sum(leaves).
+// - Every leaf is at most leaf_limit() = 2^1022 / capacity, so the sum of all leaves (every node of the tree, in
+//   any order of additions) stays below 2^1022 < DBL_MAX, finite. Construction (the initial priority 1), set_alpha
+//   (every stored priority and the one new transitions get), update_priorities and restore_priorities reject with
+//   ValueError any input whose leaf would pass it, before anything is written.
 // - New transitions enter with the maximum priority: over all time (default), or over the transitions stored now.
 // - sample(n, beta) cuts [0, total) into n equal strata and draws one point uniformly in each. The importance
 //   weight of row i is (N * P(i))^-beta normalised by the largest weight over all stored transitions,
@@ -20,6 +24,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -43,7 +48,16 @@ class PrioritizedCore : public ReplayCore {
     // The caller validates alpha and eps (fastreplay/_args.py); here they are preconditions.
     FR_DEBUG_ASSERT(eps >= 0.0 && std::isfinite(eps) && alpha >= 0.0 && std::isfinite(alpha));
     alpha_ = alpha;
+    // New transitions enter with priority 1 until a larger one is set: its leaf must respect the bound.
+    const double leaf = leaf_value(1.0);
+    if (!(leaf <= leaf_limit()))
+      throw_invalid("PrioritizedReplayBuffer: alpha=" + format_g(alpha) + " and eps=" + format_g(eps) +
+                    " give the leaf (p + eps)**alpha = " + format_g(leaf) + " for the initial priority p=1" +
+                    limit_text());
   }
+
+  // The largest leaf (p + eps)^alpha accepted: 2^1022 / capacity, so the sum of all leaves stays finite. O(1)
+  double leaf_limit() const { return std::ldexp(1.0, 1022) / static_cast<double>(capacity()); }
 
   double alpha() const { return alpha_; }
   double eps() const { return eps_; }
@@ -59,6 +73,15 @@ class PrioritizedCore : public ReplayCore {
   void set_alpha(double alpha) {
     FR_DEBUG_ASSERT(alpha >= 0.0 && std::isfinite(alpha));
     std::lock_guard<std::mutex> lock(mu_);
+    {  // the largest priority stored or given to new transitions must keep its leaf within the bound
+      double p = current_max();
+      for (std::size_t s = 0; s < this->size(); ++s) p = std::max(p, raw_[s]);
+      const double leaf = std::pow(p + eps_, alpha);
+      if (!(leaf <= leaf_limit()))
+        throw_invalid("PrioritizedReplayBuffer.alpha: alpha=" + format_g(alpha) + " gives the leaf (p + eps)**alpha = " +
+                      format_g(leaf) + " for the priority p=" + format_g(p) + " (eps=" + format_g(eps_) + ")" +
+                      limit_text());
+    }
     alpha_ = alpha;
     const std::size_t size = this->size();
     for (std::size_t s = 0; s < capacity(); ++s) tree_.set_leaf_only(s, s < size ? leaf_value(raw_[s]) : 0.0);
@@ -114,12 +137,21 @@ class PrioritizedCore : public ReplayCore {
   std::size_t update_priorities(const std::int64_t* idx, const double* prio, std::size_t n, const std::uint64_t* gens,
                                 bool raise_stale) {
     check_indices("update_priorities", idx, n);
+    double pmax = 0.0;
     for (std::size_t k = 0; k < n; ++k) {
       if (!std::isfinite(prio[k]) || prio[k] < 0.0)
         throw_invalid("update_priorities: priorities must be finite and >= 0, got " + std::to_string(prio[k]) +
                       " at position " + std::to_string(k));
+      pmax = std::max(pmax, prio[k]);
     }
     std::lock_guard<std::mutex> lock(mu_);
+    if (n && !(leaf_value(pmax) <= leaf_limit())) {  // under the lock: alpha cannot change before the writes
+      std::size_t k = 0;
+      while (leaf_value(prio[k]) <= leaf_limit()) ++k;  // the first one too large (the leaf grows with p)
+      throw_invalid("update_priorities: priority " + format_g(prio[k]) + " at position " + std::to_string(k) +
+                    " gives the leaf (p + eps)**alpha = " + format_g(leaf_value(prio[k])) + " (alpha=" +
+                    format_g(alpha_) + ", eps=" + format_g(eps_) + ")" + limit_text());
+    }
     std::size_t stale = 0;
     idx_buf_.clear();
     val_buf_.clear();
@@ -156,6 +188,10 @@ class PrioritizedCore : public ReplayCore {
     for (std::size_t i = 0; i < n; ++i)
       if (!std::isfinite(raw[i]) || raw[i] < 0.0) throw_invalid("restore: priorities must be finite and >= 0");
     if (!std::isfinite(max_all_time) || max_all_time < 0.0) throw_invalid("restore: bad maximum priority");
+    const double pmax = std::max(max_all_time, n ? *std::max_element(raw, raw + n) : 0.0);
+    if (!(leaf_value(pmax) <= leaf_limit()))
+      throw_invalid("restore: priority " + format_g(pmax) + " gives the leaf (p + eps)**alpha = " +
+                    format_g(leaf_value(pmax)) + limit_text());
     std::lock_guard<std::mutex> lock(mu_);
     std::fill(raw_.begin(), raw_.end(), 0.0);
     std::copy(raw, raw + n, raw_.begin());
@@ -208,6 +244,16 @@ class PrioritizedCore : public ReplayCore {
 
  private:
   double leaf_value(double p) const { return std::pow(p + eps_, alpha_); }
+  // Numbers in messages as C's and Python's "%g" print them, so the reference can give the same text.
+  static std::string format_g(double x) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", x);
+    return buf;
+  }
+  std::string limit_text() const {
+    return ", above the limit 2**1022 / capacity = " + format_g(leaf_limit()) +
+           " that keeps the sum of all leaves finite";
+  }
   // Caller holds mu_.
   double current_max() const {
     if (mode_ == MaxMode::AllTime) return max_all_time_;

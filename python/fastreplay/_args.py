@@ -61,6 +61,35 @@ def prioritized(alpha: Any, eps: Any, max_priority: Any, stale: Any, where: str)
     return alpha, eps
 
 
+#: Every leaf ``(p + eps) ** alpha`` of a prioritized buffer is at most ``LEAF_LIMIT / capacity``, so the sum of all
+#: leaves (each node of the sum tree) stays below 2**1022, finite. The C++ core enforces the same bound.
+LEAF_LIMIT = math.ldexp(1.0, 1022)
+
+
+def leaf(p: float, eps: float, alpha: float) -> float:
+    """``(p + eps) ** alpha`` as C's pow computes it: ``inf`` where Python's ``**`` raises OverflowError."""
+    try:
+        return (p + eps) ** alpha
+    except OverflowError:
+        return math.inf
+
+
+def limit_text(capacity: int) -> str:
+    """The end of every leaf-bound error message (the C++ core's text, numbers as C's ``%g``)."""
+    return f", above the limit 2**1022 / capacity = {LEAF_LIMIT / capacity:g} that keeps the sum of all leaves finite"
+
+
+def initial_leaf(alpha: float, eps: float, capacity: int, where: str) -> None:
+    """New transitions enter with priority 1 until a larger one is set: ValueError unless its leaf respects the
+    bound (checked before anything is created; the C++ core checks it again)."""
+    value = leaf(1.0, eps, alpha)
+    if not value <= LEAF_LIMIT / capacity:
+        raise ValueError(
+            f"{where}: alpha={alpha:g} and eps={eps:g} give the leaf (p + eps)**alpha = {value:g} for the initial "
+            f"priority p=1{limit_text(capacity)}"
+        )
+
+
 def update_arrays(indices: Any, priorities: Any, generations: Any) -> Tuple[Any, Any, Any]:
     """``update_priorities``' arguments with a Batch unpacked (its indices and generations) and torch tensors
     (CPU or GPU) moved to numpy; everything else is passed on unchanged for the implementation to check."""

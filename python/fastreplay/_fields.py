@@ -1,6 +1,8 @@
 """Field specifications: normalising ``{name: (shape, dtype)}`` and deriving fields from gymnasium spaces."""
 from __future__ import annotations
 
+import math
+import sys
 from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
@@ -11,12 +13,21 @@ FieldSpecs = Dict[str, Tuple[Shape, np.dtype]]
 #: numpy dtype kinds a field may have: bool, signed and unsigned integers, floats, complex.
 SUPPORTED_KINDS = "biufc"
 
+#: Most dimensions a row may have: a batch adds one axis, and the result must stay within numpy's limit on every
+#: supported version (32 before numpy 2, 64 since), so rows of up to 32 dimensions can be stored, sampled and saved.
+MAX_ROW_DIMS = 32
+
+#: Most bytes a column (or a row) may span: numpy's largest array size (its npy_intp), 2**63 - 1 on 64-bit.
+MAX_BYTES = sys.maxsize
+
 
 def normalize_fields(fields: Any, where: str = "ReplayBuffer") -> FieldSpecs:
     """Check and normalise a field mapping to ``{name: (shape tuple, native-endian numpy dtype)}``.
 
     Each value is ``(shape, dtype)``; ``shape`` is an int, a tuple of ints or ``()`` for scalars. A bare dtype
-    means a scalar field.
+    means a scalar field. Names must not contain NUL (the core stores C strings); a row has at most
+    :data:`MAX_ROW_DIMS` dimensions and at most :data:`MAX_BYTES` bytes (see :func:`check_capacity` for the
+    columns).
     """
     if not isinstance(fields, Mapping):
         raise TypeError(f"{where}: fields must be a mapping {{name: (shape, dtype)}}, got {type(fields).__name__}")
@@ -26,14 +37,38 @@ def normalize_fields(fields: Any, where: str = "ReplayBuffer") -> FieldSpecs:
     for name, spec in fields.items():
         if not isinstance(name, str) or not name:
             raise TypeError(f"{where}: field names must be non-empty strings, got {name!r}")
+        if "\x00" in name:
+            raise ValueError(f"{where}: field names must not contain the NUL character '\\x00', got {name!r}")
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where}: field names must be valid Unicode text, got {name!r}") from None
         if name in ("indices", "weights", "generations"):
             raise ValueError(f"{where}: field name {name!r} is reserved for the batch's own attributes")
         if isinstance(spec, tuple) and len(spec) == 2:
             shape, dtype = spec
         else:
             shape, dtype = (), spec
-        out[name] = (_shape(shape, name, where), _dtype(dtype, name, where))
+        dims, dt = _shape(shape, name, where), _dtype(dtype, name, where)
+        row_bytes = math.prod(dims) * dt.itemsize  # Python ints: no wrap-around
+        if row_bytes > MAX_BYTES:
+            raise ValueError(
+                f"{where}: field '{name}' has {row_bytes} bytes per row (shape {dims}, {dt}), more than the "
+                f"2**63 - 1 a buffer can address"
+            )
+        out[name] = (dims, dt)
     return out
+
+
+def check_capacity(specs: FieldSpecs, capacity: int, where: str) -> None:
+    """ValueError if some column, ``capacity`` rows of a field, would span more than :data:`MAX_BYTES` bytes."""
+    for name, (shape, dt) in specs.items():
+        row_bytes = math.prod(shape) * dt.itemsize
+        if capacity * row_bytes > MAX_BYTES:
+            raise ValueError(
+                f"{where}: field '{name}' needs capacity * bytes per row = {capacity} * {row_bytes} = "
+                f"{capacity * row_bytes} bytes, more than the 2**63 - 1 a buffer can address"
+            )
 
 
 def _shape(shape: Any, name: str, where: str) -> Shape:
@@ -45,6 +80,11 @@ def _shape(shape: Any, name: str, where: str) -> Shape:
         raise TypeError(f"{where}: field '{name}' shape must be a tuple of ints, got {shape!r}") from None
     if any(d <= 0 for d in dims):
         raise ValueError(f"{where}: field '{name}' shape must have positive dimensions, got {dims}")
+    if len(dims) > MAX_ROW_DIMS:
+        raise ValueError(
+            f"{where}: field '{name}' shape has {len(dims)} dimensions; at most {MAX_ROW_DIMS} are supported "
+            "(a batch adds one axis, and numpy arrays have at most 64, or 32 before numpy 2)"
+        )
     return dims
 
 

@@ -4,6 +4,13 @@ Thread safety: ``add``, ``sample``, ``get`` and ``update_priorities`` may be cal
 once; each releases the GIL while it works and none takes a global lock. A sampled row is always one whole
 transition, never a mix of two and never one still being written. ``clear`` must not run concurrently with other
 calls.
+
+Arrays a caller passes in while another thread writes them: ``add`` copies a value that already has the field's
+dtype and layout straight from the caller's array without the GIL, so a row being rewritten by the caller's own
+thread meanwhile may be stored half old, half new (the caller's race; the call itself stays safe, since it holds a
+reference to every array it reads). Indices, priorities and generations are copied before they are checked, so
+what was checked is what is used. ``sample(out=batch)`` holds a reference to each array it fills: replacing
+``batch[name]`` meanwhile leaves the rows in the old array.
 """
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ import numpy as np
 
 from . import _args, _checkpoint, _core, _memmap
 from ._batch import Batch
-from ._fields import FieldSpecs, fields_from_spaces, normalize_fields, spaces_of
+from ._fields import FieldSpecs, check_capacity, fields_from_spaces, normalize_fields, spaces_of
 
 _core._set_batch_type(Batch)
 
@@ -84,14 +91,36 @@ class ReplayBuffer(_core._Buffer):
         storage: str = "memory",
         path: Any = None,
     ) -> None:
+        self._check_fresh("ReplayBuffer")
         self._init("ReplayBuffer", capacity, fields, seed, storage, path)
+
+    def _check_fresh(self, where: str) -> None:
+        """A second ``__init__`` would leave the C++ core as it was (pybind11 ignores it) while the Python state
+        changed: refuse it before anything changes."""
+        if self._initialized():
+            raise TypeError(f"{where}.__init__: this buffer is already initialized; create a new {where} instead")
+
+    #: Attributes that ``__init__`` sets; reading one on an object whose ``__init__`` never ran raises TypeError.
+    _INIT_ATTRS = frozenset({"_fields", "_memmap", "_raise_stale", "_max_mode"})
+
+    def __getattr__(self, name: str) -> Any:  # only reached when ordinary lookup fails
+        if name in ReplayBuffer._INIT_ATTRS and not self._initialized():
+            cls = type(self).__name__
+            raise TypeError(
+                f"{cls}: this buffer was never initialized (__init__ did not run, e.g. it was made by {cls}.__new__);"
+                f" create buffers by calling {cls}(...)"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _init(self, where, capacity, fields, seed, storage, path, alpha=0.0, eps=0.0, max_priority="all_time"):
         """Shared by both classes; alpha, eps and max_priority (already checked) matter to prioritized ones."""
         specs = normalize_fields(fields, where)
         cap = _args.capacity(capacity, where)
+        check_capacity(specs, cap, where)
         seed = _args.seed(seed, where)
         _args.choice(storage, "storage", ("memory", "memmap"), where)
+        if self._prioritized:
+            _args.initial_leaf(alpha, eps, cap, where)
         names = list(specs)
         shapes = [specs[k][0] for k in names]
         dtypes = [specs[k][1] for k in names]
@@ -208,6 +237,9 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         capacity, fields, seed: as for :class:`ReplayBuffer`.
         alpha: priority exponent, >= 0 (0 is uniform). Settable later: the trees are rebuilt.
         eps: added to every priority before the exponent, so no stored transition has zero probability.
+            Every leaf ``(p + eps) ** alpha`` must stay at most ``2**1022 / capacity``, so that the sum of all
+            leaves is finite: construction (for the initial priority 1), the ``alpha`` setter and
+            ``update_priorities`` raise ValueError for values that would pass it.
         max_priority: priority given to new transitions: ``"all_time"`` (default; the largest priority ever set,
             as in the paper's implementation) or ``"stored"`` (the largest among transitions stored now).
             Both start at 1.0.
@@ -233,6 +265,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         path: Any = None,
     ) -> None:
         where = "PrioritizedReplayBuffer"
+        self._check_fresh(where)
         alpha, eps = _args.prioritized(alpha, eps, max_priority, stale, where)
         self._raise_stale = stale == "raise"
         self._max_mode = max_priority
@@ -243,7 +276,9 @@ class PrioritizedReplayBuffer(ReplayBuffer):
     sample = _core._Buffer.__dict__["_sample_prioritized"]
 
     def update_priorities(self, indices: Any, priorities: Any, generations: Any = None) -> int:
-        """Set the priorities of the transitions at ``indices`` (int[B]) to ``priorities`` (float[B], finite, >= 0).
+        """Set the priorities of the transitions at ``indices`` (int[B]) to ``priorities`` (float[B], finite, >= 0,
+        and small enough that the leaf ``(p + eps) ** alpha`` is at most ``2**1022 / capacity``, which keeps the sum
+        of all leaves finite: ValueError otherwise).
 
         Typically ``|td_error|``; stored as ``(p + eps) ** alpha``. With duplicate indices the last one wins.
         Stale rows, whose slot was overwritten since they were sampled, are skipped (or raise, see ``stale``).
@@ -258,7 +293,9 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     @property
     def alpha(self) -> float:
-        """Priority exponent. Setting it recomputes every leaf and rebuilds the trees (O(capacity))."""
+        """Priority exponent. Setting it recomputes every leaf and rebuilds the trees (O(capacity)); ValueError if
+        a leaf ``(p + eps) ** alpha`` of a stored priority (or of the one new transitions get) would pass the
+        bound ``2**1022 / capacity`` that keeps the sum of all leaves finite."""
         return self._alpha
 
     @alpha.setter

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _args
 from ._batch import Batch
-from ._fields import FieldSpecs, fields_from_spaces, normalize_fields, spaces_of
+from ._fields import FieldSpecs, check_capacity, fields_from_spaces, normalize_fields, spaces_of
 from ._reference_convert import as_int, convert, index_array, put, real_array, rows_text, stack, uint_array
 from ._sum_min_tree import SumMinTree
 
@@ -35,12 +35,22 @@ class ReplayBuffer:
 
     _prioritized = False
 
+    _ready = False  # set once __init__ has completed
+
     def __init__(self, capacity: int, fields: Mapping[str, Any], seed: Optional[int] = None) -> None:
+        self._check_fresh("ReplayBuffer")
         self._setup("ReplayBuffer", capacity, fields, seed)
+        self._ready = True
+
+    def _check_fresh(self, where: str) -> None:
+        """A second ``__init__`` is refused, as by the compiled classes (whose C++ core cannot be re-made)."""
+        if self._ready:
+            raise TypeError(f"{where}.__init__: this buffer is already initialized; create a new {where} instead")
 
     def _setup(self, where: str, capacity: Any, fields: Any, seed: Any) -> None:
         self._fields: FieldSpecs = normalize_fields(fields, where)
         self._capacity = _args.capacity(capacity, where)
+        check_capacity(self._fields, self._capacity, where)
         seed = _args.seed(seed, where)
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**63)
         self._rng = random.Random(self.seed)
@@ -264,16 +274,20 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         stale: str = "skip",
     ) -> None:
         where = "PrioritizedReplayBuffer"
+        self._check_fresh(where)
         alpha, eps = _args.prioritized(alpha, eps, max_priority, stale, where)
         self._setup(where, capacity, fields, seed)
+        _args.initial_leaf(alpha, eps, self._capacity, where)
         self._alpha, self._eps = alpha, eps
         self._mode, self._stale = max_priority, stale
         self._raw = [0.0] * self._capacity  # priority last set for each slot, before eps and alpha
         self._tree = SumMinTree(self._capacity)
         self._max_all_time = 1.0  # largest priority ever passed to update_priorities, at least 1
+        self._ready = True
 
     def _leaf(self, p: float) -> float:
-        return (p + self._eps) ** self._alpha
+        """(p + eps) ** alpha; at most 2**1022 / capacity for every value accepted (see _args.LEAF_LIMIT)."""
+        return _args.leaf(p, self._eps, self._alpha)
 
     @property
     def max_priority(self) -> float:
@@ -336,6 +350,12 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         for k, p in enumerate(prio):
             if not (math.isfinite(p) and p >= 0.0):
                 raise ValueError(f"{fn}: priorities must be finite and >= 0, got {p:f} at position {k}")
+        for k, p in enumerate(prio):
+            if not self._leaf(p) <= _args.LEAF_LIMIT / self._capacity:
+                raise ValueError(
+                    f"{fn}: priority {p:g} at position {k} gives the leaf (p + eps)**alpha = {self._leaf(p):g} "
+                    f"(alpha={self._alpha:g}, eps={self._eps:g}){_args.limit_text(self._capacity)}"
+                )
 
         keep, skipped = [], 0
         for k, (i, p) in enumerate(zip(idx, prio)):
@@ -360,7 +380,15 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     @alpha.setter
     def alpha(self, value: float) -> None:
-        self._alpha = _args.real(value, "alpha", "PrioritizedReplayBuffer.alpha")
+        alpha = _args.real(value, "alpha", "PrioritizedReplayBuffer.alpha")
+        p = max([self.max_priority, *self._raw[: len(self)]])  # the largest stored or given to new transitions
+        leaf = _args.leaf(p, self._eps, alpha)
+        if not leaf <= _args.LEAF_LIMIT / self._capacity:
+            raise ValueError(
+                f"PrioritizedReplayBuffer.alpha: alpha={alpha:g} gives the leaf (p + eps)**alpha = {leaf:g} for the "
+                f"priority p={p:g} (eps={self._eps:g}){_args.limit_text(self._capacity)}"
+            )
+        self._alpha = alpha
         for i in range(self._capacity):  # recompute every leaf from the stored raw priorities
             self._tree.set(i, self._leaf(self._raw[i]) if i < len(self) else 0.0)
 
