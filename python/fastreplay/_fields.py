@@ -61,11 +61,12 @@ def normalize_fields(fields: Any, where: str = "ReplayBuffer") -> FieldSpecs:
 
 
 def check_capacity(specs: FieldSpecs, capacity: int, where: str) -> None:
-    """ValueError if some column, ``capacity`` rows of a field, would span more than :data:`MAX_BYTES` bytes."""
+    """MemoryError (as for any capacity that cannot be allocated, but with the sizes named and before anything is
+    allocated) if some column, ``capacity`` rows of a field, would span more than :data:`MAX_BYTES` bytes."""
     for name, (shape, dt) in specs.items():
         row_bytes = math.prod(shape) * dt.itemsize
         if capacity * row_bytes > MAX_BYTES:
-            raise ValueError(
+            raise MemoryError(
                 f"{where}: field '{name}' needs capacity * bytes per row = {capacity} * {row_bytes} = "
                 f"{capacity * row_bytes} bytes, more than the 2**63 - 1 a buffer can address"
             )
