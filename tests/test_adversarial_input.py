@@ -220,6 +220,33 @@ def test_every_method_of_a_buffer_made_by_new_raises_type_error(cls, tmp_path):
     assert lines == ["TypeError"] * len(calls), [x for x in lines if x != "TypeError"]
 
 
+def test_every_method_of_a_prefetcher_made_by_new_raises_type_error():
+    """D9 (same cause): Prefetcher.__new__(Prefetcher) read uninitialised memory too ('RuntimeError: Invalid
+    argument', or worse)."""
+    calls = ["p.ready", "p.closed", "p.beta", "next(p)", "p.close()", "setattr(p, 'beta', 0.5)", "p.__exit__()"]
+    out = run_isolated(
+        f"""
+        import sys, fastreplay as fr
+        from fastreplay.buffer import Prefetcher
+        for call in {calls!r}:
+            p = Prefetcher.__new__(Prefetcher)
+            try:
+                eval(call)
+                print("NO ERROR", call)
+            except TypeError as e:
+                print("TypeError" if "never initialized" in str(e) else f"OTHER TypeError {{call}}: {{e}}")
+            except Exception as e:
+                print(f"WRONG {{type(e).__name__}} {{call}}: {{e}}")
+            sys.stdout.flush()
+        print("done")
+        """,
+        timeout=120,
+    )
+    assert out.returncode == 0 and "done" in out.stdout, out
+    lines = out.stdout.split("\n")[: len(calls)]
+    assert lines == ["TypeError"] * len(calls), [x for x in lines if x != "TypeError"]
+
+
 def test_uninitialized_message_names_the_class():
     """D9: the error says what happened and what to do."""
     b = fr.PrioritizedReplayBuffer.__new__(fr.PrioritizedReplayBuffer)

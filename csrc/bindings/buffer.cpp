@@ -56,10 +56,10 @@ bool buffer_initialized(py::handle self) {
   return inst->get_value_and_holder(py::detail::get_type_info(typeid(Buffer))).holder_constructed();
 }
 
-void throw_uninitialized(PyObject* self) {
+void throw_uninitialized(PyObject* self, const char* what, const char* how) {
   const std::string name = Py_TYPE(self)->tp_name;
-  fr::throw_type(name + ": this buffer was never initialized (__init__ did not run, e.g. it was made by " + name +
-                 ".__new__); create buffers by calling " + name + "(...)");
+  fr::throw_type(name + ": this " + what + " was never initialized (__init__ did not run, e.g. it was made by " + name +
+                 ".__new__); create " + what + "s by " + (*how ? std::string(how) : "calling " + name + "(...)"));
 }
 
 Buffer::Buffer(std::size_t capacity, const py::list& names, const py::list& shapes, const py::list& dtypes,

@@ -87,8 +87,9 @@ double real_arg(PyObject* o, const char* fn, const char* name);
 
 // True once __init__ has constructed the C++ object of `self` (an instance of _Buffer or a subclass).
 bool buffer_initialized(py::handle self);
-// TypeError for a buffer whose __init__ never ran (made with ReplayBuffer.__new__).
-[[noreturn]] void throw_uninitialized(PyObject* self);
+// TypeError for an object whose __init__ never ran (made with ReplayBuffer.__new__, say): `what` names it ("buffer")
+// and `how` says how such objects are made ("calling ReplayBuffer(...)"; empty: calling its class).
+[[noreturn]] void throw_uninitialized(PyObject* self, const char* what = "buffer", const char* how = "");
 
 // The _Buffer class and its methods.
 void init_buffer(py::module_& m);
@@ -102,18 +103,28 @@ void init_prefetch(py::module_& m);
 namespace pybind11 {
 namespace detail {
 
-// How every method receives its Buffer: a TypeError if __init__ never ran (an object made by
+// How every method receives its object: a TypeError if __init__ never ran (an object made by
 // ReplayBuffer.__new__), where pybind11's own caster would hand out uninitialised memory that it allocates on first
-// use. Visible to every file that casts to Buffer, since they all include this header.
-template <>
-class type_caster<fastreplay_py::Buffer> : public type_caster_base<fastreplay_py::Buffer> {
+// use. `Uninitialized::raise(PyObject*)` throws that error.
+template <class T, class Uninitialized>
+class init_checked_caster : public type_caster_base<T> {
  public:
-  bool load(handle src, bool convert) { return load_impl<type_caster<fastreplay_py::Buffer>>(src, convert); }
+  bool load(handle src, bool convert) {
+    return this->template load_impl<init_checked_caster<T, Uninitialized>>(src, convert);
+  }
   void load_value(value_and_holder&& v_h) {  // called by load_impl
-    if (!v_h.holder_constructed()) fastreplay_py::throw_uninitialized(reinterpret_cast<PyObject*>(v_h.inst));
-    type_caster_base<fastreplay_py::Buffer>::load_value(std::move(v_h));
+    if (!v_h.holder_constructed()) Uninitialized::raise(reinterpret_cast<PyObject*>(v_h.inst));
+    type_caster_base<T>::load_value(std::move(v_h));
   }
 };
+
+struct BufferUninitialized {
+  [[noreturn]] static void raise(PyObject* self) { fastreplay_py::throw_uninitialized(self); }
+};
+
+// Visible to every file that casts to Buffer, since they all include this header.
+template <>
+class type_caster<fastreplay_py::Buffer> : public init_checked_caster<fastreplay_py::Buffer, BufferUninitialized> {};
 
 }  // namespace detail
 }  // namespace pybind11

@@ -71,6 +71,26 @@ class BatchPrefetcher {
 
 }  // namespace
 
+}  // namespace fastreplay_py
+
+namespace pybind11 {
+namespace detail {
+
+// A prefetcher made by Prefetcher.__new__ (its __init__ never ran): TypeError from every method (see buffer.h).
+struct PrefetcherUninitialized {
+  [[noreturn]] static void raise(PyObject* self) {
+    fastreplay_py::throw_uninitialized(self, "prefetcher", "calling buffer.prefetch(...)");
+  }
+};
+template <>
+class type_caster<fastreplay_py::BatchPrefetcher>
+    : public init_checked_caster<fastreplay_py::BatchPrefetcher, PrefetcherUninitialized> {};
+
+}  // namespace detail
+}  // namespace pybind11
+
+namespace fastreplay_py {
+
 void init_prefetch(py::module_& m) {
   py::class_<BatchPrefetcher>(m, "_Prefetcher", "Batches sampled ahead by C++ threads; see ReplayBuffer.prefetch.")
       .def(py::init<py::object, py::handle, py::handle, py::handle, py::handle>(), py::arg("buffer"),
