@@ -250,8 +250,9 @@ def test_every_method_of_a_prefetcher_made_by_new_raises_type_error():
 def test_uninitialized_message_names_the_class():
     """D9: the error says what happened and what to do."""
     b = fr.PrioritizedReplayBuffer.__new__(fr.PrioritizedReplayBuffer)
-    with pytest.raises(TypeError, match=r"PrioritizedReplayBuffer: this buffer was never initialized \(__init__ did not "
-                                        r"run.*create buffers by calling PrioritizedReplayBuffer\(\.\.\.\)"):
+    with pytest.raises(TypeError, match=r"PrioritizedReplayBuffer: this buffer was never initialized "
+                                        r"\(__init__ did not run.*create buffers by calling "
+                                        r"PrioritizedReplayBuffer\(\.\.\.\)"):
         len(b)
     assert not b._initialized()
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
@@ -299,7 +300,8 @@ def test_alpha_setter_rejects_an_alpha_whose_leaves_pass_the_bound(mod):
     b.add(x=np.zeros(2, np.float32))
     b.update_priorities([1], [1e10])
     with pytest.raises(ValueError, match=rf"^PrioritizedReplayBuffer.alpha: alpha=1e\+300 gives the leaf "
-                                         rf"\(p \+ eps\)\*\*alpha = inf for the priority p=1e\+10 \(eps=1e-06\), {LIMIT}$"):
+                                         r"\(p \+ eps\)\*\*alpha = inf for the priority p=1e\+10 "
+                                         rf"\(eps=1e-06\), {LIMIT}$"):
         b.alpha = 1e300
     assert b.alpha == 1.0 and b._leaves()[1] == 1e10 + 1e-6
     b.alpha = 30.0  # (1e10)**30 = 1e300 fits for capacity 4

@@ -78,8 +78,8 @@ class PrioritizedCore : public ReplayCore {
       for (std::size_t s = 0; s < this->size(); ++s) p = std::max(p, raw_[s]);
       const double leaf = std::pow(p + eps_, alpha);
       if (!(leaf <= leaf_limit()))
-        throw_invalid("PrioritizedReplayBuffer.alpha: alpha=" + format_g(alpha) + " gives the leaf (p + eps)**alpha = " +
-                      format_g(leaf) + " for the priority p=" + format_g(p) + " (eps=" + format_g(eps_) + ")" +
+        throw_invalid("PrioritizedReplayBuffer.alpha: alpha=" + format_g(alpha) +
+                      " gives the leaf (p + eps)**alpha = " + format_g(leaf) + " for the priority p=" + format_g(p) + " (eps=" + format_g(eps_) + ")" +
                       limit_text());
     }
     alpha_ = alpha;
