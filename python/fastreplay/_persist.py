@@ -121,10 +121,10 @@ class Manifest:
             return self.data[key]
         if default is not Manifest._MISSING:
             return default
-        raise self.bad(f"its manifest has no field {self.prefix}{key!r}")
+        raise self.bad(f"its manifest has no field {self.prefix + key!r}")
 
     def fail(self, key: str, expected: str, value: Any) -> Exception:
-        return self.bad(f"manifest field {self.prefix}{key!r} must be {expected}, got {_short(value)}")
+        return self.bad(f"manifest field {self.prefix + key!r} must be {expected}, got {_short(value)}")
 
     def int(self, key: str, lo: int, hi: int, default: Any = _MISSING) -> int:
         v = self.raw(key, default)
