@@ -68,7 +68,9 @@ class ReplayBuffer(_core._Buffer):
 
         storage: ``"memory"`` (default) or ``"memmap"``: the columns live in files under the directory ``path``
             (created if needed), so a buffer larger than RAM works and reopening the same ``path`` with the same
-            capacity and fields continues where it left off (see :meth:`flush`).
+            capacity and fields continues where it left off (see :meth:`flush`). One buffer at a time may open a
+            directory (it holds a lock until garbage collected; another gets ``RuntimeError``), a missing or
+            truncated file is a ``ValueError``, and a memmap buffer cannot be pickled (reopen it by path).
 
     Memory for all columns is reserved up front (lazily zeroed by the OS); a capacity that cannot be allocated
     raises ``MemoryError``. ``add`` casts values as described by :data:`CASTING`.
