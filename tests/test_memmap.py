@@ -92,6 +92,7 @@ def test_process_killed_while_adding_recovers_whole_rows(tmp_path):
         k = check_self_consistent(buf.get(np.arange(len(buf))))  # every stored row is one whole transition
         last = (buf.next_index - 1) % buf.capacity
         assert k[last] == k.max()  # the cursor was recovered at the newest row
+        del buf  # releases the directory for the next trial's writer (one buffer per directory)
 
 
 class _maybe_warns:

@@ -35,11 +35,15 @@ py::object Buffer::priority_array(py::handle priorities) const {
 
 void Buffer::restore_state(std::uint64_t cursor, std::uint64_t base, std::uint64_t stream, py::handle seq,
                            py::handle priorities, double max_all_time) {
-  py::object s = exact_array(seq, NPY_UINT64, "restore: seq");
-  PyArrayObject* sp = as_array(s);
-  if (PyArray_NDIM(sp) != 1 || static_cast<std::size_t>(PyArray_SIZE(sp)) != core_->capacity())
-    fr::throw_invalid("restore: seq must have one entry per slot");
-  core_->restore_ring({cursor, base}, data_of<const std::uint64_t>(s));
+  if (seq.is_none()) {  // already read into the ring's memory through _seq_view
+    core_->restore_ring({cursor, base}, nullptr);
+  } else {
+    py::object s = exact_array(seq, NPY_UINT64, "restore: seq");
+    PyArrayObject* sp = as_array(s);
+    if (PyArray_NDIM(sp) != 1 || static_cast<std::size_t>(PyArray_SIZE(sp)) != core_->capacity())
+      fr::throw_invalid("restore: seq must have one entry per slot");
+    core_->restore_ring({cursor, base}, data_of<const std::uint64_t>(s));
+  }
   core_->set_stream(stream);
   if (per_) restore_priorities(priorities, max_all_time);
 }
@@ -75,7 +79,22 @@ void init_state(py::class_<Buffer>& cls) {
       // Writable view of the first n rows of field i, for restoring checkpoints only (no other use is safe).
       .def("_raw_view",
            [](py::object self, std::size_t i, std::size_t n) { return self.cast<Buffer&>().raw_view(self, i, n); },
-           py::arg("field"), py::arg("n"));
+           py::arg("field"), py::arg("n"))
+      // Writable uint64[capacity] view of the ring's sequence numbers, for loading a checkpoint's seq straight into
+      // them; _restore_state(..., seq=None, ...) then checks them. No other use is safe.
+      .def("_seq_view",
+           [](py::object self) {
+             Buffer& b = self.cast<Buffer&>();
+             auto descr = py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(PyArray_DescrFromType(NPY_UINT64)));
+             return make_view(reinterpret_cast<PyArray_Descr*>(descr.ptr()),
+                              {static_cast<npy_intp>(b.core().capacity())}, b.core().raw_seq(), self.ptr(), true);
+           })
+      // (add calls started, True if none is running now): save compares it before and after writing, so a file
+      // written while transitions were being added is never put in place.
+      .def("_writes", [](const Buffer& b) {
+        const auto q = b.core().ring().quiet_begin();
+        return py::make_tuple(q.begun, q.quiet);
+      });
 }
 
 }  // namespace fastreplay_py

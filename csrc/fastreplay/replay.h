@@ -147,10 +147,13 @@ class ReplayCore {
     }
   }
 
-  // Checkpoint support (not safe concurrently with other calls): restore the ring's bookkeeping. O(capacity)
+  // Checkpoint support (not safe concurrently with other calls): restore the ring's bookkeeping; seq null means
+  // the sequence numbers were already read into raw_seq() (see Ring::restore). O(capacity)
   void restore_ring(const Ring::State& st, const std::uint64_t* seq) { ring_.restore(st, seq); }
-  // Reopen persisted storage (see Ring::reopen); rows torn by a crash are replaced by a copy of the newest whole
-  // row, so every stored row is still one real transition. Returns how many were repaired. O(capacity)
+  std::uint64_t* raw_seq() { return ring_.raw_seq(); }
+  // Reopen persisted storage (see Ring::reopen); rows torn by a crash, and rows reserved below the recovered cursor
+  // but never written, are replaced by a copy of the newest whole row, so every stored row is still one real
+  // transition. Returns how many were repaired. O(capacity)
   std::size_t reopen(std::uint64_t base) {
     std::vector<std::size_t> torn;
     ring_.reopen(base, torn);

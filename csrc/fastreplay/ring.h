@@ -46,18 +46,42 @@ class Ring {
   }
 
   // Reopen persisted sequence numbers (memory-mapped storage) in epoch `base`: the cursor follows from the
-  // newest ticket found. Slots caught mid-write by a crash (odd seq) are reported through `torn` and published
-  // as written; the caller must repair their rows. Not safe concurrently with anything. O(capacity)
+  // newest ticket found. Slots caught mid-write by a crash (odd seq) are reported through `torn`, and so are the
+  // slots of tickets below that cursor that were reserved but never written (several writers: a later ticket was
+  // published before an earlier one was claimed). Both are published at their ticket's lap; the caller must repair
+  // their rows. The numbers come from a file, so impossible ones throw std::invalid_argument.
+  // Not safe concurrently with anything. O(capacity)
   void reopen(std::uint64_t base, std::vector<std::size_t>& torn) {
     if (base % capacity_ != 0) throw_invalid("reopen: base must be a multiple of capacity");
+    if (base > kMaxTicket) throw_invalid("reopen: base " + std::to_string(base) + " is beyond any reachable ticket");
+    const std::uint64_t max_seq = 2 * (kMaxTicket / capacity_ + 1);
     std::uint64_t cursor = base;
     for (std::size_t i = 0; i < capacity_; ++i) {
       std::uint64_t s = seq_[i].load(std::memory_order_relaxed);
+      if (s > max_seq)
+        throw_invalid("reopen: slot " + std::to_string(i) + " holds an impossible sequence number " + std::to_string(s));
       if (s & 1) {
         torn.push_back(i);
         seq_[i].store(++s, std::memory_order_relaxed);
       }
       if (s >= 2) cursor = std::max<std::uint64_t>(cursor, (s / 2 - 1) * capacity_ + i + 1);
+    }
+    // Every ticket in the last lap below the cursor must have been published in its slot; one that was not is a
+    // hole (its slot holds an older lap, or nothing): the same as a torn row.
+    const std::uint64_t lo = std::max<std::uint64_t>(base, cursor >= capacity_ ? cursor - capacity_ : 0);
+    bool holes = false;
+    for (std::uint64_t t = lo; t < cursor; ++t) {
+      const auto slot = static_cast<std::size_t>(t % capacity_);
+      const std::uint64_t want = 2 * (t / capacity_) + 2;
+      if (seq_[slot].load(std::memory_order_relaxed) < want) {
+        torn.push_back(slot);
+        seq_[slot].store(want, std::memory_order_relaxed);
+        holes = true;
+      }
+    }
+    if (holes) {  // a torn slot of an older lap is also a hole: report it once
+      std::sort(torn.begin(), torn.end());
+      torn.erase(std::unique(torn.begin(), torn.end()), torn.end());
     }
     load_counters(base, cursor);
   }
@@ -157,22 +181,37 @@ class Ring {
   };
   State state() const { return {cursor_.load(), base_.load()}; }
   std::uint64_t seq(std::size_t slot) const { return seq_[slot].load(std::memory_order_relaxed); }
-  // Restore a saved state; seq holds capacity sequence numbers. Throws if they are not a state this ring could
-  // have reached (a checksummed file edited by hand): cursor and seq only ever serve as counters, never offsets.
+  // Restore a saved state; seq holds capacity sequence numbers, or is null when they were already read into this
+  // ring's own memory (raw_seq). Throws if they are not a state this ring could have reached (a checksummed file
+  // edited by hand): cursor and seq only ever serve as counters, never offsets. In epoch `base`, slot i < size
+  // holds a lap of this epoch no newer than that of the last ticket below the cursor in that slot,
+  // 2 * ((cursor - 1 - i) / capacity + 1); a slot i >= size holds a lap of an earlier epoch (0 in the first).
   void restore(const State& st, const std::uint64_t* seq) {
-    if (st.base % capacity_ != 0 || st.cursor < st.base)
+    if (st.base % capacity_ != 0 || st.cursor < st.base || st.cursor > kMaxTicket)
       throw_invalid("restore: inconsistent cursor " + std::to_string(st.cursor) + " and base " + std::to_string(st.base));
     const std::uint64_t size = std::min<std::uint64_t>(st.cursor - st.base, capacity_);
     const std::uint64_t min_seq = 2 * (st.base / capacity_) + 2;
     for (std::size_t i = 0; i < capacity_; ++i) {
-      if (seq[i] & 1) throw_invalid("restore: slot " + std::to_string(i) + " was saved in the middle of a write");
-      if (i < size && seq[i] < min_seq) throw_invalid("restore: slot " + std::to_string(i) + " is stored but unwritten");
-      if (seq[i] > 2 * ((st.cursor + capacity_ - 1) / capacity_) + 2)
-        throw_invalid("restore: slot " + std::to_string(i) + " has a generation beyond the cursor");
+      const std::uint64_t v = seq ? seq[i] : seq_[i].load(std::memory_order_relaxed);
+      const std::string slot = "restore: slot " + std::to_string(i);
+      if (v & 1) throw_invalid(slot + " was saved in the middle of a write");
+      if (i < size) {
+        if (v < min_seq) throw_invalid(slot + " is stored but unwritten");
+        if (v > 2 * ((st.cursor - 1 - i) / capacity_ + 1))
+          throw_invalid(slot + " has generation " + std::to_string(v / 2) + ", beyond the cursor " +
+                        std::to_string(st.cursor));
+      } else if (v >= min_seq) {
+        throw_invalid(slot + " is not stored (size " + std::to_string(size) + ") but has generation " +
+                      std::to_string(v / 2) + " of the current epoch");
+      }
     }
-    for (std::size_t i = 0; i < capacity_; ++i) seq_[i].store(seq[i], std::memory_order_relaxed);
+    if (seq)
+      for (std::size_t i = 0; i < capacity_; ++i) seq_[i].store(seq[i], std::memory_order_relaxed);
     load_counters(st.base, st.cursor);
   }
+  // The sequence numbers as plain integers (same layout), for reading a checkpoint straight into them before
+  // restore(state, nullptr) checks them. Nothing else may use it.
+  std::uint64_t* raw_seq() { return reinterpret_cast<std::uint64_t*>(seq_); }
 
   // Start a new, empty epoch. Not safe concurrently with add or sample.
   void clear() {
@@ -190,6 +229,10 @@ class Ring {
     committed_.store(cursor);
     begun_.store(done_.load());
   }
+
+  // Tickets and sequence numbers stay below this (2^62; a billion adds a second would take 146 years to reach
+  // it), so no arithmetic on a value read from a file can overflow.
+  static constexpr std::uint64_t kMaxTicket = std::uint64_t(1) << 62;
 
   const std::size_t capacity_;
   std::shared_ptr<std::uint8_t> memory_;

@@ -11,8 +11,12 @@ Format (version 1): an uncompressed ZIP archive (ZIP64 for large buffers) holdin
 - ``priorities.npy``: float64[size], prioritized buffers only.
 
 Every member carries a CRC-32 that is verified on load, so a truncated, corrupted or foreign file gives a clear
-``ValueError``. ``save`` writes to a temporary file next to the target, fsyncs it, renames it over the target and
+``ValueError``. A checkpoint is untrusted data: before anything is allocated, the manifest's size and nesting are
+bounded, every manifest field is type- and range-checked, and every member must be stored uncompressed, lie inside
+the file and have exactly the size the manifest implies (``seq.npy`` holds ``capacity`` numbers, so a small file
+cannot claim a large buffer). Nothing is ever unpickled. ``seq.npy`` is read straight into the new ring. ``save`` writes to a temporary file next to the target, fsyncs it, renames it over the target and
 fsyncs the directory: a crash or kill at any moment leaves the old checkpoint or the new one, never a broken one.
+``save`` raises ``RuntimeError`` and leaves the old file in place if an ``add`` ran while it was writing.
 Columns are streamed from the buffer's memory in chunks, so saving never needs a second copy of the buffer.
 """
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any, BinaryIO, Dict, Optional, Union
 
 import numpy as np
 
-from ._persist import atomic_open, buffer_kind
+from ._persist import MAX_COUNT, Manifest, _short, atomic_open, buffer_kind, parse_manifest
 
 FORMAT = "fastreplay-checkpoint"
 VERSION = 1
@@ -47,10 +51,15 @@ def _write_npy(z: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
 
 def _read_npy_into(fh: Any, out: np.ndarray, where: str, name: str) -> None:
     """Read a .npy member whose header must describe exactly `out`'s shape and dtype, into `out`'s memory."""
-    version = np.lib.format.read_magic(fh)
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran, dtype = read_header(fh)
-    if tuple(shape) != out.shape or np.dtype(dtype) != out.dtype or fortran:
+    try:
+        version = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(fh)
+    except (ValueError, TypeError, SyntaxError) as e:
+        raise _bad(where, f"member {name} has no valid .npy header ({e})") from None
+    if fortran and len(shape) > 1:
+        raise _bad(where, f"member {name} is stored in Fortran order; checkpoints hold C-order arrays")
+    if tuple(shape) != out.shape or np.dtype(dtype) != out.dtype:
         raise _bad(where, f"member {name} holds {np.dtype(dtype)}{list(shape)}, expected {out.dtype}{list(out.shape)}")
     flat = memoryview(out.reshape(-1).view(np.uint8)) if out.size else memoryview(bytearray())
     pos = 0
@@ -63,32 +72,53 @@ def _read_npy_into(fh: Any, out: np.ndarray, where: str, name: str) -> None:
         raise _bad(where, f"member {name} has trailing data")
 
 
-def write(buf: Any, f: BinaryIO) -> None:
-    """Write a checkpoint of ``buf`` to the binary file object ``f``."""
+def write(buf: Any, f: BinaryIO, where: str = "save") -> None:
+    """Write a checkpoint of ``buf`` to the binary file object ``f``.
+
+    The ring's state is read once and exactly the rows it describes are written. An ``add`` running during the
+    write would make the members disagree, so the ring's write counters are compared before and after and
+    ``RuntimeError`` is raised (``save`` then leaves the old file in place)."""
+    begun, quiet = buf._writes()
+    if not quiet:
+        raise _concurrent(where)
     state = buf._export_state()
+    size = min(int(state["cursor"]) - int(state["base"]), buf.capacity)
     manifest = {
         "format": FORMAT,
         "version": VERSION,
         "class": buffer_kind(buf._prioritized),
         "capacity": buf.capacity,
-        "size": len(buf),
+        "size": size,
         "fields": {k: [list(shape), dt.str] for k, (shape, dt) in buf._fields.items()},
         "state": {k: int(state[k]) for k in ("cursor", "base", "stream", "seed")},
     }
     if buf._prioritized:
         manifest.update(alpha=buf.alpha, eps=buf.eps, max_priority=buf._max_mode,
                         stale="raise" if buf._raise_stale else "skip", max_all_time=state["max_all_time"])
+        if len(state["priorities"]) != size:
+            raise _concurrent(where)
     with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
         z.writestr("manifest.json", json.dumps(manifest, indent=1))
         for i, name in enumerate(buf._fields):
-            _write_npy(z, f"fields/{name}.npy", buf._storage_view(i))
+            view = buf._storage_view(i)
+            if len(view) < size:
+                raise _concurrent(where)
+            _write_npy(z, f"fields/{name}.npy", view[:size])
         _write_npy(z, "seq.npy", state["seq"])
         if buf._prioritized:
             _write_npy(z, "priorities.npy", state["priorities"])
+    if buf._writes() != (begun, True):
+        raise _concurrent(where)
+
+
+def _concurrent(where: str) -> RuntimeError:
+    return RuntimeError(f"{where}: transitions were added while the checkpoint was being written; {where} must not "
+                        "run concurrently with add, and nothing was written")
 
 
 def save(buf: Any, path: PathLike) -> None:
-    """Atomically write a checkpoint of ``buf`` to ``path`` (see the module docstring)."""
+    """Atomically write a checkpoint of ``buf`` to ``path`` (see the module docstring); on any error, including
+    a concurrent ``add``, ``path`` is left as it was."""
     with atomic_open(path) as f:
         write(buf, f)
 
@@ -97,69 +127,138 @@ def _bad(where: str, why: str) -> ValueError:
     return ValueError(f"load: {where} is not a valid fastreplay checkpoint: {why}")
 
 
+#: Bytes a .npy header may take (numpy writes 64 to a few hundred; read_array_header caps it at 10000 too).
+_MAX_NPY_HEADER = 1 << 16
+
+
+def _archive_length(f: Union[BinaryIO, PathLike]) -> int:
+    if isinstance(f, (str, bytes, os.PathLike)):
+        return os.path.getsize(f)
+    pos = f.tell()
+    end = f.seek(0, os.SEEK_END)
+    f.seek(pos)
+    return end
+
+
+def _check_member(z: zipfile.ZipFile, name: str, nbytes: int, length: int, where: str) -> None:
+    """Member `name` exists, is stored uncompressed inside the archive, and holds a .npy header plus `nbytes`."""
+    try:
+        info = z.getinfo(name)
+    except KeyError:
+        raise _bad(where, f"member {name} is missing") from None
+    extra = info.file_size - nbytes
+    if info.compress_size != info.file_size or info.header_offset + info.compress_size > length:
+        raise _bad(where, f"member {name} claims {info.file_size} bytes, more than the file holds")
+    if not 10 <= extra <= _MAX_NPY_HEADER:
+        raise _bad(where, f"member {name} has {info.file_size} bytes; the manifest implies {nbytes} bytes of data "
+                          "plus a .npy header")
+
+
+def _fields(m: Manifest) -> Dict[str, Any]:
+    raw = m.raw("fields")
+    if not isinstance(raw, dict) or not raw:
+        raise m.fail("fields", "a non-empty object {name: [shape, dtype]}", raw)
+    fields = {}
+    for name, spec in raw.items():
+        ok = isinstance(spec, list) and len(spec) == 2 and isinstance(spec[0], list) and isinstance(spec[1], str)
+        if ok and all(not isinstance(d, bool) and isinstance(d, int) and 0 <= d <= MAX_COUNT for d in spec[0]):
+            try:
+                fields[name] = (tuple(spec[0]), np.dtype(spec[1]))
+                continue
+            except (TypeError, ValueError):
+                pass
+        raise m.fail(f"fields.{name}", "[shape (a list of ints >= 0), dtype string]", spec)
+    return fields
+
+
 def read(f: Union[BinaryIO, PathLike], where: str, classes: Dict[str, type], expect_class: Optional[type] = None) -> Any:
     """Rebuild a buffer from a checkpoint (a path or a binary file object). ``classes`` maps the kinds a manifest
-    may record (:func:`fastreplay._persist.buffer_kind`) to the classes that rebuild them."""
+    may record (:func:`fastreplay._persist.buffer_kind`) to the classes that rebuild them; ``expect_class``, if
+    given, must be that class or a superclass, or a subclass of it (then the buffer is an ``expect_class``)."""
     try:
+        length = _archive_length(f)
         z = zipfile.ZipFile(f, "r")
     except FileNotFoundError:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
         raise _bad(where, f"{type(e).__name__}: {e}") from None
     with z:
+        for info in z.infolist():  # only stored members are ever read: no decompression bombs
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise _bad(where, f"member {info.filename} is compressed (method {info.compress_type}); "
+                                  "checkpoints are stored uncompressed")
         try:
-            manifest = json.loads(z.read("manifest.json"))
+            info = z.getinfo("manifest.json")
         except KeyError:
             raise _bad(where, "it has no manifest.json") from None
-        except (zipfile.BadZipFile, ValueError, OSError) as e:
+        if info.file_size > 1 << 20 or info.header_offset + info.compress_size > length:
+            raise _bad(where, f"its manifest.json claims {info.file_size} bytes")
+        try:
+            data = z.read("manifest.json")
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, RuntimeError) as e:
             raise _bad(where, f"its manifest is unreadable ({e})") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        manifest = parse_manifest(data, lambda why: _bad(where, why))
+        if manifest.get("format") != FORMAT:
             raise _bad(where, "its manifest does not name the fastreplay-checkpoint format")
         if manifest.get("version") != VERSION:
-            raise ValueError(f"load: {where} has checkpoint format version {manifest.get('version')!r}; "
+            raise ValueError(f"load: {where} has checkpoint format version {_short(manifest.get('version'))}; "
                              f"this fastreplay reads version {VERSION}")
-        try:
-            cls_name = manifest["class"]
-            fields = {k: (tuple(shape), np.dtype(dt)) for k, (shape, dt) in manifest["fields"].items()}
-            capacity, size, st = int(manifest["capacity"]), int(manifest["size"]), manifest["state"]
-        except (KeyError, TypeError, ValueError) as e:
-            raise _bad(where, f"its manifest is incomplete ({e!r})") from None
-        cls = classes.get(cls_name)
-        if cls is None:
-            raise _bad(where, f"unknown buffer class {cls_name!r}")
-        if expect_class is not None and not issubclass(cls, expect_class):
-            raise TypeError(f"load: {where} holds a {cls_name}, not a {expect_class.__name__}")
-        if cls_name == buffer_kind(True):
-            buf = cls(capacity, fields, alpha=manifest["alpha"], eps=manifest["eps"], seed=st["seed"],
-                      max_priority=manifest["max_priority"], stale=manifest["stale"])
+        m = Manifest(manifest, lambda why: _bad(where, why))
+        cls_name = m.choice("class", sorted(classes))
+        base_cls = classes[cls_name]
+        cls = base_cls
+        if expect_class is not None:
+            same_kind = getattr(expect_class, "_prioritized", None) == getattr(base_cls, "_prioritized", None)
+            if issubclass(expect_class, base_cls) and same_kind:
+                cls = expect_class  # a subclass's own file (the manifest records its base kind)
+            elif not issubclass(base_cls, expect_class):
+                raise TypeError(f"load: {where} holds a {cls_name}, not a {expect_class.__name__}")
+        capacity = m.int("capacity", 1, MAX_COUNT)
+        size = m.int("size", 0, capacity)
+        fields = _fields(m)
+        st = m.object("state")
+        cursor = st.int("cursor", 0, MAX_COUNT)
+        base = st.int("base", 0, cursor)
+        stream, seed = st.int("stream", 0, 2**64 - 1), st.int("seed", 0, 2**63 - 1)
+        prioritized = cls_name == buffer_kind(True)
+        if prioritized:
+            kwargs = dict(alpha=m.real("alpha"), eps=m.real("eps"), max_priority=m.choice("max_priority",
+                          ("all_time", "stored")), stale=m.choice("stale", ("skip", "raise")))
+            max_all_time = m.real("max_all_time", 1.0)
         else:
-            buf = cls(capacity, fields, seed=st["seed"])
+            kwargs, max_all_time = {}, 1.0
 
-        def member(name: str) -> np.ndarray:
+        # Every member's size follows from the manifest; check them all before allocating anything.
+        for name, (shape, dt) in fields.items():
+            _check_member(z, f"fields/{name}.npy", size * int(np.prod(shape, dtype=object)) * dt.itemsize, length,
+                          where)
+        _check_member(z, "seq.npy", capacity * 8, length, where)
+        if prioritized:
+            _check_member(z, "priorities.npy", size * 8, length, where)
+
+        buf = cls.__new__(cls)  # a subclass is rebuilt without its __init__, as pickle rebuilds any object
+        try:
+            base_cls.__init__(buf, capacity, fields, seed=seed, **kwargs)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise _bad(where, f"its manifest describes no valid buffer ({e})") from None
+
+        def read_into(name: str, out: np.ndarray) -> None:
             try:
                 with z.open(name) as fh:
-                    return np.lib.format.read_array(fh, allow_pickle=False)
-            except KeyError:
-                raise _bad(where, f"member {name} is missing") from None
-            except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:  # CRC mismatch, truncation
+                    _read_npy_into(fh, out, where, name)
+            except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as e:  # CRC mismatch, truncation
                 raise _bad(where, f"member {name} is corrupted ({e})") from None
 
-        if not 0 <= size <= capacity:
-            raise _bad(where, f"size {size} does not fit capacity {capacity}")
+        for i, name in enumerate(fields):  # straight into the buffer's memory: no second copy
+            read_into(f"fields/{name}.npy", buf._raw_view(i, size))
+        read_into("seq.npy", buf._seq_view())  # straight into the ring; _restore_state checks it
+        prio = None
+        if prioritized:
+            prio = np.empty(size, np.float64)
+            read_into("priorities.npy", prio)
         try:
-            for i, name in enumerate(fields):  # straight into the buffer's memory: no second copy
-                member_name = f"fields/{name}.npy"
-                try:
-                    with z.open(member_name) as fh:
-                        _read_npy_into(fh, buf._raw_view(i, size), where, member_name)
-                except KeyError:
-                    raise _bad(where, f"member {member_name} is missing") from None
-                except (zipfile.BadZipFile, OSError, EOFError) as e:  # CRC mismatch, truncation
-                    raise _bad(where, f"member {member_name} is corrupted ({e})") from None
-            prio = member("priorities.npy") if buf._prioritized else None
-            buf._restore_state(st["cursor"], st["base"], st["stream"], member("seq.npy"), prio,
-                               float(manifest.get("max_all_time", 1.0)))
-        except (TypeError, KeyError) as e:
+            buf._restore_state(cursor, base, stream, None, prio, max_all_time)
+        except (TypeError, ValueError, IndexError) as e:
             raise _bad(where, f"inconsistent contents ({e})") from None
         if len(buf) != size:
             raise _bad(where, f"manifest says {size} transitions, state gives {len(buf)}")
@@ -173,9 +272,9 @@ def load(path: PathLike, classes: Dict[str, type], expect_class: Optional[type] 
 
 def to_bytes(buf: Any) -> bytes:
     bio = io.BytesIO()
-    write(buf, bio)
+    write(buf, bio, "pickle")
     return bio.getvalue()
 
 
-def from_bytes(data: bytes, classes: Dict[str, type]) -> Any:
-    return read(io.BytesIO(data), "pickled data", classes)
+def from_bytes(data: bytes, classes: Dict[str, type], cls: Optional[type] = None) -> Any:
+    return read(io.BytesIO(data), "pickled data", classes, cls)

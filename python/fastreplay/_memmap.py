@@ -9,27 +9,75 @@ cursor from the sequence numbers. Rows caught mid-write by a crash are replaced 
 row (a warning says how many), so every stored row is still one real transition. ``flush()`` makes the data
 durable on disk and records the generator position and priorities; without it, a reopened prioritized buffer
 gives every stored transition priority 1.0 and sampling resumes from the last flushed generator position.
+
+One buffer at a time: opening takes an exclusive advisory lock (``flock``) on the file ``lock`` in the directory
+and holds it for the buffer's lifetime (until it is garbage collected); a second buffer, in this process or
+another, gets a ``RuntimeError`` naming the directory and the holder's process id. The files are untrusted:
+when a manifest exists, every field of it is type-checked and every column file must exist at exactly its size
+(a missing or truncated file is an error, never zeros). A directory with data files but no manifest (for example
+one whose manifest was deleted) is refused rather than reused, since its sequence numbers would hide new rows.
+Memory-mapped buffers cannot be pickled (reopen the directory by path instead).
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 import numpy as np
 
-from ._persist import atomic_write, buffer_kind
+from ._persist import MAX_COUNT, MAX_MANIFEST_BYTES, Manifest, atomic_write, buffer_kind, parse_manifest
 
 FORMAT = "fastreplay-memmap"
 VERSION = 1
+
+
+LOCK_FILE = "lock"
+_DATA_FILE = re.compile(r"(field-[0-9]+\.bin|seq\.bin|priorities\.npy)\Z")
+
+
+class DirLock:
+    """An exclusive flock on ``<directory>/lock``, held until :meth:`release` or garbage collection."""
+
+    fd: Optional[int] = None
+
+    def __init__(self, where: str, directory: str) -> None:
+        path = os.path.join(directory, LOCK_FILE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise RuntimeError(
+                f"{where}: the memmap directory {directory} is in use: another buffer (process id {holder}) holds "
+                f"its lock {path}. One buffer at a time may open a directory; delete the other buffer, or use "
+                "another path") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)  # closing the last descriptor drops the flock
+
+    def __del__(self) -> None:
+        self.release()
 
 
 @dataclass
 class MemmapDir:
     directory: str
     existing: Optional[Dict[str, Any]]
+    lock: DirLock
 
     def manifest(self, buf: Any) -> Dict[str, Any]:
         st = buf._export_state()
@@ -53,17 +101,25 @@ class MemmapDir:
         if self.existing is None:
             self.write_manifest(buf)
             return
-        torn = buf._reopen(int(self.existing["base"]))
+        try:
+            torn = buf._reopen(self.existing["base"])
+        except ValueError as e:
+            raise ValueError(f"{self.directory} holds damaged memmap storage: seq.bin: {e}") from None
         if torn:
             warnings.warn(f"memmap storage at {self.directory}: {torn} row(s) were being written when the process "
-                          "stopped; they were replaced by copies of the newest whole row", RuntimeWarning, stacklevel=3)
-        buf._stream = int(self.existing.get("stream", 0))
+                          "stopped (or reserved and not yet written); they were replaced by copies of the newest "
+                          "whole row", RuntimeWarning, stacklevel=3)
+        buf._stream = self.existing["stream"]
         if buf._prioritized:
             p = os.path.join(self.directory, "priorities.npy")
-            prio = np.load(p) if os.path.exists(p) else None
+            try:
+                prio = np.load(p, allow_pickle=False) if os.path.exists(p) else None
+            except (ValueError, OSError, EOFError) as e:
+                raise ValueError(f"{self.directory} holds damaged memmap storage: priorities.npy is unreadable "
+                                 f"({e}); remove it to reopen with every priority at 1.0") from None
             if prio is None or prio.shape != (len(buf),) or prio.dtype != np.float64:
                 prio = np.ones(len(buf))
-            buf._restore_priorities(prio, float(self.existing.get("max_all_time", 1.0)))
+            buf._restore_priorities(prio, self.existing["max_all_time"])
 
     def flush(self, buf: Any) -> None:
         buf._flush()
@@ -73,27 +129,73 @@ class MemmapDir:
         self.write_manifest(buf)
 
 
+def _check_manifest(where: str, directory: str, existing: Dict[str, Any], capacity: int) -> Dict[str, Any]:
+    """Type- and range-check the fields of an existing manifest that reopening uses."""
+    m = Manifest(existing, lambda why: ValueError(f"{where}: {directory} holds damaged memmap storage: {why}"))
+    base = m.int("base", 0, MAX_COUNT)
+    if base % capacity:
+        raise m.fail("base", f"a multiple of the capacity {capacity}", base)
+    return dict(existing, base=base, seed=m.int("seed", 0, 2**63 - 1), stream=m.int("stream", 0, 2**64 - 1, 0),
+                max_all_time=m.real("max_all_time", 1.0))
+
+
+def _check_files(where: str, directory: str, capacity: int, fields: Dict[str, Any]) -> None:
+    """Every column file and seq.bin exists at exactly its size: a missing or truncated one is an error, since
+    mapping it would silently recreate it as zeros."""
+    want = [(f"field-{i}.bin", capacity * int(np.prod(shape, dtype=object)) * np.dtype(dt).itemsize)
+            for i, (shape, dt) in enumerate(fields.values())] + [("seq.bin", capacity * 8)]
+    for name, nbytes in want:
+        path = os.path.join(directory, name)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise ValueError(f"{where}: {directory} holds damaged memmap storage: {name} is missing "
+                             f"(expected {nbytes} bytes)") from None
+        if not os.path.isfile(path) or st.st_size != nbytes:
+            what = "is not a regular file" if not os.path.isfile(path) else f"has {st.st_size} bytes"
+            raise ValueError(f"{where}: {directory} holds damaged memmap storage: {name} {what}, expected "
+                             f"{nbytes} bytes")
+
+
 def open_dir(where: str, path: Any, buf: Any, capacity: int, fields: Dict[str, Any]) -> MemmapDir:
-    """Check (or create) the storage directory for a buffer of this class, capacity and fields."""
+    """Lock, then check (or create) the storage directory for a buffer of this class, capacity and fields."""
     if path is None:
         raise ValueError(f"{where}: storage='memmap' needs path=<directory>")
     directory = os.path.abspath(os.fspath(path))
     os.makedirs(directory, exist_ok=True)
+    lock = DirLock(where, directory)
+    try:
+        return MemmapDir(directory, _open_locked(where, directory, buf, capacity, fields), lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _open_locked(where: str, directory: str, buf: Any, capacity: int, fields: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     mpath = os.path.join(directory, "manifest.json")
-    existing = None
-    if os.path.exists(mpath):
-        try:
-            with open(mpath) as f:
-                existing = json.load(f)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{where}: {mpath} is unreadable ({e})") from None
-        if not isinstance(existing, dict) or existing.get("format") != FORMAT or existing.get("version") != VERSION:
-            raise ValueError(f"{where}: {directory} does not hold fastreplay memmap storage (version {VERSION})")
-        want_cls = buffer_kind(buf._prioritized)
-        have = [[k, list(shape), dt.str] for k, (shape, dt) in fields.items()]
-        if existing.get("capacity") != capacity or existing.get("fields") != have or existing.get("class") != want_cls:
+    if not os.path.exists(mpath):
+        leftovers = sorted(n for n in os.listdir(directory) if _DATA_FILE.match(n))
+        if leftovers:
             raise ValueError(
-                f"{where}: {directory} holds a {existing.get('class')} of capacity {existing.get('capacity')} with "
-                f"fields {existing.get('fields')}; asked for a {want_cls} of capacity {capacity} with fields {have}"
-            )
-    return MemmapDir(directory, existing)
+                f"{where}: {directory} has no manifest.json but holds data files ({', '.join(leftovers)}), perhaps of "
+                "another buffer whose manifest was removed; reusing them would serve their old rows and drop new "
+                "ones. Remove them (or the whole directory) to start afresh, or use another path")
+        return None
+    try:
+        with open(mpath, "rb") as f:
+            data = f.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as e:
+        raise ValueError(f"{where}: {mpath} is unreadable ({e})") from None
+    existing = parse_manifest(data, lambda why: ValueError(f"{where}: {mpath} is not a valid manifest: {why}"))
+    if existing.get("format") != FORMAT or existing.get("version") != VERSION:
+        raise ValueError(f"{where}: {directory} does not hold fastreplay memmap storage (version {VERSION})")
+    want_cls = buffer_kind(buf._prioritized)
+    have = [[k, list(shape), dt.str] for k, (shape, dt) in fields.items()]
+    if existing.get("capacity") != capacity or existing.get("fields") != have or existing.get("class") != want_cls:
+        raise ValueError(
+            f"{where}: {directory} holds a {existing.get('class')} of capacity {existing.get('capacity')} with "
+            f"fields {existing.get('fields')}; asked for a {want_cls} of capacity {capacity} with fields {have}"
+        )
+    existing = _check_manifest(where, directory, existing, capacity)
+    _check_files(where, directory, capacity, fields)
+    return existing

@@ -75,7 +75,9 @@ class ReplayBuffer(_core._Buffer):
 
         storage: ``"memory"`` (default) or ``"memmap"``: the columns live in files under the directory ``path``
             (created if needed), so a buffer larger than RAM works and reopening the same ``path`` with the same
-            capacity and fields continues where it left off (see :meth:`flush`).
+            capacity and fields continues where it left off (see :meth:`flush`). One buffer at a time may open a
+            directory (it holds a lock until garbage collected; another gets ``RuntimeError``), a missing or
+            truncated file is a ``ValueError``, and a memmap buffer cannot be pickled (reopen it by path).
 
     Memory for all columns is reserved up front (lazily zeroed by the OS); a capacity that cannot be allocated
     raises ``MemoryError``. ``add`` casts values as described by :data:`CASTING`.
@@ -213,19 +215,36 @@ class ReplayBuffer(_core._Buffer):
 
         One versioned file (see :mod:`fastreplay._checkpoint` for the format), written atomically: a crash at
         any moment leaves the previous checkpoint or the new one. Columns are streamed, so saving needs no second
-        copy of the buffer. Must not run concurrently with ``add``/``update_priorities``.
+        copy of the buffer. Must not run concurrently with ``add``/``update_priorities``: if an ``add`` runs
+        while it writes, it raises ``RuntimeError`` and ``path`` keeps the previous checkpoint.
         """
         _checkpoint.save(self, path)
 
     @classmethod
     def load(cls, path: Any) -> "ReplayBuffer":
         """A buffer restored from ``save(path)``: same contents and state; with a seed, sampling continues
-        exactly as the saved buffer would have. Raises ``ValueError`` for a truncated, corrupted or foreign file.
+        exactly as the saved buffer would have. Raises ``ValueError`` for a truncated, corrupted, malformed or
+        foreign file, checked before anything large is allocated. Called on a subclass, it returns an instance of
+        that subclass (built without calling its ``__init__``, as unpickling does).
         """
         return _checkpoint.load(path, _classes(), cls)
 
-    def __reduce__(self):  # pickling goes through the checkpoint format
-        return (_from_checkpoint_bytes, (_checkpoint.to_bytes(self),))
+    def __reduce__(self):
+        """Pickles hold the checkpoint format (never code), the class (a subclass pickles by reference, so it must
+        be importable where it is unpickled) and a subclass's own instance attributes. Memory-mapped buffers
+        cannot be pickled: their transitions live in their directory (see the TypeError)."""
+        if self._memmap is not None:
+            raise TypeError(
+                f"cannot pickle a {type(self).__name__} with storage='memmap': its transitions live in the files under "
+                f"{self._memmap.directory!r}, which one buffer at a time may open. Pass that path instead and reopen it "
+                "with the same capacity and fields once this buffer is gone, or save()/load() a checkpoint for an "
+                "in-memory copy")
+        data = _checkpoint.to_bytes(self)
+        cls = type(self)
+        if cls in (ReplayBuffer, PrioritizedReplayBuffer):
+            return (_from_checkpoint_bytes, (data,))
+        extra = {k: v for k, v in vars(self).items() if k not in _BASE_ATTRIBUTES}
+        return (_from_checkpoint_bytes, (data, cls, extra))
 
 
 class PrioritizedReplayBuffer(ReplayBuffer):
@@ -325,6 +344,14 @@ def _classes() -> Dict[str, type]:
     return {"ReplayBuffer": ReplayBuffer, "PrioritizedReplayBuffer": PrioritizedReplayBuffer}
 
 
-def _from_checkpoint_bytes(data: bytes) -> ReplayBuffer:
-    """Unpickle a buffer (pickles hold the checkpoint format, never code)."""
-    return _checkpoint.from_bytes(data, _classes())
+#: Instance attributes the base classes set themselves (a checkpoint restores them); a subclass's others are pickled.
+_BASE_ATTRIBUTES = frozenset({"_fields", "_memmap", "_raise_stale", "_max_mode"})
+
+
+def _from_checkpoint_bytes(data: bytes, cls: Optional[type] = None, extra: Optional[Dict[str, Any]] = None) -> ReplayBuffer:
+    """Unpickle a buffer (pickles hold the checkpoint format, never code): an instance of ``cls`` (a subclass) if
+    given, with its own attributes ``extra``."""
+    buf = _checkpoint.from_bytes(data, _classes(), cls)
+    if extra:
+        vars(buf).update(extra)
+    return buf
