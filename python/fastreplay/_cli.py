@@ -10,7 +10,6 @@ import tempfile
 from typing import TYPE_CHECKING, Any, ContextManager, Dict, Iterator
 
 import gymnasium as gym
-import numpy as np
 import torch
 
 if TYPE_CHECKING:
@@ -21,7 +20,9 @@ DESCRIPTION = "Train DQN on a gymnasium environment with a fastreplay buffer."
 
 
 def check_args(args: Args) -> None:
-    """Raise ``ValueError`` naming the first bad argument. Also checks the environment's spaces."""
+    """Raise ``ValueError`` naming the first bad argument. Also checks the environment's spaces, creates the output
+    directories and checks that they are writable; the ``--resume`` file's contents are checked by
+    :func:`fastreplay.dqn.check_resume`."""
     positive = ["total_timesteps", "num_envs", "buffer_size", "batch_size", "target_network_frequency",
                 "train_frequency", "eval_episodes", "log_frequency"]
     for name in positive:
@@ -67,8 +68,6 @@ def check_args(args: Args) -> None:
         raise ValueError(f"--env-id {args.env_id}: DQN needs a Discrete action space, got {act_space}")
     if int(act_space.start) != 0:
         raise ValueError(f"--env-id {args.env_id}: Discrete action spaces must start at 0, got {act_space}")
-    if args.resume is not None:
-        _check_resume(args, int(np.prod(obs_space.shape)), int(act_space.n))
 
 
 def _check_device(device: str) -> None:
@@ -96,19 +95,6 @@ def _check_writable_dir(directory: str, flag: str, value: str) -> None:
     except OSError as e:
         reason = e.strerror or type(e).__name__
         raise ValueError(f"{flag} {value!r}: cannot write in directory {directory!r}: {reason}") from None
-
-
-def _check_resume(args: Args, obs_dim: int, n_actions: int) -> None:
-    """Load the checkpoint into throwaway networks and optimizer, exactly as the run will (without touching the
-    global random state): a garbage, foreign, partial or mismatched file fails here, before any training."""
-    from .dqn import QNetwork  # imported here: dqn imports this module
-    from ._trainer_io import load_checkpoint
-
-    q_network = QNetwork(obs_dim, n_actions, args.hidden_sizes)
-    target_network = QNetwork(obs_dim, n_actions, args.hidden_sizes)
-    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate)
-    load_checkpoint(args.resume, args, q_network, target_network, optimizer, np.random.default_rng(0),
-                    torch.device("cpu"), restore_torch_rng=False)
 
 
 def _make_env(env_id: str) -> gym.Env:
