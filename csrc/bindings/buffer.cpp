@@ -140,21 +140,43 @@ void Buffer::add(const py::args& args, const py::kwargs& kwargs) {
   core_->add(ptrs.data(), static_cast<std::size_t>(rows));
 }
 
+// A dict given for the name `key` supplies the fields `key.<k>`; a dict value whose key is not a field itself is
+// expanded the same way, so a nested gymnasium Dict observation (obs={"inner": {"b": ...}}) fills `obs.inner.b`.
+// Returns false when no field starts with `key.` (the caller then reports an unknown field). The recursion ends:
+// each level adds a component to a prefix that some field name must start with.
 bool Buffer::expand_dict(PyObject* key, PyObject* dict, std::vector<py::object>& vals) const {
   const std::string group = py::str(key).cast<std::string>();
   const std::string prefix = group + ".";
-  std::size_t matched = 0;
-  for (std::size_t i = 0; i < fields_.size(); ++i) {
-    if (fields_[i].name.compare(0, prefix.size(), prefix) != 0) continue;
-    ++matched;
-    PyObject* v = PyDict_GetItemString(dict, fields_[i].name.c_str() + prefix.size());
-    if (!v) fr::throw_type("add: field '" + group + "' is missing key '" + fields_[i].name.substr(prefix.size()) + "'");
-    if (vals[i]) fr::throw_type("add: field '" + fields_[i].name + "' given twice");
-    vals[i] = py::reinterpret_borrow<py::object>(v);
+  auto has_prefix = [this](const std::string& p) {
+    return std::any_of(fields_.begin(), fields_.end(),
+                       [&](const Field& f) { return f.name.compare(0, p.size(), p) == 0; });
+  };
+  if (!has_prefix(prefix)) return false;
+  PyObject *sub, *value;
+  Py_ssize_t pos = 0;
+  while (PyDict_Next(dict, &pos, &sub, &value)) {
+    if (!PyUnicode_Check(sub))
+      fr::throw_type("add: field '" + group + "' has key " + py::repr(sub).cast<std::string>() +
+                     " that is not a field");
+    py::str name(prefix + py::str(sub).cast<std::string>());
+    PyObject* idx = PyDict_GetItemWithError(index_.ptr(), name.ptr());
+    if (idx) {
+      const std::size_t i = PyLong_AsSize_t(idx);
+      if (vals[i]) fr::throw_type("add: field '" + fields_[i].name + "' given twice");
+      vals[i] = py::reinterpret_borrow<py::object>(value);  // held: a conversion may run Python code
+      continue;
+    }
+    if (PyErr_Occurred()) throw py::error_already_set();
+    if (PyDict_Check(value) && expand_dict(name.ptr(), value, vals)) continue;
+    if (has_prefix(name.cast<std::string>() + "."))  // a group given something other than a dict
+      fr::throw_type("add: field '" + name.cast<std::string>() + "' must be a dict of its keys, got " +
+                     py::type::handle_of(value).attr("__name__").cast<std::string>());
+    fr::throw_type("add: field '" + group + "' has key '" + py::str(sub).cast<std::string>() + "' that is not a field");
   }
-  if (matched && static_cast<std::size_t>(PyDict_Size(dict)) != matched)
-    fr::throw_type("add: field '" + group + "' has keys that are not fields");
-  return matched != 0;
+  for (std::size_t i = 0; i < fields_.size(); ++i)
+    if (fields_[i].name.compare(0, prefix.size(), prefix) == 0 && !vals[i])
+      fr::throw_type("add: field '" + group + "' is missing key '" + fields_[i].name.substr(prefix.size()) + "'");
+  return true;
 }
 
 void Buffer::fill(Target& t, double beta) {

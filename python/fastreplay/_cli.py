@@ -6,6 +6,7 @@ import contextlib
 import math
 import os
 import sys
+import tempfile
 from typing import TYPE_CHECKING, Any, ContextManager, Dict, Iterator
 
 import gymnasium as gym
@@ -19,7 +20,9 @@ DESCRIPTION = "Train DQN on a gymnasium environment with a fastreplay buffer."
 
 
 def check_args(args: Args) -> None:
-    """Raise ``ValueError`` naming the first bad argument. Also checks the environment's spaces."""
+    """Raise ``ValueError`` naming the first bad argument. Also checks the environment's spaces, creates the output
+    directories and checks that they are writable; the ``--resume`` file's contents are checked by
+    :func:`fastreplay.dqn.check_resume`."""
     positive = ["total_timesteps", "num_envs", "buffer_size", "batch_size", "target_network_frequency",
                 "train_frequency", "eval_episodes", "log_frequency"]
     for name in positive:
@@ -41,16 +44,19 @@ def check_args(args: Args) -> None:
         if not math.isfinite(v) or not (lo <= v <= hi) or (v == lo and not lo_ok):
             bound = f"[{lo}, {hi}]" if lo_ok else f"({lo}, {hi}]"
             raise ValueError(f"--{name.replace('_', '-')} must be in {bound}, got {v}")
+    if isinstance(args.seed, bool) or not isinstance(args.seed, int) or not 0 <= args.seed < 2**63:
+        raise ValueError(f"--seed must be an integer in [0, 2**63), got {args.seed!r}")  # the buffer's seed range
     if args.buffer_size < args.batch_size:
         raise ValueError(f"--buffer-size ({args.buffer_size}) must be at least --batch-size ({args.batch_size})")
-    try:
-        dev = torch.device(args.device)
-    except RuntimeError as e:
-        raise ValueError(f"--device {args.device!r} is not a torch device: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device!r}: CUDA is not available on this machine (use --device cpu)")
+    _check_device(args.device)
     if args.resume is not None and not os.path.isfile(args.resume):
         raise ValueError(f"--resume {args.resume!r}: no such checkpoint file")
+    # Outputs are checked before any training, so that a bad path cannot cost a finished run.
+    _check_writable_dir(args.output_dir, "--output-dir", args.output_dir)
+    if args.save is not None:
+        if os.path.isdir(args.save):
+            raise ValueError(f"--save {args.save!r} is a directory; give a file path for the checkpoint")
+        _check_writable_dir(os.path.dirname(os.path.abspath(args.save)), "--save", args.save)
     env = _make_env(args.env_id)
     try:
         obs_space, act_space = env.observation_space, env.action_space
@@ -62,6 +68,33 @@ def check_args(args: Args) -> None:
         raise ValueError(f"--env-id {args.env_id}: DQN needs a Discrete action space, got {act_space}")
     if int(act_space.start) != 0:
         raise ValueError(f"--env-id {args.env_id}: Discrete action spaces must start at 0, got {act_space}")
+
+
+def _check_device(device: str) -> None:
+    """The trainer runs on the CPU or on an available CUDA device; torch parses more (mps, meta, xla, ...)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"--device {device!r} is not a torch device: {e}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device!r}: CUDA is not available on this machine (use --device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise ValueError(f"--device {device!r}: the trainer runs on 'cpu' or 'cuda' devices, not {dev.type!r}")
+
+
+def _check_writable_dir(directory: str, flag: str, value: str) -> None:
+    """Create ``directory`` if needed and create and remove a file in it (as the checkpoint's atomic save does)."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".fastreplay-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise ValueError(f"{flag} {value!r}: cannot write in directory {directory!r}: {reason}") from None
 
 
 def _make_env(env_id: str) -> gym.Env:

@@ -6,6 +6,8 @@ import contextlib
 import dataclasses
 import json
 import os
+import pickle
+import re
 import time
 from typing import Any, Callable, Dict, Iterator, Optional
 
@@ -79,21 +81,95 @@ def save_checkpoint(path: str, args: Any, q_network: nn.Module, target_network: 
         torch.save(state, f)
 
 
-def load_checkpoint(path: str, args: Any, q_network: nn.Module, target_network: nn.Module,
-                    optimizer: torch.optim.Optimizer, rng: np.random.Generator, device: torch.device) -> Dict[str, Any]:
-    """Restore what :func:`save_checkpoint` wrote into the given objects and random states; return the checkpoint
-    (its counters and evaluation history). Raises ``ValueError`` if it is for another environment or network."""
-    ckpt = torch.load(path, map_location=device, weights_only=True)
+_COUNTERS = ("global_step", "updates", "episodes")
+_KEYS = ("q_network", "target_network", "optimizer", *_COUNTERS, "evals", "args", "torch_rng", "numpy_rng")
+
+
+def _first_line(e: BaseException) -> str:
+    """The first sentence of an exception's message, for a one-line error."""
+    text = (str(e).strip().splitlines() or [""])[0]
+    return text.split(". ")[0][:200]
+
+
+def read_checkpoint(path: str, args: Any, device: torch.device) -> Dict[str, Any]:
+    """Load ``path`` as data (``torch.load(weights_only=True)``: tensors, dicts, lists, numbers and strings; a file
+    that needs any other class is refused, never executed) and check what :func:`save_checkpoint` writes: its keys,
+    counters, evaluation history and random states, and that it is for ``args``' environment and network. Raises
+    ``ValueError`` naming the file and what is wrong."""
+    where = f"--resume {path!r}"
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:  # garbage, or a pickle of objects other than plain data
+        m = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\. |\n|$)", str(e))
+        reason = m.group(1).strip() if m else _first_line(e)
+        raise ValueError(f"{where}: not a checkpoint of plain data; torch.load(weights_only=True) refused it "
+                         f"({reason}). Checkpoints are loaded as data, never as code") from None
+    except Exception as e:  # truncated, empty, not a zip, ...: the file is untrusted input
+        raise ValueError(f"{where}: not a readable torch checkpoint ({type(e).__name__}: {_first_line(e)})") from None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{where}: holds a {type(ckpt).__name__}, not a fastreplay-dqn checkpoint (a dict)")
+    missing = [k for k in _KEYS if k not in ckpt]
+    if missing:
+        raise ValueError(f"{where}: not a fastreplay-dqn checkpoint: missing {', '.join(map(repr, missing))}")
     was = ckpt["args"]
+    if (not isinstance(was, dict) or not isinstance(was.get("env_id"), str)
+            or not isinstance(was.get("hidden_sizes"), (list, tuple))):
+        raise ValueError(f"{where}: 'args' must be a dict with 'env_id' and 'hidden_sizes'")
     if was["env_id"] != args.env_id or tuple(was["hidden_sizes"]) != tuple(args.hidden_sizes):
         raise ValueError(
-            f"--resume {path!r}: checkpoint is for {was['env_id']} with hidden sizes "
+            f"{where}: checkpoint is for {was['env_id']} with hidden sizes "
             f"{list(was['hidden_sizes'])}, not {args.env_id} with {list(args.hidden_sizes)}"
         )
-    q_network.load_state_dict(ckpt["q_network"])
-    target_network.load_state_dict(ckpt["target_network"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    torch.set_rng_state(ckpt["torch_rng"].cpu())
+    for k in _COUNTERS:
+        v = ckpt[k]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{where}: {k!r} must be an integer >= 0, got {v!r}")
+    evals = ckpt["evals"]
+    if not isinstance(evals, (list, tuple)) or not all(
+            isinstance(e, (list, tuple)) and len(e) == 3
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in e) for e in evals):
+        raise ValueError(f"{where}: 'evals' must be a list of [step, mean return, seconds]")
+    for k in ("q_network", "target_network", "optimizer"):
+        if not isinstance(ckpt[k], dict):
+            raise ValueError(f"{where}: {k!r} must be a state dict, got {type(ckpt[k]).__name__}")
+    rng_now = torch.get_rng_state()
+    t_rng = ckpt["torch_rng"]
+    if not isinstance(t_rng, torch.Tensor) or t_rng.dtype != rng_now.dtype or t_rng.shape != rng_now.shape:
+        raise ValueError(f"{where}: 'torch_rng' must be a {rng_now.dtype} tensor of shape {list(rng_now.shape)}")
+    try:
+        np.random.default_rng(0).bit_generator.state = ckpt["numpy_rng"]
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"{where}: 'numpy_rng' is not a numpy PCG64 state ({type(e).__name__}: {e})") from None
+    return ckpt
+
+
+def load_checkpoint(path: str, args: Any, q_network: nn.Module, target_network: nn.Module,
+                    optimizer: torch.optim.Optimizer, rng: np.random.Generator, device: torch.device,
+                    restore_torch_rng: bool = True) -> Dict[str, Any]:
+    """Restore what :func:`save_checkpoint` wrote into the given objects and random states (torch's global one
+    only with ``restore_torch_rng``); return the checkpoint (its counters and evaluation history). Raises
+    ``ValueError`` naming the file for a file that is not such a checkpoint, or one for another environment or
+    network (:func:`read_checkpoint`)."""
+    ckpt = read_checkpoint(path, args, device)
+    where = f"--resume {path!r}"
+    for name, module in (("q_network", q_network), ("target_network", target_network)):
+        try:
+            module.load_state_dict(ckpt[name])
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
+            detail = "; ".join(line.strip() for line in str(e).strip().splitlines())[:300]  # one line per mismatch
+            raise ValueError(f"{where}: {name!r} does not fit the network: {detail}") from None
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        for group in optimizer.param_groups:  # Adam's moments must match their parameters (load does not check)
+            for p in group["params"]:
+                for k, v in optimizer.state.get(p, {}).items():
+                    if k != "step" and (not isinstance(v, torch.Tensor) or v.shape != p.shape):
+                        raise ValueError(f"state {k!r} has shape {getattr(v, 'shape', None)}, not {p.shape}")
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        first = _first_line(e)
+        raise ValueError(f"{where}: 'optimizer' does not fit the network's Adam: {first}") from None
+    if restore_torch_rng:
+        torch.set_rng_state(ckpt["torch_rng"].cpu())
     rng.bit_generator.state = ckpt["numpy_rng"]
     return ckpt
 

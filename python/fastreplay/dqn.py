@@ -400,10 +400,26 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Args:
     return tyro.cli(Args, prog=PROG, description=DESCRIPTION, args=argv)
 
 
+def check_resume(args: Args) -> None:
+    """Load ``--resume`` into throwaway networks and optimizer exactly as :func:`train` will (leaving torch's global
+    random state alone), so that a garbage, foreign, partial or mismatched file is an argument error before any
+    environment runs. Raises ``ValueError`` naming the file and what is wrong."""
+    if args.resume is None:
+        return
+    with contextlib.closing(gym.make(args.env_id)) as env:
+        obs_dim, n_actions = int(np.prod(env.observation_space.shape)), int(env.action_space.n)
+    q_network = QNetwork(obs_dim, n_actions, args.hidden_sizes)
+    target_network = QNetwork(obs_dim, n_actions, args.hidden_sizes)
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate)
+    load_checkpoint(args.resume, args, q_network, target_network, optimizer, np.random.default_rng(0),
+                    torch.device("cpu"), restore_torch_rng=False)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    with one_line_errors():  # a bad argument: one "fastreplay-dqn: error: ..." line and exit status 2
+    with one_line_errors():  # a bad argument or --resume file: one "fastreplay-dqn: error: ..." line, exit status 2
         args = parse_args(argv)
         check_args(args)
+        check_resume(args)
     print_summary(args, train(args))
 
 

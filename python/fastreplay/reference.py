@@ -129,15 +129,8 @@ class ReplayBuffer:
         for key, value in fields.items():
             if key in self._fields:
                 put(given, key, value)
-            elif isinstance(value, dict) and any(n.startswith(key + ".") for n in names):
-                group = [n for n in names if n.startswith(key + ".")]
-                for n in group:
-                    sub = n[len(key) + 1 :]
-                    if sub not in value:
-                        raise TypeError(f"add: field '{key}' is missing key '{sub}'")
-                    put(given, n, value[sub])
-                if len(value) != len(group):
-                    raise TypeError(f"add: field '{key}' has keys that are not fields")
+            elif isinstance(value, dict) and self._expand_dict(key, value, given):
+                pass
             else:
                 raise TypeError(f"add: unknown field '{key}'; the fields are {', '.join(names)}")
         for n in names:
@@ -167,6 +160,28 @@ class ReplayBuffer:
             written.append(slot)
         self._on_written(written)  # before the cursor moves: len(self) is still the size before this add
         self._cursor += n_rows
+
+    def _expand_dict(self, group: str, value: Dict[Any, Any], given: Dict[str, Any]) -> bool:
+        """A dict given for ``group`` supplies the fields ``group.<key>``, recursing into dict values (nested
+        gymnasium Dict observations); False when no field starts with ``group.`` (as ``Buffer::expand_dict``)."""
+        prefix = group + "."
+        members = [n for n in self._fields if n.startswith(prefix)]
+        if not members:
+            return False
+        for sub, v in value.items():
+            if not isinstance(sub, str):
+                raise TypeError(f"add: field '{group}' has key {sub!r} that is not a field")
+            name = prefix + sub
+            if name in self._fields:
+                put(given, name, v)
+            elif not (isinstance(v, dict) and self._expand_dict(name, v, given)):
+                if any(n.startswith(name + ".") for n in self._fields):
+                    raise TypeError(f"add: field '{name}' must be a dict of its keys, got {type(v).__name__}")
+                raise TypeError(f"add: field '{group}' has key '{sub}' that is not a field")
+        for n in members:
+            if n not in given:
+                raise TypeError(f"add: field '{group}' is missing key '{n[len(prefix):]}'")
+        return True
 
     def _on_written(self, slots: List[int]) -> None:
         """Hook for prioritized replay: `slots` now hold new transitions."""

@@ -28,6 +28,33 @@ def _shape(defs: Dict[str, Any]) -> Tuple[int, ...]:
     return tuple(int(d) for d in np.array(defs.get("shape", 1), ndmin=1, dtype=np.int64))
 
 
+def _check_nstep(Nstep: Any, where: str) -> Dict[str, Any]:
+    """cpprb's ``Nstep`` dict, checked: ``size`` an integer >= 1, ``gamma`` a finite real number, ``rew`` and
+    ``next`` names (checked against env_dict by the caller)."""
+    if not isinstance(Nstep, dict):
+        raise TypeError(
+            f"{where}: Nstep must be a dict such as {{'size': 3, 'gamma': 0.99}}, got {type(Nstep).__name__}")
+    unknown = sorted(set(Nstep) - {"size", "gamma", "rew", "next"}, key=str)
+    if unknown:
+        raise ValueError(f"{where}: Nstep has unknown keys {unknown}; it takes 'size', 'gamma', 'rew' and 'next'")
+    if "size" not in Nstep:
+        raise KeyError(f"{where}: Nstep needs 'size' (the number of steps n >= 1)")
+    size = Nstep["size"]
+    if isinstance(size, float) and size.is_integer():
+        size = int(size)
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+        raise TypeError(f"{where}: Nstep['size'] must be an integer >= 1, got {size!r}")
+    if size < 1:
+        raise ValueError(f"{where}: Nstep['size'] must be an integer >= 1, got {size}")
+    gamma = Nstep.get("gamma", 0.99)
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{where}: Nstep['gamma'] must be a real number, got {gamma!r}")
+    if not np.isfinite(gamma):
+        raise ValueError(f"{where}: Nstep['gamma'] must be finite, got {gamma}")
+    return {"size": int(size), "gamma": float(gamma), "rew": _names(Nstep.get("rew")),
+            "next": _names(Nstep.get("next"))}
+
+
 class ReplayBuffer:
     """Replay buffer with cpprb's ``ReplayBuffer`` API: uniform random sampling with replacement.
 
@@ -88,15 +115,9 @@ class ReplayBuffer:
             if name not in self._spec:
                 raise KeyError(name)
         if Nstep:
-            n = int(Nstep["size"])
+            self._nstep = _check_nstep(Nstep, where)
             if "done" not in self._spec:
-                raise KeyError("done")
-            self._nstep = {
-                "size": n,
-                "gamma": float(Nstep.get("gamma", 0.99)),
-                "rew": _names(Nstep.get("rew")),
-                "next": _names(Nstep.get("next")),
-            }
+                raise KeyError(f"{where}: Nstep needs a 'done' entry in env_dict (n-step sums stop at episode ends)")
             # n-step next values are n steps ahead, not one: store them as ordinary values.
             for name in self._next_of:
                 _, core, shape, dtype = self._spec[name]
@@ -104,6 +125,10 @@ class ReplayBuffer:
                 self._specs.append(spec)
                 self._spec[spec[0]] = spec
             self._next_of = []
+            for role in ("rew", "next"):
+                for name in self._nstep[role]:
+                    if name not in self._spec:
+                        raise KeyError(f"{where}: Nstep['{role}'] names {name!r}, which is not in env_dict")
         fields = {core: (shape, dtype) for _, core, shape, dtype in self._specs}
         seed = int(np.random.randint(0, 2**63 - 1, dtype=np.int64))  # np.random.seed(...) keeps runs reproducible
         if self._prioritized:
@@ -321,24 +346,49 @@ class ReplayBuffer:
             next_of=np.array(self._next_of),
         )
 
-    def load_transitions(self, file: Any) -> None:
+    def load_transitions(self, file: Any, *, allow_pickle: bool = False) -> None:
         """Add the transitions of a file written by ``save_transitions`` (this module's or cpprb's).
 
-        The file is unpickled (cpprb's format stores dicts as objects): never load an untrusted file.
+        cpprb's ``.npz`` format stores the transitions (``data``) and the episode-end cache (``cache``) as pickled
+        Python objects, and unpickling a file runs whatever code it names. So this refuses such members with a
+        ``ValueError`` unless the caller passes ``allow_pickle=True`` (which cpprb's own ``load_transitions`` always
+        does): pass it only for files you wrote yourself or otherwise trust, never for a downloaded one.
         """
-        with np.load(file, allow_pickle=True) as data:
-            version = data["version"]
-            stored_nstep = bool(data["Nstep"])
+        name = str(getattr(file, "name", file))
+        why = ("unpickling can run arbitrary code, so it is refused by default: pass allow_pickle=True only for a "
+               "file you wrote or trust")
+        refusal = (f"load_transitions: {name!r} stores %r as a pickled Python object (cpprb's .npz format keeps the "
+                   f"transitions and the episode-end cache that way); {why}")
+        try:
+            data = np.load(file, allow_pickle=bool(allow_pickle))
+        except ValueError as e:
+            if allow_pickle or "allow_pickle" not in str(e):
+                raise
+            raise ValueError(f"load_transitions: {name!r} is a pickle, not an .npz file; {why}") from None
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError(f"load_transitions: {name!r} is not an .npz file written by save_transitions")
+
+        def member(key: str) -> Any:
+            try:
+                return data[key]
+            except ValueError as e:
+                if allow_pickle or "allow_pickle" not in str(e):
+                    raise
+                raise ValueError(refusal % key) from None
+
+        with data:
+            version = member("version")
+            stored_nstep = bool(member("Nstep"))
             if stored_nstep != self.is_Nstep():
                 raise ValueError("Stored data and Buffer mismatch for Nstep")
             if version != _FORMAT_VERSION:
                 raise ValueError(f"Unknown Format Version: {version}")
-            d = data["data"][np.newaxis][0]
-            if data["safe"]:
+            d = member("data")[np.newaxis][0]
+            if member("safe"):
                 self._add_raw(d)
                 return
-            cache = data["cache"][np.newaxis][0]
-            next_of = data["next_of"][np.newaxis][0]
+            cache = member("cache")[np.newaxis][0]
+            next_of = member("next_of")[np.newaxis][0]
         self._load_unsafe(d, cache, None if next_of is None else _names(next_of))
 
     def _add_raw(self, values: Dict[str, Any]) -> None:

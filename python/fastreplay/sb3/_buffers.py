@@ -18,11 +18,14 @@ class _Column(np.ndarray):
     """A column attribute: a read-only view of core storage (or a patched copy) shaped ``(steps, n_envs, ...)``.
 
     Item assignment does not write into the core (its storage is read-only to Python); it records the new rows in
-    the owning buffer's overlay, which ``sample`` applies until the slots are overwritten.
+    the owning buffer's overlay, which ``sample`` applies until the slots are overwritten. The column is read-only
+    also when it is a patched copy, so every other write (through a slice, ``np.copyto``, ``out=``) fails with
+    "read-only" instead of changing a copy nobody reads.
     """
 
     def __new__(cls, arr: np.ndarray, owner: "ReplayBuffer", field: str):
         obj = arr.view(cls)
+        obj.flags.writeable = False
         obj._owner, obj._field = owner, field
         return obj
 
