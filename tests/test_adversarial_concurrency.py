@@ -63,7 +63,7 @@ def writer():
         b.add(**cartpole_rows(start, {rows}))
 
 ts = [threading.Thread(target=writer, daemon=True) for _ in range({writers})]
-if finish(ts, stop, 1.5) == 0:
+if finish(ts, stop, 3.0) == 0:
     check_self_consistent(b.get(np.arange(len(b))))
     assert len(b) == {capacity}
 """
