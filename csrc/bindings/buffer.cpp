@@ -136,7 +136,7 @@ void Buffer::add(const py::args& args, const py::kwargs& kwargs) {
   }
   std::vector<const void*> ptrs(nf);
   for (std::size_t i = 0; i < nf; ++i) ptrs[i] = src[i].ptr;
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   core_->add(ptrs.data(), static_cast<std::size_t>(rows));
 }
 
@@ -198,7 +198,7 @@ py::object Buffer::sample(py::handle batch_size, PyObject* beta_arg, py::handle 
   const double beta = beta_arg ? real_arg(beta_arg, "sample", "beta") : 0.0;  // its range: the core's check
   Target t = out.is_none() ? new_batch(pool_, layout(n), fields_, false) : reuse_batch("sample", out, fields_, n, prioritized());
   {
-    py::gil_scoped_release nogil;
+    ReleaseGil nogil;
     fill(t, beta);
   }
   return t.batch;
@@ -213,7 +213,7 @@ py::object Buffer::get(py::handle indices) {
   const std::int64_t* idx = t.indices;
   core_->check_indices("get", idx, n);
   {
-    py::gil_scoped_release nogil;
+    ReleaseGil nogil;
     core_->get(idx, n, t.generations, t.rows());
     if (t.weights) std::fill(t.weights, t.weights + n, 1.0f);
   }
@@ -246,7 +246,7 @@ std::size_t Buffer::update_priorities(py::handle indices, py::handle priorities,
   make_private(pa);
   const auto* idx = data_of<const std::int64_t>(ia);
   const auto* pr = data_of<const double>(pa);
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   return core.update_priorities(idx, pr, n, gens, raise_stale);
 }
 
@@ -341,7 +341,7 @@ void init_buffer(py::module_& m) {
       .def_property("_alpha", [](const Buffer& b) { return b.per("alpha").alpha(); },
                     [](Buffer& b, double a) {
                       fr::PrioritizedCore& core = b.per("alpha");
-                      py::gil_scoped_release nogil;  // O(capacity): the trees are rebuilt
+                      ReleaseGil nogil;  // O(capacity): the trees are rebuilt
                       core.set_alpha(a);
                     })
       .def_property_readonly("_eps", [](const Buffer& b) { return b.per("eps").eps(); })

@@ -14,6 +14,7 @@
 
 #include "bindings/batch_object.h"
 #include "bindings/convert.h"
+#include "bindings/gil.h"  // ReleaseGil: every GIL release of the bindings
 #include "fastreplay/batch.h"
 #include "fastreplay/pool.h"
 #include "fastreplay/prioritized.h"

@@ -30,7 +30,7 @@ class BatchPrefetcher {
                                                              static_cast<std::size_t>(t));
   }
   ~BatchPrefetcher() {
-    py::gil_scoped_release nogil;
+    ReleaseGil nogil;
     pf_.reset();  // joins the workers before buffer_ may go
   }
 
@@ -39,7 +39,7 @@ class BatchPrefetcher {
     fr::BatchBlock* b = nullptr;
     if (!pf_->try_next(b)) {  // only wait (without the GIL) if no batch is ready
       try {
-        py::gil_scoped_release nogil;
+        ReleaseGil nogil;
         b = pf_->next();
       } catch (const fr::PrefetcherClosed&) {
         throw py::stop_iteration();
@@ -49,7 +49,7 @@ class BatchPrefetcher {
   }
   void close() {
     if (!pf_) return;
-    py::gil_scoped_release nogil;
+    ReleaseGil nogil;
     pf_->close();
   }
   double beta() const { return beta_->load(); }

@@ -51,7 +51,7 @@ void Buffer::restore_state(std::uint64_t cursor, std::uint64_t base, std::uint64
 std::size_t Buffer::reopen(std::uint64_t base) { return core_->reopen(base); }
 
 void Buffer::flush() {
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   for (auto& m : mapped_) fr::sync_mapping(m.first.get(), m.second);
 }
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "fastreplay/common.h"
+#include "fastreplay/fork.h"
 
 namespace fastreplay {
 
@@ -28,7 +29,7 @@ class BlockPool {
   void* acquire(std::size_t bytes) {
     bytes = round(bytes);
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      std::lock_guard<ForkSafeMutex> lock(mu_);
       for (std::size_t i = free_.size(); i-- > 0;) {
         if (free_[i].first == bytes) {
           void* p = free_[i].second;
@@ -48,7 +49,7 @@ class BlockPool {
   void release(void* p, std::size_t bytes) {
     bytes = round(bytes);
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      std::lock_guard<ForkSafeMutex> lock(mu_);
       if (cached_ + bytes <= max_cached_ && free_.size() < kMaxBlocks) {
         free_.emplace_back(bytes, p);
         cached_ += bytes;
@@ -61,7 +62,7 @@ class BlockPool {
  private:
   static constexpr std::size_t kMaxBlocks = 64;
   static std::size_t round(std::size_t bytes) { return (bytes + kCacheLine - 1) / kCacheLine * kCacheLine + (bytes == 0) * kCacheLine; }
-  std::mutex mu_;
+  ForkSafeMutex mu_;  // fork() takes it first (fork.h): a child can still allocate batches
   std::vector<std::pair<std::size_t, void*>> free_;
   std::size_t cached_ = 0;
   const std::size_t max_cached_;

@@ -9,6 +9,11 @@
 //   the items produced before it are consumed) and the prefetcher stops.
 // - close() (also run by the destructor) stops and joins every worker and discards queued items; it is
 //   idempotent. Workers never call back into the consumer's runtime (no Python), so joining cannot deadlock.
+// - If a worker thread cannot be started, the constructor stops and joins the ones already running, then throws
+//   std::runtime_error naming the thread.
+// - fork(): the workers exist only in the parent. In a child, next() and try_next() throw std::runtime_error,
+//   closed() is true, and close() and the destructor abandon (leak) the threads, the queue and the condition
+//   variables instead of joining or destroying what the parent's threads may have been using.
 #pragma once
 
 #include <chrono>
@@ -19,12 +24,15 @@
 #include <deque>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
+#include <system_error>
 #include <thread>
 #include <vector>
 
 #include "fastreplay/common.h"
+#include "fastreplay/fork.h"
 
 namespace fastreplay {
 
@@ -43,8 +51,16 @@ class Prefetcher {
   Prefetcher(Produce produce, Discard discard, std::size_t depth, std::size_t threads)
       : produce_(std::move(produce)), discard_(std::move(discard)), depth_(depth) {
     check_sizes(static_cast<std::int64_t>(depth), static_cast<std::int64_t>(threads));
-    workers_.reserve(threads);
-    for (std::size_t t = 0; t < threads; ++t) workers_.emplace_back([this] { run(); });
+    s_->workers.reserve(threads);
+    for (std::size_t t = 0; t < threads; ++t) {
+      try {
+        s_->workers.emplace_back([this] { run(); });
+      } catch (const std::system_error& e) {
+        close();  // a partly built object gets no destructor: the running workers must be joined here
+        throw std::runtime_error("prefetch: could not start worker thread " + std::to_string(t + 1) + " of " +
+                                 std::to_string(threads) + ": " + e.what());
+      }
+    }
   }
   ~Prefetcher() { close(); }
 
@@ -61,51 +77,64 @@ class Prefetcher {
 
   // A ready item without waiting, if there is one (the consumer's fast path). O(1)
   bool try_next(Item& item) {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (queue_.empty()) return false;
+    check_process();
+    std::unique_lock<std::mutex> lock(s_->mu);
+    if (s_->queue.empty()) return false;
     item = pop(lock);
     return true;
   }
 
   // The next item, waiting for a worker if needed. Throws a worker's exception, or PrefetcherClosed.
   Item next() {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (queue_.empty() && idle_workers_ > 0) space_.notify_all();
-    ready_.wait(lock, [this] { return !queue_.empty() || error_ || stop_; });
-    if (!queue_.empty()) return pop(lock);
+    check_process();
+    Sync& s = *s_;
+    std::unique_lock<std::mutex> lock(s.mu);
+    if (s.queue.empty() && idle_workers_ > 0) s.space.notify_all();
+    s.ready.wait(lock, [&] { return !s.queue.empty() || error_ || stop_; });
+    if (!s.queue.empty()) return pop(lock);
     if (error_) {
       std::exception_ptr e = error_;
       error_ = nullptr;
       stop_ = true;
-      space_.notify_all();
+      s.space.notify_all();
       std::rethrow_exception(e);
     }
     throw PrefetcherClosed();
   }
 
-  // Stop and join the workers; queued items are discarded. Idempotent.
+  // Stop and join the workers; queued items are discarded. Idempotent. In a forked child: abandon everything.
   void close() {
+    if (!s_) return;
+    if (fork_.forked()) {
+      // The parent's workers may have held the mutex or waited on the condition variables when it forked:
+      // locking, joining or destroying any of it could block forever. Leak it instead (once per fork).
+      s_.release();
+      return;
+    }
+    Sync& s = *s_;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      std::lock_guard<std::mutex> lock(s.mu);
       stop_ = true;
     }
-    space_.notify_all();
-    ready_.notify_all();
-    for (auto& w : workers_)
+    s.space.notify_all();
+    s.ready.notify_all();
+    for (auto& w : s.workers)
       if (w.joinable()) w.join();
-    workers_.clear();
-    std::lock_guard<std::mutex> lock(mu_);
-    for (Item& item : queue_) discard_(item);
-    queue_.clear();
+    s.workers.clear();
+    std::lock_guard<std::mutex> lock(s.mu);
+    for (Item& item : s.queue) discard_(item);
+    s.queue.clear();
   }
 
   bool closed() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return stop_ && queue_.empty();
+    if (!s_ || fork_.forked()) return true;
+    std::lock_guard<std::mutex> lock(s_->mu);
+    return stop_ && s_->queue.empty();
   }
   std::size_t ready_count() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return queue_.size();
+    if (!s_ || fork_.forked()) return 0;
+    std::lock_guard<std::mutex> lock(s_->mu);
+    return s_->queue.size();
   }
 
  private:
@@ -115,22 +144,39 @@ class Prefetcher {
   // when it drains the queue. A worker that produces faster than the consumer takes sleeps between polls.
   static constexpr std::chrono::microseconds kPoll{50};
 
+  // What the workers share with the consumer, on the heap so that a forked child can abandon it (see close()).
+  struct Sync {
+    std::mutex mu;
+    std::condition_variable ready, space;
+    std::deque<Item> queue;
+    std::vector<std::thread> workers;
+  };
+
+  void check_process() const {
+    if (fork_.forked())
+      throw std::runtime_error(
+          "prefetch: this prefetcher was created in the parent of a fork(); its worker threads do not exist in "
+          "this process. Create a new prefetcher here (buffer.prefetch(...))");
+    if (!s_) throw PrefetcherClosed();
+  }
+
   Item pop(std::unique_lock<std::mutex>& lock) {
-    Item item = queue_.front();
-    queue_.pop_front();
-    const bool wake = queue_.empty() && idle_workers_ > 0;
+    Item item = s_->queue.front();
+    s_->queue.pop_front();
+    const bool wake = s_->queue.empty() && idle_workers_ > 0;
     lock.unlock();
-    if (wake) space_.notify_all();
+    if (wake) s_->space.notify_all();
     return item;
   }
 
   void run() {
+    Sync& s = *s_;
     for (;;) {
       {
-        std::unique_lock<std::mutex> lock(mu_);
+        std::unique_lock<std::mutex> lock(s.mu);
         // A slot is reserved before producing, so that `depth` bounds finished plus in-production items.
         ++idle_workers_;
-        while (!(stop_ || queue_.size() + in_production_ < depth_)) space_.wait_for(lock, kPoll);
+        while (!(stop_ || s.queue.size() + in_production_ < depth_)) s.space.wait_for(lock, kPoll);
         --idle_workers_;
         if (stop_) return;
         ++in_production_;
@@ -142,18 +188,18 @@ class Prefetcher {
       } catch (...) {
         err = std::current_exception();
       }
-      std::lock_guard<std::mutex> lock(mu_);
+      std::lock_guard<std::mutex> lock(s.mu);
       --in_production_;
       if (err) {
         if (!error_) error_ = err;
         stop_ = true;  // other workers stop; the consumer drains what is queued, then sees the error
-        space_.notify_all();
+        s.space.notify_all();
       } else if (stop_) {
         discard_(item);
       } else {
-        queue_.push_back(item);
+        s.queue.push_back(item);
       }
-      ready_.notify_one();
+      s.ready.notify_one();
       if (err) return;
     }
   }
@@ -161,14 +207,12 @@ class Prefetcher {
   Produce produce_;
   Discard discard_;
   const std::size_t depth_;
-  mutable std::mutex mu_;
-  std::condition_variable ready_, space_;
-  std::deque<Item> queue_;
+  const ForkWatch fork_;
+  std::unique_ptr<Sync> s_ = std::make_unique<Sync>();  // null only after a forked child abandoned it
   std::size_t in_production_ = 0;
   std::size_t idle_workers_ = 0;
   bool stop_ = false;
   std::exception_ptr error_;
-  std::vector<std::thread> workers_;
 };
 
 }  // namespace fastreplay

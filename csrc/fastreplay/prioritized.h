@@ -13,7 +13,8 @@
 // - Tree writes (add's new leaves, update_priorities, set_alpha) are serialised by one mutex, held for O(log N)
 //   per row; sampling reads the tree without any lock. A concurrent sample sees every node old or new; each
 //   drawn slot had a nonzero leaf when its descent passed it, and is re-drawn if its slot is being written.
-//   Once writers stop, the root equals the sum of the leaves.
+//   Once writers stop, the root equals the sum of the leaves. fork() waits for a tree write in progress (the
+//   mutex is a ForkSafeMutex), so a forked child finds consistent trees and an unlocked mutex.
 // - priority(slot) and max_all_time() read plain values without the lock: call them only while no add,
 //   update_priorities, restore_priorities or clear runs (checkpoints and inspection); max_priority() locks.
 // - Stale indices: update_priorities with generations skips (or rejects) rows whose slot was rewritten since
@@ -31,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "fastreplay/fork.h"
 #include "fastreplay/max_tree.h"
 #include "fastreplay/replay.h"
 #include "fastreplay/sum_min_tree.h"
@@ -62,7 +64,7 @@ class PrioritizedCore : public ReplayCore {
   double alpha() const { return alpha_; }
   double eps() const { return eps_; }
   double max_priority() const {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<ForkSafeMutex> lock(mu_);
     return current_max();
   }
   const SumMinTree& tree() const { return tree_; }
@@ -72,7 +74,7 @@ class PrioritizedCore : public ReplayCore {
   // Change alpha: every leaf is recomputed from its stored priority and the trees rebuilt. O(capacity)
   void set_alpha(double alpha) {
     FR_DEBUG_ASSERT(alpha >= 0.0 && std::isfinite(alpha));
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<ForkSafeMutex> lock(mu_);
     {  // the largest priority stored or given to new transitions must keep its leaf within the bound
       double p = current_max();
       for (std::size_t s = 0; s < this->size(); ++s) p = std::max(p, raw_[s]);
@@ -144,7 +146,7 @@ class PrioritizedCore : public ReplayCore {
                       " at position " + std::to_string(k));
       pmax = std::max(pmax, prio[k]);
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<ForkSafeMutex> lock(mu_);
     if (n && !(leaf_value(pmax) <= leaf_limit())) {  // under the lock: alpha cannot change before the writes
       std::size_t k = 0;
       while (leaf_value(prio[k]) <= leaf_limit()) ++k;  // the first one too large (the leaf grows with p)
@@ -192,7 +194,7 @@ class PrioritizedCore : public ReplayCore {
     if (!(leaf_value(pmax) <= leaf_limit()))
       throw_invalid("restore: priority " + format_g(pmax) + " gives the leaf (p + eps)**alpha = " +
                     format_g(leaf_value(pmax)) + limit_text());
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<ForkSafeMutex> lock(mu_);
     std::fill(raw_.begin(), raw_.end(), 0.0);
     std::copy(raw, raw + n, raw_.begin());
     max_all_time_ = max_all_time;
@@ -205,7 +207,7 @@ class PrioritizedCore : public ReplayCore {
   }
 
   void clear() override {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<ForkSafeMutex> lock(mu_);
     ReplayCore::clear();
     tree_.reset();
     std::fill(raw_.begin(), raw_.end(), 0.0);
@@ -216,7 +218,7 @@ class PrioritizedCore : public ReplayCore {
  protected:
   void on_published(std::uint64_t first, std::size_t m, const std::vector<std::uint8_t>& obsolete) override {
     const std::size_t cap = capacity();
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<ForkSafeMutex> lock(mu_);
     const double p = current_max();
     const double leaf = leaf_value(p);
     if (obsolete.empty()) {
@@ -277,7 +279,7 @@ class PrioritizedCore : public ReplayCore {
   double eps_;
   double alpha_ = 0.6;
   double max_all_time_ = 1.0;
-  mutable std::mutex mu_;
+  mutable ForkSafeMutex mu_;  // fork() takes it first, so a child finds the tree consistent (fork.h)
   std::vector<std::int64_t> idx_buf_;
   std::vector<double> val_buf_;
   std::vector<std::size_t> scratch_;

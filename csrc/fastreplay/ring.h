@@ -127,7 +127,12 @@ class Ring {
     const std::uint64_t writing = 2 * (t / capacity_) + 1;
     std::uint64_t s = seq_[slot].load(std::memory_order_acquire);
     for (unsigned spins = 0;; ++spins) {
-      if (s & 1) {  // another writer is copying into this slot (it wrapped a whole lap onto us): wait
+      if (s & 1) {
+        // A writer of a newer lap is copying into this slot: our row is obsolete. Waiting for it instead would
+        // deadlock once the rows in flight exceed the capacity (it may be waiting for a slot we hold).
+        if (s > writing) return false;
+        // A writer of an older lap is still copying: wait. Waits only ever go to older laps, so they cannot
+        // form a cycle.
         if (spins > 64) std::this_thread::yield();
         s = seq_[slot].load(std::memory_order_acquire);
         continue;

@@ -316,6 +316,61 @@ static void test_prefetcher(double seconds) {
   CHECK(threw && closed);
 }
 
+// D1: several writers whose rows in flight exceed the capacity (capacity 8, adds of 5 and of 12 rows) must all
+// finish; the claim of a slot that a newer lap is writing used to wait for it, an ABBA deadlock. A watchdog turns
+// a hang into a failure. Afterwards every slot holds a whole transition; for the prioritized core, root == sum.
+template <class Core>
+static void test_writers_overlap_laps(Core& core, int writers, std::size_t rows, double seconds) {
+  std::atomic<bool> done{false}, stop{false};
+  std::thread watchdog([&] {
+    for (int i = 0; i < 10 * (20 + seconds) && !done.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (!done.load()) {
+      std::fprintf(stderr, "writers_overlap_laps: %d writers of %zu rows on capacity %zu hung (D1)\n", writers, rows,
+                   core.capacity());
+      std::_Exit(3);
+    }
+  });
+  std::atomic<std::int64_t> next{0};
+  std::vector<std::thread> threads;
+  for (int w = 0; w < writers; ++w) {
+    threads.emplace_back([&, w] {
+      const std::size_t n = w % 2 ? rows : core.capacity() + 4;  // half the writers add more than the capacity
+      while (!stop.load(std::memory_order_relaxed)) {
+        Rows r(n, next.fetch_add(static_cast<std::int64_t>(n)));
+        auto p = r.ptrs();
+        core.add(p.data(), n);
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  stop = true;
+  for (auto& t : threads) t.join();
+  done = true;
+  watchdog.join();
+  CHECK(core.size() == core.capacity());
+  Out o(core.size());
+  std::vector<std::int64_t> all(core.size());
+  std::iota(all.begin(), all.end(), 0);
+  core.get(all.data(), all.size(), o.gens.data(), o.rows.data());
+  CHECK(o.torn(all.size()) == 0);
+  if constexpr (std::is_same_v<Core, PrioritizedCore>) {
+    double sum = 0;
+    for (std::size_t s = 0; s < core.capacity(); ++s) sum += core.tree().leaf(s);
+    CHECK(std::fabs(core.tree().total() - sum) <= 1e-9 * sum);
+  }
+  std::printf("  writers overlapping laps: %d writers on capacity %zu, %lld rows added\n", writers, core.capacity(),
+              static_cast<long long>(next.load()));
+}
+
+// Prefetchers built and destroyed at once, some with items never consumed, join cleanly. (The constructor's
+// failure path, D4, is tested from Python with an LD_PRELOAD shim that makes pthread_create fail.)
+static void test_prefetcher_construct_destroy() {
+  for (int i = 0; i < 50; ++i) {
+    Prefetcher<int> pf([] { return 1; }, [](int) {}, 2, 4);
+    if (i % 2) CHECK(pf.next() == 1);
+  }
+}
+
 int main(int argc, char** argv) {
   const double seconds = argc > 1 ? std::atof(argv[1]) : 1.0;
   test_ring_wraparound();
@@ -336,6 +391,19 @@ int main(int argc, char** argv) {
     stress(core, 2, 2, seconds, true);
   }
   test_prefetcher(seconds / 2);
+  test_prefetcher_construct_destroy();
+  for (int writers : {4, 16}) {
+    ReplayCore core(8, kFields, 7);
+    test_writers_overlap_laps(core, writers, 5, seconds / 2);
+  }
+  {
+    ReplayCore core(64, kFields, 8);
+    test_writers_overlap_laps(core, 16, 40, seconds / 2);
+  }
+  {
+    PrioritizedCore core(8, kFields, 9, 0.6, 1e-6, PrioritizedCore::MaxMode::Stored);
+    test_writers_overlap_laps(core, 8, 3, seconds / 2);
+  }
   if (g_failures) {
     std::printf("core_tests: %d checks failed\n", g_failures);
     return 1;
