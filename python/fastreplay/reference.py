@@ -24,7 +24,7 @@ import numpy as np
 from . import _args
 from ._batch import Batch
 from ._fields import FieldSpecs, fields_from_spaces, normalize_fields, spaces_of
-from ._reference_convert import as_int, convert, index_array, put, real_array, rows_text, stack, uint_array
+from ._reference_convert import as_int, convert, index_array, put, real_array, rows_text, stack, type_name, uint_array
 from ._sum_min_tree import SumMinTree
 
 __all__ = ["ReplayBuffer", "PrioritizedReplayBuffer", "SumMinTree"]
@@ -99,13 +99,13 @@ class ReplayBuffer:
 
     def generations(self, indices: Any) -> np.ndarray:
         """uint64[B]: the generation of each slot (any slot in [0, capacity), stored or not)."""
-        out = np.empty(len(indices), np.uint64)
-        for k, i in enumerate(indices):
-            i = as_int(i, "generations: index")
+        idx = index_array("generations", indices)  # the same parsing as get() and update_priorities()
+        for k, i in enumerate(idx):
             if not 0 <= i < self._capacity:
-                raise IndexError("generations: index out of range")
-            out[k] = self._gen[i]
-        return out
+                raise IndexError(
+                    f"generations: index {i} at position {k} is out of range for capacity {self._capacity}"
+                )
+        return np.array([self._gen[i] for i in idx], np.uint64)
 
     # --- add --------------------------------------------------------------------------------------------------
 
@@ -201,7 +201,7 @@ class ReplayBuffer:
         if out is None:
             return None
         if not isinstance(out, dict):
-            raise TypeError(f"sample: out must be a Batch returned by sample(), got {type(out).__name__}")
+            raise TypeError(f"sample: out must be a Batch returned by sample(), got {type_name(out)}")
         wanted = [(name, out.get(name), dtype, shape) for name, (shape, dtype) in self._fields.items()]
         wanted.append(("indices", getattr(out, "indices", None), np.dtype(np.int64), ()))
         if self._prioritized:
