@@ -9,8 +9,10 @@ so a crash or a hang fails one test. A second fuzz runs the calls on the compile
 hammer ``sample`` and ``add`` on it; it checks that the interpreter survives and that every call either works or
 raises one of the documented exception types.
 
-``FASTREPLAY_FUZZ_EXAMPLES`` (default 40 sequences per test) sets the effort; a failure prints hypothesis's
-falsifying sequence of calls.
+``FASTREPLAY_FUZZ_EXAMPLES`` (default 60 sequences per test) sets the effort. A failure prints the fuzz's seed and
+hypothesis's failing sequence of calls as found (shrinking it can take minutes); to replay and minimise it, run
+``FASTREPLAY_FUZZ_SEED=<seed> FASTREPLAY_FUZZ_SHRINK=1 python -c "import test_adversarial_fuzz as t;
+t.fuzz_against_reference('<kind>')"`` in tests/.
 """
 from __future__ import annotations
 
@@ -21,9 +23,10 @@ import threading
 import warnings
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis import given
+from hypothesis import given, seed
 
 import fastreplay as fr
 from fastreplay import Batch
@@ -31,9 +34,9 @@ from fastreplay import reference as ref
 from _isolated import run_isolated
 from test_differential import assert_same
 
-EXAMPLES = int(os.environ.get("FASTREPLAY_FUZZ_EXAMPLES", "40"))
-#: FASTREPLAY_FUZZ_SHRINK=0 reports the first failing sequence as found, without minimising it.
-PHASES = [p for p in Phase if p is not Phase.shrink or os.environ.get("FASTREPLAY_FUZZ_SHRINK", "1") != "0"]
+EXAMPLES = int(os.environ.get("FASTREPLAY_FUZZ_EXAMPLES", "60"))
+SEED = int(os.environ.get("FASTREPLAY_FUZZ_SEED", random.randrange(2**32)))
+PHASES = [p for p in Phase if p is not Phase.shrink or os.environ.get("FASTREPLAY_FUZZ_SHRINK") == "1"]
 STEPS = 30  # calls per sequence
 CAPACITY = 5
 FIELD_SETS = {
@@ -306,6 +309,7 @@ def fuzz_against_reference(kind: str) -> None:
 
     @settings(max_examples=EXAMPLES, deadline=None, database=None, phases=PHASES,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @seed(SEED)
     @given(field_set=st.sampled_from(sorted(FIELD_SETS)), data=st.data())
     def run(field_set, data):
         fields = FIELD_SETS[field_set]
@@ -334,9 +338,9 @@ def strict_warnings():
 
 
 def _run_in_subprocess(code: str, timeout: float) -> None:
-    out = run_isolated(code, timeout=timeout)
-    assert not out.timed_out, f"hung for {timeout} s:\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}"
-    assert out.returncode == 0, f"exit status {out.returncode}:\n{out.stdout[-6000:]}\n{out.stderr[-6000:]}"
+    out = run_isolated(code, timeout=timeout, env={"FASTREPLAY_FUZZ_SEED": str(SEED)})
+    assert not out.timed_out, f"seed {SEED}: hung for {timeout} s:\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}"
+    assert out.returncode == 0, f"seed {SEED}: exit status {out.returncode}:\n{out.stdout[-6000:]}\n{out.stderr[-6000:]}"
 
 
 def test_fuzz_uniform_matches_reference():
@@ -355,9 +359,9 @@ def test_fuzz_prioritized_stored_max_stale_raise_matches_reference():
 # --- the same calls under concurrent sample/add -------------------------------------------------------------------
 
 
-def hammer(buf, fields: dict, stop: threading.Event, errors: list, seed: int, adder: bool) -> None:
+def hammer(buf, fields: dict, stop: threading.Event, errors: list, done: list, seed: int, adder: bool) -> None:
     """Background load until ``stop``: sample (random, sometimes invalid, sizes) or add (valid rows, sometimes
-    invalid ones). Any exception outside DOCUMENTED is recorded."""
+    invalid ones). Any exception outside DOCUMENTED is recorded in ``errors``; calls that worked count in ``done``."""
     rng = random.Random(seed)
     prioritized = isinstance(buf, fr.PrioritizedReplayBuffer)
     try:
@@ -373,6 +377,7 @@ def hammer(buf, fields: dict, stop: threading.Event, errors: list, seed: int, ad
                     n = rng.choice([1, 4, 16, 0, -1])
                     b = buf.sample(n, rng.choice([0.0, 0.5, -1.0])) if prioritized else buf.sample(n)
                     assert len(b.indices) == n
+                done.append(1)
             except DOCUMENTED:
                 pass
     except BaseException as e:  # noqa: BLE001 - reported by the main thread
@@ -382,21 +387,24 @@ def hammer(buf, fields: dict, stop: threading.Event, errors: list, seed: int, ad
 def fuzz_under_threads(kind: str) -> None:
     """The fuzz's calls on the compiled buffer alone while two threads sample and add on it (clear() is left out:
     it must not run concurrently with anything). Only DOCUMENTED exceptions may come out."""
+    done: list = []  # the background threads' successful calls, over all examples
 
     @settings(max_examples=EXAMPLES // 2, deadline=None, database=None, phases=PHASES,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @seed(SEED)
     @given(field_set=st.sampled_from(sorted(FIELD_SETS)), data=st.data())
     def run(field_set, data):
         fields = FIELD_SETS[field_set]
         buf = make_buffers(kind, fields)[0]
         stop, errors = threading.Event(), []
-        threads = [threading.Thread(target=hammer, args=(buf, fields, stop, errors, s, s == 0)) for s in (0, 1)]
+        threads = [threading.Thread(target=hammer, args=(buf, fields, stop, errors, done, s, s == 0)) for s in (0, 1)]
         for t in threads:
             t.start()
         try:
-            for step in range(STEPS):
-                gens = buf.generations(np.arange(CAPACITY)).tolist()
-                what, fn = data.draw(call(fields, kind, len(buf), gens, concurrent=True), label=f"call {step}")
+            # Drawn up front, independent of the buffer's state, which the other threads make nondeterministic.
+            calls = data.draw(st.lists(call(fields, kind, CAPACITY, [1] * CAPACITY, concurrent=True),
+                                       min_size=STEPS, max_size=STEPS), label="calls")
+            for what, fn in calls:
                 try:
                     fn(buf)
                 except DOCUMENTED:
@@ -413,8 +421,71 @@ def fuzz_under_threads(kind: str) -> None:
 
     with strict_warnings():
         run()
+    assert len(done) > 0, "the background threads never got a call through"
 
 
 def test_fuzz_under_concurrent_sample_and_add():
     _run_in_subprocess("import test_adversarial_fuzz as t; t.fuzz_under_threads('uniform')\n"
                        "t.fuzz_under_threads('all_time')", timeout=150)
+
+
+# --- findings the fuzz made that are not fixed here (the fixes belong to the bindings or to _args.py) ------------
+# Each is a strict xfail: once fixed it passes, fails as XPASS, and the xfail (and the input's exclusion from the fuzz
+# above, FUZZ_KNOWN_FINDINGS) comes out. FASTREPLAY_FUZZ_KNOWN=1 puts the inputs back into the fuzz.
+
+
+def _per(cls, **kw):
+    buf = cls(4, {"x": ((), np.float32)}, seed=0, **kw)
+    buf.add(x=np.arange(3, dtype=np.float32))
+    return buf
+
+
+@pytest.mark.xfail(strict=True, raises=AttributeError,
+                   reason="bindings (batch_object.cpp reuse_batch): a missing attribute leaks AttributeError")
+def test_sample_out_without_batch_attributes_is_a_clear_type_error():
+    """sample(out=) with a plain dict of the right arrays: the reference says what is missing."""
+    for cls in (ref.ReplayBuffer, fr.ReplayBuffer):
+        buf = cls(4, {"x": ((), np.float32)}, seed=0)
+        buf.add(x=np.arange(3, dtype=np.float32))
+        with pytest.raises(TypeError, match="sample: out has no array 'indices'"):
+            buf.sample(2, out={"x": np.empty(2, np.float32)})
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError,
+                   reason="bindings (buffer.cpp): pybind11 converts beta before sample() checks batch_size, in its "
+                          "own words")
+def test_sample_beta_of_the_wrong_kind_is_named_after_batch_size_is_checked():
+    for cls in (ref.PrioritizedReplayBuffer, fr.PrioritizedReplayBuffer):
+        buf = _per(cls)
+        with pytest.raises(ValueError, match="sample: batch_size must be positive, got 0"):
+            buf.sample(0, None)
+        with pytest.raises(TypeError, match="^sample: beta must be a real number, got str$"):
+            buf.sample(2, "x")
+
+
+@pytest.mark.xfail(strict=True, raises=OverflowError,
+                   reason="_args.real: float() of an int past float's range raises OverflowError")
+def test_alpha_too_large_for_a_float_is_a_value_error():
+    for cls in (ref.PrioritizedReplayBuffer, fr.PrioritizedReplayBuffer):
+        with pytest.raises(ValueError, match="alpha"):
+            _per(cls).alpha = 10**400
+
+
+@pytest.mark.xfail(strict=True, raises=getattr(np, "exceptions", np).ComplexWarning,
+                   reason="an empty complex array of priorities is accepted but cast with numpy's ComplexWarning")
+def test_empty_complex_priorities_update_nothing_without_a_warning():
+    for cls in (ref.PrioritizedReplayBuffer, fr.PrioritizedReplayBuffer):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert _per(cls).update_priorities([], np.array([], np.complex128)) == 0
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="weights are float32: (leaf_min / leaf_i) ** beta underflows to 0 for ratios past ~1e45, "
+                          "against the documented (0, 1]")
+def test_weights_stay_positive_for_extreme_priority_ratios():
+    for cls in (ref.PrioritizedReplayBuffer, fr.PrioritizedReplayBuffer):
+        buf = _per(cls, alpha=1.0)
+        buf.update_priorities([0, 1, 2], [1e300, 0.0, 0.0])
+        w = buf.sample(8, beta=1.0).weights  # the 1e300 row holds nearly all the mass: drawn in every stratum
+        assert np.all(w > 0), w
