@@ -32,6 +32,7 @@ import fastreplay as fr
 from fastreplay import Batch
 from fastreplay import reference as ref
 from _isolated import run_isolated
+from conftest import assert_unchanged, snapshot
 from test_differential import assert_same
 
 EXAMPLES = int(os.environ.get("FASTREPLAY_FUZZ_EXAMPLES", "60"))
@@ -144,7 +145,8 @@ def index_values(size: int):
 
 def priority_values(n: int):
     return st.one_of(
-        st.lists(st.sampled_from([0.0, 0.5, 2.0, 7.0, 1e300]), min_size=n, max_size=n),
+        # 1e150 ** 2 fits a float; 1e300 ** 2 does not (a finding), which the reference refuses and the bindings store
+        st.lists(st.sampled_from([0.0, 0.5, 2.0, 7.0, 1e150] + [1e300] * FUZZ_KNOWN_FINDINGS), min_size=n, max_size=n),
         st.lists(st.sampled_from([0.0, 1.0, -1.0, -0.0, float("nan"), float("inf"), 5e-324]), min_size=n, max_size=n),
         st.sampled_from([None, "abc", 1.0, [1.0] * (n + 1), [], [[1.0] * n], np.full(n, 2, np.int64),
                          np.full(n, True), np.full(n, 1 + 1j), np.full(n, 3, np.float16), np.full(n, "1"),
@@ -489,3 +491,20 @@ def test_weights_stay_positive_for_extreme_priority_ratios():
         buf.update_priorities([0, 1, 2], [1e300, 0.0, 0.0])
         w = buf.sample(8, beta=1.0).weights  # the 1e300 row holds nearly all the mass: drawn in every stratum
         assert np.all(w > 0), w
+
+
+@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
+                   reason="bindings/core: a leaf (p + eps) ** alpha past float's range is stored as inf (every draw "
+                          "then lands on one slot, with weight 0); the reference refuses it before writing")
+def test_priority_whose_leaf_overflows_is_refused_and_changes_nothing():
+    for cls in (ref.PrioritizedReplayBuffer, fr.PrioritizedReplayBuffer):
+        buf = _per(cls, alpha=2.0)
+        before = snapshot(buf)
+        with pytest.raises(ValueError, match=r"update_priorities: priority 1e\+300 .* overflows"):
+            buf.update_priorities([0, 1], [1.0, 1e300])
+        assert_unchanged(buf, before)
+        buf.alpha = 1.0
+        buf.update_priorities([0], [1e300])
+        with pytest.raises(ValueError, match=r"PrioritizedReplayBuffer.alpha: priority 1e\+300 .* overflows"):
+            buf.alpha = 2.0
+        assert buf.alpha == 1.0

@@ -272,8 +272,16 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         self._tree = SumMinTree(self._capacity)
         self._max_all_time = 1.0  # largest priority ever passed to update_priorities, at least 1
 
-    def _leaf(self, p: float) -> float:
-        return (p + self._eps) ** self._alpha
+    def _leaf(self, p: float, alpha: Optional[float] = None, where: str = "update_priorities") -> float:
+        """``(p + eps) ** alpha``; a leaf past float's range is refused before anything is written (Python's ``**``
+        would raise OverflowError, C's pow would store inf and make every draw land on one slot)."""
+        alpha = self._alpha if alpha is None else alpha
+        try:
+            return (p + self._eps) ** alpha
+        except OverflowError:
+            raise ValueError(
+                f"{where}: priority {p:g} with eps {self._eps:g} and alpha {alpha:g} overflows (p + eps) ** alpha"
+            ) from None
 
     @property
     def max_priority(self) -> float:
@@ -337,7 +345,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
             if not (math.isfinite(p) and p >= 0.0):
                 raise ValueError(f"{fn}: priorities must be finite and >= 0, got {p:f} at position {k}")
 
-        keep, skipped = [], 0
+        keep, skipped = [], 0  # (slot, priority, leaf)
         for k, (i, p) in enumerate(zip(idx, prio)):
             if gens is not None and int(gens[k]) != self._gen[i]:
                 if self._stale == "raise":
@@ -347,11 +355,11 @@ class PrioritizedReplayBuffer(ReplayBuffer):
                     )
                 skipped += 1
             else:
-                keep.append((i, p))
-        for i, p in keep:  # in order, so the last of duplicate indices wins
+                keep.append((i, p, self._leaf(p)))
+        for i, p, leaf in keep:  # in order, so the last of duplicate indices wins
             self._raw[i] = p
             self._max_all_time = max(self._max_all_time, p)
-            self._tree.set(i, self._leaf(p))
+            self._tree.set(i, leaf)
         return skipped
 
     @property
@@ -360,9 +368,14 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     @alpha.setter
     def alpha(self, value: float) -> None:
-        self._alpha = _args.real(value, "alpha", "PrioritizedReplayBuffer.alpha")
-        for i in range(self._capacity):  # recompute every leaf from the stored raw priorities
-            self._tree.set(i, self._leaf(self._raw[i]) if i < len(self) else 0.0)
+        where = "PrioritizedReplayBuffer.alpha"
+        alpha = _args.real(value, "alpha", where)
+        # Every leaf from the stored raw priorities, and the next add's, are computed before anything changes.
+        leaves = [self._leaf(self._raw[i], alpha, where) if i < len(self) else 0.0 for i in range(self._capacity)]
+        self._leaf(self.max_priority, alpha, where)
+        self._alpha = alpha
+        for i, leaf in enumerate(leaves):
+            self._tree.set(i, leaf)
 
     @property
     def eps(self) -> float:
