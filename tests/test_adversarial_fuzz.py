@@ -24,9 +24,8 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
-from hypothesis import given, seed
 
 import fastreplay as fr
 from fastreplay import Batch
@@ -342,7 +341,8 @@ def strict_warnings():
 def _run_in_subprocess(code: str, timeout: float) -> None:
     out = run_isolated(code, timeout=timeout, env={"FASTREPLAY_FUZZ_SEED": str(SEED)})
     assert not out.timed_out, f"seed {SEED}: hung for {timeout} s:\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}"
-    assert out.returncode == 0, f"seed {SEED}: exit status {out.returncode}:\n{out.stdout[-6000:]}\n{out.stderr[-6000:]}"
+    assert out.returncode == 0, (f"seed {SEED}: exit status {out.returncode}:\n{out.stdout[-6000:]}\n"
+                                 f"{out.stderr[-6000:]}")
 
 
 def test_fuzz_uniform_matches_reference():
