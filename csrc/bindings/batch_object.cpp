@@ -105,9 +105,13 @@ Target reuse_batch(const char* fn, py::handle out, const std::vector<Field>& fie
     t.keep.push_back(std::move(v));
     return PyArray_DATA(a);
   };
-  auto attr = [&](const py::str& name) {
+  auto attr = [&](const py::str& name) {  // a missing attribute is reported as a missing array, like a key
     py::object v = py::reinterpret_steal<py::object>(PyObject_GetAttr(out.ptr(), name.ptr()));
-    if (!v) throw py::error_already_set();
+    if (!v) {
+      if (!PyErr_ExceptionMatches(PyExc_AttributeError)) throw py::error_already_set();
+      PyErr_Clear();
+      fr::throw_type(where + " has no array '" + name.cast<std::string>() + "'");
+    }
     return v;
   };
   t.own_rows.resize(fields.size());

@@ -2,6 +2,7 @@
 #include "bindings/buffer.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <random>
 
@@ -46,7 +47,11 @@ double real_arg(PyObject* o, const char* fn, const char* name) {
   if (!nb || (!nb->nb_float && !nb->nb_index))  // as the reference's hasattr(__float__) or hasattr(__index__)
     fr::throw_type(std::string(fn) + ": " + name + " must be a real number, got " + type_name(o));
   const double v = PyFloat_AsDouble(o);
-  if (v == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+  if (v == -1.0 && PyErr_Occurred()) {
+    if (!PyErr_ExceptionMatches(PyExc_OverflowError)) throw py::error_already_set();
+    PyErr_Clear();  // an int past float's range: infinite, which the caller's range check then names
+    return PyObject_RichCompareBool(o, py::int_(0).ptr(), Py_LT) == 1 ? -HUGE_VAL : HUGE_VAL;
+  }
   return v;
 }
 

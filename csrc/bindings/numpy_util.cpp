@@ -71,6 +71,7 @@ py::object one_d(const std::string& text, const char* kinds, const char* expecte
     if (!too_big && py::int_(x) < py::int_(0))
       fr::throw_invalid(text + " must be non-negative, got " + py::str(x).cast<std::string>());
   }
+  if (PyArray_SIZE(arr) == 0) return new_array(0, type_num);  // no values: nothing to cast (nor to warn about)
   PyObject* c = PyArray_FromAny(a.ptr(), PyArray_DescrFromType(type_num), 0, 1,
                                 NPY_ARRAY_CARRAY_RO | NPY_ARRAY_FORCECAST, nullptr);
   if (!c) throw py::error_already_set();

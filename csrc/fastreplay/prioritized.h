@@ -126,8 +126,10 @@ class PrioritizedCore : public ReplayCore {
     const float fbeta = static_cast<float>(beta);
     for (std::size_t k = 0; k < n; ++k) {
       const double p = tree_.leaf(static_cast<std::size_t>(idx[k]));
+      // Clamped to the smallest positive float32, so a weight too small for float32 stays in (0, 1].
       weights[k] = p > 0.0 && pmin < std::numeric_limits<double>::infinity()
-                       ? std::pow(static_cast<float>(std::min(pmin / p, 1.0)), fbeta)
+                       ? std::max(std::pow(static_cast<float>(std::min(pmin / p, 1.0)), fbeta),
+                                  std::numeric_limits<float>::denorm_min())
                        : 1.0f;
     }
   }

@@ -39,7 +39,10 @@ def real(value: Any, name: str, where: str) -> float:
     """A finite real number >= 0 (alpha, eps)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{where}: {name} must be a real number, got {type(value).__name__}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int past float's range
+        raise ValueError(f"{where}: {name} must be finite and >= 0, got an int too large for a float") from None
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{where}: {name} must be finite and >= 0, got {value}")
     return value

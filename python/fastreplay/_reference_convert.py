@@ -9,6 +9,15 @@ from typing import Any, Dict, List
 import numpy as np
 
 
+def type_name(x: Any) -> str:
+    """A value's type as the compiled buffers' messages name it (CPython's ``tp_name``): ``module.name`` for types
+    defined in C (``numpy.float32``, ``collections.OrderedDict``), the bare name for builtins and Python classes."""
+    t = type(x)
+    if t.__flags__ & (1 << 9) or t.__module__ == "builtins":  # 1 << 9: Py_TPFLAGS_HEAPTYPE, a class from Python
+        return t.__name__
+    return f"{t.__module__}.{t.__name__}"
+
+
 def put(given: Dict[str, Any], name: str, value: Any) -> None:
     if name in given:
         raise TypeError(f"add: field '{name}' given twice")
@@ -50,7 +59,7 @@ def convert(name: str, shape: tuple, dtype: np.dtype, value: Any):
     except Exception:
         raise TypeError(
             f"{where} expects an array of {dtype} with shape {shape_text(shape)} or {batched_shape_text(shape)}, "
-            f"got {type(value).__name__} that numpy cannot convert"
+            f"got {type_name(value)} that numpy cannot convert"
         ) from None
     if arr.shape == shape:
         batched = False
@@ -78,7 +87,7 @@ def convert(name: str, shape: tuple, dtype: np.dtype, value: Any):
 
 def as_int(x: Any, what: str) -> int:
     if isinstance(x, bool) or not hasattr(type(x), "__index__"):
-        raise TypeError(f"{what} must be an int, got {type(x).__name__}")
+        raise TypeError(f"{what} must be an int, got {type_name(x)}")
     v = operator.index(x)
     if not -(2**63) <= v < 2**63:
         raise ValueError(f"{what} is out of range, got {x}")
@@ -90,7 +99,7 @@ def one_d(fn: str, what: str, values: Any, kinds: str, expected: str) -> np.ndar
     try:
         a = np.asarray(values)
     except Exception:
-        raise TypeError(f"{fn}: {what} must be a 1-d array of {expected}, got {type(values).__name__}") from None
+        raise TypeError(f"{fn}: {what} must be a 1-d array of {expected}, got {type_name(values)}") from None
     if a.ndim > 1:
         raise ValueError(f"{fn}: {what} must be 1-d, got shape {a.shape}")
     if a.dtype.kind not in kinds and a.size != 0:
@@ -117,7 +126,8 @@ def uint_array(fn: str, what: str, values: Any) -> List[int]:
 
 def real_array(fn: str, what: str, values: Any) -> List[float]:
     """values as a list of Python floats: a 0-d or 1-d array-like of bools, integers or floats."""
-    return [float(x) for x in one_d(fn, what, values, "biuf", "real numbers").astype(np.float64)]
+    a = one_d(fn, what, values, "biuf", "real numbers")
+    return [float(x) for x in a.astype(np.float64)] if a.size else []  # an empty array of any dtype is no values
 
 
 def stack(rows: List[Any], shape: tuple, dtype: np.dtype) -> np.ndarray:

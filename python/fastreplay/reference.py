@@ -24,7 +24,9 @@ import numpy as np
 from . import _args
 from ._batch import Batch
 from ._fields import FieldSpecs, check_capacity, fields_from_spaces, normalize_fields, spaces_of
-from ._reference_convert import as_int, convert, index_array, put, real_array, rows_text, stack, uint_array
+from ._reference_convert import (
+    as_int, convert, index_array, put, real_array, rows_text, stack, type_name, uint_array,
+)
 from ._sum_min_tree import SumMinTree
 
 __all__ = ["ReplayBuffer", "PrioritizedReplayBuffer", "SumMinTree"]
@@ -109,13 +111,13 @@ class ReplayBuffer:
 
     def generations(self, indices: Any) -> np.ndarray:
         """uint64[B]: the generation of each slot (any slot in [0, capacity), stored or not)."""
-        out = np.empty(len(indices), np.uint64)
-        for k, i in enumerate(indices):
-            i = as_int(i, "generations: index")
+        idx = index_array("generations", indices)  # the same parsing as get() and update_priorities()
+        for k, i in enumerate(idx):
             if not 0 <= i < self._capacity:
-                raise IndexError("generations: index out of range")
-            out[k] = self._gen[i]
-        return out
+                raise IndexError(
+                    f"generations: index {i} at position {k} is out of range for capacity {self._capacity}"
+                )
+        return np.array([self._gen[i] for i in idx], np.uint64)
 
     # --- add --------------------------------------------------------------------------------------------------
 
@@ -226,7 +228,7 @@ class ReplayBuffer:
         if out is None:
             return None
         if not isinstance(out, dict):
-            raise TypeError(f"sample: out must be a Batch returned by sample(), got {type(out).__name__}")
+            raise TypeError(f"sample: out must be a Batch returned by sample(), got {type_name(out)}")
         wanted = [(name, out.get(name), dtype, shape) for name, (shape, dtype) in self._fields.items()]
         wanted.append(("indices", getattr(out, "indices", None), np.dtype(np.int64), ()))
         if self._prioritized:
@@ -329,7 +331,10 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         n = self._check_batch_size(batch_size)
         if not hasattr(beta, "__float__") and not hasattr(beta, "__index__"):
             raise TypeError(f"sample: beta must be a real number, got {type(beta).__name__}")
-        beta = float(beta)
+        try:
+            beta = float(beta)
+        except OverflowError:  # an int past float's range: infinite, which the range check below names
+            beta = math.inf if beta > 0 else -math.inf
         out = self._check_out(out, n)
         if not (beta >= 0.0 and math.isfinite(beta)):
             raise ValueError(f"sample: beta must be finite and >= 0, got {beta}")
@@ -340,7 +345,9 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         # Cut [0, total) into n equal strata and draw one point uniformly in each.
         indices = [self._tree.find_prefix((k + self._rng.random()) * (total / n)) for k in range(n)]
         leaf_min = self._tree.min()
-        weights = [min(leaf_min / self._tree.leaf(i), 1.0) ** beta for i in indices]
+        # Clamped to the smallest positive float32 (weights are float32), so they stay in (0, 1].
+        tiny = float(np.finfo(np.float32).smallest_subnormal)
+        weights = [max(min(leaf_min / self._tree.leaf(i), 1.0) ** beta, tiny) for i in indices]
         return self._gather(indices, out, with_generations=True, weights=weights)
 
     def update_priorities(self, indices: Any, priorities: Any, generations: Any = None) -> int:
@@ -372,7 +379,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
                     f"(alpha={self._alpha:g}, eps={self._eps:g}){_args.limit_text(self._capacity)}"
                 )
 
-        keep, skipped = [], 0
+        keep, skipped = [], 0  # (slot, priority, leaf)
         for k, (i, p) in enumerate(zip(idx, prio)):
             if gens is not None and int(gens[k]) != self._gen[i]:
                 if self._stale == "raise":
@@ -382,11 +389,11 @@ class PrioritizedReplayBuffer(ReplayBuffer):
                     )
                 skipped += 1
             else:
-                keep.append((i, p))
-        for i, p in keep:  # in order, so the last of duplicate indices wins
+                keep.append((i, p, self._leaf(p)))
+        for i, p, leaf in keep:  # in order, so the last of duplicate indices wins
             self._raw[i] = p
             self._max_all_time = max(self._max_all_time, p)
-            self._tree.set(i, self._leaf(p))
+            self._tree.set(i, leaf)
         return skipped
 
     @property
