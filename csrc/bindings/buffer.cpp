@@ -32,11 +32,14 @@ std::vector<std::shared_ptr<std::uint8_t>> map_storage(const std::string& dir, c
 // The core reads `a` after the GIL is released, so no other thread may be able to write it: `a` itself if it is
 // a fresh array that only this call holds (index_array and friends converted the caller's value), else a copy
 // (they returned the caller's own array, or a view of memory the caller can reach). 8 bytes a row.
-void make_private(py::object& a) {
-  if (Py_REFCNT(a.ptr()) == 1 && PyArray_CHKFLAGS(as_array(a), NPY_ARRAY_OWNDATA)) return;
-  PyObject* c = PyArray_NewCopy(as_array(a), NPY_CORDER);
-  if (!c) throw py::error_already_set();
-  a = py::reinterpret_steal<py::object>(c);
+// `a`'s elements where no other thread can change them: its own data if this call holds the only reference to an
+// array that owns its memory (a fresh conversion), else a copy in `copy` (a memcpy, no numpy object).
+template <class T>
+const T* private_data(const py::object& a, std::vector<T>& copy) {
+  const T* p = data_of<const T>(a);
+  if (Py_REFCNT(a.ptr()) == 1 && PyArray_CHKFLAGS(as_array(a), NPY_ARRAY_OWNDATA)) return p;
+  copy.assign(p, p + PyArray_SIZE(as_array(a)));
+  return copy.data();
 }
 
 }  // namespace
@@ -236,6 +239,9 @@ std::size_t Buffer::update_priorities(py::handle indices, py::handle priorities,
     fr::throw_invalid(std::string(fn) + ": indices and priorities must have the same length, got " +
                       std::to_string(n) + " indices and " + std::to_string(np_) + " priorities");
   py::object ga;
+  std::vector<std::int64_t> idx_copy;
+  std::vector<double> prio_copy;
+  std::vector<std::uint64_t> gens_copy;
   const std::uint64_t* gens = nullptr;
   if (!generations.is_none()) {
     ga = uint_array(fn, "generations", generations);
@@ -243,14 +249,12 @@ std::size_t Buffer::update_priorities(py::handle indices, py::handle priorities,
     if (ng != n)
       fr::throw_invalid(std::string(fn) + ": generations must have one entry per index, got " + std::to_string(ng) +
                         " for " + std::to_string(n));
-    make_private(ga);
-    gens = data_of<const std::uint64_t>(ga);
+    gens = private_data(ga, gens_copy);
   }
   fr::PrioritizedCore& core = per(fn);
-  make_private(ia);  // the core checks them after the GIL is released: they must not change after that check
-  make_private(pa);
-  const auto* idx = data_of<const std::int64_t>(ia);
-  const auto* pr = data_of<const double>(pa);
+  // The core checks them after the GIL is released: they must not change after that check.
+  const std::int64_t* idx = private_data(ia, idx_copy);
+  const double* pr = private_data(pa, prio_copy);
   ReleaseGil nogil;
   return core.update_priorities(idx, pr, n, gens, raise_stale);
 }
