@@ -192,17 +192,15 @@ PRIORITIZED_CALLS = [
 ]
 
 
-@pytest.mark.parametrize("cls", ["ReplayBuffer", "PrioritizedReplayBuffer"])
-def test_every_method_of_a_buffer_made_by_new_raises_type_error(cls, tmp_path):
-    """D9: fr.ReplayBuffer.__new__(fr.ReplayBuffer) gave an object whose len, capacity, sample, get... read
-    uninitialised memory (SIGSEGV, or a 'capacity' of 1.4e14). Every public method and property raises TypeError."""
-    calls = UNINITIALIZED_CALLS + (PRIORITIZED_CALLS if cls == "PrioritizedReplayBuffer" else [])
+def assert_each_call_raises_never_initialized(setup: str, make: str, calls: list) -> None:
+    """In a subprocess (a regression may crash): for each call, a fresh object made by ``make`` (after ``setup``)
+    must raise TypeError saying it was never initialized."""
     out = run_isolated(
         f"""
         import pickle, sys, numpy as np, fastreplay as fr
-        path = {str(tmp_path / "ckpt")!r}
+        {setup}
         for call in {calls!r}:
-            b = fr.{cls}.__new__(fr.{cls})
+            {make}
             try:
                 eval(call)
                 print("NO ERROR", call)
@@ -218,33 +216,23 @@ def test_every_method_of_a_buffer_made_by_new_raises_type_error(cls, tmp_path):
     assert out.returncode == 0 and "done" in out.stdout, out
     lines = out.stdout.split("\n")[: len(calls)]
     assert lines == ["TypeError"] * len(calls), [x for x in lines if x != "TypeError"]
+
+
+@pytest.mark.parametrize("cls", ["ReplayBuffer", "PrioritizedReplayBuffer"])
+def test_every_method_of_a_buffer_made_by_new_raises_type_error(cls, tmp_path):
+    """D9: fr.ReplayBuffer.__new__(fr.ReplayBuffer) gave an object whose len, capacity, sample, get... read
+    uninitialised memory (SIGSEGV, or a 'capacity' of 1.4e14). Every public method and property raises TypeError."""
+    calls = UNINITIALIZED_CALLS + (PRIORITIZED_CALLS if cls == "PrioritizedReplayBuffer" else [])
+    assert_each_call_raises_never_initialized(f"path = {str(tmp_path / 'ckpt')!r}", f"b = fr.{cls}.__new__(fr.{cls})",
+                                              calls)
 
 
 def test_every_method_of_a_prefetcher_made_by_new_raises_type_error():
     """D9 (same cause): Prefetcher.__new__(Prefetcher) read uninitialised memory too ('RuntimeError: Invalid
     argument', or worse)."""
     calls = ["p.ready", "p.closed", "p.beta", "next(p)", "p.close()", "setattr(p, 'beta', 0.5)", "p.__exit__()"]
-    out = run_isolated(
-        f"""
-        import sys, fastreplay as fr
-        from fastreplay.buffer import Prefetcher
-        for call in {calls!r}:
-            p = Prefetcher.__new__(Prefetcher)
-            try:
-                eval(call)
-                print("NO ERROR", call)
-            except TypeError as e:
-                print("TypeError" if "never initialized" in str(e) else f"OTHER TypeError {{call}}: {{e}}")
-            except Exception as e:
-                print(f"WRONG {{type(e).__name__}} {{call}}: {{e}}")
-            sys.stdout.flush()
-        print("done")
-        """,
-        timeout=120,
-    )
-    assert out.returncode == 0 and "done" in out.stdout, out
-    lines = out.stdout.split("\n")[: len(calls)]
-    assert lines == ["TypeError"] * len(calls), [x for x in lines if x != "TypeError"]
+    assert_each_call_raises_never_initialized("from fastreplay.buffer import Prefetcher",
+                                              "p = Prefetcher.__new__(Prefetcher)", calls)
 
 
 def test_uninitialized_message_names_the_class():
