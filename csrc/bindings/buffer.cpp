@@ -47,7 +47,8 @@ const T* private_data(const py::object& a, std::vector<T>& copy) {
 double real_arg(PyObject* o, const char* fn, const char* name) {
   if (PyFloat_CheckExact(o)) return PyFloat_AS_DOUBLE(o);
   const PyNumberMethods* nb = Py_TYPE(o)->tp_as_number;
-  if (!nb || (!nb->nb_float && !nb->nb_index))  // as the reference's hasattr(__float__) or hasattr(__index__)
+  // As the reference: __float__ or __index__, and not complex (which has __float__ up to Python 3.9).
+  if (!nb || (!nb->nb_float && !nb->nb_index) || PyComplex_Check(o))
     fr::throw_type(std::string(fn) + ": " + name + " must be a real number, got " + type_name(o));
   const double v = PyFloat_AsDouble(o);
   if (v == -1.0 && PyErr_Occurred()) {

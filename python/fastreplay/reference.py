@@ -329,7 +329,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
     def sample(self, batch_size: int, beta: float = 0.4, *, out: Optional[Batch] = None) -> Batch:
         """Stratified proportional sample with importance weights ``(leaf_min / leaf_i) ** beta`` (float32)."""
         n = self._check_batch_size(batch_size)
-        if not hasattr(beta, "__float__") and not hasattr(beta, "__index__"):
+        if (not hasattr(beta, "__float__") and not hasattr(beta, "__index__")) or isinstance(beta, complex):
             raise TypeError(f"sample: beta must be a real number, got {type(beta).__name__}")
         try:
             beta = float(beta)
