@@ -26,6 +26,17 @@ def guarded(f):
             errors.append(repr(e))
     return run
 
+stop = threading.Event()
+
+def writer_of(b, rows):  # a thread body adding batches of `rows` self-describing rows to `b` until `stop`
+    @guarded
+    def writer():
+        while not stop.is_set():
+            with lock:
+                start = next(counter)
+            b.add(**cartpole_rows(start, rows))
+    return writer
+
 def finish(threads, stop, seconds):
     [t.start() for t in threads]
     time.sleep(seconds)
@@ -53,16 +64,7 @@ def test_multi_row_adds_overlapping_laps_finish(capacity, rows, writers):
     capacity."""
     code = PRELUDE + f"""
 b = fr.ReplayBuffer({capacity}, CARTPOLE, seed=0)
-stop = threading.Event()
-
-@guarded
-def writer():
-    while not stop.is_set():
-        with lock:
-            start = next(counter)
-        b.add(**cartpole_rows(start, {rows}))
-
-ts = [threading.Thread(target=writer, daemon=True) for _ in range({writers})]
+ts = [threading.Thread(target=writer_of(b, {rows}), daemon=True) for _ in range({writers})]
 if finish(ts, stop, 3.0) == 0:
     check_self_consistent(b.get(np.arange(len(b))))
     assert len(b) == {capacity}
@@ -78,15 +80,7 @@ def test_prioritized_hammer_16_threads_small_ring(capacity):
     code = PRELUDE + f"""
 b = fr.PrioritizedReplayBuffer({capacity}, CARTPOLE, seed=0)
 b.add(**cartpole_rows(10**14, {capacity}))
-stop = threading.Event()
 sampled = [0]
-
-@guarded
-def writer(n):
-    while not stop.is_set():
-        with lock:
-            start = next(counter)
-        b.add(**cartpole_rows(start, n))
 
 @guarded
 def learner():
@@ -101,7 +95,7 @@ def reader():
     while not stop.is_set():
         check_self_consistent(b.get(np.arange(len(b))))
 
-ts = [threading.Thread(target=writer, args=(n,), daemon=True) for n in (1, 3, 5, 7, 9, 12, {capacity} // 2 + 3, 40)]
+ts = [threading.Thread(target=writer_of(b, n), daemon=True) for n in (1, 3, 5, 7, 9, 12, {capacity} // 2 + 3, 40)]
 ts += [threading.Thread(target=learner, daemon=True) for _ in range(6)]
 ts += [threading.Thread(target=reader, daemon=True) for _ in range(2)]
 if finish(ts, stop, 2.0) == 0:
@@ -119,14 +113,6 @@ def test_prefetch_workers_with_writers_on_small_ring():
     code = PRELUDE + """
 b = fr.PrioritizedReplayBuffer(8, CARTPOLE, seed=0)
 b.add(**cartpole_rows(10**14, 8))
-stop = threading.Event()
-
-@guarded
-def writer():
-    while not stop.is_set():
-        with lock:
-            start = next(counter)
-        b.add(**cartpole_rows(start, 5))
 
 @guarded
 def consumer():
@@ -136,7 +122,8 @@ def consumer():
             k = check_self_consistent(batch)
             b.update_priorities(batch.indices, (k % 5) + 1.0)
 
-ts = [threading.Thread(target=writer, daemon=True) for _ in range(8)] + [threading.Thread(target=consumer, daemon=True)]
+ts = [threading.Thread(target=writer_of(b, 5), daemon=True) for _ in range(8)]
+ts.append(threading.Thread(target=consumer, daemon=True))
 finish(ts, stop, 1.5)
 """
     _check(run_isolated(code, timeout=60))

@@ -2,7 +2,6 @@
 #include "bindings/buffer.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <random>
 
@@ -29,9 +28,7 @@ std::vector<std::shared_ptr<std::uint8_t>> map_storage(const std::string& dir, c
   return memory;
 }
 
-// The core reads `a` after the GIL is released, so no other thread may be able to write it: `a` itself if it is
-// a fresh array that only this call holds (index_array and friends converted the caller's value), else a copy
-// (they returned the caller's own array, or a view of memory the caller can reach). 8 bytes a row.
+// The core reads these after the GIL is released, so no other thread may be able to write them.
 // `a`'s elements where no other thread can change them: its own data if this call holds the only reference to an
 // array that owns its memory (a fresh conversion), else a copy in `copy` (a memcpy, no numpy object).
 template <class T>
@@ -43,21 +40,6 @@ const T* private_data(const py::object& a, std::vector<T>& copy) {
 }
 
 }  // namespace
-
-double real_arg(PyObject* o, const char* fn, const char* name) {
-  if (PyFloat_CheckExact(o)) return PyFloat_AS_DOUBLE(o);
-  const PyNumberMethods* nb = Py_TYPE(o)->tp_as_number;
-  // As the reference: __float__ or __index__, and not complex (which has __float__ up to Python 3.9).
-  if (!nb || (!nb->nb_float && !nb->nb_index) || PyComplex_Check(o))
-    fr::throw_type(std::string(fn) + ": " + name + " must be a real number, got " + type_name(o));
-  const double v = PyFloat_AsDouble(o);
-  if (v == -1.0 && PyErr_Occurred()) {
-    if (!PyErr_ExceptionMatches(PyExc_OverflowError)) throw py::error_already_set();
-    PyErr_Clear();  // an int past float's range: infinite, which the caller's range check then names
-    return PyObject_RichCompareBool(o, py::int_(0).ptr(), Py_LT) == 1 ? -HUGE_VAL : HUGE_VAL;
-  }
-  return v;
-}
 
 bool buffer_initialized(py::handle self) {
   if (!py::isinstance<Buffer>(self)) fr::throw_type("expected a ReplayBuffer, got " + type_name(self.ptr()));

@@ -82,9 +82,6 @@ class Buffer {
   fr::PrioritizedCore* per_ = nullptr;  // non-null for prioritized buffers (same object as core_)
 };
 
-// A real-number argument such as beta: a float, an int or anything with __float__/__index__ (numpy scalars,
-// 0-d tensors); TypeError "<fn>: <name> must be a real number, got <type>" otherwise. Range rules are the core's.
-double real_arg(PyObject* o, const char* fn, const char* name);
 
 // True once __init__ has constructed the C++ object of `self` (an instance of _Buffer or a subclass).
 bool buffer_initialized(py::handle self);

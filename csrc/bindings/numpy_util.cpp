@@ -2,6 +2,7 @@
 #include "bindings/numpy_util.h"
 
 #include <climits>
+#include <cmath>
 #include <cstring>
 #include <sstream>
 
@@ -42,6 +43,21 @@ std::size_t batch_size_arg(PyObject* o, const char* fn) {
   const long long n = as_int(o, fn, ": batch_size");
   if (n <= 0) fr::throw_invalid(std::string(fn) + ": batch_size must be positive, got " + std::to_string(n));
   return static_cast<std::size_t>(n);
+}
+
+double real_arg(PyObject* o, const char* fn, const char* name) {
+  if (PyFloat_CheckExact(o)) return PyFloat_AS_DOUBLE(o);
+  const PyNumberMethods* nb = Py_TYPE(o)->tp_as_number;
+  // As the reference: __float__ or __index__, and not complex (which has __float__ up to Python 3.9).
+  if (!nb || (!nb->nb_float && !nb->nb_index) || PyComplex_Check(o))
+    fr::throw_type(std::string(fn) + ": " + name + " must be a real number, got " + type_name(o));
+  const double v = PyFloat_AsDouble(o);
+  if (v == -1.0 && PyErr_Occurred()) {
+    if (!PyErr_ExceptionMatches(PyExc_OverflowError)) throw py::error_already_set();
+    PyErr_Clear();  // an int past float's range: infinite, which the caller's range check then names
+    return PyObject_RichCompareBool(o, py::int_(0).ptr(), Py_LT) == 1 ? -HUGE_VAL : HUGE_VAL;
+  }
+  return v;
 }
 
 namespace {

@@ -36,6 +36,11 @@ long long as_int(PyObject* o, const char* what, const char* what_suffix = "");
 // A positive batch size: `as_int`, then ValueError "<fn>: batch_size must be positive, got <n>".
 std::size_t batch_size_arg(PyObject* o, const char* fn);
 
+// A real-number argument such as beta: a float, an int or anything with __float__/__index__ (numpy scalars,
+// 0-d tensors), not complex; TypeError "<fn>: <name> must be a real number, got <type>" otherwise. An int past
+// float's range is +-inf. Range rules are the core's.
+double real_arg(PyObject* o, const char* fn, const char* name);
+
 // `v` converted to a contiguous 1-d array of `type_num`: `what` names it in errors ("<fn>: indices ...").
 // index_array: integer kinds only (int64); float_array: bool/int/float kinds (float64); uint_array: non-negative
 // integers (uint64).

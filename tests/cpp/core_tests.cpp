@@ -188,6 +188,22 @@ static void test_batch_block() {
   CHECK(threw);
 }
 
+// Once everyone stopped: every stored slot holds a whole transition, and a prioritized root equals the sum of
+// its leaves.
+template <class Core>
+static void check_settled(Core& core) {
+  Out o(core.size());
+  std::vector<std::int64_t> all(core.size());
+  std::iota(all.begin(), all.end(), 0);
+  core.get(all.data(), all.size(), o.gens.data(), o.rows.data());
+  CHECK(o.torn(all.size()) == 0);
+  if constexpr (std::is_same_v<Core, PrioritizedCore>) {
+    double sum = 0;
+    for (std::size_t s = 0; s < core.capacity(); ++s) sum += core.tree().leaf(s);
+    CHECK(std::fabs(core.tree().total() - sum) <= 1e-9 * sum);
+  }
+}
+
 // Writers add self-describing rows while samplers sample; no sampled row may be torn. With prioritized=true,
 // samplers also update priorities, and the root must equal the sum of leaves once everyone stops.
 template <class Core>
@@ -233,17 +249,7 @@ static void stress(Core& core, int writers, int samplers, double seconds, bool p
               sampled.load(), torn.load());
   CHECK(torn.load() == 0);
   CHECK(sampled.load() > 0);
-  // Every slot holds a whole transition, each written exactly once per lap.
-  Out o(core.size());
-  std::vector<std::int64_t> all(core.size());
-  std::iota(all.begin(), all.end(), 0);
-  core.get(all.data(), all.size(), o.gens.data(), o.rows.data());
-  CHECK(o.torn(all.size()) == 0);
-  if constexpr (std::is_same_v<Core, PrioritizedCore>) {
-    double sum = 0;
-    for (std::size_t s = 0; s < core.capacity(); ++s) sum += core.tree().leaf(s);
-    CHECK(std::fabs(core.tree().total() - sum) <= 1e-9 * sum);
-  }
+  check_settled(core);
 }
 
 // Prefetch workers sample while a writer adds and the consumer updates priorities; then a worker error
@@ -348,16 +354,7 @@ static void test_writers_overlap_laps(Core& core, int writers, std::size_t rows,
   done = true;
   watchdog.join();
   CHECK(core.size() == core.capacity());
-  Out o(core.size());
-  std::vector<std::int64_t> all(core.size());
-  std::iota(all.begin(), all.end(), 0);
-  core.get(all.data(), all.size(), o.gens.data(), o.rows.data());
-  CHECK(o.torn(all.size()) == 0);
-  if constexpr (std::is_same_v<Core, PrioritizedCore>) {
-    double sum = 0;
-    for (std::size_t s = 0; s < core.capacity(); ++s) sum += core.tree().leaf(s);
-    CHECK(std::fabs(core.tree().total() - sum) <= 1e-9 * sum);
-  }
+  check_settled(core);
   std::printf("  writers overlapping laps: %d writers on capacity %zu, %lld rows added\n", writers, core.capacity(),
               static_cast<long long>(next.load()));
 }
