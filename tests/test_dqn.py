@@ -143,7 +143,8 @@ def test_installed_gymnasium_gives_final_obs_on_truncation():
 @pytest.mark.parametrize("num_envs", [1, 2])
 def test_loop_stores_truncated_transitions(tmp_path, monkeypatch, mode, num_envs):
     """Run the real loop on a 5-step CartPole and read back what it stored: s' of every truncated row is the
-    episode's last observation (not the reset one), done is False on truncation, and no reset step is stored."""
+    episode's last observation (not the reset one), done is False and truncated True on truncation, and with
+    next-step autoreset the reset step's row is stored but never sampleable."""
     if mode == "next_step":
         AutoresetMode = getattr(gym.vector, "AutoresetMode", None)
         if AutoresetMode is None:
@@ -154,21 +155,37 @@ def test_loop_stores_truncated_transitions(tmp_path, monkeypatch, mode, num_envs
     real_make_buffer = dqn.make_buffer
     monkeypatch.setattr(dqn, "make_buffer", lambda args, envs: made.append(real_make_buffer(args, envs)) or made[-1])
     dqn.train(tiny(tmp_path, env_id=SHORT_ENV, num_envs=num_envs, total_timesteps=60, learning_starts=1000))
-    st = made[0].storage
-    # Row order: env j's t-th transition is row t * num_envs + j. Episodes are exactly 5 transitions long; with
-    # next-step autoreset every 6th step of each env only resets it and is not stored.
+    buf = made[0]
+    st = buf.storage
+    # Row order: env j's t-th step is row t * num_envs + j (one lane per env). Episodes are exactly 5 transitions
+    # long; with next-step autoreset every 6th step of each env only resets it: stored, never sampleable.
     iterations = 60 // num_envs
-    assert len(made[0]) == num_envs * (iterations if mode == "same_step" else iterations - iterations // 6)
+    assert buf.num_envs == num_envs and buf.episode_config.autoreset == mode
+    assert len(buf) == num_envs * iterations
     obs = st["obs"].reshape(-1, num_envs, 4)
     nxt = st["next_obs"].reshape(-1, num_envs, 4)
     done = st["done"].reshape(-1, num_envs)
+    trunc = st["truncated"].reshape(-1, num_envs)
     assert not done.any()
+    period = 5 if mode == "same_step" else 6
     for t in range(obs.shape[0] - 1):
-        if t % 5 == 4:  # truncated: s' is the episode's end, the next row starts a new episode elsewhere
-            assert not np.array_equal(nxt[t], obs[t + 1])
+        if t % period == 4:  # truncated: s' is the episode's end, the next row starts a new episode elsewhere
+            assert trunc[t].all()
             np.testing.assert_allclose(nxt[t][:, 0], obs[t][:, 0] + 0.02 * obs[t][:, 1], atol=1e-5)
+            if mode == "same_step":
+                assert not np.array_equal(nxt[t], obs[t + 1])
+            else:  # the reset step's observation is the final one
+                np.testing.assert_array_equal(nxt[t], obs[t + 1])
+        elif t % period == 5:
+            assert not trunc[t].any()
+            for j in range(num_envs):
+                with pytest.raises(ValueError, match="holds no sampleable step"):
+                    buf.get([t * num_envs + j])
         else:
+            assert not trunc[t].any()
             np.testing.assert_array_equal(nxt[t], obs[t + 1])
+    batch = buf.sample(500)
+    assert not np.isin(batch.indices // num_envs % period, [5]).any() or mode == "same_step"
 
 
 # --- tiny runs of each mode ----------------------------------------------------------------------------------------

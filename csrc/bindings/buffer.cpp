@@ -14,18 +14,94 @@ std::uint64_t random_seed() {
   return ((static_cast<std::uint64_t>(rd()) << 32) ^ rd()) >> 1;  // 63 bits: a valid `seed` argument too
 }
 
-// Memory-mapped columns under `dir`: one file per field, then the sequence numbers (the core's memory order).
+// Memory-mapped blocks under `dir`: one file per column, then the episode index's blocks (`extra` bytes each), then
+// the sequence numbers (the core's memory order).
 std::vector<std::shared_ptr<std::uint8_t>> map_storage(const std::string& dir, const std::vector<fr::FieldSpec>& specs,
-                                                       std::size_t capacity,
+                                                       const std::vector<std::size_t>& extra, std::size_t capacity,
                                                        std::vector<std::pair<std::shared_ptr<std::uint8_t>, std::size_t>>& mapped) {
   std::vector<std::shared_ptr<std::uint8_t>> memory;
-  for (std::size_t i = 0; i <= specs.size(); ++i) {
-    const bool seq = i == specs.size();
-    const std::size_t bytes = fr::checked_mul(capacity, seq ? 8 : specs[i].row_bytes);
+  const std::size_t nb = specs.size() + extra.size();
+  for (std::size_t i = 0; i <= nb; ++i) {
+    const bool seq = i == nb;
+    const std::size_t row = seq ? 8 : i < specs.size() ? specs[i].row_bytes : extra[i - specs.size()];
+    const std::size_t bytes = fr::checked_mul(capacity, row);
     memory.push_back(fr::map_file(seq ? fr::seq_file(dir) : fr::field_file(dir, i), bytes));
     mapped.push_back({memory.back(), bytes});
   }
   return memory;
+}
+
+std::vector<Field> layout_fields(const py::tuple& layout) {
+  std::vector<Field> out;
+  py::list names = layout[0], shapes = layout[1], dtypes = layout[2];
+  for (std::size_t i = 0; i < names.size(); ++i) out.emplace_back(names[i].cast<std::string>(), shapes[i], dtypes[i]);
+  return out;
+}
+
+std::size_t position(const std::vector<Field>& fields, const std::string& name) {
+  for (std::size_t i = 0; i < fields.size(); ++i)
+    if (fields[i].name == name) return i;
+  throw std::logic_error("episode layout: no field " + name);
+}
+
+// The core's view of an episodic layout (names resolved to positions, frames to byte offsets).
+fr::EpisodeSpec episode_spec(const py::dict& d, const std::vector<Field>& in, const std::vector<Field>& stored,
+                             const std::vector<Field>& out) {
+  fr::EpisodeSpec e;
+  e.lanes = d["lanes"].cast<std::size_t>();
+  e.dedup = d["dedup"].cast<bool>();
+  e.stack = d["stack"].cast<std::size_t>();
+  e.zero_pad = d["zero_pad"].cast<bool>();
+  e.next_step = d["next_step"].cast<bool>();
+  e.n_step = d["n_step"].cast<std::size_t>();
+  e.gamma = d["gamma"].cast<double>();
+  const bool stacked = d["stacked_input"].cast<bool>();
+  std::vector<std::string> obs, nxt;
+  for (py::handle h : py::list(d["obs"])) obs.push_back(h.cast<std::string>());
+  for (py::handle h : py::list(d["next_obs"])) nxt.push_back(h.cast<std::string>());
+  auto is_obs = [&](const std::string& n) { return std::find(obs.begin(), obs.end(), n) != obs.end(); };
+  for (const Field& f : in) e.in_row_bytes.push_back(f.row_bytes);
+  for (const Field& c : stored) {
+    const std::size_t i = position(in, c.name);
+    e.col_input.push_back(i);
+    e.col_offset.push_back(stacked && is_obs(c.name) ? in[i].row_bytes - c.row_bytes : 0);
+  }
+  for (std::size_t j = 0; j < obs.size(); ++j) {
+    const std::size_t oc = position(stored, obs[j]), ni = position(in, nxt[j]);
+    e.obs_col.push_back(oc);
+    e.next_input.push_back(ni);
+    e.next_offset.push_back(in[ni].row_bytes - stored[oc].row_bytes);
+    e.next_col.push_back(e.dedup ? 0 : position(stored, nxt[j]));
+  }
+  e.reward_col = position(stored, "reward");
+  e.reward_f64 = stored[e.reward_col].itemsize == 8;
+  e.done_col = position(stored, "done");
+  e.done_input = position(in, "done");
+  for (std::size_t i = 0; i < stored.size(); ++i)
+    if (stored[i].name == "truncated") {
+      e.has_truncated = true;
+      e.trunc_col = i;
+      e.trunc_input = position(in, "truncated");
+    }
+  for (const Field& f : out) {
+    using K = fr::EpisodeSpec;
+    const auto oi = std::find(obs.begin(), obs.end(), f.name), ni = std::find(nxt.begin(), nxt.end(), f.name);
+    if (oi != obs.end())
+      e.outs.push_back({K::Obs, static_cast<std::size_t>(oi - obs.begin())});
+    else if (ni != nxt.end())
+      e.outs.push_back({K::NextObs, static_cast<std::size_t>(ni - nxt.begin())});
+    else if (f.name == "reward")
+      e.outs.push_back({K::Reward, 0});
+    else if (f.name == "done")
+      e.outs.push_back({K::Done, 0});
+    else if (f.name == "truncated")
+      e.outs.push_back({K::Truncated, 0});
+    else if (f.name == "discount")
+      e.outs.push_back({K::Discount, 0});
+    else
+      e.outs.push_back({K::Plain, position(stored, f.name)});
+  }
+  return e;
 }
 
 // The core reads these after the GIL is released, so no other thread may be able to write them.
@@ -55,26 +131,47 @@ void throw_uninitialized(PyObject* self, const char* what, const char* how) {
 
 Buffer::Buffer(std::size_t capacity, const py::list& names, const py::list& shapes, const py::list& dtypes,
                py::object seed, bool prioritized, double alpha, double eps, bool stored_max,
-               const std::string& storage_dir)
+               const std::string& storage_dir, py::object episodes)
     : pool_(std::make_shared<fr::BlockPool>()) {
-  std::vector<fr::FieldSpec> specs;
   for (std::size_t i = 0; i < names.size(); ++i) {
     fields_.emplace_back(names[i].cast<std::string>(), shapes[i], dtypes[i]);
-    const Field& f = fields_.back();
-    index_[f.key] = py::int_(i);
-    specs.push_back({f.name, f.row_bytes});
-    row_bytes_.push_back(f.row_bytes);
+    index_[fields_.back().key] = py::int_(i);
   }
+  std::unique_ptr<fr::EpisodeSpec> ep;
+  if (episodes.is_none()) {
+    stored_ = out_ = fields_;
+  } else {
+    py::dict d = episodes;
+    stored_ = layout_fields(d["stored"]);
+    out_ = layout_fields(d["batch"]);
+    ep.reset(new fr::EpisodeSpec(episode_spec(d, fields_, stored_, out_)));
+  }
+  std::vector<fr::FieldSpec> specs;
+  for (const Field& f : stored_) specs.push_back({f.name, f.row_bytes});
+  for (const Field& f : out_) row_bytes_.push_back(f.row_bytes);
   const std::uint64_t s = seed.is_none() ? random_seed() : static_cast<std::uint64_t>(as_int(seed.ptr(), "seed"));
   std::vector<std::shared_ptr<std::uint8_t>> memory;
-  if (!storage_dir.empty()) memory = map_storage(storage_dir, specs, capacity, mapped_);
+  if (!storage_dir.empty()) {
+    std::vector<std::size_t> extra;
+    if (ep) {
+      extra.push_back(8);
+      if (ep->dedup)
+        for (std::size_t c : ep->obs_col) extra.push_back(stored_[c].row_bytes);
+    }
+    memory = map_storage(storage_dir, specs, extra, capacity, mapped_);
+  }
   if (prioritized) {
     const auto mode = stored_max ? fr::PrioritizedCore::MaxMode::Stored : fr::PrioritizedCore::MaxMode::AllTime;
-    per_ = new fr::PrioritizedCore(capacity, specs, s, alpha, eps, mode, memory);
+    per_ = new fr::PrioritizedCore(capacity, specs, s, alpha, eps, mode, memory, ep.get());
     core_.reset(per_);
   } else {
-    core_.reset(new fr::ReplayCore(capacity, specs, s, memory));
+    core_.reset(new fr::ReplayCore(capacity, specs, s, memory, ep.get()));
   }
+}
+
+fr::EpisodeIndex& Buffer::episodes(const char* fn) const {
+  if (!core_->episodes()) fr::throw_type(std::string(fn) + " needs an episodic buffer (num_envs, frame_stack, n_step, ...)");
+  return *core_->episodes();
 }
 
 fr::PrioritizedCore& Buffer::per(const char* fn) const {
@@ -187,7 +284,7 @@ std::unique_ptr<fr::BatchBlock> Buffer::sample_block(const fr::BatchLayout& layo
 py::object Buffer::sample(py::handle batch_size, PyObject* beta_arg, py::handle out) {
   const std::size_t n = batch_size_arg(batch_size.ptr(), "sample");
   const double beta = beta_arg ? real_arg(beta_arg, "sample", "beta") : 0.0;  // its range: the core's check
-  Target t = out.is_none() ? new_batch(pool_, layout(n), fields_, false) : reuse_batch("sample", out, fields_, n, prioritized());
+  Target t = out.is_none() ? new_batch(pool_, layout(n), out_, false) : reuse_batch("sample", out, out_, n, prioritized());
   {
     ReleaseGil nogil;
     fill(t, beta);
@@ -199,7 +296,7 @@ py::object Buffer::get(py::handle indices) {
   py::object arr = index_array("get", indices);
   const auto n = static_cast<std::size_t>(PyArray_SIZE(as_array(arr)));
   // The batch's own copy of the indices is checked and then read without the GIL: never the caller's array.
-  Target t = new_batch(pool_, layout(n), fields_, true);
+  Target t = new_batch(pool_, layout(n), out_, true);
   std::memcpy(t.indices, data_of<const std::int64_t>(arr), n * sizeof(std::int64_t));
   const std::int64_t* idx = t.indices;
   core_->check_indices("get", idx, n);
@@ -254,7 +351,7 @@ py::object Buffer::generations(py::handle indices) const {
 }
 
 py::object Buffer::storage_view(py::handle self, std::size_t i) const {
-  const Field& f = fields_.at(i);
+  const Field& f = stored_.at(i);
   std::vector<npy_intp> dims(f.shape);
   dims.insert(dims.begin(), static_cast<npy_intp>(core_->size()));
   return make_view(f.descr(), dims, core_->column(i).data(), self.ptr(), false);
@@ -278,10 +375,11 @@ py::object Buffer::priorities() const {
 
 void init_buffer(py::module_& m) {
   py::class_<Buffer> cls(m, "_Buffer", "Columnar ring buffer core; see fastreplay.ReplayBuffer.");
-  cls.def(py::init<std::size_t, py::list, py::list, py::list, py::object, bool, double, double, bool, std::string>(),
+  cls.def(py::init<std::size_t, py::list, py::list, py::list, py::object, bool, double, double, bool, std::string,
+                   py::object>(),
           py::arg("capacity"), py::arg("names"), py::arg("shapes"), py::arg("dtypes"), py::arg("seed"),
           py::arg("prioritized"), py::arg("alpha"), py::arg("eps"), py::arg("stored_max"),
-          py::arg("storage_dir") = "")
+          py::arg("storage_dir") = "", py::arg("episodes") = py::none())
       .def("add", &Buffer::add,
            "add(*values, **fields) -> None\n\nStore one transition (each field of its row shape) or N transitions "
            "(each field with a leading axis N). Every field must be given, positionally in field order or by name.")
@@ -340,6 +438,13 @@ void init_buffer(py::module_& m) {
       .def_property_readonly("_max_priority", [](const Buffer& b) { return b.per("max_priority").max_priority(); })
       .def_property_readonly("_total", [](const Buffer& b) { return b.per("_total").tree().total(); })
       .def_property_readonly("_min", [](const Buffer& b) { return b.per("_min").tree().min(); })
+      // Episodic buffers only.
+      .def_property("_n_step", [](const Buffer& b) { return b.episodes("n_step").n_step(); },
+                    [](Buffer& b, std::size_t n) { b.episodes("n_step").set_n_step(n); })
+      .def_property("_gamma", [](const Buffer& b) { return b.episodes("gamma").gamma(); },
+                    [](Buffer& b, double g) { b.episodes("gamma").set_gamma(g); })
+      .def("_episode_view",
+           [](py::object self, int j) { return self.cast<Buffer&>().episode_view(self, j); }, py::arg("key"))
       .def("_leaves", &Buffer::leaves)
       .def("_priorities", &Buffer::priorities);
   init_state(cls);

@@ -26,8 +26,12 @@ class Buffer {
  public:
   // Fields are (names[i], shapes[i], dtypes[i]); `storage_dir` non-empty maps the columns to files there.
   // Argument values were validated by the Python layer (fastreplay/_args.py).
+  // `episodes` (None for a plain buffer) makes it episodic: a dict from fastreplay/buffer.py with the options
+  // (lanes, dedup, stack, zero_pad, next_step, n_step, gamma, stacked_input), the observation field names (obs,
+  // next_obs) and the stored and batch layouts (stored, batch: (names, shapes, dtypes)).
   Buffer(std::size_t capacity, const py::list& names, const py::list& shapes, const py::list& dtypes, py::object seed,
-         bool prioritized, double alpha, double eps, bool stored_max, const std::string& storage_dir);
+         bool prioritized, double alpha, double eps, bool stored_max, const std::string& storage_dir,
+         py::object episodes);
 
   // add(*values, **fields): positional values in field order, keywords by name; dict values expand into 'name.key'.
   // A value that already has the field's dtype and layout is copied in place, without the GIL: if another thread
@@ -61,7 +65,14 @@ class Buffer {
   // The prioritized core; TypeError naming `fn` for uniform buffers.
   fr::PrioritizedCore& per(const char* fn = "this method") const;
   bool prioritized() const { return per_ != nullptr; }
+  // Fields of add's input, of the stored columns, and of batches (the same three lists for a plain buffer).
   const std::vector<Field>& fields() const { return fields_; }
+  const std::vector<Field>& stored_fields() const { return stored_; }
+  const std::vector<Field>& batch_fields() const { return out_; }
+  // Episodic buffers: writable view of the episode starts (uint64[capacity]) or (j >= 0) of observation key j's
+  // finals (capacity rows), for checkpoints only.
+  py::object episode_view(py::handle self, int j) const;
+  fr::EpisodeIndex& episodes(const char* fn) const;
 
   // Batches: layout of an n-row batch, and one sampled into a fresh block (no GIL needed: prefetch workers).
   fr::BatchLayout layout(std::size_t n) const { return fr::BatchLayout(n, row_bytes_, prioritized()); }
@@ -74,8 +85,8 @@ class Buffer {
   py::object priority_array(py::handle priorities) const;
 
   std::shared_ptr<fr::BlockPool> pool_;
-  std::vector<Field> fields_;
-  std::vector<std::size_t> row_bytes_;
+  std::vector<Field> fields_, stored_, out_;
+  std::vector<std::size_t> row_bytes_;  // of batch fields
   py::dict index_;  // interned name -> field position
   std::vector<std::pair<std::shared_ptr<std::uint8_t>, std::size_t>> mapped_;  // memory-mapped files, if any
   std::unique_ptr<fr::ReplayCore> core_;

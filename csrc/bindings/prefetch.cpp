@@ -45,7 +45,7 @@ class BatchPrefetcher {
         throw py::stop_iteration();
       }
     }
-    return wrap(std::unique_ptr<fr::BatchBlock>(b), buf_->fields(), false);
+    return wrap(std::unique_ptr<fr::BatchBlock>(b), buf_->batch_fields(), false);
   }
   void close() {
     if (!pf_) return;

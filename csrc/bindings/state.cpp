@@ -61,8 +61,22 @@ void Buffer::restore_priorities(py::handle priorities, double max_all_time) {
   core.restore_priorities(data_of<const double>(pr), core_->size(), max_all_time);
 }
 
+py::object Buffer::episode_view(py::handle self, int j) const {
+  fr::EpisodeIndex& ep = episodes("_episode_view");
+  const auto cap = static_cast<npy_intp>(core_->capacity());
+  if (j < 0) {
+    auto descr = py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(PyArray_DescrFromType(NPY_UINT64)));
+    return make_view(reinterpret_cast<PyArray_Descr*>(descr.ptr()), {cap}, ep.start_data(), self.ptr(), true);
+  }
+  if (static_cast<std::size_t>(j) >= ep.finals_count()) fr::throw_index("_episode_view: no finals column " + std::to_string(j));
+  const Field& f = stored_.at(ep.spec().obs_col[static_cast<std::size_t>(j)]);
+  std::vector<npy_intp> dims(f.shape);
+  dims.insert(dims.begin(), cap);
+  return make_view(f.descr(), dims, ep.finals_data(static_cast<std::size_t>(j)), self.ptr(), true);
+}
+
 py::object Buffer::raw_view(py::handle self, std::size_t i, std::size_t n) const {
-  const Field& f = fields_.at(i);
+  const Field& f = stored_.at(i);
   if (n > core_->capacity()) fr::throw_index("raw view beyond capacity");
   std::vector<npy_intp> dims(f.shape);
   dims.insert(dims.begin(), static_cast<npy_intp>(n));

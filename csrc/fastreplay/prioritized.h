@@ -26,6 +26,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -44,8 +45,9 @@ class PrioritizedCore : public ReplayCore {
   enum class MaxMode { AllTime, Stored };
 
   PrioritizedCore(std::size_t capacity, const std::vector<FieldSpec>& fields, std::uint64_t seed, double alpha,
-                  double eps, MaxMode mode, const std::vector<std::shared_ptr<std::uint8_t>>& memory = {})
-      : ReplayCore(capacity, fields, seed, memory), tree_(capacity), raw_(capacity, 0.0), mode_(mode), eps_(eps) {
+                  double eps, MaxMode mode, const std::vector<std::shared_ptr<std::uint8_t>>& memory = {},
+                  const EpisodeSpec* episodes = nullptr)
+      : ReplayCore(capacity, fields, seed, memory, episodes), tree_(capacity), raw_(capacity, 0.0), mode_(mode), eps_(eps) {
     if (mode_ == MaxMode::Stored) max_tree_.reset(new MaxTree(capacity));
     // The caller validates alpha and eps (fastreplay/_args.py); here they are preconditions.
     FR_DEBUG_ASSERT(eps >= 0.0 && std::isfinite(eps) && alpha >= 0.0 && std::isfinite(alpha));
@@ -86,7 +88,7 @@ class PrioritizedCore : public ReplayCore {
     }
     alpha_ = alpha;
     const std::size_t size = this->size();
-    for (std::size_t s = 0; s < capacity(); ++s) tree_.set_leaf_only(s, s < size ? leaf_value(raw_[s]) : 0.0);
+    for (std::size_t s = 0; s < capacity(); ++s) tree_.set_leaf_only(s, s < size ? slot_leaf(s, raw_[s]) : 0.0);
     tree_.rebuild();
   }
 
@@ -120,7 +122,16 @@ class PrioritizedCore : public ReplayCore {
     for (std::size_t k = 0; k < n; ++k) {  // only reachable under concurrent writes: a leaf emptied mid-descent
       if (static_cast<std::size_t>(idx[k]) >= cap || tree_.leaf(static_cast<std::size_t>(idx[k])) <= 0.0) idx[k] = redraw(k, n, rng);
     }
-    gather_consistent(idx, n, gens, out, [&](std::size_t k) { return redraw(k, n, rng); });
+    if (ep_) {  // steps not sampleable yet keep their leaf: drawn again, in their stratum first
+      Fallback fb(n);
+      const std::function<double(std::size_t)> leaf = [&](std::size_t s) { return tree_.leaf(s); };
+      gather_episodes(idx, n, gens, out, [&](std::size_t k) {
+        if (fb.exhausted()) return fb.pick(*this, rng, &leaf);
+        return redraw(k, n, rng);
+      });
+    } else {
+      gather_consistent(idx, n, gens, out, [&](std::size_t k) { return redraw(k, n, rng); });
+    }
     // Weights are float32, so the power is taken in float (powf, < 1 ulp): 4x cheaper than double pow.
     const double pmin = tree_.min();
     const float fbeta = static_cast<float>(beta);
@@ -177,7 +188,7 @@ class PrioritizedCore : public ReplayCore {
       raw_[static_cast<std::size_t>(idx_buf_[k])] = val_buf_[k];
       if (max_tree_) max_tree_->set(static_cast<std::size_t>(idx_buf_[k]), val_buf_[k]);
       max_all_time_ = std::max(max_all_time_, val_buf_[k]);
-      val_buf_[k] = leaf_value(val_buf_[k]);
+      val_buf_[k] = slot_leaf(static_cast<std::size_t>(idx_buf_[k]), val_buf_[k]);
     }
     tree_.set_many(idx_buf_.data(), val_buf_.data(), idx_buf_.size(), scratch_);
     return stale;
@@ -202,7 +213,7 @@ class PrioritizedCore : public ReplayCore {
     max_all_time_ = max_all_time;
     if (max_tree_) max_tree_->reset();
     for (std::size_t s = 0; s < capacity(); ++s) {
-      tree_.set_leaf_only(s, s < n ? leaf_value(raw_[s]) : 0.0);
+      tree_.set_leaf_only(s, s < n ? slot_leaf(s, raw_[s]) : 0.0);
       if (max_tree_ && s < n) max_tree_->set(s, raw_[s]);
     }
     tree_.rebuild();
@@ -235,6 +246,9 @@ class PrioritizedCore : public ReplayCore {
         tree_.set_range(r.slot, r.slot + r.head, leaf);
         tree_.set_range(0, r.tail, leaf);
       }
+      if (ep_ && ep_->spec().next_step)  // reset rows are never drawn
+        for (std::size_t k = 0; k < m; ++k)
+          if (!is_step((r.slot + k) % cap)) tree_.set((r.slot + k) % cap, 0.0);
       return;
     }
     for (std::size_t k = 0; k < m; ++k) {
@@ -248,6 +262,8 @@ class PrioritizedCore : public ReplayCore {
 
  private:
   double leaf_value(double p) const { return std::pow(p + eps_, alpha_); }
+  // The leaf of a slot with priority p: 0 for a next-step reset row (never sampled).
+  double slot_leaf(std::size_t slot, double p) const { return is_step(slot) ? leaf_value(p) : 0.0; }
   // Numbers in messages as C's and Python's "%g" print them, so the reference can give the same text.
   static std::string format_g(double x) {
     char buf[32];

@@ -12,16 +12,20 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "fastreplay/common.h"
 #include "fastreplay/copy.h"
+#include "fastreplay/episodes.h"
 #include "fastreplay/gather.h"
 #include "fastreplay/ring.h"
 #include "fastreplay/rng.h"
@@ -31,13 +35,15 @@ namespace fastreplay {
 
 class ReplayCore {
  public:
-  // `memory` (optional): one block per field of capacity rows, then one of capacity sequence numbers (8 bytes
-  // each), e.g. memory-mapped files; by default all memory is allocated here.
+  // `memory` (optional): one block per field of capacity rows, then (episodic buffers) the episode index's blocks
+  // (see EpisodeIndex), then one of capacity sequence numbers (8 bytes each), e.g. memory-mapped files; by default
+  // all memory is allocated here. `episodes` (optional) makes the buffer episodic (docs/episodes.md).
   ReplayCore(std::size_t capacity, const std::vector<FieldSpec>& fields, std::uint64_t seed,
-             const std::vector<std::shared_ptr<std::uint8_t>>& memory = {})
+             const std::vector<std::shared_ptr<std::uint8_t>>& memory = {}, const EpisodeSpec* episodes = nullptr)
       : ring_(check_capacity(capacity), memory.empty() ? nullptr : memory.back()), seed_(seed) {
     if (fields.empty()) throw_invalid("a buffer needs at least one field");
-    if (!memory.empty() && memory.size() != fields.size() + 1) throw_invalid("one memory block per field, then seq");
+    if (!memory.empty() && memory.size() != fields.size() + 1 + episode_blocks(episodes))
+      throw_invalid("one memory block per field, then the episode index's, then seq");
     columns_.reserve(fields.size());
     for (std::size_t f = 0; f < fields.size(); ++f) {
       if (memory.empty())
@@ -46,7 +52,22 @@ class ReplayCore {
         columns_.emplace_back(fields[f], memory[f]);
     }
     for (const auto& c : columns_) refs_.push_back({c.data(), c.row_bytes()});
+    if (episodes) {
+      std::vector<std::shared_ptr<std::uint8_t>> em;
+      if (!memory.empty()) em.assign(memory.begin() + static_cast<std::ptrdiff_t>(fields.size()), memory.end() - 1);
+      ep_.reset(new EpisodeIndex(*episodes, ring_, columns_, em));
+      for (std::size_t f = 0; f < episodes->outs.size(); ++f)
+        if (episodes->outs[f].kind == EpisodeSpec::Plain) plain_.push_back({f, refs_[episodes->outs[f].src]});
+    }
   }
+  // Memory blocks the episode index of `spec` takes: its start column, and one finals column per observation key.
+  static std::size_t episode_blocks(const EpisodeSpec* spec) {
+    return spec ? 1 + (spec->dedup ? spec->obs_col.size() : 0) : 0;
+  }
+  // The episode index; null for a plain buffer.
+  EpisodeIndex* episodes() const { return ep_.get(); }
+  // Whether a slot can hold a sampleable step (false only for next-step reset rows of an episodic buffer).
+  bool is_step(std::size_t slot) const { return !ep_ || ep_->is_step(slot); }
   virtual ~ReplayCore() = default;
   ReplayCore(const ReplayCore&) = delete;
   ReplayCore& operator=(const ReplayCore&) = delete;
@@ -64,6 +85,7 @@ class ReplayCore {
   // Append n rows; src[f] points at n contiguous rows of field f. Wraps around the ring inside the call; when
   // n > capacity only the last capacity rows are kept. O(n * row bytes)
   void add(const void* const* src, std::size_t n) {
+    if (ep_) return add_episodic(src, n);
     if (n == 0) return;
     const std::size_t cap = capacity();
     const std::uint64_t t0 = ring_.begin_write(n);
@@ -109,6 +131,14 @@ class ReplayCore {
     const std::size_t size = ring_.size();
     Rng rng(seed_, next_stream());
     for (std::size_t i = 0; i < n; ++i) idx[i] = static_cast<std::int64_t>(rng.bounded(size));
+    if (ep_) {
+      Fallback fb(n);
+      gather_episodes(idx, n, gens, out, [&](std::size_t) {
+        if (fb.exhausted()) return fb.pick(*this, rng);
+        return static_cast<std::int64_t>(rng.bounded(std::max<std::size_t>(ring_.size(), 1)));
+      });
+      return;
+    }
     gather_consistent(idx, n, gens, out, [&](std::size_t) {
       return static_cast<std::int64_t>(rng.bounded(std::max<std::size_t>(ring_.reserved_size(), 1)));
     });
@@ -118,6 +148,7 @@ class ReplayCore {
   void get(const std::int64_t* idx, std::size_t n, std::uint64_t* gens, std::uint8_t* const* out) {
     check_indices("get", idx, n);
     std::vector<std::int64_t> own(idx, idx + n);
+    if (ep_) return gather_episodes(own.data(), n, gens, out, nullptr);
     gather_consistent(own.data(), n, gens, out, [&](std::size_t i) { return own[i]; });
   }
 
@@ -149,7 +180,10 @@ class ReplayCore {
 
   // Checkpoint support (not safe concurrently with other calls): restore the ring's bookkeeping; seq null means
   // the sequence numbers were already read into raw_seq() (see Ring::restore). O(capacity)
-  void restore_ring(const Ring::State& st, const std::uint64_t* seq) { ring_.restore(st, seq); }
+  void restore_ring(const Ring::State& st, const std::uint64_t* seq) {
+    ring_.restore(st, seq);
+    if (ep_) ep_->restore();
+  }
   std::uint64_t* raw_seq() { return ring_.raw_seq(); }
   // Reopen persisted storage (see Ring::reopen); rows torn by a crash, and rows reserved below the recovered cursor
   // but never written, are replaced by a copy of the newest whole row, so every stored row is still one real
@@ -157,6 +191,10 @@ class ReplayCore {
   std::size_t reopen(std::uint64_t base) {
     std::vector<std::size_t> torn;
     ring_.reopen(base, torn);
+    if (ep_) {  // a repaired row is no step; then every lane continues from its newest row
+      ep_->mark_not_steps(torn);
+      ep_->restore();
+    }
     if (torn.empty()) return 0;
     std::vector<std::uint8_t> is_torn(capacity(), 0);
     for (std::size_t s : torn) is_torn[s] = 1;
@@ -181,7 +219,10 @@ class ReplayCore {
   }
 
   // Empty the buffer (memory is kept). Not safe concurrently with other calls. O(1)
-  virtual void clear() { ring_.clear(); }
+  virtual void clear() {
+    ring_.clear();
+    if (ep_) ep_->reset_lanes();
+  }
 
  protected:
   // Hook for prioritized replay: called once the m rows from ticket `first` are published (obsolete[k] set, if
@@ -221,9 +262,131 @@ class ReplayCore {
     }
   }
 
+  // --- episodic buffers ------------------------------------------------------------------------------------
+  // One add of exactly K rows (one per lane), serialised with other adds; src[f] points at the K rows of input
+  // field f. The row count was checked by the caller's message too; here it is a precondition that throws.
+  void add_episodic(const void* const* src, std::size_t n) {
+    const std::size_t k = ep_->lanes();
+    if (n != k)
+      throw_invalid("add: a buffer with num_envs=" + std::to_string(k) + " takes exactly " + std::to_string(k) +
+                    " rows per add (one per lane), got " + std::to_string(n));
+    std::lock_guard<ForkSafeMutex> lock(ep_->add_mutex());
+    const std::uint64_t t0 = ring_.begin_write(k);
+    std::vector<std::uint8_t> obsolete;  // writers are serialised: no newer lap can own these slots
+    for (std::size_t i = 0; i < k; ++i) {
+      const bool claimed = ring_.claim(t0 + i);
+      FR_DEBUG_ASSERT(claimed);
+      (void)claimed;
+    }
+    ep_->write(t0, src);
+    for (std::size_t i = 0; i < k; ++i) ring_.publish(t0 + i);
+    on_published(t0, k, obsolete);
+    ring_.end_write(k);
+  }
+
+  // When rejection keeps failing (few sampleable steps), draws come from an explicit list of sampleable slots,
+  // rebuilt each time the attempts run out again; an empty list raises the "nothing sampleable" error.
+  struct Fallback {
+    explicit Fallback(std::size_t batch) : limit(4096 + 8 * batch) {}
+    std::size_t limit, attempts = 0;
+    std::vector<std::int64_t> slots;
+    std::vector<double> cum;  // prioritized: running sums of the slots' leaves
+    bool exhausted() { return ++attempts > limit; }
+    // A sampleable slot: uniformly, or (leaf given) in proportion to leaf(slot).
+    std::int64_t pick(const ReplayCore& core, Rng& rng, const std::function<double(std::size_t)>* leaf = nullptr) {
+      if (slots.empty() || attempts % limit == 0) {
+        slots = core.sampleable_slots();
+        if (slots.empty()) throw_invalid(kNothingSampleable);
+        cum.clear();
+        if (leaf) {
+          double acc = 0.0;
+          for (std::int64_t s : slots) cum.push_back(acc += (*leaf)(static_cast<std::size_t>(s)));
+          if (!(acc > 0.0)) throw_invalid("sample: every sampleable step has priority 0, so none can be drawn");
+        }
+      }
+      if (cum.empty()) return slots[rng.bounded(slots.size())];
+      const double u = rng.uniform() * cum.back();
+      const auto it = std::upper_bound(cum.begin(), cum.end(), u);
+      return slots[std::min<std::size_t>(static_cast<std::size_t>(it - cum.begin()), slots.size() - 1)];
+    }
+  };
+  static constexpr const char* kNothingSampleable =
+      "sample: no stored step can be sampled yet: a step needs its next observation (with next_obs='dedup', the "
+      "lane's next step) and every frame of its stack";
+
+  // The stored slots that hold a sampleable step now. O(size)
+  std::vector<std::int64_t> sampleable_slots() const {
+    std::vector<std::int64_t> out;
+    EpisodeIndex::View v = ep_->view();
+    const std::size_t size = ring_.size();
+    for (std::size_t s = 0; s < size; ++s) {
+      for (;;) {
+        const auto r = ep_->assemble<true>(s, v, nullptr, 0, nullptr);
+        if (r == EpisodeIndex::kTorn) {
+          ep_->refresh(v);
+          std::this_thread::yield();
+          continue;
+        }
+        if (r == EpisodeIndex::kOk) out.push_back(static_cast<std::int64_t>(s));
+        break;
+      }
+    }
+    return out;
+  }
+
+  // Episodic gather of idx[0..n): every row assembled from the episode index (docs/episodes.md). A slot that holds
+  // no sampleable step, or changed under a writer, is replaced by redraw(i); with redraw null (get) the first
+  // slot that is not sampleable raises ValueError and a changed one is read again.
+  template <class Redraw>
+  void gather_episodes(std::int64_t* idx, std::size_t n, std::uint64_t* gens, std::uint8_t* const* out,
+                       Redraw&& redraw) {
+    EpisodeIndex::View v = ep_->view();
+    auto bad = [&](std::size_t i) {
+      throw_invalid("get: slot " + std::to_string(idx[i]) + " at position " + std::to_string(i) +
+                    " holds no sampleable step");
+    };
+    const Ring::Quiet q = ring_.quiet_begin();
+    if (q.quiet) {
+      ep_->refresh(v);
+      for (std::size_t i = 0; i < n; ++i) {
+        for (;;) {
+          const auto r = ep_->assemble<false>(static_cast<std::size_t>(idx[i]), v, out, i, gens ? gens + i : nullptr);
+          if (r == EpisodeIndex::kOk) break;
+          if (!ring_.quiet_end(q)) goto checked;  // a writer started: its rows may look invalid for now
+          if (!call(redraw, i, idx)) bad(i);
+        }
+      }
+      for (const auto& p : plain_) gather_batch(&p.second, 1, idx, n, out + p.first);
+      if (ring_.quiet_end(q)) return;
+    }
+  checked:
+    for (std::size_t i = 0; i < n; ++i) {
+      for (unsigned tries = 0;; ++tries) {
+        ep_->refresh(v);
+        const auto r = ep_->assemble<true>(static_cast<std::size_t>(idx[i]), v, out, i, gens ? gens + i : nullptr);
+        if (r == EpisodeIndex::kOk) break;
+        if (tries > 64) std::this_thread::yield();
+        if (r == EpisodeIndex::kTorn && std::is_same<std::decay_t<Redraw>, std::nullptr_t>::value) continue;
+        if (!call(redraw, i, idx)) bad(i);
+      }
+    }
+  }
+  template <class Redraw>
+  static bool call(Redraw& redraw, std::size_t i, std::int64_t* idx) {
+    if constexpr (std::is_same<std::decay_t<Redraw>, std::nullptr_t>::value) {
+      (void)redraw, (void)i, (void)idx;
+      return false;
+    } else {
+      idx[i] = redraw(i);
+      return true;
+    }
+  }
+
   Ring ring_;
   std::vector<Column> columns_;
   std::vector<ColumnRef> refs_;
+  std::unique_ptr<EpisodeIndex> ep_;
+  std::vector<std::pair<std::size_t, ColumnRef>> plain_;  // episodic: (batch field, column) of Plain fields
 
  private:
   static std::size_t check_capacity(std::size_t capacity) {

@@ -168,6 +168,10 @@ class Ring {
     return q.quiet && begun_.load(std::memory_order_relaxed) == q.begun;
   }
 
+  // Tickets published by finished writes, and the first ticket of the epoch.
+  std::uint64_t committed() const { return committed_.load(std::memory_order_acquire); }
+  std::uint64_t base() const { return base_.load(std::memory_order_relaxed); }
+  std::uint64_t seq_relaxed(std::size_t slot) const { return seq_[slot].load(std::memory_order_relaxed); }
   std::uint64_t seq_acquire(std::size_t slot) const { return seq_[slot].load(std::memory_order_acquire); }
   std::uint64_t seq_recheck(std::size_t slot) const {
     fence(std::memory_order_acquire);

@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterator, Mapping, Optional
 
 import numpy as np
 
-from . import _args, _checkpoint, _core, _memmap
+from . import _args, _checkpoint, _core, _episodes, _memmap
 from ._batch import Batch
 from ._fields import FieldSpecs, check_capacity, fields_from_spaces, normalize_fields, spaces_of
 
@@ -92,9 +92,20 @@ class ReplayBuffer(_core._Buffer):
         seed: Optional[int] = None,
         storage: str = "memory",
         path: Any = None,
+        *,
+        num_envs: Optional[int] = None,
+        next_obs: Optional[str] = None,
+        frame_stack: Optional[int] = None,
+        stacked_input: Optional[bool] = None,
+        stack_padding: Optional[str] = None,
+        n_step: Optional[int] = None,
+        gamma: Optional[float] = None,
+        autoreset: Optional[str] = None,
     ) -> None:
         self._check_fresh("ReplayBuffer")
-        self._init("ReplayBuffer", capacity, fields, seed, storage, path)
+        self._init("ReplayBuffer", capacity, fields, seed, storage, path, episodes=dict(
+            num_envs=num_envs, next_obs=next_obs, frame_stack=frame_stack, stacked_input=stacked_input,
+            stack_padding=stack_padding, n_step=n_step, gamma=gamma, autoreset=autoreset))
 
     def _check_fresh(self, where: str) -> None:
         """A second ``__init__`` would leave the C++ core as it was (pybind11 ignores it) while the Python state
@@ -103,7 +114,7 @@ class ReplayBuffer(_core._Buffer):
             raise TypeError(f"{where}.__init__: this buffer is already initialized; create a new {where} instead")
 
     #: Attributes that ``__init__`` sets; reading one on an object whose ``__init__`` never ran raises TypeError.
-    _INIT_ATTRS = frozenset({"_fields", "_memmap", "_raise_stale", "_max_mode"})
+    _INIT_ATTRS = frozenset({"_fields", "_memmap", "_raise_stale", "_max_mode", "_episodes", "_stored"})
 
     def __getattr__(self, name: str) -> Any:  # only reached when ordinary lookup fails
         if name in ReplayBuffer._INIT_ATTRS and not self._initialized():
@@ -114,8 +125,10 @@ class ReplayBuffer(_core._Buffer):
             )
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    def _init(self, where, capacity, fields, seed, storage, path, alpha=0.0, eps=0.0, max_priority="all_time"):
-        """Shared by both classes; alpha, eps and max_priority (already checked) matter to prioritized ones."""
+    def _init(self, where, capacity, fields, seed, storage, path, alpha=0.0, eps=0.0, max_priority="all_time",
+              episodes=None):
+        """Shared by both classes; alpha, eps and max_priority (already checked) matter to prioritized ones;
+        ``episodes``: the episode options (docs/episodes.md), None values meaning not given."""
         specs = normalize_fields(fields, where)
         cap = _args.capacity(capacity, where)
         check_capacity(specs, cap, where)
@@ -123,22 +136,28 @@ class ReplayBuffer(_core._Buffer):
         _args.choice(storage, "storage", ("memory", "memmap"), where)
         if self._prioritized:
             _args.initial_leaf(alpha, eps, cap, where)
+        cfg = _episodes.config(specs, cap, where, episodes or {})
+        stored = _episodes.stored_fields(specs, cfg)
         names = list(specs)
         shapes = [specs[k][0] for k in names]
         dtypes = [specs[k][1] for k in names]
         self._fields = specs
+        self._stored = stored
+        self._episodes = cfg
         self._memmap = None
         stored_max = max_priority == "stored"
+        core_episodes = None if cfg is None else _core_episodes(specs, cfg)
         if storage == "memory":
             if path is not None:
                 raise ValueError(f"{where}: path is only used with storage='memmap'")
-            super().__init__(cap, names, shapes, dtypes, seed, self._prioritized, alpha, eps, stored_max)
+            super().__init__(cap, names, shapes, dtypes, seed, self._prioritized, alpha, eps, stored_max, "",
+                             core_episodes)
         else:
             self._memmap = _memmap.open_dir(where, path, self, cap, specs)
             if seed is None and self._memmap.existing:
                 seed = self._memmap.existing["seed"]
             super().__init__(cap, names, shapes, dtypes, seed, self._prioritized, alpha, eps, stored_max,
-                             self._memmap.directory)
+                             self._memmap.directory, core_episodes)
             self._memmap.attach(self)
 
     def flush(self) -> None:
@@ -155,16 +174,21 @@ class ReplayBuffer(_core._Buffer):
 
     @classmethod
     def from_env(cls, env_or_spaces: Any, capacity: int, seed: Optional[int] = None, **kwargs: Any) -> "ReplayBuffer":
-        """A buffer whose fields follow a gymnasium env's spaces.
+        """An episodic buffer whose fields follow a gymnasium env's spaces (docs/episodes.md).
 
-        ``env_or_spaces`` is an env, a vector env (its single-env spaces are used, and ``add`` takes one row per
-        sub-env) or an ``(observation_space, action_space)`` tuple. Fields: ``obs``, ``action``, ``reward``
-        (float32), ``next_obs``, ``done`` (bool: store ``terminated``, not truncation). Each space keeps its dtype
-        (a uint8 image stays uint8); Dict observation spaces give fields ``obs.<key>`` and ``next_obs.<key>``,
-        and ``add(obs={...})`` accepts the dict as the env returns it.
+        ``env_or_spaces`` is an env, a vector env (its single-env spaces are used; ``num_envs`` lanes, so ``add``
+        takes one row per sub-env, and ``autoreset`` follows the env's ``metadata["autoreset_mode"]``) or an
+        ``(observation_space, action_space)`` tuple. Fields: ``obs``, ``action``, ``reward`` (float32),
+        ``next_obs``, ``done`` (bool: ``terminated``), ``truncated`` (bool). Each space keeps its dtype (a uint8
+        image stays uint8); Dict observation spaces give fields ``obs.<key>`` and ``next_obs.<key>``, and
+        ``add(obs={...})`` accepts the dict as the env returns it. Other keyword arguments (``frame_stack``,
+        ``n_step``, ``gamma``, ``next_obs``, ``alpha``, ...) go to the constructor.
         """
         obs_space, act_space = spaces_of(env_or_spaces)
-        return cls(capacity, fields_from_spaces(obs_space, act_space), seed=seed, **kwargs)
+        fields = fields_from_spaces(obs_space, act_space)
+        fields["truncated"] = ((), np.dtype(np.bool_))
+        kwargs.update(_episodes.from_env_options(env_or_spaces, kwargs))
+        return cls(capacity, fields, seed=seed, **kwargs)
 
     def prefetch(self, batch_size: int, depth: int = 2, threads: int = 1, beta: Optional[float] = None) -> "Prefetcher":
         """Sample batches ahead of the training loop on background C++ threads.
@@ -189,8 +213,36 @@ class ReplayBuffer(_core._Buffer):
 
     @property
     def fields(self) -> FieldSpecs:
-        """``{name: (shape, dtype)}`` of the stored fields."""
+        """``{name: (shape, dtype)}`` of the fields ``add`` takes."""
         return dict(self._fields)
+
+    @property
+    def episode_config(self) -> Optional[_episodes.EpisodeConfig]:
+        """The episode options (docs/episodes.md), or None for a plain buffer."""
+        return self._episodes
+
+    @property
+    def num_envs(self) -> int:
+        """Lanes: rows per add of an episodic buffer (1 for a plain one)."""
+        return 1 if self._episodes is None else self._episodes.num_envs
+
+    @property
+    def n_step(self) -> int:
+        """Steps per n-step return (episodic buffers); settable, effective from the next sample."""
+        return self._n_step
+
+    @n_step.setter
+    def n_step(self, value: int) -> None:
+        self._n_step = _episodes.n_step(value, f"{type(self).__name__}.n_step")
+
+    @property
+    def gamma(self) -> float:
+        """Discount of n-step returns (episodic buffers); settable, effective from the next sample."""
+        return self._gamma
+
+    @gamma.setter
+    def gamma(self, value: float) -> None:
+        self._gamma = _episodes.gamma(value, f"{type(self).__name__}.gamma")
 
     @property
     def storage(self) -> Dict[str, np.ndarray]:
@@ -199,7 +251,7 @@ class ReplayBuffer(_core._Buffer):
         The views alias the buffer's memory: rows change as new transitions overwrite old ones, and a view keeps
         the buffer's memory alive.
         """
-        return {name: self._storage_view(i) for i, name in enumerate(self._fields)}
+        return {name: self._storage_view(i) for i, name in enumerate(self._stored)}
 
     @property
     def full(self) -> bool:
@@ -282,13 +334,24 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         stale: str = "skip",
         storage: str = "memory",
         path: Any = None,
+        *,
+        num_envs: Optional[int] = None,
+        next_obs: Optional[str] = None,
+        frame_stack: Optional[int] = None,
+        stacked_input: Optional[bool] = None,
+        stack_padding: Optional[str] = None,
+        n_step: Optional[int] = None,
+        gamma: Optional[float] = None,
+        autoreset: Optional[str] = None,
     ) -> None:
         where = "PrioritizedReplayBuffer"
         self._check_fresh(where)
         alpha, eps = _args.prioritized(alpha, eps, max_priority, stale, where)
         self._raise_stale = stale == "raise"
         self._max_mode = max_priority
-        self._init(where, capacity, fields, seed, storage, path, alpha, eps, max_priority)
+        self._init(where, capacity, fields, seed, storage, path, alpha, eps, max_priority, episodes=dict(
+            num_envs=num_envs, next_obs=next_obs, frame_stack=frame_stack, stacked_input=stacked_input,
+            stack_padding=stack_padding, n_step=n_step, gamma=gamma, autoreset=autoreset))
 
     # The compiled method itself, not a Python wrapper around it: sample is the hot call, and a wrapper's frame
     # would cost about a third of a microsecond per batch. It takes (batch_size, beta=0.4, *, out=None).
@@ -337,6 +400,20 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", alpha={self.alpha}, eps={self.eps})"
+
+
+def _core_episodes(fields: FieldSpecs, cfg: "_episodes.EpisodeConfig") -> Dict[str, Any]:
+    """What the compiled core needs of an episode config: options, observation names and the stored and batch
+    layouts as (names, shapes, dtypes)."""
+    def layout(specs: FieldSpecs):
+        names = list(specs)
+        return (names, [specs[k][0] for k in names], [specs[k][1] for k in names])
+
+    return {"lanes": cfg.num_envs, "dedup": cfg.dedup, "stack": cfg.frame_stack, "zero_pad": cfg.padding == "zero",
+            "next_step": cfg.autoreset == "next_step", "n_step": cfg.n_step, "gamma": cfg.gamma,
+            "stacked_input": cfg.stacked_input, "obs": list(cfg.obs), "next_obs": list(cfg.next_obs),
+            "stored": layout(_episodes.stored_fields(fields, cfg)),
+            "batch": layout(_episodes.batch_fields(fields, cfg))}
 
 
 def _classes() -> Dict[str, type]:

@@ -270,16 +270,15 @@ def train(args: Args) -> Dict[str, Any]:
             global_step += args.num_envs
             bar.update(args.num_envs)
 
-            # Store (s, a, r, s', terminated): s' is the ended episode's last observation, not the reset one, and
-            # done is `terminated` alone so that time-limit truncations still bootstrap. One add for all envs.
+            # Store (s, a, r, s', terminated, truncated), one row per sub-env in one add: s' is the ended episode's
+            # last observation, not the reset one, and done is `terminated` alone so that time-limit truncations
+            # still bootstrap. The buffer has one lane per sub-env and the env's autoreset mode (from_env): in
+            # next-step mode it keeps the reset step's row but never samples it.
             keep = ~was_done
             stored_next = real_next_obs(next_obs, infos) if mode == "same_step" else next_obs
             with in_buffer.timed():
-                if keep.all():
-                    buf.add(obs=obs, action=actions, reward=rewards, next_obs=stored_next, done=terminated)
-                elif keep.any():
-                    buf.add(obs=obs[keep], action=actions[keep], reward=rewards[keep], next_obs=stored_next[keep],
-                            done=terminated[keep])
+                buf.add(obs=obs, action=actions, reward=rewards, next_obs=stored_next, done=terminated,
+                        truncated=truncated)
 
             ended = (terminated | truncated) & keep
             ep_return += rewards * keep
@@ -385,11 +384,13 @@ def make_buffer(args: Args, envs: gym.vector.VectorEnv) -> Any:
         from fastreplay import reference as impl
     else:
         impl = fastreplay
+    # One lane per sub-env: the capacity must be a whole number of steps of all of them.
+    capacity = max(envs.num_envs, args.buffer_size // envs.num_envs * envs.num_envs)
     if args.per:
         return impl.PrioritizedReplayBuffer.from_env(
-            envs, args.buffer_size, seed=args.seed, alpha=args.per_alpha, eps=args.per_eps
+            envs, capacity, seed=args.seed, alpha=args.per_alpha, eps=args.per_eps
         )
-    return impl.ReplayBuffer.from_env(envs, args.buffer_size, seed=args.seed)
+    return impl.ReplayBuffer.from_env(envs, capacity, seed=args.seed)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ and goes to slot ``t % capacity``. A slot's *generation* is ``t // capacity + 1`
 cursor up to the next multiple of capacity and starts a new, empty epoch, so generations keep growing and an index
 sampled before ``clear()`` is recognisably stale once its slot is written again.
 
+Episode options (``num_envs``, ``frame_stack``, ``n_step``, ...; ``docs/episodes.md``) make a buffer *episodic*: the
+episode index, sampleability and the batch rows live in :mod:`fastreplay._reference_episodes`.
 """
 from __future__ import annotations
 
@@ -21,8 +23,9 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
-from . import _args
+from . import _args, _episodes
 from ._batch import Batch
+from ._reference_episodes import EpisodeIndex, env_fields, episode_options, prioritized_draw
 from ._fields import FieldSpecs, check_capacity, fields_from_spaces, normalize_fields, spaces_of
 from ._reference_convert import (
     as_int, convert, index_array, put, real_array, rows_text, stack, type_name, uint_array,
@@ -32,16 +35,21 @@ from ._sum_min_tree import SumMinTree
 __all__ = ["ReplayBuffer", "PrioritizedReplayBuffer", "SumMinTree"]
 
 
-class ReplayBuffer:
+class ReplayBuffer(EpisodeIndex):
     """Uniform experience replay on a ring of ``capacity`` slots; see :class:`fastreplay.ReplayBuffer`."""
 
     _prioritized = False
 
     _ready = False  # set once __init__ has completed
 
-    def __init__(self, capacity: int, fields: Mapping[str, Any], seed: Optional[int] = None) -> None:
+    def __init__(self, capacity: int, fields: Mapping[str, Any], seed: Optional[int] = None, *,
+                 num_envs: Optional[int] = None, next_obs: Optional[str] = None, frame_stack: Optional[int] = None,
+                 stacked_input: Optional[bool] = None, stack_padding: Optional[str] = None,
+                 n_step: Optional[int] = None, gamma: Optional[float] = None, autoreset: Optional[str] = None) -> None:
         self._check_fresh("ReplayBuffer")
-        self._setup("ReplayBuffer", capacity, fields, seed)
+        options = dict(num_envs=num_envs, next_obs=next_obs, frame_stack=frame_stack, stacked_input=stacked_input,
+                       stack_padding=stack_padding, n_step=n_step, gamma=gamma, autoreset=autoreset)
+        self._setup("ReplayBuffer", capacity, fields, seed, options)
         self._ready = True
 
     def _check_fresh(self, where: str) -> None:
@@ -49,24 +57,29 @@ class ReplayBuffer:
         if self._ready:
             raise TypeError(f"{where}.__init__: this buffer is already initialized; create a new {where} instead")
 
-    def _setup(self, where: str, capacity: Any, fields: Any, seed: Any) -> None:
-        self._fields: FieldSpecs = normalize_fields(fields, where)
+    def _setup(self, where: str, capacity: Any, fields: Any, seed: Any, options: Mapping[str, Any]) -> None:
+        self._fields: FieldSpecs = normalize_fields(fields, where)  # what add takes
         self._capacity = _args.capacity(capacity, where)
         check_capacity(self._fields, self._capacity, where)
         seed = _args.seed(seed, where)
+        self._setup_episodes(where, options)  # the episode config; self._stored and self._batch: the layouts
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**63)
         self._rng = random.Random(self.seed)
         # One list per field; slot i of field f is self._rows[f][i] (None until first written).
-        self._rows: Dict[str, List[Any]] = {name: [None] * self._capacity for name in self._fields}
+        self._rows: Dict[str, List[Any]] = {name: [None] * self._capacity for name in self._stored}
         self._gen = [0] * self._capacity  # generation of each slot
         self._cursor = 0  # ticket of the next row
         self._base = 0  # first ticket of the current epoch (a multiple of capacity)
 
     @classmethod
     def from_env(cls, env_or_spaces: Any, capacity: int, seed: Optional[int] = None, **kwargs: Any):
-        """A buffer whose fields follow a gymnasium env's spaces (see :meth:`fastreplay.ReplayBuffer.from_env`)."""
+        """An episodic buffer whose fields follow a gymnasium env's spaces, plus a bool ``truncated`` after
+        ``done``; ``num_envs`` and ``autoreset`` come from the (vector) env unless given (see
+        :meth:`fastreplay.ReplayBuffer.from_env`)."""
         obs_space, act_space = spaces_of(env_or_spaces)
-        return cls(capacity, fields_from_spaces(obs_space, act_space), seed=seed, **kwargs)
+        options, rest = episode_options(kwargs)
+        options = _episodes.from_env_options(env_or_spaces, options)
+        return cls(capacity, env_fields(fields_from_spaces(obs_space, act_space)), seed=seed, **rest, **options)
 
     # --- size and cursor --------------------------------------------------------------------------------------
 
@@ -99,7 +112,7 @@ class ReplayBuffer:
     def storage(self) -> Dict[str, np.ndarray]:
         """Read-only copies ``{name: array[len(self), *shape]}`` of the stored rows, in slot order."""
         out = {}
-        for name, (shape, dtype) in self._fields.items():
+        for name, (shape, dtype) in self._stored.items():
             out[name] = stack(self._rows[name][: len(self)], shape, dtype)
             out[name].flags.writeable = False
         return out
@@ -108,6 +121,7 @@ class ReplayBuffer:
         """Empty the buffer: start a new epoch at the next multiple of capacity (generations are kept)."""
         self._cursor = -(-self._cursor // self._capacity) * self._capacity
         self._base = self._cursor
+        self._clear_episodes()
 
     def generations(self, indices: Any) -> np.ndarray:
         """uint64[B]: the generation of each slot (any slot in [0, capacity), stored or not)."""
@@ -150,6 +164,9 @@ class ReplayBuffer:
 
         # All checked: write. Only the last `capacity` of the N rows survive, so only those are copied.
         n_rows = len(converted[first][0])
+        if self._episode_config is not None:  # exactly K rows, checked before anything is written
+            self._add_episodic({n: rows for n, (rows, _) in converted.items()}, n_rows)
+            return
         if n_rows == 0:
             return
         written = []
@@ -195,13 +212,18 @@ class ReplayBuffer:
         n = self._check_batch_size(batch_size)
         out = self._check_out(out, n)
         self._check_not_empty()
-        indices = [self._rng.randrange(len(self)) for _ in range(n)]
+        if self._episode_config is None:
+            indices = [self._rng.randrange(len(self)) for _ in range(n)]
+        else:  # uniformly among the sampleable steps
+            slots = self._sampleable_or_raise()
+            indices = [slots[self._rng.randrange(len(slots))] for _ in range(n)]
         return self._gather(indices, out, with_generations=False)  # uniform batches: generations None
 
     def get(self, indices: Any) -> Batch:
         """The transitions at the given slots (int[B], each in [0, len(self)))."""
         idx = index_array("get", indices)
         self._check_indices("get", idx)
+        self._check_get_sampleable(idx)
         weights = [1.0] * len(idx) if self._prioritized else None
         return self._gather(idx, None, with_generations=True, weights=weights)
 
@@ -229,7 +251,7 @@ class ReplayBuffer:
             return None
         if not isinstance(out, dict):
             raise TypeError(f"sample: out must be a Batch returned by sample(), got {type_name(out)}")
-        wanted = [(name, out.get(name), dtype, shape) for name, (shape, dtype) in self._fields.items()]
+        wanted = [(name, out.get(name), dtype, shape) for name, (shape, dtype) in self._batch.items()]
         wanted.append(("indices", getattr(out, "indices", None), np.dtype(np.int64), ()))
         if self._prioritized:
             wanted.append(("generations", getattr(out, "generations", None), np.dtype(np.uint64), ()))
@@ -248,11 +270,14 @@ class ReplayBuffer:
     def _gather(self, indices: List[int], out: Optional[Batch], with_generations: bool,
                 weights: Optional[List[float]] = None) -> Batch:
         """Copy the rows at `indices` into `out` (refilled in place) or a new Batch."""
-        data = {name: stack([self._rows[name][i] for i in indices], shape, dtype)
-                for name, (shape, dtype) in self._fields.items()}
+        if self._episode_config is None:
+            data = {name: stack([self._rows[name][i] for i in indices], shape, dtype)
+                    for name, (shape, dtype) in self._fields.items()}
+        else:
+            data = self._episode_batch(indices)
         gens = np.array([self._gen[i] for i in indices], np.uint64) if with_generations else None
         if out is not None:
-            for name in self._fields:
+            for name in data:
                 out[name][...] = data[name]
             out.indices[...] = indices
             if gens is not None:
@@ -275,7 +300,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
     """Proportional prioritized replay; see :class:`fastreplay.PrioritizedReplayBuffer`.
 
     Slot i holds a raw priority p_i and the leaf ``(p_i + eps) ** alpha``; it is drawn with probability
-    leaf_i / sum(leaves).
+    leaf_i / sum(leaves). Episodic: a non-step's leaf is always 0, and only sampleable steps are drawn.
     """
 
     _prioritized = True
@@ -289,11 +314,22 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         seed: Optional[int] = None,
         max_priority: str = "all_time",
         stale: str = "skip",
+        *,
+        num_envs: Optional[int] = None,
+        next_obs: Optional[str] = None,
+        frame_stack: Optional[int] = None,
+        stacked_input: Optional[bool] = None,
+        stack_padding: Optional[str] = None,
+        n_step: Optional[int] = None,
+        gamma: Optional[float] = None,
+        autoreset: Optional[str] = None,
     ) -> None:
         where = "PrioritizedReplayBuffer"
         self._check_fresh(where)
         alpha, eps = _args.prioritized(alpha, eps, max_priority, stale, where)
-        self._setup(where, capacity, fields, seed)
+        options = dict(num_envs=num_envs, next_obs=next_obs, frame_stack=frame_stack, stacked_input=stacked_input,
+                       stack_padding=stack_padding, n_step=n_step, gamma=gamma, autoreset=autoreset)
+        self._setup(where, capacity, fields, seed, options)
         _args.initial_leaf(alpha, eps, self._capacity, where)
         self._alpha, self._eps = alpha, eps
         self._mode, self._stale = max_priority, stale
@@ -318,7 +354,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         p = self.max_priority
         for slot in slots:
             self._raw[slot] = p
-            self._tree.set(slot, self._leaf(p))
+            self._tree.set(slot, self._leaf(p) if self._is_step(slot) else 0.0)
 
     def clear(self) -> None:
         super().clear()
@@ -339,6 +375,9 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         if not (beta >= 0.0 and math.isfinite(beta)):
             raise ValueError(f"sample: beta must be finite and >= 0, got {beta}")
         self._check_not_empty()
+        if self._episode_config is not None:
+            indices, weights = prioritized_draw(self._rng, self._sampleable_or_raise(), self._tree.leaf, n, beta)
+            return self._gather(indices, out, with_generations=True, weights=weights)
         total = self._tree.total()
         if total <= 0.0:  # only with eps = 0 and every stored priority 0 (the compiled sample hangs there)
             raise ValueError("sample: every stored transition has zero probability (priorities 0 and eps 0)")
@@ -393,7 +432,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         for i, p, leaf in keep:  # in order, so the last of duplicate indices wins
             self._raw[i] = p
             self._max_all_time = max(self._max_all_time, p)
-            self._tree.set(i, leaf)
+            self._tree.set(i, leaf if self._is_step(i) else 0.0)
         return skipped
 
     @property
@@ -412,7 +451,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
             )
         self._alpha = alpha
         for i in range(self._capacity):  # recompute every leaf from the stored raw priorities
-            self._tree.set(i, self._leaf(self._raw[i]) if i < len(self) else 0.0)
+            self._tree.set(i, self._leaf(self._raw[i]) if i < len(self) and self._is_step(i) else 0.0)
 
     @property
     def eps(self) -> float:
