@@ -29,10 +29,16 @@ from typing import Any, BinaryIO, Dict, Optional, Union
 
 import numpy as np
 
+from . import _episodes
 from ._persist import MAX_COUNT, Manifest, _short, atomic_open, buffer_kind, parse_manifest
 
 FORMAT = "fastreplay-checkpoint"
 VERSION = 1
+#: Episodic buffers (docs/episodes.md) are written as version 2: the manifest adds "episodes" (the options) and
+#: the archive ``episodes/start.npy`` (uint64[size], each slot's episode start ticket, 2**64-1 for a reset row) and,
+#: with next-observation dedup, ``episodes/finals/<obs field>.npy``: the final observations of the stored episode
+#: ends, in slot order (the ends follow from start, done and truncated, so their number is checked exactly).
+EPISODIC_VERSION = 2
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -83,15 +89,18 @@ def write(buf: Any, f: BinaryIO, where: str = "save") -> None:
         raise _concurrent(where)
     state = buf._export_state()
     size = min(int(state["cursor"]) - int(state["base"]), buf.capacity)
+    cfg = buf._episodes
     manifest = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": VERSION if cfg is None else EPISODIC_VERSION,
         "class": buffer_kind(buf._prioritized),
         "capacity": buf.capacity,
         "size": size,
         "fields": {k: [list(shape), dt.str] for k, (shape, dt) in buf._fields.items()},
         "state": {k: int(state[k]) for k in ("cursor", "base", "stream", "seed")},
     }
+    if cfg is not None:
+        manifest["episodes"] = cfg.manifest()
     if buf._prioritized:
         manifest.update(alpha=buf.alpha, eps=buf.eps, max_priority=buf._max_mode,
                         stale="raise" if buf._raise_stale else "skip", max_all_time=state["max_all_time"])
@@ -99,16 +108,33 @@ def write(buf: Any, f: BinaryIO, where: str = "save") -> None:
             raise _concurrent(where)
     with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
         z.writestr("manifest.json", json.dumps(manifest, indent=1))
-        for i, name in enumerate(buf._fields):
+        for i, name in enumerate(buf._stored):
             view = buf._storage_view(i)
             if len(view) < size:
                 raise _concurrent(where)
             _write_npy(z, f"fields/{name}.npy", view[:size])
+        if cfg is not None:
+            start = buf._episode_view(-1)[:size]
+            _write_npy(z, "episodes/start.npy", start)
+            if cfg.dedup:
+                ends = _end_slots(buf, start, size)
+                for j, name in enumerate(cfg.obs):
+                    _write_npy(z, f"episodes/finals/{name}.npy", buf._episode_view(j)[ends])
         _write_npy(z, "seq.npy", state["seq"])
         if buf._prioritized:
             _write_npy(z, "priorities.npy", state["priorities"])
     if buf._writes() != (begun, True):
         raise _concurrent(where)
+
+
+def _end_slots(buf: Any, start: np.ndarray, size: int) -> np.ndarray:
+    """The stored slots that end an episode (a step, terminated or truncated): those with a final observation."""
+    stored = buf._stored
+    cols = list(stored)
+    end = np.asarray(buf._raw_view(cols.index("done"), size), bool).copy()
+    if "truncated" in stored:
+        end |= np.asarray(buf._raw_view(cols.index("truncated"), size), bool)
+    return np.flatnonzero(end & (start != np.uint64(2**64 - 1)))
 
 
 def _concurrent(where: str) -> RuntimeError:
@@ -200,9 +226,9 @@ def read(f: Union[BinaryIO, PathLike], where: str, classes: Dict[str, type], exp
         manifest = parse_manifest(data, lambda why: _bad(where, why))
         if manifest.get("format") != FORMAT:
             raise _bad(where, "its manifest does not name the fastreplay-checkpoint format")
-        if manifest.get("version") != VERSION:
+        if manifest.get("version") not in (VERSION, EPISODIC_VERSION):
             raise ValueError(f"load: {where} has checkpoint format version {_short(manifest.get('version'))}; "
-                             f"this fastreplay reads version {VERSION}")
+                             f"this fastreplay reads versions {VERSION} and {EPISODIC_VERSION}")
         m = Manifest(manifest, lambda why: _bad(where, why))
         cls_name = m.choice("class", sorted(classes))
         base_cls = classes[cls_name]
@@ -227,9 +253,21 @@ def read(f: Union[BinaryIO, PathLike], where: str, classes: Dict[str, type], exp
             max_all_time = m.real("max_all_time", 1.0)
         else:
             kwargs, max_all_time = {}, 1.0
+        cfg = None
+        if manifest.get("version") == EPISODIC_VERSION:
+            e = m.object("episodes")
+            options = {k: e.raw(k) for k in _episodes.OPTIONS}
+            try:  # the same checks as the constructor's, before anything is allocated
+                cfg = _episodes.config(fields, capacity, "load", options)
+            except (TypeError, ValueError) as err:
+                raise _bad(where, f"its episode options are invalid ({err})") from None
+            kwargs.update(options)
+        stored = _episodes.stored_fields(fields, cfg)
 
         # Every member's size follows from the manifest; check them all before allocating anything.
-        for name, (shape, dt) in fields.items():
+        if cfg is not None:
+            _check_member(z, "episodes/start.npy", size * 8, length, where)
+        for name, (shape, dt) in stored.items():
             _check_member(z, f"fields/{name}.npy", size * int(np.prod(shape, dtype=object)) * dt.itemsize, length,
                           where)
         _check_member(z, "seq.npy", capacity * 8, length, where)
@@ -249,8 +287,20 @@ def read(f: Union[BinaryIO, PathLike], where: str, classes: Dict[str, type], exp
             except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as e:  # CRC mismatch, truncation
                 raise _bad(where, f"member {name} is corrupted ({e})") from None
 
-        for i, name in enumerate(fields):  # straight into the buffer's memory: no second copy
+        for i, name in enumerate(stored):  # straight into the buffer's memory: no second copy
             read_into(f"fields/{name}.npy", buf._raw_view(i, size))
+        if cfg is not None:
+            start = buf._episode_view(-1)
+            read_into("episodes/start.npy", start[:size])
+            if cfg.dedup:
+                ends = _end_slots(buf, start[:size], size)
+                for j, name in enumerate(cfg.obs):
+                    finals = buf._episode_view(j)
+                    member = f"episodes/finals/{name}.npy"
+                    _check_member(z, member, len(ends) * finals[0].nbytes, length, where)
+                    rows = np.empty((len(ends),) + finals.shape[1:], finals.dtype)
+                    read_into(member, rows)
+                    finals[ends] = rows
         read_into("seq.npy", buf._seq_view())  # straight into the ring; _restore_state checks it
         prio = None
         if prioritized:

@@ -185,6 +185,14 @@ def batch_fields(fields: FieldSpecs, cfg: Optional[EpisodeConfig]) -> FieldSpecs
     return out
 
 
+def require(cfg: Optional[EpisodeConfig], name: str) -> EpisodeConfig:
+    """``cfg``, or the ValueError for setting an episode option ``name`` on a plain buffer."""
+    if cfg is None:
+        raise ValueError(f"ReplayBuffer.{name}: only an episodic buffer has {name} (pass one of the episode "
+                         "options, e.g. num_envs or n_step, to the constructor)")
+    return cfg
+
+
 def from_env_options(env: Any, options: Dict[str, Any]) -> Dict[str, Any]:
     """``options`` completed from a (vector) env: ``num_envs`` and ``autoreset`` unless given."""
     out = dict(options)

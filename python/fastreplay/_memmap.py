@@ -91,6 +91,7 @@ class MemmapDir:
             "seed": int(st["seed"]),
             "stream": int(st["stream"]),
             "max_all_time": float(st.get("max_all_time", 1.0)),
+            "episodes": _structure(buf),
         }
 
     def write_manifest(self, buf: Any) -> None:
@@ -139,11 +140,30 @@ def _check_manifest(where: str, directory: str, existing: Dict[str, Any], capaci
                 max_all_time=m.real("max_all_time", 1.0))
 
 
-def _check_files(where: str, directory: str, capacity: int, fields: Dict[str, Any]) -> None:
-    """Every column file and seq.bin exists at exactly its size: a missing or truncated one is an error, since
-    mapping it would silently recreate it as zeros."""
-    want = [(f"field-{i}.bin", capacity * int(np.prod(shape, dtype=object)) * np.dtype(dt).itemsize)
-            for i, (shape, dt) in enumerate(fields.values())] + [("seq.bin", capacity * 8)]
+def _structure(buf: Any) -> Any:
+    """The episode options that shape the files (None for a plain buffer); n_step and gamma may differ on reopen."""
+    cfg = buf._episodes
+    if cfg is None:
+        return None
+    return {k: v for k, v in cfg.manifest().items() if k not in ("n_step", "gamma")}
+
+
+def _row_bytes(spec: Any) -> int:
+    shape, dt = spec
+    return int(np.prod(shape, dtype=object)) * np.dtype(dt).itemsize
+
+
+def _check_files(where: str, directory: str, capacity: int, buf: Any) -> None:
+    """Every block file (one per stored column, then the episode index's: starts and finals) and seq.bin exists
+    at exactly its size: a missing or truncated one is an error, since mapping it would silently recreate it as
+    zeros."""
+    rows = [_row_bytes(spec) for spec in buf._stored.values()]
+    cfg = buf._episodes
+    if cfg is not None:
+        rows.append(8)
+        if cfg.dedup:
+            rows += [_row_bytes(buf._stored[name]) for name in cfg.obs]
+    want = [(f"field-{i}.bin", capacity * r) for i, r in enumerate(rows)] + [("seq.bin", capacity * 8)]
     for name, nbytes in want:
         path = os.path.join(directory, name)
         try:
@@ -196,6 +216,9 @@ def _open_locked(where: str, directory: str, buf: Any, capacity: int, fields: Di
             f"{where}: {directory} holds a {existing.get('class')} of capacity {existing.get('capacity')} with "
             f"fields {existing.get('fields')}; asked for a {want_cls} of capacity {capacity} with fields {have}"
         )
+    if existing.get("episodes") != _structure(buf):
+        raise ValueError(f"{where}: {directory} holds a buffer with episode options {existing.get('episodes')}; "
+                         f"asked for {_structure(buf)}")
     existing = _check_manifest(where, directory, existing, capacity)
-    _check_files(where, directory, capacity, fields)
+    _check_files(where, directory, capacity, buf)
     return existing

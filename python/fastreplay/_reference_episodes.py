@@ -104,10 +104,7 @@ class EpisodeIndex:
         self._episode_config = _episodes.with_values(self._episodic_config("gamma"), gamma=g)
 
     def _episodic_config(self, name: str) -> EpisodeConfig:
-        if self._episode_config is None:
-            raise ValueError(f"ReplayBuffer.{name}: only an episodic buffer has {name} (pass one of the episode "
-                             "options, e.g. num_envs or n_step, to the constructor)")
-        return self._episode_config
+        return _episodes.require(self._episode_config, name)
 
     # --- add and clear ----------------------------------------------------------------------------------------
 
@@ -279,9 +276,10 @@ class EpisodeIndex:
 
 
 def prioritized_draw(rng: random.Random, slots: List[int], leaf: Callable[[int], float], n: int,
-                     beta: float) -> Tuple[List[int], List[float]]:
+                     beta: float, leaf_min: float) -> Tuple[List[int], List[float]]:
     """A stratified proportional draw of ``n`` slots among ``slots`` (the sampleable ones) by their leaves, and
-    the weights ``(leaf_min / leaf_i) ** beta`` with leaf_min the smallest positive leaf among ``slots``."""
+    the weights ``(leaf_min / leaf_i) ** beta`` with leaf_min the smallest positive leaf of all stored slots (the
+    min tree's, as for a plain buffer: steps not sampleable yet count too)."""
     leaves = [leaf(s) for s in slots]
     total = sum(leaves)
     if total <= 0.0:
@@ -297,7 +295,6 @@ def prioritized_draw(rng: random.Random, slots: List[int], leaf: Callable[[int],
         return positive[-1][0]  # u at the very top (rounding)
 
     indices = [find((k + rng.random()) * (total / n)) for k in range(n)]
-    leaf_min = min(v for _, v in positive)
     tiny = float(np.finfo(np.float32).smallest_subnormal)
     weights = [max(min(leaf_min / leaf(i), 1.0) ** beta, tiny) for i in indices]
     return indices, weights

@@ -222,27 +222,38 @@ class ReplayBuffer(_core._Buffer):
         return self._episodes
 
     @property
-    def num_envs(self) -> int:
-        """Lanes: rows per add of an episodic buffer (1 for a plain one)."""
-        return 1 if self._episodes is None else self._episodes.num_envs
+    def num_envs(self) -> Optional[int]:
+        """Lanes: rows per add of an episodic buffer (None for a plain one)."""
+        return None if self._episodes is None else self._episodes.num_envs
 
     @property
-    def n_step(self) -> int:
-        """Steps per n-step return (episodic buffers); settable, effective from the next sample."""
-        return self._n_step
+    def frame_stack(self) -> Optional[int]:
+        """Frames per stacked observation of an episodic buffer (None for a plain one)."""
+        return None if self._episodes is None else self._episodes.frame_stack
+
+    @property
+    def n_step(self) -> Optional[int]:
+        """Steps per n-step return of an episodic buffer (None for a plain one); settable, effective from the
+        next sample."""
+        return None if self._episodes is None else self._n_step
 
     @n_step.setter
     def n_step(self, value: int) -> None:
-        self._n_step = _episodes.n_step(value, f"{type(self).__name__}.n_step")
+        n = _episodes.n_step(value, "ReplayBuffer.n_step")
+        self._episodes = _episodes.with_values(_episodes.require(self._episodes, "n_step"), n_step=n)
+        self._n_step = n
 
     @property
-    def gamma(self) -> float:
-        """Discount of n-step returns (episodic buffers); settable, effective from the next sample."""
-        return self._gamma
+    def gamma(self) -> Optional[float]:
+        """Discount of n-step returns of an episodic buffer (None for a plain one); settable, effective from the
+        next sample."""
+        return None if self._episodes is None else self._gamma
 
     @gamma.setter
     def gamma(self, value: float) -> None:
-        self._gamma = _episodes.gamma(value, f"{type(self).__name__}.gamma")
+        g = _episodes.gamma(value, "ReplayBuffer.gamma")
+        self._episodes = _episodes.with_values(_episodes.require(self._episodes, "gamma"), gamma=g)
+        self._gamma = g
 
     @property
     def storage(self) -> Dict[str, np.ndarray]:

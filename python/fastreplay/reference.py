@@ -376,7 +376,8 @@ class PrioritizedReplayBuffer(ReplayBuffer):
             raise ValueError(f"sample: beta must be finite and >= 0, got {beta}")
         self._check_not_empty()
         if self._episode_config is not None:
-            indices, weights = prioritized_draw(self._rng, self._sampleable_or_raise(), self._tree.leaf, n, beta)
+            indices, weights = prioritized_draw(self._rng, self._sampleable_or_raise(), self._tree.leaf, n, beta,
+                                                 self._tree.min())
             return self._gather(indices, out, with_generations=True, weights=weights)
         total = self._tree.total()
         if total <= 0.0:  # only with eps = 0 and every stored priority 0 (the compiled sample hangs there)
