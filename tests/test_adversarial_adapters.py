@@ -151,7 +151,7 @@ def test_from_env_nested_dict_accepts_the_dict_as_the_env_returns_it(cls):
     buf = cls.from_env((NESTED, spaces.Discrete(2)), 8, seed=0)
     assert {"obs.a", "obs.inner.b", "obs.inner.c.d", "next_obs.inner.c.d"} <= set(buf.fields)
     o, o2 = NESTED.sample(), NESTED.sample()
-    buf.add(obs=o, action=1, reward=0.5, next_obs=o2, done=False)
+    buf.add(obs=o, action=1, reward=0.5, next_obs=o2, done=False, truncated=False)
     got = buf.get([0])
     assert got["obs.inner.b"][0] == o["inner"]["b"]
     np.testing.assert_array_equal(got["obs.inner.c.d"][0], o["inner"]["c"]["d"])
@@ -179,7 +179,7 @@ def test_nested_dict_from_a_real_vector_env(cls):
     for _ in range(4):
         actions = envs.action_space.sample()
         nxt, rew, term, trunc, _ = envs.step(actions)
-        buf.add(obs=obs, action=actions, reward=rew, next_obs=nxt, done=term)  # one call, 3 rows
+        buf.add(obs=obs, action=actions, reward=rew, next_obs=nxt, done=term, truncated=trunc)  # one call, 3 rows
         last_obs, obs = obs, nxt
     assert len(buf) == 12
     np.testing.assert_array_equal(buf.storage["obs.inner.c.d"][9:12], last_obs["inner"]["c"]["d"])
@@ -202,10 +202,10 @@ def test_nested_dict_errors_name_the_key_and_write_nothing(cls):
     ]
     for obs, match in bad:
         with pytest.raises(TypeError, match=match):
-            buf.add(obs=obs, action=1, reward=0.0, next_obs=o, done=False)
+            buf.add(obs=obs, action=1, reward=0.0, next_obs=o, done=False, truncated=False)
     assert len(buf) == 0
     flat = {"a": o["a"], "inner.b": o["inner"]["b"], "inner.c.d": o["inner"]["c"]["d"]}
-    buf.add(obs=flat, action=1, reward=0.0, next_obs=o, done=False)  # dotted keys at one level still work
+    buf.add(obs=flat, action=1, reward=0.0, next_obs=o, done=False, truncated=False)  # dotted keys at one level still work
     assert len(buf) == 1
 
 
