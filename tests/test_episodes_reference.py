@@ -610,7 +610,7 @@ def test_add_type_errors_of_the_plain_buffer_still_apply():
 
 
 def test_from_env_spaces_tuple_is_episodic_with_one_lane():
-    from gymnasium import spaces
+    spaces = pytest.importorskip("gymnasium.spaces")
 
     buf = ReplayBuffer.from_env((spaces.Box(-1, 1, (3,), np.float32), spaces.Discrete(2)), 8, seed=0)
     assert list(buf.fields) == ["obs", "action", "reward", "next_obs", "done", "truncated"]

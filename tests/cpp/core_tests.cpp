@@ -368,6 +368,98 @@ static void test_prefetcher_construct_destroy() {
   }
 }
 
+
+// Episodic buffer (episodes.h) under a writer and samplers: 4 lanes, frames encode (lane, step), episodes of 7
+// steps (the 7th terminates), frame_stack 3 with reset padding, n_step 3, next-obs dedup. Every sampled row must be
+// one lane's own history: the stack, the next stack's newest frame and the n-step reward agree with its step.
+static void test_episodes_stress(bool prioritized, double seconds) {
+  const std::size_t lanes = 4, cap = 64;
+  // input fields: obs(8 B), next_obs(8 B), reward(f64), done(u8); columns: obs, reward, done
+  const std::vector<FieldSpec> cols = {{"obs", 8}, {"reward", 8}, {"done", 1}};
+  EpisodeSpec e;
+  e.lanes = lanes;
+  e.dedup = true;
+  e.stack = 3;
+  e.n_step = 3;
+  e.gamma = 0.5;
+  e.in_row_bytes = {8, 8, 8, 1};
+  e.col_input = {0, 2, 3};
+  e.col_offset = {0, 0, 0};
+  e.obs_col = {0};
+  e.next_input = {1};
+  e.next_offset = {0};
+  e.next_col = {0};
+  e.reward_col = 1;
+  e.reward_f64 = true;
+  e.done_col = 2;
+  e.done_input = 3;
+  using K = EpisodeSpec;
+  e.outs = {{K::Obs, 0}, {K::NextObs, 0}, {K::Reward, 0}, {K::Done, 0}, {K::Discount, 0}};
+  std::unique_ptr<ReplayCore> core;
+  PrioritizedCore* per = nullptr;
+  if (prioritized) {
+    per = new PrioritizedCore(cap, cols, 11, 0.6, 1e-6, PrioritizedCore::MaxMode::AllTime, {}, &e);
+    core.reset(per);
+  } else {
+    core.reset(new ReplayCore(cap, cols, 11, {}, &e));
+  }
+  std::atomic<bool> stop{false};
+  std::atomic<long> rows_checked{0};
+  std::thread writer([&] {
+    std::int64_t obs[4], nxt[4];
+    double rew[4];
+    std::uint8_t done[4];
+    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    for (std::int64_t step = 0; std::chrono::steady_clock::now() < until; ++step) {
+      for (std::size_t k = 0; k < lanes; ++k) {
+        obs[k] = static_cast<std::int64_t>(k) * 1000000000 + step;
+        nxt[k] = obs[k] + 1;
+        rew[k] = static_cast<double>(step);
+        done[k] = step % 7 == 6;
+      }
+      const void* src[4] = {obs, nxt, rew, done};
+      core->add(src, lanes);
+    }
+    stop = true;
+  });
+  auto sampler = [&] {
+    const std::size_t B = 16;
+    std::vector<std::int64_t> idx(B), o(B * 3), nx(B * 3);
+    std::vector<double> r(B);
+    std::vector<std::uint8_t> d(B);
+    std::vector<float> disc(B), w(B);
+    std::vector<std::uint64_t> g(B);
+    std::uint8_t* out[5] = {reinterpret_cast<std::uint8_t*>(o.data()), reinterpret_cast<std::uint8_t*>(nx.data()),
+                            reinterpret_cast<std::uint8_t*>(r.data()), d.data(),
+                            reinterpret_cast<std::uint8_t*>(disc.data())};
+    while (!stop) {
+      if (core->size() < cap) continue;
+      if (per)
+        per->sample(B, 0.4, idx.data(), w.data(), g.data(), out);
+      else
+        core->sample(B, idx.data(), g.data(), out);
+      for (std::size_t i = 0; i < B; ++i) {
+        const std::int64_t lane = o[i * 3 + 2] / 1000000000, step = o[i * 3 + 2] % 1000000000;
+        const std::int64_t first = step - step % 7;
+        for (int q = 0; q < 3; ++q) CHECK(o[i * 3 + q] == lane * 1000000000 + std::max(first, step - 2 + q));
+        const std::int64_t taken = nx[i * 3 + 2] % 1000000000 - step;
+        CHECK(nx[i * 3 + 2] / 1000000000 == lane);
+        CHECK(taken >= 1 && taken <= std::min<std::int64_t>(3, 7 - step % 7));
+        double want = 0.0;
+        for (std::int64_t j = 0; j < taken; ++j) want += std::pow(0.5, static_cast<double>(j)) * static_cast<double>(step + j);
+        CHECK(std::fabs(r[i] - want) < 1e-9);
+        CHECK(d[i] == (step + taken - first == 7));
+        rows_checked.fetch_add(1);
+      }
+    }
+  };
+  std::thread s1(sampler), s2(sampler);
+  writer.join();
+  s1.join();
+  s2.join();
+  CHECK(rows_checked.load() > 0);
+}
+
 int main(int argc, char** argv) {
   const double seconds = argc > 1 ? std::atof(argv[1]) : 1.0;
   test_ring_wraparound();
@@ -401,6 +493,8 @@ int main(int argc, char** argv) {
     PrioritizedCore core(8, kFields, 9, 0.6, 1e-6, PrioritizedCore::MaxMode::Stored);
     test_writers_overlap_laps(core, 8, 3, seconds / 2);
   }
+  test_episodes_stress(false, seconds / 2);
+  test_episodes_stress(true, seconds / 2);
   if (g_failures) {
     std::printf("core_tests: %d checks failed\n", g_failures);
     return 1;
