@@ -82,11 +82,41 @@ class EpisodeIndex {
     if (spec_.dedup) {
       for (std::size_t j = 0; j < spec_.obs_col.size(); ++j) {
         const std::size_t rb = cols_[spec_.obs_col[j]].row_bytes();
-        finals_.push_back(memory.empty() ? allocate_zeroed(checked_mul(cap_, rb)) : memory.at(m++));
+        finals_.push_back(memory.empty() ? allocate_zeroed(checked_mul(cap_, rb), true) : memory.at(m++));
       }
     }
     n_step_.store(spec_.n_step);
     gamma_.store(spec_.gamma);
+    for (std::size_t c : spec_.obs_col) large_ = large_ || cols_[c].row_bytes() > 256;
+    obs_out_.assign(spec_.obs_col.size(), spec_.outs.size());
+    for (std::size_t f = 0; f < spec_.outs.size(); ++f)
+      if (spec_.outs[f].kind == EpisodeSpec::Obs) obs_out_[spec_.outs[f].src] = f;
+  }
+
+  // Ask for the lines that assembling the row of `slot` reads first (metadata, small observations), a few rows
+  // ahead: rows are latency-bound, and this keeps several misses in flight. A hint only. O(1)
+  void prefetch(std::size_t slot, std::size_t n) const {
+    const std::size_t k_lanes = spec_.lanes;
+    __builtin_prefetch(start_ + slot);
+    auto pf = [&](std::size_t col, std::size_t s) { __builtin_prefetch(cols_[col].row(s)); };
+    const std::size_t last = (slot + (n - 1) * k_lanes) % cap_;
+    for (std::size_t s : {slot, last}) {
+      pf(spec_.done_col, s);
+      pf(spec_.reward_col, s);
+      if (spec_.has_truncated) pf(spec_.trunc_col, s);
+      if (n == 1) break;
+    }
+    if (spec_.stack == 1 || !large_) {
+      for (std::size_t j = 0; j < spec_.obs_col.size(); ++j) {
+        const Column& c = cols_[spec_.obs_col[j]];
+        if (c.row_bytes() > 256) continue;
+        __builtin_prefetch(c.row(slot));
+        if (spec_.dedup)
+          __builtin_prefetch(c.row((slot + k_lanes) % cap_));
+        else
+          __builtin_prefetch(cols_[spec_.next_col[j]].row(slot));
+      }
+    }
   }
 
   const EpisodeSpec& spec() const { return spec_; }
@@ -301,7 +331,15 @@ class EpisodeIndex {
             const Column& c = cols_[spec_.obs_col[j]];
             const std::size_t rb = c.row_bytes();
             std::uint8_t* dst = out[f] + i * rb * S;
+            // Frame q of the next stack is frame q + m of the step's own stack (same episode, same padding): when
+            // that one is already in the batch, copy it from there (cache-hot) instead of from storage again.
+            const std::size_t of = obs_out_[j];
+            const std::uint8_t* own = of < f ? out[of] + i * rb * S : nullptr;
             for (std::size_t q = 0; q + 1 < S; ++q) {
+              if (own && q + m < S) {
+                std::memcpy(dst + q * rb, own + (q + m) * rb, rb);
+                continue;
+              }
               const std::uint64_t back = (S - 2 - q) * k_lanes;
               if (!frame(c, e, back, st, dst + q * rb, touch)) return kTorn;
             }
@@ -418,6 +456,8 @@ class EpisodeIndex {
   std::uint64_t* start_ = nullptr;
   std::vector<std::shared_ptr<std::uint8_t>> finals_;
   std::vector<Lane> lanes_;
+  std::vector<std::size_t> obs_out_;  // per observation key: its Obs batch field (outs.size() if none)
+  bool large_ = false;                 // some observation key has frames of more than 256 bytes
   std::atomic<std::size_t> n_step_{1};
   std::atomic<double> gamma_{0.99};
   mutable ForkSafeMutex add_mu_;

@@ -348,7 +348,10 @@ class ReplayCore {
     const Ring::Quiet q = ring_.quiet_begin();
     if (q.quiet) {
       ep_->refresh(v);
+      constexpr std::size_t kAhead = 8;
+      for (std::size_t i = 0; i < std::min(n, kAhead); ++i) ep_->prefetch(static_cast<std::size_t>(idx[i]), v.n);
       for (std::size_t i = 0; i < n; ++i) {
+        if (i + kAhead < n) ep_->prefetch(static_cast<std::size_t>(idx[i + kAhead]), v.n);
         for (;;) {
           const auto r = ep_->assemble<false>(static_cast<std::size_t>(idx[i]), v, out, i, gens ? gens + i : nullptr);
           if (r == EpisodeIndex::kOk) break;
