@@ -95,27 +95,26 @@ class EpisodeIndex {
 
   // Ask for the lines that assembling the row of `slot` reads first (metadata, small observations), a few rows
   // ahead: rows are latency-bound, and this keeps several misses in flight. A hint only. O(1)
-  void prefetch(std::size_t slot, std::size_t n) const {
+  __attribute__((always_inline)) void prefetch(std::size_t slot, std::size_t n) const {
+    // always_inline: a function that only prefetches has no side effects as far as GCC's IPA pure-const analysis
+    // sees, so a call to it that is not inlined early is deleted as dead code, prefetches and all (GCC 12).
     const std::size_t k_lanes = spec_.lanes;
     __builtin_prefetch(start_ + slot);
-    auto pf = [&](std::size_t col, std::size_t s) { __builtin_prefetch(cols_[col].row(s)); };
-    const std::size_t last = (slot + (n - 1) * k_lanes) % cap_;
-    for (std::size_t s : {slot, last}) {
-      pf(spec_.done_col, s);
-      pf(spec_.reward_col, s);
-      if (spec_.has_truncated) pf(spec_.trunc_col, s);
-      if (n == 1) break;
-    }
-    if (spec_.stack == 1 || !large_) {
-      for (std::size_t j = 0; j < spec_.obs_col.size(); ++j) {
-        const Column& c = cols_[spec_.obs_col[j]];
-        if (c.row_bytes() > 256) continue;
-        __builtin_prefetch(c.row(slot));
-        if (spec_.dedup)
-          __builtin_prefetch(c.row((slot + k_lanes) % cap_));
-        else
-          __builtin_prefetch(cols_[spec_.next_col[j]].row(slot));
-      }
+    std::size_t last = slot + (n - 1) * k_lanes;  // the window's last slot, at most
+    if (last >= cap_) last %= cap_;
+    prefetch_span(spec_.done_col, slot, last);
+    prefetch_span(spec_.reward_col, slot, last);
+    if (spec_.has_truncated) prefetch_span(spec_.trunc_col, slot, last);
+    if (spec_.stack > 1 && large_) return;
+    for (std::size_t j = 0; j < spec_.obs_col.size(); ++j) {
+      const Column& c = cols_[spec_.obs_col[j]];
+      if (c.row_bytes() > 256) continue;
+      __builtin_prefetch(c.row(slot));
+      // the next observation of a full window (with n = 1: of the step itself)
+      if (spec_.dedup)
+        __builtin_prefetch(c.row(last + k_lanes < cap_ ? last + k_lanes : (last + k_lanes) % cap_));
+      else
+        __builtin_prefetch(cols_[spec_.next_col[j]].row(last));
     }
   }
 
@@ -283,24 +282,25 @@ class EpisodeIndex {
     // The n-step window.
     std::size_t m = 1;
     std::uint64_t e = t;
+    std::size_t se = slot;  // slot of e, advanced without a division per step
     bool term_e = term_t, trunc_e = trunc_t;
     double ret = reward(slot);
     while (m < v.n && !(term_e || trunc_e)) {
       const std::uint64_t nx = e + k_lanes;
       if (nx >= v.committed) break;
       if (!touch(nx)) return kTorn;
-      const std::size_t ns = slot_of(nx);
+      std::size_t ns = se + k_lanes;
+      if (ns >= cap_) ns -= cap_;
       const bool tn = flag(spec_.done_col, ns), rn = spec_.has_truncated && flag(spec_.trunc_col, ns);
       if (spec_.dedup && !(tn || rn) && nx + k_lanes >= v.committed) break;
       ret += v.gpow[m] * reward(ns);
       ++m;
       e = nx;
+      se = ns;
       term_e = tn;
       trunc_e = rn;
     }
     const bool end_e = term_e || trunc_e;
-    // Where the observation after e comes from.
-    const std::size_t se = slot_of(e);
     std::uint64_t after = 0;  // ticket of the lane's step after e (dedup, not an end)
     if (spec_.dedup && !end_e) {
       after = e + k_lanes;
@@ -415,6 +415,17 @@ class EpisodeIndex {
   Result finish_invalid(const Touched& t) const { return touched_ok(t) ? kInvalid : kTorn; }
 
   std::size_t slot_of(std::uint64_t t) const { return static_cast<std::size_t>(t % cap_); }
+  // Every line of column `col` from row `first` to row `last` (both ends only, if the window wraps).
+  __attribute__((always_inline)) void prefetch_span(std::size_t col, std::size_t first, std::size_t last) const {
+    const std::uint8_t* a = cols_[col].row(first);
+    const std::uint8_t* b = cols_[col].row(last);
+    if (b < a) {
+      __builtin_prefetch(a);
+      __builtin_prefetch(b);
+      return;
+    }
+    for (const std::uint8_t* p = a; p < b + 64; p += 64) __builtin_prefetch(p);
+  }
   bool flag(std::size_t col, std::size_t slot) const {
     return __atomic_load_n(cols_[col].row(slot), __ATOMIC_RELAXED) != 0;
   }

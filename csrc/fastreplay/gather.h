@@ -50,7 +50,9 @@ inline CopyFn copy_fn(std::size_t row_bytes) {
     default: return copy_any;
   }
 }
-inline void prefetch_rows(const ColumnRef& c, const std::int64_t* idx, std::size_t n) {
+// always_inline: otherwise GCC's IPA pure-const analysis finds that this function has no side effects (prefetches
+// do not count) and deletes every call to it, so no row was ever prefetched (checked in the disassembly, GCC 12).
+__attribute__((always_inline)) inline void prefetch_rows(const ColumnRef& c, const std::int64_t* idx, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) {
     const std::uint8_t* p = c.base + static_cast<std::size_t>(idx[i]) * c.row_bytes;
     __builtin_prefetch(p);
