@@ -271,7 +271,10 @@ class ReplayBuffer(_core._Buffer):
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}: {dt}{list(shape)}" for k, (shape, dt) in self._fields.items())
-        return f"{type(self).__name__}(size={len(self)}, capacity={self.capacity}, fields={{{fields}}})"
+        cfg = self._episodes
+        episodes = "" if cfg is None else (
+            f", num_envs={cfg.num_envs}, frame_stack={cfg.frame_stack}, n_step={cfg.n_step}, gamma={cfg.gamma}")
+        return f"{type(self).__name__}(size={len(self)}, capacity={self.capacity}, fields={{{fields}}}{episodes})"
 
     def save(self, path: Any) -> None:
         """Write the whole state (fields, contents, cursor, generations, priorities, generator state) to ``path``.
