@@ -79,6 +79,7 @@ class EpisodeIndex {
     std::size_t m = 0;
     start_mem_ = memory.empty() ? allocate_zeroed(checked_mul(cap_, 8)) : memory[m++];
     start_ = reinterpret_cast<std::uint64_t*>(start_mem_.get());
+    flags_ = allocate_zeroed(cap_);  // derived from the done/truncated columns: rebuilt by restore()
     if (spec_.dedup) {
       for (std::size_t j = 0; j < spec_.obs_col.size(); ++j) {
         const std::size_t rb = cols_[spec_.obs_col[j]].row_bytes();
@@ -102,9 +103,8 @@ class EpisodeIndex {
     __builtin_prefetch(start_ + slot);
     std::size_t last = slot + (n - 1) * k_lanes;  // the window's last slot, at most
     if (last >= cap_) last %= cap_;
-    prefetch_span(spec_.done_col, slot, last);
-    prefetch_span(spec_.reward_col, slot, last);
-    if (spec_.has_truncated) prefetch_span(spec_.trunc_col, slot, last);
+    prefetch_span(flags_.get(), 1, slot, last);
+    prefetch_span(cols_[spec_.reward_col].data(), cols_[spec_.reward_col].row_bytes(), slot, last);
     if (spec_.stack > 1 && large_) return;
     for (std::size_t j = 0; j < spec_.obs_col.size(); ++j) {
       const Column& c = cols_[spec_.obs_col[j]];
@@ -138,7 +138,7 @@ class EpisodeIndex {
   std::size_t finals_count() const { return finals_.size(); }
   std::uint64_t start(std::size_t slot) const { return __atomic_load_n(start_ + slot, __ATOMIC_RELAXED); }
   bool is_step(std::size_t slot) const { return start(slot) != kNoEpisode; }
-  bool end_at(std::size_t slot) const { return flag(spec_.done_col, slot) || (spec_.has_truncated && flag(spec_.trunc_col, slot)); }
+  bool end_at(std::size_t slot) const { return flags(slot) != 0; }
 
   // --- writer side (under add_mutex, slots of tickets t0 .. t0 + K - 1 claimed) -------------------------------
   // Copy the K input rows into the columns, record each row's episode start and, at ends, its final observation.
@@ -167,7 +167,9 @@ class EpisodeIndex {
         st = lane.start;
       }
       __atomic_store_n(start_ + slot, st, __ATOMIC_RELAXED);
-      const bool end = done[k] || (trunc && trunc[k]);
+      const auto f = static_cast<std::uint8_t>((done[k] ? kTerminated : 0) | (trunc && trunc[k] ? kTruncated : 0));
+      __atomic_store_n(flags_.get() + slot, f, __ATOMIC_RELAXED);
+      const bool end = f != 0;
       if (st != kNoEpisode && end) {
         lane.state = Lane::kEnded;
         for (std::size_t j = 0; j < finals_.size(); ++j) {
@@ -190,6 +192,12 @@ class EpisodeIndex {
     const std::uint64_t c = st.cursor, base = st.base, k_lanes = spec_.lanes;
     const std::uint64_t lo = std::max<std::uint64_t>(base, c > cap_ ? c - cap_ : 0);
     if ((c - base) % k_lanes != 0) throw_invalid("restore: the cursor is not a whole number of adds of num_envs rows");
+    for (std::uint64_t t = lo; t < c; ++t) {  // the flags follow from the stored done/truncated columns
+      const std::size_t sl = slot_of(t);
+      const bool term = cols_[spec_.done_col].row(sl)[0] != 0;
+      const bool trunc = spec_.has_truncated && cols_[spec_.trunc_col].row(sl)[0] != 0;
+      flags_.get()[sl] = static_cast<std::uint8_t>((term ? kTerminated : 0) | (trunc ? kTruncated : 0));
+    }
     for (std::uint64_t t = lo; t < c; ++t) {
       const std::uint64_t s = start(slot_of(t));
       if (s != kNoEpisode && (s > t || s < base || (t - s) % k_lanes != 0))
@@ -268,8 +276,8 @@ class EpisodeIndex {
     };
     const std::uint64_t st = start(slot);
     if (st == kNoEpisode || st > t) return Checked ? finish_invalid(touched) : kInvalid;
-    const bool term_t = flag(spec_.done_col, slot);
-    const bool trunc_t = spec_.has_truncated && flag(spec_.trunc_col, slot);
+    const std::uint8_t f_t = flags(slot);
+    const bool term_t = f_t & kTerminated, trunc_t = f_t & kTruncated;
     // Rule 2: the next observation exists.
     if (!(term_t || trunc_t) && spec_.dedup && t + k_lanes >= v.committed) return Checked ? finish_invalid(touched) : kInvalid;
     // Rule 3: every frame of the stack is stored.
@@ -291,7 +299,8 @@ class EpisodeIndex {
       if (!touch(nx)) return kTorn;
       std::size_t ns = se + k_lanes;
       if (ns >= cap_) ns -= cap_;
-      const bool tn = flag(spec_.done_col, ns), rn = spec_.has_truncated && flag(spec_.trunc_col, ns);
+      const std::uint8_t fn = flags(ns);
+      const bool tn = fn & kTerminated, rn = fn & kTruncated;
       if (spec_.dedup && !(tn || rn) && nx + k_lanes >= v.committed) break;
       ret += v.gpow[m] * reward(ns);
       ++m;
@@ -415,10 +424,12 @@ class EpisodeIndex {
   Result finish_invalid(const Touched& t) const { return touched_ok(t) ? kInvalid : kTorn; }
 
   std::size_t slot_of(std::uint64_t t) const { return static_cast<std::size_t>(t % cap_); }
-  // Every line of column `col` from row `first` to row `last` (both ends only, if the window wraps).
-  __attribute__((always_inline)) void prefetch_span(std::size_t col, std::size_t first, std::size_t last) const {
-    const std::uint8_t* a = cols_[col].row(first);
-    const std::uint8_t* b = cols_[col].row(last);
+  // Every line of a column (at base, row_bytes per row) from row `first` to row `last` (both ends only, if the
+  // window wraps).
+  __attribute__((always_inline)) void prefetch_span(const std::uint8_t* base, std::size_t row_bytes, std::size_t first,
+                                                    std::size_t last) const {
+    const std::uint8_t* a = base + first * row_bytes;
+    const std::uint8_t* b = base + last * row_bytes;
     if (b < a) {
       __builtin_prefetch(a);
       __builtin_prefetch(b);
@@ -426,9 +437,10 @@ class EpisodeIndex {
     }
     for (const std::uint8_t* p = a; p < b + 64; p += 64) __builtin_prefetch(p);
   }
-  bool flag(std::size_t col, std::size_t slot) const {
-    return __atomic_load_n(cols_[col].row(slot), __ATOMIC_RELAXED) != 0;
-  }
+  // A slot's end flags (kTerminated | kTruncated): one byte column, so the n-step window reads one line per
+  // few steps instead of one per flag column.
+  std::uint8_t flags(std::size_t slot) const { return __atomic_load_n(flags_.get() + slot, __ATOMIC_RELAXED); }
+  static constexpr std::uint8_t kTerminated = 1, kTruncated = 2;
   double reward(std::size_t slot) const {
     const std::uint8_t* p = cols_[spec_.reward_col].row(slot);
     if (spec_.reward_f64) {
@@ -465,6 +477,7 @@ class EpisodeIndex {
   const std::size_t cap_;
   std::shared_ptr<std::uint8_t> start_mem_;
   std::uint64_t* start_ = nullptr;
+  std::shared_ptr<std::uint8_t> flags_;  // per slot: kTerminated | kTruncated
   std::vector<std::shared_ptr<std::uint8_t>> finals_;
   std::vector<Lane> lanes_;
   std::vector<std::size_t> obs_out_;  // per observation key: its Obs batch field (outs.size() if none)

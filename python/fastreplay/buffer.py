@@ -79,6 +79,29 @@ class ReplayBuffer(_core._Buffer):
             directory (it holds a lock until garbage collected; another gets ``RuntimeError``), a missing or
             truncated file is a ``ValueError``, and a memmap buffer cannot be pickled (reopen it by path).
 
+    Episode options (keyword-only; any of them makes the buffer *episodic*, see ``docs/episodes.md``):
+        num_envs: lanes K: every ``add`` takes exactly K rows, row k from sub-environment k; capacity must be a
+            multiple of K. The fields must include ``obs`` (or Dict keys ``obs.<k>``), the matching ``next_obs``,
+            ``reward`` (float32/float64 scalar), ``done`` (bool: terminated) and optionally ``truncated`` (bool).
+        next_obs: ``"store"`` (a column) or ``"dedup"`` (read from the lane's next step; only episode ends keep
+            their final observation). Default ``"dedup"`` when ``frame_stack > 1``, else ``"store"``.
+        frame_stack: S: one frame stored per step; batches hold ``obs``/``next_obs`` as ``[B, S, *frame]`` stacks
+            that never cross into the previous episode. ``stacked_input=True``: ``obs`` rows are already
+            ``(S, *frame)`` stacks (e.g. ``FrameStackObservation``) and only the newest frame is stored.
+        stack_padding: frames before an episode's first step: ``"reset"`` (repeat the first frame, default) or
+            ``"zero"``.
+        n_step, gamma: sample-time n-step returns (settable attributes): ``reward`` is the discounted sum over
+            m <= n steps that stop at the episode's end and at the lane's newest step, ``next_obs`` the observation
+            after them, ``done`` whether they terminated, and every batch carries ``discount`` (float32,
+            ``gamma**m``, 0 if terminated). Defaults 1 and 0.99.
+        autoreset: what a lane's row after an episode end is: ``"same_step"`` (default: the first step of the new
+            episode; every row is a whole transition, ``next_obs`` of an end row its final observation) or
+            ``"next_step"`` (gymnasium's default: the env's reset step, stored but never sampled).
+
+    Adds to an episodic buffer are serialised (one at a time, so that each lane's steps stay in order); sampling
+    runs concurrently with them as for any buffer. ``storage`` shows the stored columns (one frame per step;
+    no ``next_obs`` with dedup); ``fields`` what ``add`` takes.
+
     Memory for all columns is reserved up front (lazily zeroed by the OS); a capacity that cannot be allocated
     raises ``MemoryError``. ``add`` casts values as described by :data:`CASTING`.
     """
@@ -257,7 +280,8 @@ class ReplayBuffer(_core._Buffer):
 
     @property
     def storage(self) -> Dict[str, np.ndarray]:
-        """Read-only zero-copy views ``{name: array[len(self), *shape]}`` of the stored rows, in slot order.
+        """Read-only zero-copy views ``{name: array[len(self), *shape]}`` of the stored columns, in slot order
+        (for an episodic buffer: one frame per step, and no ``next_obs`` with dedup).
 
         The views alias the buffer's memory: rows change as new transitions overwrite old ones, and a view keeps
         the buffer's memory alive.
