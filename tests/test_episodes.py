@@ -380,3 +380,54 @@ def test_from_env_vector_env_is_episodic():
     cfg = buf.episode_config
     assert cfg.num_envs == 3 and cfg.autoreset == "next_step" and cfg.n_step == 2
     assert "truncated" in buf.fields and buf.fields["truncated"] == ((), np.dtype(bool))
+
+
+def test_huge_n_step_is_bounded_and_absurd_ones_rejected():
+    buf = _filled()
+    buf.n_step = 2**31 - 1  # the window stops at the lane's stored steps: nothing is sized by n
+    b = buf.sample(8)
+    assert b["obs"].shape[0] == 8
+    for bad in (2**31, 2**70):
+        with pytest.raises(ValueError, match="n_step must be at most 2\\*\\*31 - 1"):
+            buf.n_step = bad
+    assert buf.n_step == 2**31 - 1
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m["episodes"].update(num_envs=5), "episode options are invalid"),
+    (lambda m: m["episodes"].update(frame_stack="x"), "episode options are invalid"),
+    (lambda m: m.pop("episodes"), "no field 'episodes'"),
+])
+def test_checkpoint_with_bad_episode_options_is_rejected(tmp_path, edit, match):
+    import io
+    import json
+    import zipfile
+    buf = _filled()
+    buf.save(tmp_path / "b.zip")
+    with zipfile.ZipFile(tmp_path / "b.zip") as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    manifest = json.loads(members["manifest.json"])
+    edit(manifest)
+    members["manifest.json"] = json.dumps(manifest).encode()
+    with zipfile.ZipFile(tmp_path / "c.zip", "w") as z:
+        for n, d in members.items():
+            z.writestr(n, d)
+    with pytest.raises(ValueError, match=match):
+        fr.ReplayBuffer.load(tmp_path / "c.zip")
+    # and a finals member of the wrong length
+    members["manifest.json"] = json.dumps(json.loads(z_read(tmp_path / "b.zip", "manifest.json"))).encode()
+    finals = np.load(io.BytesIO(members["episodes/finals/obs.npy"]))
+    bio = io.BytesIO()
+    np.save(bio, finals[:-1] if len(finals) else np.zeros((1,) + finals.shape[1:], finals.dtype))
+    members["episodes/finals/obs.npy"] = bio.getvalue()
+    with zipfile.ZipFile(tmp_path / "d.zip", "w") as z:
+        for n, d in members.items():
+            z.writestr(n, d)
+    with pytest.raises(ValueError):
+        fr.ReplayBuffer.load(tmp_path / "d.zip")
+
+
+def z_read(path, name):
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        return z.read(name)

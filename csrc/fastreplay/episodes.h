@@ -233,7 +233,7 @@ class EpisodeIndex {
   };
   View view() const {
     View v;
-    v.n = n_step();
+    v.n = std::min(n_step(), cap_ / spec_.lanes);  // a window never holds more steps than a lane stores
     const double g = gamma();
     v.gpow.resize(v.n + 1);
     for (std::size_t m = 0; m <= v.n; ++m) v.gpow[m] = std::pow(g, static_cast<double>(m));

@@ -49,16 +49,22 @@ class EpisodeConfig:
                 "autoreset": self.autoreset}
 
 
+#: Largest num_envs, frame_stack and n_step accepted (each is a count of steps or rows, so far beyond any use).
+MAX_COUNT = 2**31 - 1
+
+
 def _int(value: Any, name: str, where: str, lo: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{where}: {name} must be an int, got {type(value).__name__}")
     if int(value) < lo:
         raise ValueError(f"{where}: {name} must be >= {lo}, got {int(value)}")
+    if int(value) > MAX_COUNT:
+        raise ValueError(f"{where}: {name} must be at most 2**31 - 1, got {int(value)}")
     return int(value)
 
 
 def n_step(value: Any, where: str) -> int:
-    """An int >= 1."""
+    """An int in [1, 2**31)."""
     return _int(value, "n_step", where, 1)
 
 
