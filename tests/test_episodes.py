@@ -431,3 +431,34 @@ def z_read(path, name):
     import zipfile
     with zipfile.ZipFile(path) as z:
         return z.read(name)
+
+
+def test_memmap_crash_mid_add_keeps_lanes_aligned(tmp_path):
+    """A crash that published only part of an add: reopening rounds the cursor up to a whole add, the rows that
+    never arrived become non-steps, and the lanes go on."""
+    fields = _fields(False, 0)
+    adds = _adds(np.random.default_rng(4), 4, 5, fields, False)
+    a = fr.ReplayBuffer(24, fields, seed=1, storage="memmap", path=tmp_path, num_envs=4, n_step=2)
+    for add in adds[:3]:
+        a.add(**add)
+    a.flush()
+    del a
+    seq = np.memmap(tmp_path / "seq.bin", dtype=np.uint64, mode="r+")
+    assert seq[11] == 2
+    seq[10] = seq[11] = 0  # the last add's lanes 2 and 3 were never published
+    seq.flush()
+    del seq
+    with pytest.warns(RuntimeWarning, match="2 row"):
+        b = fr.ReplayBuffer(24, fields, seed=1, storage="memmap", path=tmp_path, num_envs=4, n_step=2)
+    assert len(b) == 12
+    for s in (10, 11):
+        with pytest.raises(ValueError, match="holds no sampleable step"):
+            b.get([s])
+    b.add(**adds[3])  # every lane takes its next row; lanes 2 and 3 start new episodes
+    b.add(**adds[4])
+    assert len(b) == 20
+    got = b.get([14, 15])
+    np.testing.assert_array_equal(got["obs"], adds[3]["obs"][2:4])
+    assert b.generations([14]).tolist() == [1]
+    ok = [s for s in range(len(b)) if _gets(b, s)]
+    assert 14 in ok and 15 in ok and 10 not in ok and 11 not in ok

@@ -190,7 +190,7 @@ class ReplayCore {
   // transition. Returns how many were repaired. O(capacity)
   std::size_t reopen(std::uint64_t base) {
     std::vector<std::size_t> torn;
-    ring_.reopen(base, torn);
+    ring_.reopen(base, torn, ep_ ? ep_->lanes() : 1);  // episodic: a crash mid-add leaves the lanes aligned
     if (ep_) {  // a repaired row is no step; then every lane continues from its newest row
       ep_->mark_not_steps(torn);
       ep_->restore();

@@ -49,9 +49,11 @@ class Ring {
   // newest ticket found. Slots caught mid-write by a crash (odd seq) are reported through `torn`, and so are the
   // slots of tickets below that cursor that were reserved but never written (several writers: a later ticket was
   // published before an earlier one was claimed). Both are published at their ticket's lap; the caller must repair
-  // their rows. The numbers come from a file, so impossible ones throw std::invalid_argument.
+  // their rows. The numbers come from a file, so impossible ones throw std::invalid_argument. `align` (a divisor of
+  // capacity): the cursor is rounded up to base + a multiple of it, so that an add of `align` rows cut short by a
+  // crash still ends on a whole add; the tickets added that way are holes like any other.
   // Not safe concurrently with anything. O(capacity)
-  void reopen(std::uint64_t base, std::vector<std::size_t>& torn) {
+  void reopen(std::uint64_t base, std::vector<std::size_t>& torn, std::uint64_t align = 1) {
     if (base % capacity_ != 0) throw_invalid("reopen: base must be a multiple of capacity");
     if (base > kMaxTicket) throw_invalid("reopen: base " + std::to_string(base) + " is beyond any reachable ticket");
     const std::uint64_t max_seq = 2 * (kMaxTicket / capacity_ + 1);
@@ -66,6 +68,7 @@ class Ring {
       }
       if (s >= 2) cursor = std::max<std::uint64_t>(cursor, (s / 2 - 1) * capacity_ + i + 1);
     }
+    if (align > 1 && capacity_ % align == 0) cursor = base + (cursor - base + align - 1) / align * align;
     // Every ticket in the last lap below the cursor must have been published in its slot; one that was not is a
     // hole (its slot holds an older lap, or nothing): the same as a torn row.
     const std::uint64_t lo = std::max<std::uint64_t>(base, cursor >= capacity_ ? cursor - capacity_ : 0);
