@@ -144,11 +144,17 @@ class EpisodeIndex {
   // Copy the K input rows into the columns, record each row's episode start and, at ends, its final observation.
   void write(std::uint64_t t0, const void* const* src) {
     const std::size_t k_lanes = spec_.lanes;
+    // t0 is a multiple of K and so is the capacity: the K slots of an add are contiguous, never wrapped.
+    const std::size_t s0 = slot_of(t0);
     for (std::size_t c = 0; c < cols_.size(); ++c) {
       const std::size_t rb = cols_[c].row_bytes();
       const std::size_t stride = spec_.in_row_bytes[spec_.col_input[c]];
       const auto* s = static_cast<const std::uint8_t*>(src[spec_.col_input[c]]) + spec_.col_offset[c];
-      for (std::size_t k = 0; k < k_lanes; ++k) store_shared(cols_[c].row(slot_of(t0 + k)), s + k * stride, rb);
+      if (stride == rb) {
+        store_shared(cols_[c].row(s0), s, k_lanes * rb);
+      } else {  // the newest frame of each stacked input row
+        for (std::size_t k = 0; k < k_lanes; ++k) store_shared(cols_[c].row(s0 + k), s + k * stride, rb);
+      }
     }
     const auto* done = static_cast<const std::uint8_t*>(src[spec_.done_input]);
     const auto* trunc = spec_.has_truncated ? static_cast<const std::uint8_t*>(src[spec_.trunc_input]) : nullptr;
