@@ -98,6 +98,27 @@ def _setup_model(self: Any) -> None:
 _opa.OffPolicyAlgorithm._setup_model = _setup_model
 
 
+_cores = [0]  # fastreplay.sb3 buffers built so far
+_original_new_core = _fs.ReplayBuffer._new_core  # every fastreplay.sb3 buffer's __init__ calls it once
+
+
+def _counting_new_core(self: Any) -> Any:
+    _cores[0] += 1
+    return _original_new_core(self)
+
+
+_fs.ReplayBuffer._new_core = _counting_new_core
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """Record on each test (a property in the junit XML) how many fastreplay buffers it built: a test that built
+    none ran on SB3's classes only and proves nothing about fastreplay."""
+    before = _cores[0]
+    yield
+    item.user_properties.append(("fastreplay_buffers", _cores[0] - before))
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return "sb3_substitute: " + ", ".join(f"{n} -> {c.__module__}.{c.__qualname__}" for n, c in SUBSTITUTES.items())
 
