@@ -146,6 +146,10 @@ def main() -> int:
         n_used = sum(1 for tid in used if tid.startswith(path + "::"))
         print(f"{name:<50} {cells[0]:>10} {cells[1]:>12} {n_used:>14}")
 
+    empty = [path for path, _ in FILES if sum(counts(base, path).values()) == 0]
+    if empty:  # a collection error or a -k that matches nothing would otherwise pass as "no regressions"
+        sys.exit(f"no test of {', '.join(empty)} ran against SB3: see {src}/baseline.log")
+
     regressions, gaps, stale = [], [], []
     for tid, outcome in sorted(base.items()):
         if outcome != "passed":

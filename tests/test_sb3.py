@@ -1,6 +1,8 @@
 """fastreplay.sb3 against Stable-Baselines3's own buffers: same stored columns, same samples (dtypes, shapes,
 devices and, for the same steps and envs, values), pickling through save/load_replay_buffer, optimize_memory_usage
 with and without timeouts, prioritized replay, and SB3's algorithms training with the drop-in."""
+import pickle
+
 import numpy as np
 import pytest
 
@@ -204,7 +206,9 @@ def test_pos_and_full_assignment_as_sb3(kind, n_envs):
             setattr(ours, op, value)
             setattr(theirs, op, value)
         assert_same_as_sb3_at_every_step(ours, theirs, seed=k)
-    assert ours.sample(7).observations is not None
+    ours.full = True
+    theirs.full = True
+    assert_same_as_sb3_at_every_step(pickle.loads(pickle.dumps(ours)), theirs, seed=99)  # the ring state is saved
 
 
 def test_full_on_a_fresh_buffer_samples_zeros():
