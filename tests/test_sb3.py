@@ -554,3 +554,129 @@ def test_samples_on_cuda():
     per = fs.PrioritizedReplayBuffer(20, *SPACES["box"], "cuda")
     per.add(*random_step(*SPACES["box"], 1, rng))
     assert per.sample(4).weights.device.type == "cuda"
+
+
+def nstep_pair(n_envs, n_steps, gamma, handle_timeout_termination=True, buffer_size=24):
+    obs_space, act_space = SPACES["box"]
+    kw = dict(n_envs=n_envs, handle_timeout_termination=handle_timeout_termination, n_steps=n_steps, gamma=gamma)
+    return (fs.NStepReplayBuffer(buffer_size, obs_space, act_space, "cpu", **kw),
+            sb3_buffers.NStepReplayBuffer(buffer_size, obs_space, act_space, "cpu", **kw))
+
+
+def assert_same_nstep_samples(a, b):
+    """Rewards and discounts to float32 rounding (SB3 sums in float32, the core in float64); the rest exactly."""
+    assert type(a) is type(b)
+    for name in a._fields:
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x.dtype, x.shape, x.device) == (y.dtype, y.shape, y.device), name
+        if name in ("rewards", "discounts"):
+            th.testing.assert_close(x, y, rtol=1e-6, atol=1e-6, msg=name)
+        else:
+            th.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
+
+
+def assert_same_nstep(ours, theirs, env=None, seed=0):
+    assert (ours.pos, ours.full, ours.size(), ours.n_steps, ours.gamma) == (
+        theirs.pos, theirs.full, theirs.size(), theirs.n_steps, theirs.gamma)
+    steps = ours.size()
+    for name in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
+        np.testing.assert_array_equal(getattr(ours, name), getattr(theirs, name)[:steps], err_msg=name)
+    inds = np.arange(steps)
+    np.random.seed(seed)
+    a = theirs._get_samples(inds, env)
+    np.random.seed(seed)
+    assert_same_nstep_samples(ours._get_samples(inds, env), a)
+
+
+@pytest.mark.parametrize("n_envs", [1, 3])
+@pytest.mark.parametrize("n_steps", [1, 3, 5])
+@pytest.mark.parametrize("handle_timeout_termination", [True, False])
+def test_nstep_same_as_sb3(n_envs, n_steps, handle_timeout_termination):
+    """Terminations, truncations, the newest step and wrapping around: the same n-step samples as SB3's."""
+    ours, theirs = nstep_pair(n_envs, n_steps, 0.9, handle_timeout_termination)
+    assert isinstance(ours, sb3_buffers.NStepReplayBuffer)
+    rng = np.random.default_rng(n_envs * 10 + n_steps)
+    for k in range(40):  # 24 // n_envs steps: wraps
+        step = random_step(*SPACES["box"], n_envs, rng, p_done=0.15)
+        ours.add(*step)
+        theirs.add(*step)
+        if k in (2, 7, 19, 39):
+            assert_same_nstep(ours, theirs, seed=k)
+    s = ours.sample(16)
+    assert s.discounts.shape == (16, 1) and s.rewards.shape == (16, 1)
+
+
+def test_nstep_column_writes_reach_the_core():
+    """SB3's own test sets dones[pos - 1] = True and expects a terminal window; rewards and timeouts likewise."""
+    ours, theirs = nstep_pair(2, 4, 0.95)
+    rng = np.random.default_rng(3)
+    for _ in range(15):
+        step = random_step(*SPACES["box"], 2, rng, p_done=0.1)
+        ours.add(*step)
+        theirs.add(*step)
+    for rb in (ours, theirs):
+        rb.dones[rb.pos - 1, :] = True
+        rb.rewards[3] = 7.0
+        rb.timeouts[5, 0] = 1.0
+        rb.dones[8, 1] = 0.0
+        rb.observations[0] = rb.observations[0] + 1
+    assert_same_nstep(ours, theirs, seed=1)
+    with pytest.raises(ValueError, match="handle_timeout_termination"):
+        nstep_pair(1, 3, 0.9, handle_timeout_termination=False)[0].timeouts[0] = 1
+
+
+def test_nstep_vecnormalize_settings_and_pickle():
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    ours, theirs = nstep_pair(1, 3, 0.99, buffer_size=12)
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        step = random_step(*SPACES["box"], 1, rng, p_done=0.2)
+        step = step[:3] + (step[3] * 30,) + step[4:]  # large rewards: VecNormalize clips some of them
+        ours.add(*step)
+        theirs.add(*step)
+    env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=1), clip_reward=2.0)
+    env.obs_rms.mean, env.obs_rms.var = np.array([0.1, -0.2, 0.3]), np.array([2.0, 0.5, 1.5])
+    env.ret_rms.var = np.array(100.0)
+    assert_same_nstep(ours, theirs, env=env, seed=2)
+    for rb in (ours, theirs):
+        rb.n_steps, rb.gamma = 5, 0.5
+    assert_same_nstep(ours, theirs, seed=3)
+    again = pickle.loads(pickle.dumps(ours))
+    assert_same_nstep(again, theirs, seed=4)
+    with pytest.raises(NotImplementedError, match="optimize_memory_usage"):
+        fs.NStepReplayBuffer(10, *SPACES["box"], optimize_memory_usage=True)
+    with pytest.raises(TypeError, match="Dict"):
+        fs.NStepReplayBuffer(10, *SPACES["dict"])
+
+
+@pytest.mark.parametrize("algo", [DQN, SAC])
+def test_nstep_algorithms_train(algo):
+    env_id = "CartPole-v1" if algo is DQN else "Pendulum-v1"
+    model = algo("MlpPolicy", make_vec_env(env_id, n_envs=2, seed=0), replay_buffer_class=fs.NStepReplayBuffer,
+                 replay_buffer_kwargs={"n_steps": 3, "gamma": 0.98}, gamma=0.98, buffer_size=1000,
+                 learning_starts=50, train_freq=4, policy_kwargs=dict(net_arch=[16]), seed=0)
+    model.learn(200)
+    assert type(model.replay_buffer) is fs.NStepReplayBuffer and model._n_updates > 0
+    assert model.replay_buffer.sample(8).discounts is not None
+
+
+@pytest.mark.parametrize("n_envs", [1, 2])
+def test_nstep_pos_and_full_assignment_as_sb3(n_envs):
+    """The episodic core's episode starts follow an assigned pos/full: windows stay SB3's."""
+    ours, theirs = nstep_pair(n_envs, 3, 0.9, buffer_size=12)
+    rng = np.random.default_rng(n_envs)
+    for k, (op, value) in enumerate(OPS):
+        if op == "add":
+            for _ in range(value):
+                step = random_step(*SPACES["box"], n_envs, rng, p_done=0.2)
+                ours.add(*step)
+                theirs.add(*step)
+        elif op == "reset":
+            ours.reset()
+            theirs.reset()
+        else:
+            setattr(ours, op, value)
+            setattr(theirs, op, value)
+        if theirs.size():
+            assert_same_nstep(ours, theirs, seed=k)

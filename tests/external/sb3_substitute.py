@@ -17,6 +17,7 @@ they are in its sdist, nothing vendored or edited.
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any, Dict, List, Tuple
 
 import pytest
@@ -91,6 +92,11 @@ def _setup_model(self: Any) -> None:
             self.replay_buffer_class = SUBSTITUTES[name]
             if name == "NStepReplayBuffer":  # what SB3 adds for its own NStepReplayBuffer
                 self.replay_buffer_kwargs.update({"n_steps": n_steps, "gamma": self.gamma})
+                with warnings.catch_warnings():  # SB3's "n_steps is ignored with a custom class": SB3's choice here
+                    warnings.filterwarnings("ignore", message=r"`n_steps=\d+` is ignored", category=UserWarning)
+                    _original_setup_model(self)
+                _built[name] = _built.get(name, 0) + 1
+                return
             _built[name] = _built.get(name, 0) + 1
     _original_setup_model(self)
 
@@ -98,16 +104,20 @@ def _setup_model(self: Any) -> None:
 _opa.OffPolicyAlgorithm._setup_model = _setup_model
 
 
-_cores = [0]  # fastreplay.sb3 buffers built so far
-_original_new_core = _fs.ReplayBuffer._new_core  # every fastreplay.sb3 buffer's __init__ calls it once
+_cores = [0]  # fastreplay.sb3 buffers built so far: every one's __init__ calls its class's _new_core once
 
 
-def _counting_new_core(self: Any) -> Any:
-    _cores[0] += 1
-    return _original_new_core(self)
+def _counting(new_core: Any) -> Any:
+    def _new_core(self: Any) -> Any:
+        _cores[0] += 1
+        return new_core(self)
+
+    return _new_core
 
 
-_fs.ReplayBuffer._new_core = _counting_new_core
+for _cls in {_fs.ReplayBuffer, *SUBSTITUTES.values()}:
+    if "_new_core" in vars(_cls):
+        _cls._new_core = _counting(vars(_cls)["_new_core"])
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -26,10 +26,14 @@ it never returns a wrong next observation.
 samples with ``weights``, ``indices`` and ``generations``; ``update_priorities(indices, priorities, generations)``), and :class:`PERDQN` is a DQN
 whose ``train`` weights the TD loss by the importance weights, writes ``|TD error|`` back as priorities and anneals
 beta to 1 over training.
+
+:class:`NStepReplayBuffer` is SB3's ``NStepReplayBuffer`` (``n_steps``, ``gamma``) on the core's n-step returns:
+one lane per env of an episodic core buffer, the window stopping at terminations, truncations and the newest step.
 """
 from __future__ import annotations
 
 from ._buffers import DictReplayBuffer, ReplayBuffer
+from ._nstep import NStepReplayBuffer
 from ._perdqn import PERDQN
 from ._prioritized import (
     PrioritizedDictReplayBufferSamples,
@@ -40,6 +44,7 @@ from ._prioritized import (
 
 __all__ = [
     "DictReplayBuffer",
+    "NStepReplayBuffer",
     "PERDQN",
     "PrioritizedDictReplayBufferSamples",
     "PrioritizedReplayBuffer",
@@ -53,6 +58,7 @@ __all__ = [
 # classes' __reduce__ returns.
 for _obj in (
     DictReplayBuffer,
+    NStepReplayBuffer,
     PERDQN,
     PrioritizedDictReplayBufferSamples,
     PrioritizedReplayBuffer,

@@ -190,9 +190,26 @@ class ReplayBuffer(_OptimizeMemory, _sb3.ReplayBuffer):
             kept = min(old_size, size)
             prio[:kept] = st["priorities"][:kept]
             max_all_time = float(st["max_all_time"])
+        if getattr(core, "_episodes", None) is not None:
+            self._rebuild_episode_starts(cursor, size)
         core._restore_state(cursor, base, int(st["stream"]), np.ascontiguousarray(seq), prio, max_all_time)
         if self.optimize_memory_usage:
             self._rebase_optimized(base, old_cursor, old_size)
+
+    def _rebuild_episode_starts(self, cursor: int, size: int) -> None:
+        """Episodic core (NStepReplayBuffer): the episode start of each stored step under the new cursor, from the
+        stored done/truncated flags (a lane's oldest stored step, and each step after an end, starts an episode).
+        The restore that follows checks them and rebuilds the lanes from them."""
+        core, cap, k = self._core, self._capacity, self.n_envs
+        tickets = np.arange(cursor - size, cursor, dtype=np.int64)  # oldest first; size and cursor: whole adds
+        slots = tickets % cap
+        ends = core._raw_view(self._field_index("done"), cap)[slots] != 0
+        if "truncated" in self._fields:
+            ends |= core._raw_view(self._field_index("truncated"), cap)[slots] != 0
+        first = np.ones(size, dtype=bool)
+        first[k:] = ends[:-k]  # the lane's previous step ended
+        starts = np.maximum.accumulate(np.where(first, tickets, -1).reshape(-1, k), axis=0).reshape(-1)
+        core._episode_view(-1)[slots] = starts.astype(np.uint64)
 
     def _column(self, field: str) -> np.ndarray:
         view = self._core._storage_view(self._field_index(field))
@@ -295,6 +312,19 @@ class ReplayBuffer(_OptimizeMemory, _sb3.ReplayBuffer):
         infos: List[Dict[str, Any]],
     ) -> None:
         """Store one step: ``n_envs`` transitions, with SB3's reshaping and casting rules."""
+        rows, next_rows = self._step_rows(obs, next_obs, action, reward, done, infos)
+        if self.optimize_memory_usage:
+            self._add_optimized(rows, next_rows)
+        else:
+            rows.update(next_rows)
+        if self._patches:
+            self._drop_patches(self._core.next_index, self.n_envs)
+        self._core.add(**rows)
+
+    def _step_rows(
+        self, obs: Any, next_obs: Any, action: Any, reward: Any, done: Any, infos: List[Dict[str, Any]]
+    ) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+        """The rows of one step (``done`` and ``timeout`` as float32) and, apart, its next observations."""
         rows: Dict[str, np.ndarray] = {}
         next_rows: Dict[str, np.ndarray] = {}
         for key, name, next_name, shape, dtype, discrete in self._obs_specs:
@@ -315,13 +345,7 @@ class ReplayBuffer(_OptimizeMemory, _sb3.ReplayBuffer):
                 rows["timeout"] = self._rows(np.array(flags), (), np.dtype(np.float32))
             else:
                 rows["timeout"] = self._scratch[2]  # all zeros, never written
-        if self.optimize_memory_usage:
-            self._add_optimized(rows, next_rows)
-        else:
-            rows.update(next_rows)
-        if self._patches:
-            self._drop_patches(self._core.next_index, self.n_envs)
-        self._core.add(**rows)
+        return rows, next_rows
 
     def _drop_patches(self, start: int, n: int) -> None:
         cap = self._capacity
