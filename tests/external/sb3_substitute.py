@@ -74,7 +74,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     for mod in modules:
         for name, ours in SUBSTITUTES.items():
             if name in vars(mod) and vars(mod)[name] is not ours:
-                raise pytest.UsageError(f"sb3_substitute: {mod.__name__}.{name} is {vars(mod)[name]!r}, not fastreplay's")
+                got = vars(mod)[name]
+                raise pytest.UsageError(f"sb3_substitute: {mod.__name__}.{name} is {got!r}, not fastreplay's")
 
 
 _original_setup_model = _opa.OffPolicyAlgorithm._setup_model

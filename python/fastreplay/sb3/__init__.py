@@ -14,7 +14,8 @@ loads a saved buffer) and take the same constructor. Each environment step adds 
 device. The column attributes SB3 code reads (``observations``, ``actions``, ``rewards``, ``dones``, ``timeouts``,
 ``next_observations``) are zero-copy views of the core's storage shaped ``(steps, n_envs, ...)``; an item assignment
 into them (SB3 writes ``dones[pos] = True`` before a second ``learn``) is kept in a small overlay that ``sample``
-applies. ``pos`` and ``full`` are derived from the core's ring. See ``docs/dropin.md`` for every difference.
+applies. ``pos`` and ``full`` are derived from the core's ring; assigning them works as in SB3. See
+``docs/dropin.md`` for every difference.
 
 ``optimize_memory_usage=True`` stores each observation once: the next observation of a row is the observation of
 the same env one step later, except at episode ends (``done``) and wherever the next ``add`` shows that the episode

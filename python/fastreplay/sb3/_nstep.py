@@ -162,10 +162,11 @@ class NStepReplayBuffer(ReplayBuffer, _sb3.NStepReplayBuffer):
                 gammas = self.gamma ** np.arange(self.n_steps, dtype=np.float32)[None, :]
                 reward = (r * gammas * mask).sum(axis=1)
         to_torch = self.to_torch
+        obs, next_obs = self._normalize_obs(batch["obs"], env), self._normalize_obs(batch["next_obs"], env)
         return ReplayBufferSamples(
-            observations=to_torch(self._normalize_obs(batch["obs"], env), copy=False),  # type: ignore[arg-type]
+            observations=to_torch(obs, copy=False),  # type: ignore[arg-type]
             actions=to_torch(batch["action"], copy=False),
-            next_observations=to_torch(self._normalize_obs(batch["next_obs"], env), copy=False),  # type: ignore[arg-type]
+            next_observations=to_torch(next_obs, copy=False),  # type: ignore[arg-type]
             dones=to_torch(done.astype(np.float32).reshape(-1, 1), copy=False),
             rewards=to_torch(np.asarray(reward, dtype=np.float32).reshape(-1, 1), copy=False),
             discounts=to_torch(np.asarray(discount, dtype=np.float32).reshape(-1, 1), copy=False),
