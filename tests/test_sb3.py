@@ -1,6 +1,8 @@
 """fastreplay.sb3 against Stable-Baselines3's own buffers: same stored columns, same samples (dtypes, shapes,
 devices and, for the same steps and envs, values), pickling through save/load_replay_buffer, optimize_memory_usage
 with and without timeouts, prioritized replay, and SB3's algorithms training with the drop-in."""
+import pickle
+
 import numpy as np
 import pytest
 
@@ -165,10 +167,130 @@ def test_attributes_are_views_and_writes_reach_samples():
     assert_same_samples(theirs._get_samples(np.array([4, 4, 4, 4])), s)
     ours.add(*random_step(*SPACES["box"], 2, np.random.default_rng(1), p_done=0))
     assert (ours.dones[4] == 1).all()  # the overlay lasts until the slots are overwritten
-    with pytest.raises(AttributeError, match="reset"):
-        ours.pos = 0
     ours.reset()
     assert (ours.pos, ours.full, ours.size()) == (0, False, 0)
+
+
+def assert_same_as_sb3_at_every_step(ours, theirs, seed=0):
+    """pos, full, size, the stored columns and the samples of every sampleable step (seeded envs) agree."""
+    assert (ours.pos, ours.full, ours.size()) == (theirs.pos, theirs.full, theirs.size())
+    assert_same_columns(ours, theirs)
+    if theirs.size():
+        inds = np.arange(theirs.size())
+        np.random.seed(seed)
+        a = theirs._get_samples(inds)
+        np.random.seed(seed)
+        assert_same_samples(a, ours._get_samples(inds))
+
+
+# SB3's own tests set full = True on an empty buffer and sample its zeros; users set pos and full after writing rows
+OPS = [("full", True), ("add", 3), ("pos", 1), ("full", False), ("add", 2), ("pos", 0), ("full", True), ("pos", 5),
+       ("add", 9), ("full", False), ("pos", 4), ("add", 1), ("reset", None), ("pos", 2), ("full", True), ("add", 1)]
+
+
+@pytest.mark.parametrize("kind", ["box", "dict", "image"])
+@pytest.mark.parametrize("n_envs", [1, 2])
+def test_pos_and_full_assignment_as_sb3(kind, n_envs):
+    ours, theirs = fill_both(kind, n_envs, 0, buffer_size=12)
+    rng = np.random.default_rng(1)
+    for k, (op, value) in enumerate(OPS):
+        if op == "add":
+            for _ in range(value):
+                step = random_step(*SPACES[kind], n_envs, rng)
+                theirs.add(*step)
+                ours.add(*step)
+        elif op == "reset":
+            ours.reset()
+            theirs.reset()
+        else:
+            setattr(ours, op, value)
+            setattr(theirs, op, value)
+        assert_same_as_sb3_at_every_step(ours, theirs, seed=k)
+    ours.full = True
+    theirs.full = True
+    assert_same_as_sb3_at_every_step(pickle.loads(pickle.dumps(ours)), theirs, seed=99)  # the ring state is saved
+
+
+def test_full_on_a_fresh_buffer_samples_zeros():
+    """SB3's test_buffer_dtypes: full = True on an empty buffer of size 1, then sample 64 rows of zeros."""
+    for cls, space in [(fs.ReplayBuffer, spaces.Box(0, 100, (1,), np.uint16)),
+                       (fs.DictReplayBuffer, spaces.Dict({"a": spaces.Box(0, 100, (1,), np.int8)}))]:
+        rb = cls(1, space, spaces.Discrete(10), "cpu")
+        rb.full = True
+        s = rb.sample(64)
+        obs = s.observations["a"] if isinstance(s.observations, dict) else s.observations
+        assert obs.shape == (64, 1) and not obs.any() and not s.rewards.any() and not s.dones.any()
+        assert s.actions.dtype == th.int64
+
+
+@pytest.mark.parametrize("bad", [-1, 6, 2.0, "1"])
+def test_pos_assignment_checks_its_value(bad):
+    rb = fs.ReplayBuffer(12, *SPACES["box"], "cpu", n_envs=2)
+    with pytest.raises(TypeError if isinstance(bad, (float, str)) else ValueError, match="pos"):
+        rb.pos = bad
+    rb.pos = np.int64(3)
+    assert (rb.pos, rb.full, rb.size()) == (3, False, 3)
+
+
+def test_pos_and_full_assignment_prioritized():
+    """Rows that stay stored keep their priorities; the new ones get the priority a new transition gets."""
+    obs_space, act_space = SPACES["box"]
+    rb = fs.PrioritizedReplayBuffer(8, obs_space, act_space, "cpu", alpha=1.0)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        rb.add(*random_step(obs_space, act_space, 1, rng))
+    rb.update_priorities(np.array([0, 1, 2]), np.array([5.0, 1.0, 2.0]))
+    rb.full = True
+    assert (rb.pos, rb.full, rb.size()) == (3, True, 8)
+    np.testing.assert_array_equal(rb._core.priorities, [5.0, 1.0, 2.0] + [5.0] * 5)
+    s = rb.sample(64)
+    assert set(s.indices.tolist()) <= set(range(8)) and len(set(s.indices.tolist())) > 3
+    rb.update_priorities(s.indices, np.ones(64), s.generations)  # the batch's generations are current
+    rb.full = False
+    assert rb.size() == 3
+    np.testing.assert_array_equal(rb._core.priorities, [1.0, 1.0, 1.0])
+
+
+def stored_next_obs(rb, idx):
+    """The next observations that sample gives rows idx of a buffer with optimize_memory_usage (as _to_samples)."""
+    batch = rb._core.get(idx)
+    rb._apply_patches(batch, idx)
+    return rb._next_obs_optimized(batch, idx)["next_obs"]
+
+
+@pytest.mark.parametrize("n_envs", [1, 2])
+def test_pos_and_full_assignment_optimize_memory(n_envs):
+    """With optimize_memory_usage, the next observation of a row is what SB3 reads: the stored observation one step
+    later (zeros where nothing was written), and the true one at episode ends."""
+    obs_space, act_space = spaces.Box(-5, 5, (3,), np.float32), spaces.Discrete(2)
+    ours = fs.ReplayBuffer(10 * n_envs, obs_space, act_space, "cpu", n_envs=n_envs, optimize_memory_usage=True,
+                           handle_timeout_termination=False, seed=0)
+    steps = list(optimized_stream(n_envs, 14, 3, truncation=False))
+    for step in steps[:4]:
+        ours.add(*step)
+    ours.full = True  # steps 4..9 are zeros
+    nxt = stored_next_obs(ours, np.arange(ours._capacity)).reshape(10, n_envs, 3)
+    obs = np.zeros((10, n_envs, 3), np.float32)
+    for k, step in enumerate(steps[:4]):
+        obs[k] = step[0]
+    for k in range(10):
+        for e in range(n_envs):
+            done = k < 4 and steps[k][4][e]
+            want = steps[k][1][e] if done or k == 3 else obs[(k + 1) % 10, e]
+            np.testing.assert_array_equal(nxt[k, e], want)
+    for step in steps[4:]:  # then adds as usual, overwriting the oldest steps, with aside rows still right
+        ours.add(*step)
+    plain = fs.ReplayBuffer(10 * n_envs, obs_space, act_space, "cpu", n_envs=n_envs, handle_timeout_termination=False)
+    for step in steps:
+        plain.add(*step)
+    idx = np.arange(4 * n_envs, ours._capacity)  # the steps written after the assignment and step 3 (aside/pending)
+    got = stored_next_obs(ours, idx)
+    want = plain._core.get(idx)["next_obs"]
+    np.testing.assert_array_equal(got, want)
+    ours.pos = 2
+    ours.full = False
+    assert (ours.pos, ours.full, ours.size()) == (2, False, 2)
+    ours.sample(16)
 
 
 def optimized_stream(n_envs, steps, seed, truncation=True):
@@ -432,3 +554,129 @@ def test_samples_on_cuda():
     per = fs.PrioritizedReplayBuffer(20, *SPACES["box"], "cuda")
     per.add(*random_step(*SPACES["box"], 1, rng))
     assert per.sample(4).weights.device.type == "cuda"
+
+
+def nstep_pair(n_envs, n_steps, gamma, handle_timeout_termination=True, buffer_size=24):
+    obs_space, act_space = SPACES["box"]
+    kw = dict(n_envs=n_envs, handle_timeout_termination=handle_timeout_termination, n_steps=n_steps, gamma=gamma)
+    return (fs.NStepReplayBuffer(buffer_size, obs_space, act_space, "cpu", **kw),
+            sb3_buffers.NStepReplayBuffer(buffer_size, obs_space, act_space, "cpu", **kw))
+
+
+def assert_same_nstep_samples(a, b):
+    """Rewards and discounts to float32 rounding (SB3 sums in float32, the core in float64); the rest exactly."""
+    assert type(a) is type(b)
+    for name in a._fields:
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x.dtype, x.shape, x.device) == (y.dtype, y.shape, y.device), name
+        if name in ("rewards", "discounts"):
+            th.testing.assert_close(x, y, rtol=1e-6, atol=1e-6, msg=name)
+        else:
+            th.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
+
+
+def assert_same_nstep(ours, theirs, env=None, seed=0):
+    assert (ours.pos, ours.full, ours.size(), ours.n_steps, ours.gamma) == (
+        theirs.pos, theirs.full, theirs.size(), theirs.n_steps, theirs.gamma)
+    steps = ours.size()
+    for name in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
+        np.testing.assert_array_equal(getattr(ours, name), getattr(theirs, name)[:steps], err_msg=name)
+    inds = np.arange(steps)
+    np.random.seed(seed)
+    a = theirs._get_samples(inds, env)
+    np.random.seed(seed)
+    assert_same_nstep_samples(ours._get_samples(inds, env), a)
+
+
+@pytest.mark.parametrize("n_envs", [1, 3])
+@pytest.mark.parametrize("n_steps", [1, 3, 5])
+@pytest.mark.parametrize("handle_timeout_termination", [True, False])
+def test_nstep_same_as_sb3(n_envs, n_steps, handle_timeout_termination):
+    """Terminations, truncations, the newest step and wrapping around: the same n-step samples as SB3's."""
+    ours, theirs = nstep_pair(n_envs, n_steps, 0.9, handle_timeout_termination)
+    assert isinstance(ours, sb3_buffers.NStepReplayBuffer)
+    rng = np.random.default_rng(n_envs * 10 + n_steps)
+    for k in range(40):  # 24 // n_envs steps: wraps
+        step = random_step(*SPACES["box"], n_envs, rng, p_done=0.15)
+        ours.add(*step)
+        theirs.add(*step)
+        if k in (2, 7, 19, 39):
+            assert_same_nstep(ours, theirs, seed=k)
+    s = ours.sample(16)
+    assert s.discounts.shape == (16, 1) and s.rewards.shape == (16, 1)
+
+
+def test_nstep_column_writes_reach_the_core():
+    """SB3's own test sets dones[pos - 1] = True and expects a terminal window; rewards and timeouts likewise."""
+    ours, theirs = nstep_pair(2, 4, 0.95)
+    rng = np.random.default_rng(3)
+    for _ in range(15):
+        step = random_step(*SPACES["box"], 2, rng, p_done=0.1)
+        ours.add(*step)
+        theirs.add(*step)
+    for rb in (ours, theirs):
+        rb.dones[rb.pos - 1, :] = True
+        rb.rewards[3] = 7.0
+        rb.timeouts[5, 0] = 1.0
+        rb.dones[8, 1] = 0.0
+        rb.observations[0] = rb.observations[0] + 1
+    assert_same_nstep(ours, theirs, seed=1)
+    with pytest.raises(ValueError, match="handle_timeout_termination"):
+        nstep_pair(1, 3, 0.9, handle_timeout_termination=False)[0].timeouts[0] = 1
+
+
+def test_nstep_vecnormalize_settings_and_pickle():
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    ours, theirs = nstep_pair(1, 3, 0.99, buffer_size=12)
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        step = random_step(*SPACES["box"], 1, rng, p_done=0.2)
+        step = step[:3] + (step[3] * 30,) + step[4:]  # large rewards: VecNormalize clips some of them
+        ours.add(*step)
+        theirs.add(*step)
+    env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=1), clip_reward=2.0)
+    env.obs_rms.mean, env.obs_rms.var = np.array([0.1, -0.2, 0.3]), np.array([2.0, 0.5, 1.5])
+    env.ret_rms.var = np.array(100.0)
+    assert_same_nstep(ours, theirs, env=env, seed=2)
+    for rb in (ours, theirs):
+        rb.n_steps, rb.gamma = 5, 0.5
+    assert_same_nstep(ours, theirs, seed=3)
+    again = pickle.loads(pickle.dumps(ours))
+    assert_same_nstep(again, theirs, seed=4)
+    with pytest.raises(NotImplementedError, match="optimize_memory_usage"):
+        fs.NStepReplayBuffer(10, *SPACES["box"], optimize_memory_usage=True)
+    with pytest.raises(TypeError, match="Dict"):
+        fs.NStepReplayBuffer(10, *SPACES["dict"])
+
+
+@pytest.mark.parametrize("algo", [DQN, SAC])
+def test_nstep_algorithms_train(algo):
+    env_id = "CartPole-v1" if algo is DQN else "Pendulum-v1"
+    model = algo("MlpPolicy", make_vec_env(env_id, n_envs=2, seed=0), replay_buffer_class=fs.NStepReplayBuffer,
+                 replay_buffer_kwargs={"n_steps": 3, "gamma": 0.98}, gamma=0.98, buffer_size=1000,
+                 learning_starts=50, train_freq=4, policy_kwargs=dict(net_arch=[16]), seed=0)
+    model.learn(200)
+    assert type(model.replay_buffer) is fs.NStepReplayBuffer and model._n_updates > 0
+    assert model.replay_buffer.sample(8).discounts is not None
+
+
+@pytest.mark.parametrize("n_envs", [1, 2])
+def test_nstep_pos_and_full_assignment_as_sb3(n_envs):
+    """The episodic core's episode starts follow an assigned pos/full: windows stay SB3's."""
+    ours, theirs = nstep_pair(n_envs, 3, 0.9, buffer_size=12)
+    rng = np.random.default_rng(n_envs)
+    for k, (op, value) in enumerate(OPS):
+        if op == "add":
+            for _ in range(value):
+                step = random_step(*SPACES["box"], n_envs, rng, p_done=0.2)
+                ours.add(*step)
+                theirs.add(*step)
+        elif op == "reset":
+            ours.reset()
+            theirs.reset()
+        else:
+            setattr(ours, op, value)
+            setattr(theirs, op, value)
+        if theirs.size():
+            assert_same_nstep(ours, theirs, seed=k)

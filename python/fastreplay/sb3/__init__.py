@@ -14,7 +14,8 @@ loads a saved buffer) and take the same constructor. Each environment step adds 
 device. The column attributes SB3 code reads (``observations``, ``actions``, ``rewards``, ``dones``, ``timeouts``,
 ``next_observations``) are zero-copy views of the core's storage shaped ``(steps, n_envs, ...)``; an item assignment
 into them (SB3 writes ``dones[pos] = True`` before a second ``learn``) is kept in a small overlay that ``sample``
-applies. ``pos`` and ``full`` are derived from the core's ring. See ``docs/dropin.md`` for every difference.
+applies. ``pos`` and ``full`` are derived from the core's ring; assigning them works as in SB3. See
+``docs/dropin.md`` for every difference.
 
 ``optimize_memory_usage=True`` stores each observation once: the next observation of a row is the observation of
 the same env one step later, except at episode ends (``done``) and wherever the next ``add`` shows that the episode
@@ -26,10 +27,14 @@ it never returns a wrong next observation.
 samples with ``weights``, ``indices`` and ``generations``; ``update_priorities(indices, priorities, generations)``), and :class:`PERDQN` is a DQN
 whose ``train`` weights the TD loss by the importance weights, writes ``|TD error|`` back as priorities and anneals
 beta to 1 over training.
+
+:class:`NStepReplayBuffer` is SB3's ``NStepReplayBuffer`` (``n_steps``, ``gamma``) on the core's n-step returns:
+one lane per env of an episodic core buffer, the window stopping at terminations, truncations and the newest step.
 """
 from __future__ import annotations
 
 from ._buffers import DictReplayBuffer, ReplayBuffer
+from ._nstep import NStepReplayBuffer
 from ._perdqn import PERDQN
 from ._prioritized import (
     PrioritizedDictReplayBufferSamples,
@@ -40,6 +45,7 @@ from ._prioritized import (
 
 __all__ = [
     "DictReplayBuffer",
+    "NStepReplayBuffer",
     "PERDQN",
     "PrioritizedDictReplayBufferSamples",
     "PrioritizedReplayBuffer",
@@ -53,6 +59,7 @@ __all__ = [
 # classes' __reduce__ returns.
 for _obj in (
     DictReplayBuffer,
+    NStepReplayBuffer,
     PERDQN,
     PrioritizedDictReplayBufferSamples,
     PrioritizedReplayBuffer,

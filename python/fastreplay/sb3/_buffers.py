@@ -1,6 +1,7 @@
 """SB3's ``ReplayBuffer`` and ``DictReplayBuffer`` on fastreplay's core, and the column views SB3 code reads."""
 from __future__ import annotations
 
+import operator
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -140,7 +141,8 @@ class ReplayBuffer(_OptimizeMemory, _sb3.ReplayBuffer):
 
     @pos.setter
     def pos(self, value: int) -> None:
-        self._check_ring_write("pos", value, self.pos)
+        if "_core" in self.__dict__:  # BaseBuffer.__init__ assigns pos = 0 before the core exists
+            self._set_ring(value, self.full)
 
     @property
     def full(self) -> bool:  # type: ignore[override]
@@ -150,15 +152,64 @@ class ReplayBuffer(_OptimizeMemory, _sb3.ReplayBuffer):
 
     @full.setter
     def full(self, value: bool) -> None:
-        self._check_ring_write("full", value, self.full)
+        if "_core" in self.__dict__:
+            self._set_ring(self.pos, bool(value))
 
-    def _check_ring_write(self, name: str, value: Any, current: Any) -> None:
-        # BaseBuffer.__init__ and reset() assign pos = 0, full = False; those agree with the ring.
-        if "_core" in self.__dict__ and value != current:
-            raise AttributeError(
-                f"{type(self).__name__}.{name} follows fastreplay's ring (now {current!r}) and cannot be set to "
-                f"{value!r}; use reset() to empty the buffer"
-            )
+    def _set_ring(self, pos: Any, full: bool) -> None:
+        """SB3's ``pos``/``full`` assignment: steps ``[0, pos)`` are stored (every step if ``full``) and the next
+        ``add`` writes step ``pos``. A step that becomes stored holds what the core's memory holds there: zeros if it
+        was never written (SB3's arrays start as zeros), else the rows last written to it.
+
+        Goes through the core's checkpoint restore (``_restore_state``), which accepts any consistent ring state;
+        O(capacity), for a rare assignment. Rows that stay stored keep their generations (and priorities); new ones
+        get generations of the new lap and, when prioritized, the priority a new transition gets."""
+        try:
+            pos = operator.index(pos)
+        except TypeError:
+            raise TypeError(f"pos must be an integer, not {type(pos).__name__}") from None
+        if not 0 <= pos < self.buffer_size:
+            raise ValueError(f"pos must be in [0, buffer_size={self.buffer_size}), got {pos}")
+        if (pos, full) == (self.pos, self.full):
+            return
+        core, cap = self._core, self._capacity
+        st = core._export_state()
+        base, old_cursor = int(st["base"]), int(st["cursor"])
+        old_size = len(core)
+        laps = max((old_cursor - base) // cap, 1) if full else 0
+        cursor = base + laps * cap + pos * self.n_envs
+        size = min(cursor - base, cap)
+        slots = np.arange(cap, dtype=np.int64)
+        newest = 2 * ((cursor - 1 - slots) // cap + 1)  # lap of the slot's last ticket below the cursor (if stored)
+        seq = np.asarray(st["seq"]).astype(np.int64)  # tickets stay below 2**62
+        first = 2 * (base // cap) + 2  # the lowest generation of this epoch
+        keep = (seq >= first) & (seq <= newest)
+        seq = np.where(slots < size, np.where(keep, seq, newest), np.minimum(seq, first - 2)).astype(np.uint64)
+        prio, max_all_time = None, 0.0
+        if self._prioritized:
+            prio = np.full(size, float(core.max_priority))  # type: ignore[attr-defined]
+            kept = min(old_size, size)
+            prio[:kept] = st["priorities"][:kept]
+            max_all_time = float(st["max_all_time"])
+        if getattr(core, "_episodes", None) is not None:
+            self._rebuild_episode_starts(cursor, size)
+        core._restore_state(cursor, base, int(st["stream"]), np.ascontiguousarray(seq), prio, max_all_time)
+        if self.optimize_memory_usage:
+            self._rebase_optimized(base, old_cursor, old_size)
+
+    def _rebuild_episode_starts(self, cursor: int, size: int) -> None:
+        """Episodic core (NStepReplayBuffer): the episode start of each stored step under the new cursor, from the
+        stored done/truncated flags (a lane's oldest stored step, and each step after an end, starts an episode).
+        The restore that follows checks them and rebuilds the lanes from them."""
+        core, cap, k = self._core, self._capacity, self.n_envs
+        tickets = np.arange(cursor - size, cursor, dtype=np.int64)  # oldest first; size and cursor: whole adds
+        slots = tickets % cap
+        ends = core._raw_view(self._field_index("done"), cap)[slots] != 0
+        if "truncated" in self._fields:
+            ends |= core._raw_view(self._field_index("truncated"), cap)[slots] != 0
+        first = np.ones(size, dtype=bool)
+        first[k:] = ends[:-k]  # the lane's previous step ended
+        starts = np.maximum.accumulate(np.where(first, tickets, -1).reshape(-1, k), axis=0).reshape(-1)
+        core._episode_view(-1)[slots] = starts.astype(np.uint64)
 
     def _column(self, field: str) -> np.ndarray:
         view = self._core._storage_view(self._field_index(field))
@@ -261,6 +312,19 @@ class ReplayBuffer(_OptimizeMemory, _sb3.ReplayBuffer):
         infos: List[Dict[str, Any]],
     ) -> None:
         """Store one step: ``n_envs`` transitions, with SB3's reshaping and casting rules."""
+        rows, next_rows = self._step_rows(obs, next_obs, action, reward, done, infos)
+        if self.optimize_memory_usage:
+            self._add_optimized(rows, next_rows)
+        else:
+            rows.update(next_rows)
+        if self._patches:
+            self._drop_patches(self._core.next_index, self.n_envs)
+        self._core.add(**rows)
+
+    def _step_rows(
+        self, obs: Any, next_obs: Any, action: Any, reward: Any, done: Any, infos: List[Dict[str, Any]]
+    ) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+        """The rows of one step (``done`` and ``timeout`` as float32) and, apart, its next observations."""
         rows: Dict[str, np.ndarray] = {}
         next_rows: Dict[str, np.ndarray] = {}
         for key, name, next_name, shape, dtype, discrete in self._obs_specs:
@@ -281,13 +345,7 @@ class ReplayBuffer(_OptimizeMemory, _sb3.ReplayBuffer):
                 rows["timeout"] = self._rows(np.array(flags), (), np.dtype(np.float32))
             else:
                 rows["timeout"] = self._scratch[2]  # all zeros, never written
-        if self.optimize_memory_usage:
-            self._add_optimized(rows, next_rows)
-        else:
-            rows.update(next_rows)
-        if self._patches:
-            self._drop_patches(self._core.next_index, self.n_envs)
-        self._core.add(**rows)
+        return rows, next_rows
 
     def _drop_patches(self, start: int, n: int) -> None:
         cap = self._capacity

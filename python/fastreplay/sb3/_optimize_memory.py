@@ -110,3 +110,27 @@ class _OptimizeMemory:
             for k in out:
                 out[k][from_aside] = rows[k]
         return out
+
+    def _rebase_optimized(self, base: int, old_cursor: int, old_size: int) -> None:
+        """After a ``pos``/``full`` assignment (``ReplayBuffer._set_ring``): slots that became stored have no aside
+        row, the aside rows' owners are renumbered to the serials their slots hold now, and, if ``pos`` moved, the
+        latest step's next observation is the observation stored at step ``pos``, as SB3 reads it
+        (``observations[pos]``), until the next ``add`` writes that step."""
+        core, n, cap = self._core, self.n_envs, self._capacity
+        size, cursor = len(core), base + core.total_added
+        if size > old_size:
+            core._raw_view(self._field_index("aside"), cap)[old_size:size] = -1
+        if self._aside is not None and self._aside_oldest < self._aside_next:
+            owners = self._aside._raw_view(len(self._obs_specs), self._aside_cap)
+            rows = (np.arange(self._aside_oldest, self._aside_next) - self._aside_base) % self._aside_cap
+            slot = owners[rows] % cap  # serials count tickets from base, a multiple of cap
+            ticket = slot + cap * ((cursor - 1 - slot) // cap)  # the slot's newest ticket in the new ring
+            owners[rows] = np.where(slot < size, ticket - base, -(2**62))  # a slot no longer stored: dead
+        p = core.next_index
+        if p == old_cursor % cap and self._pending is not None:
+            return  # the latest step is the same: its next observation is still the pending one (SB3 keeps it at pos)
+        self._pending = {
+            next_name: np.array(core._raw_view(self._field_index(name), cap)[p:p + n])
+            for _, name, next_name, *_ in self._obs_specs
+        }
+        self._pending_valid = np.zeros(n, dtype=bool)  # the next add's observations are the next observations
