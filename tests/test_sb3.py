@@ -151,6 +151,37 @@ def test_add_accepts_what_sb3_accepts():
     assert_same_columns(ours, theirs)
 
 
+@pytest.mark.parametrize("n_envs", [1, 2])
+def test_add_fast_path_and_fallback_store_what_sb3_stores(n_envs):
+    """add() hands values straight to the core when it takes them (the fast path) and otherwise goes SB3's way
+    (reshapes, broadcasts, unsafe casts): both must store exactly what SB3 stores, and the fast path must be used
+    for SB3's own dtypes."""
+    obs_space, act_space = spaces.Box(-5, 5, (3,), np.float32), spaces.Discrete(4)
+    ours = fs.ReplayBuffer(16, obs_space, act_space, "cpu", n_envs=n_envs)
+    theirs = sb3_buffers.ReplayBuffer(16, obs_space, act_space, "cpu", n_envs=n_envs)
+    n, rng = n_envs, np.random.default_rng(0)
+    o = lambda dt=np.float32: rng.normal(size=(n, 3)).astype(dt)  # noqa: E731
+    exact = (o(), o(), rng.integers(0, 4, n), rng.normal(size=n).astype(np.float32), rng.random(n) < 0.5,
+             [{"TimeLimit.truncated": bool(rng.random() < 0.5)} for _ in range(n)])
+    cases = [
+        exact,
+        (o(np.float64), o(np.float64), rng.integers(0, 4, n).astype(np.int32), rng.normal(size=n), rng.random(n) < .5,
+         [{}] * n),                                                      # other dtypes of the same kind
+        (o(), o(), rng.integers(0, 4, (n, 1)), [1.0] * n, [False] * n, [{}] * n),  # lists, (n, 1) actions
+        (o()[:1], o()[:1], np.zeros(n, np.int64), np.ones(n, np.float32), np.zeros(n, bool), [{}] * n),  # broadcast
+        (o(), o(), rng.uniform(0, 4, n), np.ones(n), np.zeros(n), [{}] * n),  # float actions: SB3's unsafe cast
+    ]
+    calls = []
+    real = ours._core.add
+    ours._core.add = lambda *a, **k: (calls.append((a, k)), real(*a, **k))[1]
+    for case in cases:
+        theirs.add(*case)
+        ours.add(*case)
+        assert_same_columns(ours, theirs)
+    ours._core.add = real
+    assert calls[0][0] and not calls[0][1]  # the exact case went through the fast path: one positional call
+
+
 def test_attributes_are_views_and_writes_reach_samples():
     ours, theirs = fill_both("box", 2, 5)
     view = ours.observations

@@ -121,6 +121,9 @@ class ReplayBuffer(_OptimizeMemory, _sb3.ReplayBuffer):
         self._action_shape = (self.n_envs, self.action_dim)
         self._scalar_shape = (self.n_envs,)
         self._scratch = np.zeros((3, self.n_envs), np.float32)  # reward and done casts; zero timeouts
+        # add()'s fast path: values go to the core as they are (its casting rule and shape checks), when the fields
+        # are exactly obs, next_obs, action, reward, done[, timeout]; anything the core refuses takes SB3's path.
+        self._fast_add = list(fields)[:5] == ["obs", "next_obs", "action", "reward", "done"]
 
     def _new_core(self) -> _CoreReplay:
         if self._prioritized:
@@ -312,6 +315,18 @@ class ReplayBuffer(_OptimizeMemory, _sb3.ReplayBuffer):
         infos: List[Dict[str, Any]],
     ) -> None:
         """Store one step: ``n_envs`` transitions, with SB3's reshaping and casting rules."""
+        if self._fast_add and not self._patches:
+            # The common case (arrays of the buffer's dtypes and shapes) costs one core call. The core checks
+            # everything before it writes anything, so a value it refuses leaves the buffer as it was and goes the
+            # general way below, which reshapes and casts as SB3 does.
+            try:
+                if self.handle_timeout_termination:
+                    self._core.add(obs, next_obs, action, reward, done, self._timeouts(infos))
+                else:
+                    self._core.add(obs, next_obs, action, reward, done)
+                return
+            except (TypeError, ValueError):
+                pass
         rows, next_rows = self._step_rows(obs, next_obs, action, reward, done, infos)
         if self.optimize_memory_usage:
             self._add_optimized(rows, next_rows)
@@ -340,12 +355,15 @@ class ReplayBuffer(_OptimizeMemory, _sb3.ReplayBuffer):
         rows["reward"] = self._scalars(reward, self._scratch[0])
         rows["done"] = self._scalars(done, self._scratch[1])
         if self.handle_timeout_termination:
-            flags = [info.get("TimeLimit.truncated", False) for info in infos]
-            if any(f is not False for f in flags):
-                rows["timeout"] = self._rows(np.array(flags), (), np.dtype(np.float32))
-            else:
-                rows["timeout"] = self._scratch[2]  # all zeros, never written
+            rows["timeout"] = self._timeouts(infos)
         return rows, next_rows
+
+    def _timeouts(self, infos: List[Dict[str, Any]]) -> np.ndarray:
+        """float32 ``(n_envs,)``: each env's ``TimeLimit.truncated``."""
+        flags = [info.get("TimeLimit.truncated", False) for info in infos]
+        if any(f is not False for f in flags):
+            return self._rows(np.array(flags), (), np.dtype(np.float32))
+        return self._scratch[2]  # all zeros, never written
 
     def _drop_patches(self, start: int, n: int) -> None:
         cap = self._capacity
