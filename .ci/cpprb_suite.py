@@ -152,13 +152,14 @@ def main() -> int:
     ap.add_argument("--sdist-dir", type=Path, default=Path("build/cpprb-sdist"),
                     help="where the sdist is downloaded (kept, so a second run does not download it again)")
     ap.add_argument("--jobs", type=int, default=2, help="pytest processes at once")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (tests, v1/ files, shim)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every adapter failure's pytest output")
     ap.add_argument("files", nargs="*", help=f"test files (default: {' '.join(FILES)})")
     args = ap.parse_args()
 
     t_start = time.monotonic()
     version = cpprb_version()
-    import fastreplay.cpprb  # noqa: F401  (fail early, here, if the adapter does not import)
+    importlib.import_module("fastreplay.cpprb")  # fail early, here, if the adapter does not import
 
     work = Path(tempfile.mkdtemp(prefix="cpprb_suite_"))
     try:
@@ -182,7 +183,10 @@ def main() -> int:
             futures = {job: pool.submit(run_pytest, test_dir, job[0], job[1], work) for job in jobs}
             res = {job: fut.result() for job, fut in futures.items()}
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
     def counts(r: Dict[str, str]) -> str:
         return "/".join(str(sum(v == k for v in r.values())) for k in ("passed", "failed", "skipped"))
