@@ -316,3 +316,128 @@ def test_public_names_report_the_package():
     assert sorted(fc.__all__) == sorted(n for n in dir(fc) if not n.startswith("_"))
     for name in fc.__all__:
         assert getattr(fc, name).__module__ == "fastreplay.cpprb", name
+
+
+# --- LaBER, ReverseReplayBuffer, train: against cpprb's -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["LaBERmean", "LaBERlazy", "LaBERmax"])
+@pytest.mark.parametrize("eps", [1e-6, 0.0, 0.5])
+def test_laber_matches_cpprb(name, eps):
+    ours, theirs = getattr(fc, name)(8, 3, eps=eps), getattr(cpprb, name)(8, 3, eps=eps)
+    assert (ours.batch_size, ours.eps) == (theirs.batch_size, theirs.eps)
+    np.testing.assert_array_equal(ours.idx, theirs.idx)
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        p = rng.random(24) * (rng.random(24) < 0.7)
+        p[0] = 1.0
+        obs = rng.normal(size=(24, 2))
+        ours.rng, theirs.rng = np.random.default_rng(7), np.random.default_rng(7)
+        a, b = ours(priorities=p, obs=obs), theirs(priorities=p, obs=obs)
+        assert sorted(a) == sorted(b)
+        for k in a:
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-12, err_msg=k)
+    for bad in [dict(batch_size=0), dict(batch_size=4, m=0), dict(batch_size=4, eps=-1.0)]:
+        with pytest.raises(ValueError):
+            getattr(fc, name)(**bad)
+    with pytest.raises(ValueError):
+        ours(priorities=[1.0] * 23)
+
+
+@pytest.mark.parametrize("size, stride, adds", [(20, 5, [20]), (20, 2, [20]), (20, 5, [1]), (10, 3, [7]),
+                                                (10, 4, [7, 6, 1]), (8, 20, [8, 3]), (16, 1, [5, 14, 9])])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_reverse_replay_buffer_matches_cpprb(size, stride, adds, batch):
+    ours = fc.ReverseReplayBuffer(size, {"obs": {}}, stride=stride)
+    theirs = cpprb.ReverseReplayBuffer(size, {"obs": {}}, stride=stride)
+    start = 0
+    for n in adds:
+        for rb in (ours, theirs):
+            rb.add(obs=np.arange(start, start + n))
+        start += n
+        for _ in range(2 * stride + 3):
+            assert_same(ours.sample(batch), theirs.sample(batch))
+    ours.clear()
+    with pytest.raises(ValueError, match="empty"):
+        ours.sample(1)
+    with pytest.raises(ValueError, match="stride"):
+        fc.ReverseReplayBuffer(4, {"obs": {}}, stride=0)
+
+
+class _CountingEnv:
+    """Old-gym env (4-tuple step) with a deterministic episode length, recording nothing itself."""
+
+    def __init__(self, length=4):
+        self.t, self.length = 0, length
+
+    def reset(self):
+        self.t = 0
+        return np.zeros(3)
+
+    def step(self, action):
+        self.t += 1
+        return np.full(3, self.t), float(self.t), float(self.t == self.length), {}
+
+
+@pytest.mark.parametrize("prioritized", [False, True])
+@pytest.mark.parametrize("options", [{}, {"n_warmups": 5}, {"max_episodes": 2}, {"done_check": "always"},
+                                     {"after_step": True, "obs_update": True, "rew_sum": True}])
+def test_train_matches_cpprb(prioritized, options):
+    calls = {}
+
+    def run(lib):
+        log = calls[lib.__name__] = []
+        env_dict = {"obs": {"shape": 3}, "act": {}, "rew": {}, "next_obs": {"shape": 3}, "done": {}}
+        cls = lib.PrioritizedReplayBuffer if prioritized else lib.ReplayBuffer
+        rb = cls(32, env_dict)
+        kw = dict(options)
+        if kw.get("done_check") == "always":
+            kw["done_check"] = lambda tr: True
+        if kw.pop("after_step", None):
+            kw["after_step"] = lambda o, a, r, s, e: {"obs": o, "act": a, "rew": r[1] * 2, "next_obs": r[0],
+                                                       "done": r[2]}
+            kw["obs_update"] = lambda tr: tr["next_obs"] + 1
+            kw["rew_sum"] = lambda total, tr: total - tr["rew"]
+
+        def update(sample, step, episode):
+            log.append(("update", step, episode, sample["obs"].shape))
+            return np.full(len(sample["obs"]), 0.5 + step)
+
+        train(lib, rb, kw, update, log)
+        return rb
+
+    def train(lib, rb, kw, update, log):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # cpprb's "still beta" warning
+            lib.train(rb, _CountingEnv(), lambda o, s, e, w: (log.append(("act", s, e, w, o.tolist())), s % 3)[1],
+                      update, max_steps=13, batch_size=4,
+                      episode_callback=lambda e, s, r: log.append(("episode", e, s, float(r))), **kw)
+
+    a, b = run(fc), run(cpprb)
+    assert calls["fastreplay.cpprb"] == calls["cpprb"]
+    assert_same(a.get_all_transitions(), b.get_all_transitions())
+    if prioritized:
+        assert a.get_max_priority() == b.get_max_priority()
+
+
+def test_train_refuses_too_many_steps_and_per_without_td():
+    rb = fc.ReplayBuffer(4, {"obs": {"shape": 3}, "act": {}, "rew": {}, "next_obs": {"shape": 3}, "done": {}})
+    with pytest.raises(ValueError, match="too big"):
+        fc.train(rb, _CountingEnv(), lambda *a: 0, lambda *a: 0.5, max_steps=2**64)
+    per = fc.PrioritizedReplayBuffer(4, {"obs": {"shape": 3}, "act": {}, "rew": {}, "next_obs": {"shape": 3},
+                                         "done": {}})
+    with pytest.raises(TypeError):
+        fc.train(per, _CountingEnv(), lambda *a: 0, lambda *a: None, max_steps=3)
+
+
+def test_update_priorities_broadcasts_one_priority():
+    rb = fc.PrioritizedReplayBuffer(8, {"a": {}})
+    rb.add(a=np.arange(8))
+    rb.update_priorities([1, 2, 3], 5.0)
+    assert rb.get_max_priority() == 5.0
+    rb.update_priorities([4, 5], [7.0])
+    assert rb.get_max_priority() == 7.0
+    with pytest.raises(ValueError, match="same length"):
+        rb.update_priorities([1, 2, 3], [1.0, 2.0])

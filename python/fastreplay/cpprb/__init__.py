@@ -21,14 +21,22 @@ The remaining differences, including two cpprb ``Nstep`` bugs that this module d
 """
 from ._buffer import ReplayBuffer
 from ._env import create_before_add_func, create_env_dict
+from ._laber import LaBERlazy, LaBERmax, LaBERmean
 from ._prioritized import PrioritizedReplayBuffer, create_buffer
+from ._reverse import ReverseReplayBuffer
+from ._train import train
 
 __all__ = [
+    "LaBERlazy",
+    "LaBERmax",
+    "LaBERmean",
     "PrioritizedReplayBuffer",
     "ReplayBuffer",
+    "ReverseReplayBuffer",
     "create_before_add_func",
     "create_buffer",
     "create_env_dict",
+    "train",
 ]
 
 # Public names report the package as their module, as when it was the single file cpprb.py: pickles keep naming
