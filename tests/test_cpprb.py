@@ -278,8 +278,21 @@ def test_mmap_prefix_maps_to_files(tmp_path):
         theirs.add(**kwargs)
     assert_same(ours.get_all_transitions(), theirs.get_all_transitions())
     assert (tmp_path / "ours_fastreplay").is_dir()
+    # cpprb's file names, with cpprb's raw rows: <prefix>_<name>.dat holds (size, *shape) values of the stored dtype
+    # (rows not yet written differ: cpprb fills them with ones)
+    n = ours.get_stored_size()
+    for name, defs in ENV.items():
+        shape = (64,) + tuple(np.atleast_1d(defs.get("shape", 1)))
+        dtype = defs.get("dtype", np.float32)
+        a = np.fromfile(tmp_path / f"ours_{name}.dat", dtype=dtype).reshape(shape)
+        b = np.fromfile(tmp_path / f"theirs_{name}.dat", dtype=dtype).reshape(shape)
+        np.testing.assert_array_equal(a[:n], b[:n], err_msg=name)
+    ours.add(obs=[9, 9], act=1, rew=2, next_obs=[8, 8], done=0)  # writes show through the file at once
+    k = (ours.get_next_index() - 1) % 64
+    assert np.fromfile(tmp_path / "ours_obs.dat", dtype=np.float32).reshape(64, 2)[k].tolist() == [9, 9]
     again = fc.ReplayBuffer(64, ENV, mmap_prefix=str(tmp_path / "ours"))  # recreated empty, as cpprb's files are
     assert again.get_stored_size() == 0
+    assert not np.fromfile(tmp_path / "ours_obs.dat", dtype=np.float32).any()  # the new buffer's (empty) file
 
 
 @pytest.mark.parametrize("cls", ["ReplayBuffer", "PrioritizedReplayBuffer"])
@@ -441,3 +454,13 @@ def test_update_priorities_broadcasts_one_priority():
     assert rb.get_max_priority() == 7.0
     with pytest.raises(ValueError, match="same length"):
         rb.update_priorities([1, 2, 3], [1.0, 2.0])
+
+
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_encode_sample_matches_cpprb(prioritized):
+    ours, theirs = (lib.create_buffer(16, ENV, prioritized=prioritized, next_of=None) for lib in (fc, cpprb))
+    for kwargs, _ in episodes(5, 6):
+        ours.add(**kwargs)
+        theirs.add(**kwargs)
+    for idx in (np.array(0), np.array([3, 1, 1]), [2, 0]):
+        assert_same(ours._encode_sample(idx), theirs._encode_sample(np.asarray(idx)))
