@@ -38,7 +38,24 @@ FILES = ["test_PyReplayBuffer.py", "test_features.py", "test_issue.py", "test_sa
 
 # Tests (pytest node ids relative to the test folder; fnmatch patterns) that pass with cpprb and are known not to
 # pass with the adapter, each with the reason. Keep this honest: it is the list of what a user can still notice.
-KNOWN_GAPS: Dict[str, str] = {}
+KNOWN_GAPS: Dict[str, str] = {
+    "test_save_load.py::TestReplayBuffer::test_load_Nstep": (
+        "cpprb's Nstep bug (1) in docs/dropin.md is not reproduced: cpprb gives the transition whose window ends "
+        "on the terminal step done=0 (done sums over n-1 steps), here done=1; cpprb's file and the adapter's own "
+        "buffer disagree on that one value"),
+    "test_save_load.py::*": (
+        "load_transitions refuses pickled .npz members unless called with allow_pickle=True (cpprb always "
+        "unpickles: a crafted file runs code). Checked: the 'with allow_pickle=True' run of this file passes every "
+        "test the baseline passes, other known gaps aside"),
+    "test_features.py::TestFeatureHighDimensionalObs::test_BatchSampling": (
+        "sampling an empty PrioritizedReplayBuffer (here: one add into a 4-step Nstep window) raises ValueError; "
+        "cpprb returns uninitialised rows with NaN weights"),
+}
+
+# Files run a third time with load_transitions defaulting to allow_pickle=True: everything the baseline passes must
+# pass there, except the known gaps other than PICKLE_GAP, so that the opt-in is all PICKLE_GAP admits.
+ALLOW_PICKLE_FILES = ["test_save_load.py"]
+PICKLE_GAP = "test_save_load.py::*"
 
 TIMEOUT_S = 600  # per pytest process
 
@@ -68,8 +85,16 @@ def fetch_tests(version: str, sdist_dir: Path, dest: Path) -> Path:
 
 
 SHIM = '''"""Test-suite shim: ``import cpprb`` gives fastreplay.cpprb (see .ci/cpprb_suite.py)."""
+import os
 import sys
 import fastreplay.cpprb as _adapter
+if os.environ.get("CPPRB_SUITE_ALLOW_PICKLE") == "1":
+    _load = _adapter.ReplayBuffer.load_transitions
+
+    def load_transitions(self, file, *, allow_pickle=True):
+        return _load(self, file, allow_pickle=allow_pickle)
+
+    _adapter.ReplayBuffer.load_transitions = load_transitions
 sys.modules[__name__] = _adapter
 '''
 
@@ -115,8 +140,11 @@ def run_pytest(test_dir: Path, file: str, mode: str, work: Path) -> Tuple[Dict[s
     xml = out_dir / (file + ".xml")
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
-    if mode == "adapter":
+    env.pop("CPPRB_SUITE_ALLOW_PICKLE", None)
+    if mode.startswith("adapter"):
         env["PYTHONPATH"] = str(work / "shim")
+    if mode == "adapter-pickle":
+        env["CPPRB_SUITE_ALLOW_PICKLE"] = "1"
     ini = work / "pytest.ini"
     cmd = [sys.executable, "-m", "pytest", "-c", str(ini), "--rootdir", str(test_dir), "-p", "no:cacheprovider",
            "-q", "-rfE", f"--junitxml={xml}", "-o", "junit_family=xunit1", file]
@@ -170,6 +198,7 @@ def main() -> int:
         (work / "pytest.ini").write_text("[pytest]\n")
         (work / "baseline").mkdir()
         (work / "adapter").mkdir()
+        (work / "adapter-pickle").mkdir()
         files = [f for f in (args.files or FILES) if (test_dir / f).exists()]
         missing = sorted(set(args.files or FILES) - set(files))
         print(f"cpprb {version}: {len(files)} test files from its sdist" +
@@ -179,6 +208,7 @@ def main() -> int:
                   flush=True)
 
         jobs = [(f, m) for f in files for m in ("baseline", "adapter")]
+        jobs += [(f, "adapter-pickle") for f in files if f in ALLOW_PICKLE_FILES]
         with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
             futures = {job: pool.submit(run_pytest, test_dir, job[0], job[1], work) for job in jobs}
             res = {job: fut.result() for job, fut in futures.items()}
@@ -192,7 +222,7 @@ def main() -> int:
         return "/".join(str(sum(v == k for v in r.values())) for k in ("passed", "failed", "skipped"))
 
     regressions: List[str] = []
-    known: List[str] = []
+    known: List[Tuple[str, str]] = []  # (test, the first KNOWN_GAPS pattern it matches)
     fixed: List[str] = []
     print(f"\n{'file':24} {'baseline p/f/s':>15} {'adapter p/f/s':>15} {'regressed':>9} {'known':>6}  secs (b/a)")
     for f in files:
@@ -209,25 +239,39 @@ def main() -> int:
             if outcome == "passed" and not ok:
                 if gap:
                     kn += 1
-                    known.append(node)
+                    known.append((node, gap))
                 else:
                     reg += 1
                     regressions.append(f"{node}: {adap.get(node, 'not run (file failed to import?)')}")
-            elif gap and ok:
-                fixed.append(node)
         # The adapter's outcome of each test the baseline ran; a test not run (the file did not import) failed.
         adap_counts = counts({node: adap.get(node, "failed") for node in base})
         print(f"{f:24} {counts(base):>15} {adap_counts:>15} {reg:>9} {kn:>6}  {tb:.0f}/{ta:.0f}", flush=True)
         if args.verbose and (reg or not adap):
             print(out)
+        if (f, "adapter-pickle") in res:
+            pick, out, tp = res[(f, "adapter-pickle")]
+            reg = kn = 0
+            for node, outcome in sorted(base.items()):
+                if outcome == "passed" and pick.get(node) != "passed":
+                    if any(fnmatch.fnmatchcase(node, p) for p in KNOWN_GAPS if p != PICKLE_GAP):
+                        kn += 1
+                        continue
+                    reg += 1
+                    regressions.append(f"{node} (with allow_pickle=True): {pick.get(node, 'not run')}")
+            pick_counts = counts({node: pick.get(node, "failed") for node in base})
+            print(f"{'  with allow_pickle=True':24} {'':>15} {pick_counts:>15} {reg:>9} {kn:>6}  {tp:.0f}", flush=True)
+            if args.verbose and reg:
+                print(out)
     print(f"\nknown gaps (pass with cpprb, not with the adapter): {len(known)}")
     for pat, why in KNOWN_GAPS.items():
-        n = sum(fnmatch.fnmatchcase(node, pat) for node in known)
+        n = sum(gap == pat for _, gap in known)
         print(f"  {pat} [{n}]: {why}")
+        if n == 0 and any(pat.split("::")[0] == f for f in files):
+            fixed.append(pat)
     if fixed:
-        print("\nlisted as known gaps but pass now (remove them from KNOWN_GAPS):")
-        for node in fixed:
-            print(f"  {node}")
+        print("\nlisted as known gaps but nothing they match fails now (remove them from KNOWN_GAPS):")
+        for pat in fixed:
+            print(f"  {pat}")
     if regressions:
         print(f"\n{len(regressions)} tests pass with cpprb but not with fastreplay.cpprb:")
         for r in regressions:
