@@ -464,3 +464,58 @@ def test_encode_sample_matches_cpprb(prioritized):
         theirs.add(**kwargs)
     for idx in (np.array(0), np.array([3, 1, 1]), [2, 0]):
         assert_same(ours._encode_sample(idx), theirs._encode_sample(np.asarray(idx)))
+
+
+@pytest.mark.parametrize("strategy", ["future", "episode", "final", "random"])
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_hindsight_replay_buffer_matches_cpprb(strategy, prioritized):
+    env_dict = {"obs": {"shape": 2}, "act": {}, "next_obs": {"shape": 2}}
+
+    def reward(next_obs, act, goal):
+        return -(np.abs(next_obs - goal).sum(axis=1) > 0.5).astype(np.float64)
+
+    bufs = [lib.HindsightReplayBuffer(64, env_dict, 6, reward, strategy=strategy, additional_goals=2,
+                                      prioritized=prioritized, goal_func=lambda s: s * 2.0)
+            for lib in (fc, cpprb)]
+    rng = np.random.default_rng(11)
+    for ep in range(5):
+        for b in bufs:
+            b.rng = np.random.default_rng(ep)
+        n = int(rng.integers(1, 7))
+        obs = rng.normal(size=(n + 1, 2))
+        act = rng.integers(0, 3, n)
+        for t in range(n):
+            for b in bufs:
+                b.add(obs=obs[t], act=act[t], next_obs=obs[t + 1])
+        goal = rng.normal(size=2)
+        for b in bufs:
+            b.on_episode_end(goal)
+        assert bufs[0].get_stored_size() == bufs[1].get_stored_size()
+        assert_same(bufs[0].get_all_transitions(), bufs[1].get_all_transitions())
+    assert bufs[0].get_buffer_size() == 64
+    if prioritized:
+        bufs[0].update_priorities([0, 1], [3.0, 4.0])
+        assert bufs[0].get_max_priority() == 4.0
+        assert set(bufs[0].sample(8, beta=0.5)) >= {"weights", "indexes", "goal", "rew"}
+    else:
+        with pytest.raises(ValueError, match="without PER"):
+            bufs[0].update_priorities([0], [1.0])
+    for _ in range(6):
+        bufs[0].add(obs=[0, 0], act=0, next_obs=[0, 0])
+    with pytest.raises(ValueError, match="Exceed Max Episode Length"):
+        bufs[0].add(obs=[0, 0], act=0, next_obs=[0, 0])
+    bufs[0].clear()
+    assert bufs[0].get_stored_size() == 0
+    with pytest.raises(ValueError, match="Unknown Strategy"):
+        fc.HindsightReplayBuffer(8, env_dict, 4, reward, strategy="nope")
+
+
+def test_hindsight_goal_shape():
+    env_dict = {"obs": {"shape": 3}, "act": {}, "next_obs": {"shape": 3}}
+    her = fc.HindsightReplayBuffer(16, env_dict, 4, lambda s, a, g: np.zeros(len(s)), goal_shape=(1,),
+                                   goal_func=lambda s: s[:, :1], strategy="final", prioritized=False)
+    her.add(obs=np.zeros((3, 3)), act=[0, 1, 2], next_obs=np.arange(9).reshape(3, 3))
+    her.on_episode_end([5.0])
+    goals = her.get_all_transitions()["goal"]
+    assert goals.shape == (6, 1)
+    np.testing.assert_array_equal(goals[:, 0], [5, 5, 5, 6, 6, 6])

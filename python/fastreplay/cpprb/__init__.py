@@ -21,12 +21,14 @@ The remaining differences, including two cpprb ``Nstep`` bugs that this module d
 """
 from ._buffer import ReplayBuffer
 from ._env import create_before_add_func, create_env_dict
+from ._her import HindsightReplayBuffer
 from ._laber import LaBERlazy, LaBERmax, LaBERmean
 from ._prioritized import PrioritizedReplayBuffer, create_buffer
 from ._reverse import ReverseReplayBuffer
 from ._train import train
 
 __all__ = [
+    "HindsightReplayBuffer",
     "LaBERlazy",
     "LaBERmax",
     "LaBERmean",
