@@ -51,7 +51,6 @@ KNOWN_GAPS: Dict[str, str] = {
         "the file does not import: it imports MPReplayBuffer and MPPrioritizedReplayBuffer (multi-process buffers, "
         "not implemented yet) and cpprb.PyReplayBuffer.dict2buffer (a cpprb internal, not provided)"),
     "test_mp.py::*": "MPReplayBuffer and MPPrioritizedReplayBuffer (multi-process buffers) are not implemented yet",
-    "test_PyReplayBuffer.py::TestSelectiveReplayBuffer::*": "SelectiveReplayBuffer is not implemented yet",
     "test_features.py::TestFeatureHighDimensionalObs::test_BatchSampling": (
         "sampling an empty PrioritizedReplayBuffer (here: one add into a 4-step Nstep window) raises ValueError; "
         "cpprb returns uninitialised rows with NaN weights"),

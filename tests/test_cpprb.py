@@ -519,3 +519,50 @@ def test_hindsight_goal_shape():
     goals = her.get_all_transitions()["goal"]
     assert goals.shape == (6, 1)
     np.testing.assert_array_equal(goals[:, 0], [5, 5, 5, 6, 6, 6])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_selective_replay_buffer_matches_cpprb(seed):
+    rng = np.random.default_rng(seed)
+    bufs = [lib.SelectiveReplayBuffer(6, 2, 1, Nepisodes=4) for lib in (fc, cpprb)]
+    ours, theirs = bufs
+    assert ours.get_buffer_size() == theirs.get_buffer_size() == 24
+    count = 0
+    for _ in range(60):
+        op = rng.random()
+        if op < 0.6:
+            n = int(rng.integers(1, 5))
+            done = (rng.random(n) < 0.3).astype(float)
+            args = (np.arange(count, count + 2 * n).reshape(n, 2), rng.integers(0, 3, n), rng.random(n),
+                    np.arange(count + 1, count + 1 + 2 * n).reshape(n, 2), done)
+            count += 2 * n
+            assert ours.add(*args) == theirs.add(*args)
+        elif op < 0.9:
+            i = int(rng.integers(0, ours.get_stored_episode_size() + 2))
+            assert ours.delete_episode(i) == theirs.delete_episode(i)
+        elif op < 0.95:
+            for b in bufs:
+                b.clear()
+        assert ours.get_next_index() == theirs.get_next_index()
+        assert ours.get_stored_size() == theirs.get_stored_size()
+        assert ours.get_stored_episode_size() == theirs.get_stored_episode_size()
+        for i in range(ours.get_stored_episode_size() + 1):
+            a, b = ours.get_episode(i), theirs.get_episode(i)
+            for k in a:
+                np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+        stored = ours.get_stored_size()
+        if stored:
+            idx = np.arange(stored)
+            assert_same(ours._encode_sample(idx), theirs._encode_sample(idx))
+            s = ours.sample(5)
+            assert {k: v.shape for k, v in s.items()} == {k: v.shape for k, v in theirs.sample(5).items()}
+
+
+def test_selective_replay_buffer_fills_up_and_stops():
+    rb = fc.SelectiveReplayBuffer(2, 1, 1, Nepisodes=2)
+    assert rb.add(np.arange(3), np.zeros(3), np.zeros(3), np.arange(3), [0, 0, 1]) == 0
+    assert rb.add(np.arange(3), np.zeros(3), np.zeros(3), np.arange(3), [0, 0, 0]) == 3
+    assert rb.get_next_index() == 4  # one row taken, two dropped: the buffer is full
+    assert rb.get_episode(1)["obs"].ravel().tolist() == [0]
+    with pytest.raises(ValueError, match="obs has 1 values"):
+        rb.add([1], [0, 0], [0, 0], [1, 2], [0, 0])

@@ -26,6 +26,7 @@ from ._her import HindsightReplayBuffer
 from ._laber import LaBERlazy, LaBERmax, LaBERmean
 from ._prioritized import PrioritizedReplayBuffer, create_buffer
 from ._reverse import ReverseReplayBuffer
+from ._selective import SelectiveReplayBuffer
 from ._train import train
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "PrioritizedReplayBuffer",
     "ReplayBuffer",
     "ReverseReplayBuffer",
+    "SelectiveReplayBuffer",
     "create_before_add_func",
     "create_buffer",
     "create_env_dict",
