@@ -278,8 +278,21 @@ def test_mmap_prefix_maps_to_files(tmp_path):
         theirs.add(**kwargs)
     assert_same(ours.get_all_transitions(), theirs.get_all_transitions())
     assert (tmp_path / "ours_fastreplay").is_dir()
+    # cpprb's file names, with cpprb's raw rows: <prefix>_<name>.dat holds (size, *shape) values of the stored dtype
+    # (rows not yet written differ: cpprb fills them with ones)
+    n = ours.get_stored_size()
+    for name, defs in ENV.items():
+        shape = (64,) + tuple(np.atleast_1d(defs.get("shape", 1)))
+        dtype = defs.get("dtype", np.float32)
+        a = np.fromfile(tmp_path / f"ours_{name}.dat", dtype=dtype).reshape(shape)
+        b = np.fromfile(tmp_path / f"theirs_{name}.dat", dtype=dtype).reshape(shape)
+        np.testing.assert_array_equal(a[:n], b[:n], err_msg=name)
+    ours.add(obs=[9, 9], act=1, rew=2, next_obs=[8, 8], done=0)  # writes show through the file at once
+    k = (ours.get_next_index() - 1) % 64
+    assert np.fromfile(tmp_path / "ours_obs.dat", dtype=np.float32).reshape(64, 2)[k].tolist() == [9, 9]
     again = fc.ReplayBuffer(64, ENV, mmap_prefix=str(tmp_path / "ours"))  # recreated empty, as cpprb's files are
     assert again.get_stored_size() == 0
+    assert not np.fromfile(tmp_path / "ours_obs.dat", dtype=np.float32).any()  # the new buffer's (empty) file
 
 
 @pytest.mark.parametrize("cls", ["ReplayBuffer", "PrioritizedReplayBuffer"])
@@ -316,3 +329,240 @@ def test_public_names_report_the_package():
     assert sorted(fc.__all__) == sorted(n for n in dir(fc) if not n.startswith("_"))
     for name in fc.__all__:
         assert getattr(fc, name).__module__ == "fastreplay.cpprb", name
+
+
+# --- LaBER, ReverseReplayBuffer, train: against cpprb's -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["LaBERmean", "LaBERlazy", "LaBERmax"])
+@pytest.mark.parametrize("eps", [1e-6, 0.0, 0.5])
+def test_laber_matches_cpprb(name, eps):
+    ours, theirs = getattr(fc, name)(8, 3, eps=eps), getattr(cpprb, name)(8, 3, eps=eps)
+    assert (ours.batch_size, ours.eps) == (theirs.batch_size, theirs.eps)
+    np.testing.assert_array_equal(ours.idx, theirs.idx)
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        p = rng.random(24) * (rng.random(24) < 0.7)
+        p[0] = 1.0
+        obs = rng.normal(size=(24, 2))
+        ours.rng, theirs.rng = np.random.default_rng(7), np.random.default_rng(7)
+        a, b = ours(priorities=p, obs=obs), theirs(priorities=p, obs=obs)
+        assert sorted(a) == sorted(b)
+        for k in a:
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-12, err_msg=k)
+    for bad in [dict(batch_size=0), dict(batch_size=4, m=0), dict(batch_size=4, eps=-1.0)]:
+        with pytest.raises(ValueError):
+            getattr(fc, name)(**bad)
+    with pytest.raises(ValueError):
+        ours(priorities=[1.0] * 23)
+
+
+@pytest.mark.parametrize("size, stride, adds", [(20, 5, [20]), (20, 2, [20]), (20, 5, [1]), (10, 3, [7]),
+                                                (10, 4, [7, 6, 1]), (8, 20, [8, 3]), (16, 1, [5, 14, 9])])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_reverse_replay_buffer_matches_cpprb(size, stride, adds, batch):
+    ours = fc.ReverseReplayBuffer(size, {"obs": {}}, stride=stride)
+    theirs = cpprb.ReverseReplayBuffer(size, {"obs": {}}, stride=stride)
+    start = 0
+    for n in adds:
+        for rb in (ours, theirs):
+            rb.add(obs=np.arange(start, start + n))
+        start += n
+        for _ in range(2 * stride + 3):
+            assert_same(ours.sample(batch), theirs.sample(batch))
+    ours.clear()
+    with pytest.raises(ValueError, match="empty"):
+        ours.sample(1)
+    with pytest.raises(ValueError, match="stride"):
+        fc.ReverseReplayBuffer(4, {"obs": {}}, stride=0)
+
+
+class _CountingEnv:
+    """Old-gym env (4-tuple step) with a deterministic episode length, recording nothing itself."""
+
+    def __init__(self, length=4):
+        self.t, self.length = 0, length
+
+    def reset(self):
+        self.t = 0
+        return np.zeros(3)
+
+    def step(self, action):
+        self.t += 1
+        return np.full(3, self.t), float(self.t), float(self.t == self.length), {}
+
+
+@pytest.mark.parametrize("prioritized", [False, True])
+@pytest.mark.parametrize("options", [{}, {"n_warmups": 5}, {"max_episodes": 2}, {"done_check": "always"},
+                                     {"after_step": True, "obs_update": True, "rew_sum": True}])
+def test_train_matches_cpprb(prioritized, options):
+    calls = {}
+
+    def run(lib):
+        log = calls[lib.__name__] = []
+        env_dict = {"obs": {"shape": 3}, "act": {}, "rew": {}, "next_obs": {"shape": 3}, "done": {}}
+        cls = lib.PrioritizedReplayBuffer if prioritized else lib.ReplayBuffer
+        rb = cls(32, env_dict)
+        kw = dict(options)
+        if kw.get("done_check") == "always":
+            kw["done_check"] = lambda tr: True
+        if kw.pop("after_step", None):
+            kw["after_step"] = lambda o, a, r, s, e: {"obs": o, "act": a, "rew": r[1] * 2, "next_obs": r[0],
+                                                       "done": r[2]}
+            kw["obs_update"] = lambda tr: tr["next_obs"] + 1
+            kw["rew_sum"] = lambda total, tr: total - tr["rew"]
+
+        def update(sample, step, episode):
+            log.append(("update", step, episode, sample["obs"].shape))
+            return np.full(len(sample["obs"]), 0.5 + step)
+
+        train(lib, rb, kw, update, log)
+        return rb
+
+    def train(lib, rb, kw, update, log):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # cpprb's "still beta" warning
+            lib.train(rb, _CountingEnv(), lambda o, s, e, w: (log.append(("act", s, e, w, o.tolist())), s % 3)[1],
+                      update, max_steps=13, batch_size=4,
+                      episode_callback=lambda e, s, r: log.append(("episode", e, s, float(r))), **kw)
+
+    a, b = run(fc), run(cpprb)
+    assert calls["fastreplay.cpprb"] == calls["cpprb"]
+    assert_same(a.get_all_transitions(), b.get_all_transitions())
+    if prioritized:
+        assert a.get_max_priority() == b.get_max_priority()
+
+
+def test_train_refuses_too_many_steps_and_per_without_td():
+    rb = fc.ReplayBuffer(4, {"obs": {"shape": 3}, "act": {}, "rew": {}, "next_obs": {"shape": 3}, "done": {}})
+    with pytest.raises(ValueError, match="too big"):
+        fc.train(rb, _CountingEnv(), lambda *a: 0, lambda *a: 0.5, max_steps=2**64)
+    per = fc.PrioritizedReplayBuffer(4, {"obs": {"shape": 3}, "act": {}, "rew": {}, "next_obs": {"shape": 3},
+                                         "done": {}})
+    with pytest.raises(TypeError):
+        fc.train(per, _CountingEnv(), lambda *a: 0, lambda *a: None, max_steps=3)
+
+
+def test_update_priorities_broadcasts_one_priority():
+    rb = fc.PrioritizedReplayBuffer(8, {"a": {}})
+    rb.add(a=np.arange(8))
+    rb.update_priorities([1, 2, 3], 5.0)
+    assert rb.get_max_priority() == 5.0
+    rb.update_priorities([4, 5], [7.0])
+    assert rb.get_max_priority() == 7.0
+    with pytest.raises(ValueError, match="same length"):
+        rb.update_priorities([1, 2, 3], [1.0, 2.0])
+
+
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_encode_sample_matches_cpprb(prioritized):
+    ours, theirs = (lib.create_buffer(16, ENV, prioritized=prioritized, next_of=None) for lib in (fc, cpprb))
+    for kwargs, _ in episodes(5, 6):
+        ours.add(**kwargs)
+        theirs.add(**kwargs)
+    for idx in (np.array(0), np.array([3, 1, 1]), [2, 0]):
+        assert_same(ours._encode_sample(idx), theirs._encode_sample(np.asarray(idx)))
+
+
+@pytest.mark.parametrize("strategy", ["future", "episode", "final", "random"])
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_hindsight_replay_buffer_matches_cpprb(strategy, prioritized):
+    env_dict = {"obs": {"shape": 2}, "act": {}, "next_obs": {"shape": 2}}
+
+    def reward(next_obs, act, goal):
+        return -(np.abs(next_obs - goal).sum(axis=1) > 0.5).astype(np.float64)
+
+    bufs = [lib.HindsightReplayBuffer(64, env_dict, 6, reward, strategy=strategy, additional_goals=2,
+                                      prioritized=prioritized, goal_func=lambda s: s * 2.0)
+            for lib in (fc, cpprb)]
+    rng = np.random.default_rng(11)
+    for ep in range(5):
+        for b in bufs:
+            b.rng = np.random.default_rng(ep)
+        n = int(rng.integers(1, 7))
+        obs = rng.normal(size=(n + 1, 2))
+        act = rng.integers(0, 3, n)
+        for t in range(n):
+            for b in bufs:
+                b.add(obs=obs[t], act=act[t], next_obs=obs[t + 1])
+        goal = rng.normal(size=2)
+        for b in bufs:
+            b.on_episode_end(goal)
+        assert bufs[0].get_stored_size() == bufs[1].get_stored_size()
+        assert_same(bufs[0].get_all_transitions(), bufs[1].get_all_transitions())
+    assert bufs[0].get_buffer_size() == 64
+    if prioritized:
+        bufs[0].update_priorities([0, 1], [3.0, 4.0])
+        assert bufs[0].get_max_priority() == 4.0
+        assert set(bufs[0].sample(8, beta=0.5)) >= {"weights", "indexes", "goal", "rew"}
+    else:
+        with pytest.raises(ValueError, match="without PER"):
+            bufs[0].update_priorities([0], [1.0])
+    for _ in range(6):
+        bufs[0].add(obs=[0, 0], act=0, next_obs=[0, 0])
+    with pytest.raises(ValueError, match="Exceed Max Episode Length"):
+        bufs[0].add(obs=[0, 0], act=0, next_obs=[0, 0])
+    bufs[0].clear()
+    assert bufs[0].get_stored_size() == 0
+    with pytest.raises(ValueError, match="Unknown Strategy"):
+        fc.HindsightReplayBuffer(8, env_dict, 4, reward, strategy="nope")
+
+
+def test_hindsight_goal_shape():
+    env_dict = {"obs": {"shape": 3}, "act": {}, "next_obs": {"shape": 3}}
+    her = fc.HindsightReplayBuffer(16, env_dict, 4, lambda s, a, g: np.zeros(len(s)), goal_shape=(1,),
+                                   goal_func=lambda s: s[:, :1], strategy="final", prioritized=False)
+    her.add(obs=np.zeros((3, 3)), act=[0, 1, 2], next_obs=np.arange(9).reshape(3, 3))
+    her.on_episode_end([5.0])
+    goals = her.get_all_transitions()["goal"]
+    assert goals.shape == (6, 1)
+    np.testing.assert_array_equal(goals[:, 0], [5, 5, 5, 6, 6, 6])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_selective_replay_buffer_matches_cpprb(seed):
+    rng = np.random.default_rng(seed)
+    bufs = [lib.SelectiveReplayBuffer(6, 2, 1, Nepisodes=4) for lib in (fc, cpprb)]
+    ours, theirs = bufs
+    assert ours.get_buffer_size() == theirs.get_buffer_size() == 24
+    count = 0
+    for _ in range(60):
+        op = rng.random()
+        if op < 0.6:
+            n = int(rng.integers(1, 5))
+            done = (rng.random(n) < 0.3).astype(float)
+            args = (np.arange(count, count + 2 * n).reshape(n, 2), rng.integers(0, 3, n), rng.random(n),
+                    np.arange(count + 1, count + 1 + 2 * n).reshape(n, 2), done)
+            count += 2 * n
+            assert ours.add(*args) == theirs.add(*args)
+        elif op < 0.9:
+            i = int(rng.integers(0, ours.get_stored_episode_size() + 2))
+            assert ours.delete_episode(i) == theirs.delete_episode(i)
+        elif op < 0.95:
+            for b in bufs:
+                b.clear()
+        assert ours.get_next_index() == theirs.get_next_index()
+        assert ours.get_stored_size() == theirs.get_stored_size()
+        assert ours.get_stored_episode_size() == theirs.get_stored_episode_size()
+        for i in range(ours.get_stored_episode_size() + 1):
+            a, b = ours.get_episode(i), theirs.get_episode(i)
+            for k in a:
+                np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+        stored = ours.get_stored_size()
+        if stored:
+            idx = np.arange(stored)
+            assert_same(ours._encode_sample(idx), theirs._encode_sample(idx))
+            s = ours.sample(5)
+            assert {k: v.shape for k, v in s.items()} == {k: v.shape for k, v in theirs.sample(5).items()}
+
+
+def test_selective_replay_buffer_fills_up_and_stops():
+    rb = fc.SelectiveReplayBuffer(2, 1, 1, Nepisodes=2)
+    assert rb.add(np.arange(3), np.zeros(3), np.zeros(3), np.arange(3), [0, 0, 1]) == 0
+    assert rb.add(np.arange(3), np.zeros(3), np.zeros(3), np.arange(3), [0, 0, 0]) == 3
+    assert rb.get_next_index() == 4  # one row taken, two dropped: the buffer is full
+    assert rb.get_episode(1)["obs"].ravel().tolist() == [0]
+    with pytest.raises(ValueError, match="obs has 1 values"):
+        rb.add([1], [0, 0], [0, 0], [1, 2], [0, 0])

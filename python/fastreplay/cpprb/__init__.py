@@ -16,19 +16,32 @@ last transition of an episode closed by ``on_episode_end()``, from a small cache
 over ``Nstep["size"]`` steps and moves ``Nstep["next"]`` values; prioritized sampling is proportional and
 stratified with ``(p + eps) ** alpha`` leaves and max-normalised weights; ``save_transitions`` and
 ``load_transitions`` read and write cpprb's ``.npz`` format (version 1, ``safe`` and unsafe ``next_of`` layouts).
-The remaining differences, including two cpprb ``Nstep`` bugs that this module does not reproduce, are listed in
-``docs/dropin.md``.
+``ReverseReplayBuffer``, ``HindsightReplayBuffer``, the ``LaBER`` helpers and ``train`` follow cpprb's too. The
+remaining differences, including two cpprb ``Nstep`` bugs that this module does not reproduce, are listed in
+``docs/dropin.md``; ``.ci/cpprb_suite.py`` runs cpprb's own test files against this module.
 """
 from ._buffer import ReplayBuffer
 from ._env import create_before_add_func, create_env_dict
+from ._her import HindsightReplayBuffer
+from ._laber import LaBERlazy, LaBERmax, LaBERmean
 from ._prioritized import PrioritizedReplayBuffer, create_buffer
+from ._reverse import ReverseReplayBuffer
+from ._selective import SelectiveReplayBuffer
+from ._train import train
 
 __all__ = [
+    "HindsightReplayBuffer",
+    "LaBERlazy",
+    "LaBERmax",
+    "LaBERmean",
     "PrioritizedReplayBuffer",
     "ReplayBuffer",
+    "ReverseReplayBuffer",
+    "SelectiveReplayBuffer",
     "create_before_add_func",
     "create_buffer",
     "create_env_dict",
+    "train",
 ]
 
 # Public names report the package as their module, as when it was the single file cpprb.py: pickles keep naming

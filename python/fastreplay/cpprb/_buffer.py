@@ -5,6 +5,7 @@ episode-end cache), the ``Nstep`` window, and ``save_transitions``/``load_transi
 docstring (``__init__.py``)."""
 from __future__ import annotations
 
+import os
 import shutil
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -66,7 +67,8 @@ class ReplayBuffer:
         default_dtype: dtype of entries without one (``np.float32``).
         Nstep: ``{"size": n, "gamma": 0.99, "rew": names, "next": names}`` for n-step transitions (needs ``done``).
         mmap_prefix: map the columns to files (in the directory ``<mmap_prefix>_fastreplay``) instead of memory,
-            for buffers larger than RAM; the buffer starts empty, as in cpprb.
+            for buffers larger than RAM; the buffer starts empty, as in cpprb. Each value's rows are also reachable
+            under cpprb's file name ``<mmap_prefix>_<name>.dat`` (a hard link to the column file).
     """
 
     _prioritized = False
@@ -135,7 +137,23 @@ class ReplayBuffer:
             self._core: _CoreReplay = _CorePER(self._buffer_size, fields, seed=seed, **per_kwargs, **storage)
         else:
             self._core = _CoreReplay(self._buffer_size, fields, seed=seed, **storage)
+        if mmap_prefix:
+            self._link_mmap_files(mmap_prefix, storage["path"])
         self._reset_state()
+
+    def _link_mmap_files(self, prefix: str, directory: str) -> None:
+        """cpprb's file names for the mapped columns: ``<prefix>_<name>.dat``, each a hard link to the core's
+        column file (``field-<i>.bin``, the same raw ``(size, *shape)`` rows cpprb's ``np.memmap`` holds)."""
+        stored = list(self._core._stored)
+        for i, (name, core, _, _) in enumerate(self._specs):
+            if stored[i] != core:  # the core's column order is the fields' order
+                raise RuntimeError(f"mmap_prefix: column {i} is {stored[i]!r}, expected {core!r}")
+            link = f"{prefix}_{name}.dat"
+            try:
+                os.unlink(link)  # cpprb recreates its files; a stale link would show old rows
+            except FileNotFoundError:
+                pass
+            os.link(os.path.join(directory, f"field-{i}.bin"), link)
 
     def _reset_state(self) -> None:
         self._episode_len = 0
@@ -273,6 +291,11 @@ class ReplayBuffer:
         """``batch_size`` random transitions (with replacement): ``{name: array (B, *shape)}``."""
         batch = self._core.sample(int(batch_size))
         return self._encode(batch, batch.indices)
+
+    def _encode_sample(self, idx: Any) -> Dict[str, np.ndarray]:
+        """The transitions at slots ``idx`` (cpprb's helper behind ``sample``, used by its tests)."""
+        idx = np.array(idx, dtype=np.int64, ndmin=1).ravel()
+        return self._encode(self._core.get(idx), idx)
 
     def get_all_transitions(self, shuffle: bool = False) -> Dict[str, np.ndarray]:
         """Every stored transition in slot order (shuffled with ``np.random`` when ``shuffle``)."""

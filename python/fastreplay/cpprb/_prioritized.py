@@ -63,11 +63,16 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         return out
 
     def update_priorities(self, indexes: Any, priorities: Any) -> None:
-        """Set the priorities of ``indexes``; skips slots written since the last sample if ``check_for_update``."""
+        """Set the priorities of ``indexes`` (one priority for all of them, or one each); skips slots written since
+        the last sample if ``check_for_update``."""
         if priorities is None:
             raise TypeError("``properties`` must not be ``None``")
         idx = np.array(indexes, dtype=np.int64, ndmin=1).ravel()
         ps = np.array(priorities, dtype=np.float64, ndmin=1).ravel()
+        if len(ps) == 1 and len(idx) != 1:
+            # One priority for every index (cpprb's train passes update_policy's scalar return on; cpprb itself
+            # reads past the end of a short priorities array).
+            ps = np.full(len(idx), ps[0])
         if self._check_for_update:
             written = self._core.total_added - self._mark[0]
             if written >= self._buffer_size:
