@@ -12,7 +12,7 @@ from stable_baselines3.common.type_aliases import DictReplayBufferSamples
 from stable_baselines3.her import her_replay_buffer as _sb3_her
 from stable_baselines3.her.goal_selection_strategy import KEY_TO_GOAL_STRATEGY, GoalSelectionStrategy
 
-from ._buffers import DictReplayBuffer
+from ._buffers import DictReplayBuffer, _Column
 
 _NO_EPISODE = (
     "Unable to sample before the end of the first episode. We recommend choosing a value "
@@ -138,6 +138,20 @@ class HerReplayBuffer(DictReplayBuffer, _sb3_her.HerReplayBuffer):
         n = self.buffer_size
         lo = (self._current_ep_start - self._n_valid) % n
         return ((np.arange(n)[:, None] - lo[None, :]) % n) < self._n_valid[None, :]
+
+    def _column(self, field: str) -> np.ndarray:
+        """SB3's shape: every column is ``(buffer_size, n_envs, ...)`` from the start (SB3's HER tests compare
+        slices past ``pos``); steps never written read as zeros, as in SB3's arrays. Read-only view of the core's
+        memory, or a patched copy after an item assignment."""
+        raw = self._core._raw_view(self._field_index(field), self._capacity)
+        arr = raw.reshape((self.buffer_size, self.n_envs) + raw.shape[1:])
+        patches = self._patches.get(field)
+        if patches:
+            arr = arr.copy()
+            flat = arr.reshape((-1,) + raw.shape[1:])
+            for slot, row in patches.items():
+                flat[slot] = row
+        return _Column(arr, self, field)
 
     # -------------------------------------------------------------------------------------------- sampling
     def _draw(self, batch_size: int) -> Tuple[np.ndarray, np.ndarray]:
