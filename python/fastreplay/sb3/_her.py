@@ -164,32 +164,48 @@ class HerReplayBuffer(DictReplayBuffer, _sb3_her.HerReplayBuffer):
             sampled = np.random.choice(np.flatnonzero(is_valid), size=batch_size, replace=True)
             b, e = np.unravel_index(sampled, is_valid.shape)
             return b.astype(np.int64), e.astype(np.int64)
-        counts = self._n_valid
-        total = int(counts.sum())
+        first_rank, sizes, starts, per_step, envs_of = self._segments()
+        total = int(first_rank[-1] + sizes[-1])
         if total == 0:
             raise RuntimeError(_NO_EPISODE)
         rank = np.random.randint(0, total, size=batch_size)  # what choice(valid, size, replace=True) draws
-        n, k = self.buffer_size, self.n_envs
+        seg = np.searchsorted(first_rank, rank, side="right") - 1
+        off = rank - first_rank[seg]
+        c = per_step[seg]
+        steps = starts[seg] + off // c
+        envs = envs_of[seg, off % c]  # the (off % c)-th valid env of the segment: SB3's row-major order
+        return steps.astype(np.int64), envs.astype(np.int64)
+
+    def _segments(self) -> Tuple[np.ndarray, ...]:
+        """The valid (step, env) pairs in SB3's row-major order, as segments of steps over which the set of valid
+        envs is constant (at most 2 * n_envs + 1): each segment's first flat rank, size, first step, envs per step
+        and its envs ``[segment, n_envs]`` in ascending order. Cached until a run changes (an episode ends or
+        one is dropped)."""
+        key = self._current_ep_start.tobytes() + self._n_valid.tobytes()
+        cached = self.__dict__.get("_segments_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        counts = self._n_valid
+        n = self.buffer_size
         live = np.flatnonzero(counts)
         lo = (self._current_ep_start[live] - counts[live]) % n
-        hi = lo + counts[live]  # may pass n: the run wraps
         # Breakpoints of "which envs are valid at this step", in step order; between two the set is constant.
-        bounds = np.unique(np.concatenate(([0, n], lo, hi % n)))
+        bounds = np.unique(np.concatenate(([0, n], lo, (lo + counts[live]) % n)))
         starts, lengths = bounds[:-1], np.diff(bounds)
         inside = ((starts[:, None] - lo[None, :]) % n) < counts[live][None, :]  # [segments, live envs]
         per_step = inside.sum(axis=1)
         sizes = per_step * lengths
         first_rank = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-        seg = np.searchsorted(first_rank + sizes, rank, side="right")
-        off = rank - first_rank[seg]
-        c = per_step[seg]
-        steps = starts[seg] + off // c
-        # the (off % c)-th valid env of the segment, envs in ascending order (row-major order of SB3's flat index)
-        order = np.cumsum(inside, axis=1) - 1  # rank of each valid env within its segment
-        which = off % c
-        hit = inside[seg] & (order[seg] == which[:, None])
-        envs = live[hit.argmax(axis=1)]
-        return steps.astype(np.int64), envs.astype(np.int64)
+        envs_of = np.zeros((len(starts), self.n_envs), dtype=np.int64)
+        for i in range(len(starts)):
+            envs_of[i, : per_step[i]] = live[inside[i]]
+        # segments with no valid env are never drawn: drop them so searchsorted lands on a live one
+        keep = sizes > 0
+        if not keep.any():
+            keep[:1] = True
+        value = (first_rank[keep], sizes[keep], starts[keep], per_step[keep], envs_of[keep])
+        self._segments_cache = (key, value)
+        return value
 
     def sample(self, batch_size: int, env: Optional[Any] = None) -> DictReplayBufferSamples:  # type: ignore[override]
         """SB3's HER sample: ``batch_size`` transitions from finished episodes, the first ``int(her_ratio *
