@@ -111,9 +111,24 @@ class HerReplayBuffer(DictReplayBuffer, _sb3_her.HerReplayBuffer):
         self.ep_start[pos] = self._current_ep_start
         if self.copy_info_dict:
             self.infos[pos] = infos  # type: ignore[assignment]
-        DictReplayBuffer.add(self, obs, next_obs, action, reward, done, infos)
-        for env_idx in np.flatnonzero(np.asarray(done).reshape(-1)).tolist():
+        self._store(obs, next_obs, action, reward, done, infos)
+        for env_idx in np.flatnonzero(done).tolist():
             self._compute_episode_length(env_idx)
+
+    def _store(self, obs: Any, next_obs: Any, action: Any, reward: Any, done: Any, infos: List[Dict[str, Any]]) -> None:
+        """The step into the core: one positional call with the caller's arrays when the core takes them as they
+        are (it checks every value before it writes any), else ``DictReplayBuffer.add``'s reshaping and casts."""
+        if self.__dict__.get("_fast_store", True) and not self._patches and type(obs) is dict and type(next_obs) is dict:
+            try:
+                values = [obs[key] for key, *_ in self._obs_specs] + [next_obs[key] for key, *_ in self._obs_specs]
+                values += [action, reward, done]
+                if self.handle_timeout_termination:
+                    values.append(self._timeouts(infos))
+                self._core.add(*values)
+                return
+            except (TypeError, ValueError, KeyError):
+                self._fast_store = False  # e.g. values of other dtypes: a training loop keeps them, so stop trying
+        DictReplayBuffer.add(self, obs, next_obs, action, reward, done, infos)
 
     def _compute_episode_length(self, env_idx: int) -> None:
         """SB3's rule: the episode that ends at ``pos - 1`` gets its length; the next one starts at ``pos``."""
