@@ -832,3 +832,24 @@ def test_her_algorithms_train(algo):
     assert isinstance(model.replay_buffer, fs.HerReplayBuffer)
     model.learn(200)
     assert model.replay_buffer.size() > 0
+
+
+@pytest.mark.parametrize("n_envs", [1, 3])
+@pytest.mark.parametrize("obs_dtype", [None, np.float64])  # the space's dtypes (one core call), or SB3's casts
+def test_her_add_stores_what_sb3_stores(n_envs, obs_dtype):
+    space = spaces.Dict({"observation": spaces.Discrete(5), "achieved_goal": spaces.Box(-1, 1, (2,), np.float32),
+                         "desired_goal": spaces.Box(-1, 1, (2,), np.float32)})
+    bufs = [cls(60, space, spaces.Box(-1, 1, (2,), np.float32), None, n_envs=n_envs)
+            for cls in (fs.HerReplayBuffer, SB3Her)]
+    rng = np.random.default_rng(0)
+
+    def obs():
+        o = {"observation": rng.integers(0, 5, n_envs), "achieved_goal": rng.random((n_envs, 2)),
+             "desired_goal": rng.random((n_envs, 2))}
+        return {k: v.astype(obs_dtype or space[k].dtype) for k, v in o.items()}
+
+    for _ in range(45):
+        o, no, a, d = obs(), obs(), rng.random((n_envs, 2)), rng.random(n_envs) < 0.2
+        for b in bufs:
+            b.add(o, no, a, rng.random(n_envs).astype(np.float32) * 0, d, [{}] * n_envs)
+    assert_same_her_state(*bufs)
