@@ -136,8 +136,8 @@ def main() -> int:
         ours_f = pool.submit(run_pytest, src, "fastreplay", True, src / "fastreplay.xml")
         (base, _), (ours, used) = base_f.result(), ours_f.result()
 
-    # "on fastreplay": tests that built a fastreplay buffer; the others use SB3's other classes only (HER, n-step,
-    # rollout buffers) and pass or fail the same in both runs.
+    # "on fastreplay": tests that built a fastreplay buffer; the others use SB3's other classes only (rollout
+    # buffers), are skipped, or fail before building one, and pass or fail the same in both runs.
     print(f"\n{'file (passed/failed/skipped)':<50} {'SB3':>10} {'fastreplay':>12} {'on fastreplay':>14}")
     for path, k in FILES:
         b, o = counts(base, path), counts(ours, path)

@@ -711,3 +711,145 @@ def test_nstep_pos_and_full_assignment_as_sb3(n_envs):
             setattr(theirs, op, value)
         if theirs.size():
             assert_same_nstep(ours, theirs, seed=k)
+
+
+# ------------------------------------------------------------------------------------------------ HerReplayBuffer
+from stable_baselines3 import HerReplayBuffer as SB3Her  # noqa: E402
+from stable_baselines3.common.envs import BitFlippingEnv  # noqa: E402
+
+
+def her_pair(n_envs, buffer_size, max_steps=None, **kw):
+    venv = make_vec_env(lambda: BitFlippingEnv(n_bits=4, continuous=True, max_steps=max_steps), n_envs)
+    return venv, [cls(buffer_size, venv.observation_space, venv.action_space, venv, n_envs=n_envs, **kw)
+                  for cls in (fs.HerReplayBuffer, SB3Her)]
+
+
+def her_step(venv, bufs, obs, rng):
+    a = rng.random((venv.num_envs, 4)).astype(np.float32)
+    nobs, r, d, infos = venv.step(a)
+    for b in bufs:
+        b.add(obs, nobs, a, r, d, infos)
+    return nobs
+
+
+def assert_same_her_state(ours, theirs):
+    for name in ("ep_start", "ep_length", "_current_ep_start"):
+        np.testing.assert_array_equal(getattr(ours, name), getattr(theirs, name), err_msg=name)
+    assert (ours.pos, ours.full) == (theirs.pos, theirs.full)
+    for key in theirs.observations:
+        np.testing.assert_array_equal(ours.observations[key], theirs.observations[key])
+        np.testing.assert_array_equal(ours.next_observations[key], theirs.next_observations[key])
+    for name in ("actions", "rewards", "dones", "timeouts"):
+        np.testing.assert_array_equal(getattr(ours, name), getattr(theirs, name), err_msg=name)
+    np.testing.assert_array_equal(ours._run_mask(), theirs.ep_length > 0)  # the runs sample() draws from
+
+
+def assert_same_her_samples(ours, theirs, batch_size, seed):
+    got = []
+    for b in (ours, theirs):
+        np.random.seed(seed)
+        s = b.sample(batch_size)
+        got.append((s, np.random.randint(2**31)))  # and np.random consumed alike
+    (a, ra), (b, rb) = got
+    assert ra == rb
+    for k in b.observations:
+        assert a.observations[k].dtype == b.observations[k].dtype
+        assert th.equal(a.observations[k], b.observations[k]), k
+        assert th.equal(a.next_observations[k], b.next_observations[k]), k
+    for f in ("actions", "dones", "rewards"):
+        assert getattr(a, f).dtype == getattr(b, f).dtype and th.equal(getattr(a, f), getattr(b, f)), f
+
+
+@pytest.mark.parametrize("strategy", ["future", "final", "episode"])
+@pytest.mark.parametrize("n_envs", [1, 2, 4])
+@pytest.mark.parametrize("max_steps", [None, 13, 30])  # 4-step episodes, and episodes that wrap or outlive the ring
+def test_her_same_as_sb3(strategy, n_envs, max_steps):
+    """Lockstep adds: same episode bookkeeping and columns, and under the same numpy seed the same sampled
+    transitions, relabelled goals and recomputed rewards, through several laps of the ring."""
+    venv, (ours, theirs) = her_pair(n_envs, 48, max_steps, goal_selection_strategy=strategy,
+                                    handle_timeout_termination=max_steps != 30)
+    rng = np.random.default_rng(n_envs)
+    venv.seed(7)
+    obs = venv.reset()
+    for t in range(150):
+        obs = her_step(venv, (ours, theirs), obs, rng)
+        assert_same_her_state(ours, theirs)
+        if (theirs.ep_length > 0).any():
+            assert_same_her_samples(ours, theirs, 37, seed=t)
+        else:
+            with pytest.raises(RuntimeError, match="Unable to sample before the end of the first episode"):
+                ours.sample(8)
+
+
+def test_her_copy_info_dict_and_scan_fallback():
+    venv, (ours, theirs) = her_pair(3, 60, 9, copy_info_dict=True, n_sampled_goal=2)
+    rng = np.random.default_rng(0)
+    obs = venv.reset()
+    for _ in range(50):
+        obs = her_step(venv, (ours, theirs), obs, rng)
+    for i in range(ours.buffer_size):
+        for j in range(3):
+            assert ours.infos[i, j] == theirs.infos[i, j]
+    assert_same_her_samples(ours, theirs, 64, seed=1)
+    ours._runs_ok = False  # SB3's scan, as after outside writes to ep_length that break the runs
+    assert_same_her_samples(ours, theirs, 64, seed=2)
+    ours._recount_episodes()
+    assert ours._runs_ok
+    assert_same_her_samples(ours, theirs, 64, seed=3)
+
+
+@pytest.mark.parametrize("n_envs", [1, 2])
+def test_her_pickle_truncate_and_reset(n_envs):
+    venv, (ours, theirs) = her_pair(n_envs, 40, 6)
+    rng = np.random.default_rng(1)
+    obs = venv.reset()
+    for _ in range(23):
+        obs = her_step(venv, (ours, theirs), obs, rng)
+    ours, theirs = (pickle.loads(pickle.dumps(b)) for b in (ours, theirs))  # drops env, as SB3's does
+    assert ours.env is None and isinstance(ours, SB3Her) and isinstance(ours, fs.HerReplayBuffer)
+    for b in (ours, theirs):
+        b.set_env(venv)
+        with pytest.warns(UserWarning, match="The last trajectory in the replay buffer will be truncated"):
+            b.truncate_last_trajectory()
+    assert_same_her_state(ours, theirs)
+    assert_same_her_samples(ours, theirs, 50, seed=0)
+    for _ in range(30):  # the overlay written by truncate_last_trajectory is overwritten in time
+        obs = her_step(venv, (ours, theirs), obs, rng)
+        assert_same_her_state(ours, theirs)
+    assert_same_her_samples(ours, theirs, 50, seed=1)
+    ours.reset()  # unlike SB3's reset (pos only), ours also forgets the episodes
+    assert ours.pos == 0 and not ours.ep_length.any()
+    with pytest.raises(RuntimeError, match="Unable to sample"):
+        ours.sample(4)
+
+
+@pytest.mark.parametrize("algo", [DQN, SAC])
+def test_her_algorithms_train(algo):
+    venv = make_vec_env(lambda: BitFlippingEnv(n_bits=4, continuous=algo is not DQN), 2)
+    model = algo("MultiInputPolicy", venv, replay_buffer_class=fs.HerReplayBuffer, learning_starts=40,
+                 buffer_size=400, train_freq=4, policy_kwargs=dict(net_arch=[16]), seed=0,
+                 replay_buffer_kwargs=dict(goal_selection_strategy="future", n_sampled_goal=4))
+    assert isinstance(model.replay_buffer, fs.HerReplayBuffer)
+    model.learn(200)
+    assert model.replay_buffer.size() > 0
+
+
+@pytest.mark.parametrize("n_envs", [1, 3])
+@pytest.mark.parametrize("obs_dtype", [None, np.float64])  # the space's dtypes (one core call), or SB3's casts
+def test_her_add_stores_what_sb3_stores(n_envs, obs_dtype):
+    space = spaces.Dict({"observation": spaces.Discrete(5), "achieved_goal": spaces.Box(-1, 1, (2,), np.float32),
+                         "desired_goal": spaces.Box(-1, 1, (2,), np.float32)})
+    bufs = [cls(60, space, spaces.Box(-1, 1, (2,), np.float32), None, n_envs=n_envs)
+            for cls in (fs.HerReplayBuffer, SB3Her)]
+    rng = np.random.default_rng(0)
+
+    def obs():
+        o = {"observation": rng.integers(0, 5, n_envs), "achieved_goal": rng.random((n_envs, 2)),
+             "desired_goal": rng.random((n_envs, 2))}
+        return {k: v.astype(obs_dtype or space[k].dtype) for k, v in o.items()}
+
+    for _ in range(45):
+        o, no, a, d = obs(), obs(), rng.random((n_envs, 2)), rng.random(n_envs) < 0.2
+        for b in bufs:
+            b.add(o, no, a, rng.random(n_envs).astype(np.float32) * 0, d, [{}] * n_envs)
+    assert_same_her_state(*bufs)

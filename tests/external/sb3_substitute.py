@@ -7,7 +7,9 @@ they are in its sdist, nothing vendored or edited.
   classes named in ``SUBSTITUTES`` holds fastreplay's instead, so ``from stable_baselines3.common.buffers import
   ReplayBuffer`` in a test module (and the ``parametrize`` lists built from it at import) gets fastreplay's class.
   The attributes are restored once collection ends: SB3's own code still names its classes at run time (its
-  ``DictReplayBuffer`` calls ``super(ReplayBuffer, self)``, which ``HerReplayBuffer`` goes through).
+  ``DictReplayBuffer`` calls ``super(ReplayBuffer, self)``). fastreplay's ``HerReplayBuffer`` subclasses SB3's, so
+  SB3's run-time ``issubclass(replay_buffer_class, HerReplayBuffer)`` checks (env passed to the buffer,
+  ``set_env``/``truncate_last_trajectory`` in ``load_replay_buffer``) hold for it.
 * Algorithms built without ``replay_buffer_class`` pick fastreplay's buffer by SB3's own rule (Dict observations:
   ``DictReplayBuffer``; ``n_steps == 1``: ``ReplayBuffer``; ``n_steps > 1``: ``NStepReplayBuffer``, if fastreplay
   has one, else SB3's).

@@ -30,10 +30,14 @@ beta to 1 over training.
 
 :class:`NStepReplayBuffer` is SB3's ``NStepReplayBuffer`` (``n_steps``, ``gamma``) on the core's n-step returns:
 one lane per env of an episodic core buffer, the window stopping at terminations, truncations and the newest step.
+
+:class:`HerReplayBuffer` is SB3's ``HerReplayBuffer`` (future/final/episode goals, online relabelling with
+``env.compute_reward``) with its transitions in the core and an O(batch) ``sample`` that draws what SB3's draws.
 """
 from __future__ import annotations
 
 from ._buffers import DictReplayBuffer, ReplayBuffer
+from ._her import HerReplayBuffer
 from ._nstep import NStepReplayBuffer
 from ._perdqn import PERDQN
 from ._prioritized import (
@@ -45,6 +49,7 @@ from ._prioritized import (
 
 __all__ = [
     "DictReplayBuffer",
+    "HerReplayBuffer",
     "NStepReplayBuffer",
     "PERDQN",
     "PrioritizedDictReplayBufferSamples",
@@ -59,6 +64,7 @@ __all__ = [
 # classes' __reduce__ returns.
 for _obj in (
     DictReplayBuffer,
+    HerReplayBuffer,
     NStepReplayBuffer,
     PERDQN,
     PrioritizedDictReplayBufferSamples,
