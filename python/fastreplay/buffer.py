@@ -262,9 +262,7 @@ class ReplayBuffer(_core._Buffer):
 
     @n_step.setter
     def n_step(self, value: int) -> None:
-        n = _episodes.n_step(value, "ReplayBuffer.n_step")
-        self._episodes = _episodes.with_values(_episodes.require(self._episodes, "n_step"), n_step=n)
-        self._n_step = n
+        self._set_option("n_step", _episodes.n_step(value, "ReplayBuffer.n_step"))
 
     @property
     def gamma(self) -> Optional[float]:
@@ -274,9 +272,12 @@ class ReplayBuffer(_core._Buffer):
 
     @gamma.setter
     def gamma(self, value: float) -> None:
-        g = _episodes.gamma(value, "ReplayBuffer.gamma")
-        self._episodes = _episodes.with_values(_episodes.require(self._episodes, "gamma"), gamma=g)
-        self._gamma = g
+        self._set_option("gamma", _episodes.gamma(value, "ReplayBuffer.gamma"))
+
+    def _set_option(self, name: str, value: Any) -> None:
+        """A checked episode option that may change after construction: the config and the core's copy."""
+        self._episodes = _episodes.with_values(_episodes.require(self._episodes, name), **{name: value})
+        setattr(self, "_" + name, value)  # the core's property (_n_step, _gamma)
 
     @property
     def storage(self) -> Dict[str, np.ndarray]:
