@@ -184,8 +184,8 @@ def test_loop_stores_truncated_transitions(tmp_path, monkeypatch, mode, num_envs
         else:
             assert not trunc[t].any()
             np.testing.assert_array_equal(nxt[t], obs[t + 1])
-    batch = buf.sample(500)
-    assert not np.isin(batch.indices // num_envs % period, [5]).any() or mode == "same_step"
+    if mode == "next_step":  # reset rows (every 6th step of each lane) are never drawn
+        assert not (buf.sample(500).indices // num_envs % period == 5).any()
 
 
 # --- tiny runs of each mode ----------------------------------------------------------------------------------------

@@ -272,15 +272,14 @@ class ReplayCore {
                     " rows per add (one per lane), got " + std::to_string(n));
     std::lock_guard<ForkSafeMutex> lock(ep_->add_mutex());
     const std::uint64_t t0 = ring_.begin_write(k);
-    std::vector<std::uint8_t> obsolete;  // writers are serialised: no newer lap can own these slots
-    for (std::size_t i = 0; i < k; ++i) {
+    for (std::size_t i = 0; i < k; ++i) {  // writers are serialised: no newer lap can own these slots
       const bool claimed = ring_.claim(t0 + i);
       FR_DEBUG_ASSERT(claimed);
       (void)claimed;
     }
     ep_->write(t0, src);
     for (std::size_t i = 0; i < k; ++i) ring_.publish(t0 + i);
-    on_published(t0, k, obsolete);
+    on_published(t0, k, {});  // no row obsolete
     ring_.end_write(k);
   }
 
