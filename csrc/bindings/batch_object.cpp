@@ -2,6 +2,7 @@
 #include "bindings/batch_object.h"
 
 #include <algorithm>
+#include <stdexcept>
 #include <utility>
 
 namespace fastreplay_py {
@@ -43,6 +44,8 @@ py::object wrap(std::unique_ptr<fr::BatchBlock> owned, const std::vector<Field>&
   owned.release();
   py::object batch;
   {  // tp_new only: Batch.__init__ (for batches users build by hand) is skipped; every attribute is set below
+    if (!g_batch_type)  // only reachable by using fastreplay._core without the package (which registers it)
+      throw std::runtime_error("fastreplay._core: no Batch class registered; import fastreplay.buffer first");
     auto* t = reinterpret_cast<PyTypeObject*>(g_batch_type.ptr());
     PyObject* b = t->tp_new(t, g_empty_tuple.ptr(), nullptr);
     if (!b) throw py::error_already_set();

@@ -129,9 +129,23 @@ void throw_uninitialized(PyObject* self, const char* what, const char* how) {
                  ".__new__); create " + what + "s by " + (*how ? std::string(how) : "calling " + name + "(...)"));
 }
 
+// FNV-1a over everything that fixes a shared buffer's layout and meaning: capacity, kind, eps, the max-priority
+// mode and each stored field's name and row bytes.
+static std::uint64_t shared_fingerprint(std::size_t capacity, const std::vector<fr::FieldSpec>& specs, bool prioritized,
+                                        double eps, bool stored_max) {
+  std::string d = std::to_string(capacity) + (prioritized ? "/per/" : "/uniform/") + std::to_string(stored_max);
+  char e[32];
+  std::snprintf(e, sizeof e, "/%a", eps);
+  d += e;
+  for (const fr::FieldSpec& f : specs) d += "/" + f.name + ":" + std::to_string(f.row_bytes);
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : d) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
 Buffer::Buffer(std::size_t capacity, const py::list& names, const py::list& shapes, const py::list& dtypes,
                py::object seed, bool prioritized, double alpha, double eps, bool stored_max,
-               const std::string& storage_dir, py::object episodes)
+               const std::string& storage_dir, py::object episodes, const std::string& shared, bool attach)
     : pool_(std::make_shared<fr::BlockPool>()) {
   for (std::size_t i = 0; i < names.size(); ++i) {
     fields_.emplace_back(names[i].cast<std::string>(), shapes[i], dtypes[i]);
@@ -149,7 +163,20 @@ Buffer::Buffer(std::size_t capacity, const py::list& names, const py::list& shap
   std::vector<fr::FieldSpec> specs;
   for (const Field& f : stored_) specs.push_back({f.name, f.row_bytes});
   for (const Field& f : out_) row_bytes_.push_back(f.row_bytes);
-  const std::uint64_t s = seed.is_none() ? random_seed() : static_cast<std::uint64_t>(as_int(seed.ptr(), "seed"));
+  std::uint64_t s = seed.is_none() ? random_seed() : static_cast<std::uint64_t>(as_int(seed.ptr(), "seed"));
+  std::unique_ptr<fr::SharedRegion> region;
+  if (!shared.empty()) {
+    // Episodic and memory-mapped buffers are refused by the Python layer (fastreplay/buffer.py).
+    if (ep || !storage_dir.empty()) fr::throw_invalid("shared storage holds plain buffers only");
+    const std::uint64_t fp = shared_fingerprint(capacity, specs, prioritized, eps, stored_max);
+    region.reset(new fr::SharedRegion(shared, !attach, fp));
+    if (attach) {
+      s = region->seed();
+    } else {
+      shared_name_ = std::make_shared<fr::SharedName>(shared);  // removes the name again if construction fails
+    }
+    shared_ = shared;
+  }
   std::vector<std::shared_ptr<std::uint8_t>> memory;
   if (!storage_dir.empty()) {
     std::vector<std::size_t> extra;
@@ -162,11 +189,12 @@ Buffer::Buffer(std::size_t capacity, const py::list& names, const py::list& shap
   }
   if (prioritized) {
     const auto mode = stored_max ? fr::PrioritizedCore::MaxMode::Stored : fr::PrioritizedCore::MaxMode::AllTime;
-    per_ = new fr::PrioritizedCore(capacity, specs, s, alpha, eps, mode, memory, ep.get());
+    per_ = new fr::PrioritizedCore(capacity, specs, s, alpha, eps, mode, memory, ep.get(), region.get());
     core_.reset(per_);
   } else {
-    core_.reset(new fr::ReplayCore(capacity, specs, s, memory, ep.get()));
+    core_.reset(new fr::ReplayCore(capacity, specs, s, memory, ep.get(), region.get()));
   }
+  if (region) region->finish(s);
 }
 
 fr::EpisodeIndex& Buffer::episodes(const char* fn) const {
@@ -376,10 +404,11 @@ py::object Buffer::priorities() const {
 void init_buffer(py::module_& m) {
   py::class_<Buffer> cls(m, "_Buffer", "Columnar ring buffer core; see fastreplay.ReplayBuffer.");
   cls.def(py::init<std::size_t, py::list, py::list, py::list, py::object, bool, double, double, bool, std::string,
-                   py::object>(),
+                   py::object, std::string, bool>(),
           py::arg("capacity"), py::arg("names"), py::arg("shapes"), py::arg("dtypes"), py::arg("seed"),
           py::arg("prioritized"), py::arg("alpha"), py::arg("eps"), py::arg("stored_max"),
-          py::arg("storage_dir") = "", py::arg("episodes") = py::none())
+          py::arg("storage_dir") = "", py::arg("episodes") = py::none(), py::arg("shared") = "",
+          py::arg("attach") = false)
       .def("add", &Buffer::add,
            "add(*values, **fields) -> None\n\nStore one transition (each field of its row shape) or N transitions "
            "(each field with a leading axis N). Every field must be given, positionally in field order or by name.")
@@ -417,6 +446,7 @@ void init_buffer(py::module_& m) {
                              "Slot the next transition is written to (int).")
       .def_property_readonly("total_added", [](const Buffer& b) { return b.core().ring().total_added(); },
                              "Transitions added since creation or the last clear() (int).")
+      .def_property_readonly("_shared_name", [](const Buffer& b) { return b.shared_name(); })
       .def_property_readonly("seed", [](const Buffer& b) { return b.core().seed(); },
                              "Seed of the buffer's generator (int).")
       .def_property("_stream", [](const Buffer& b) { return b.core().stream(); },

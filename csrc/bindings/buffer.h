@@ -19,6 +19,7 @@
 #include "fastreplay/pool.h"
 #include "fastreplay/prioritized.h"
 #include "fastreplay/replay.h"
+#include "fastreplay/shared.h"
 
 namespace fastreplay_py {
 
@@ -26,12 +27,14 @@ class Buffer {
  public:
   // Fields are (names[i], shapes[i], dtypes[i]); `storage_dir` non-empty maps the columns to files there.
   // Argument values were validated by the Python layer (fastreplay/_args.py).
+  // `shared` non-empty: all memory in the shared-memory object of that name (fastreplay/shared.h), created, or with
+  // `attach` the one another process created with the same arguments (its seed is used).
   // `episodes` (None for a plain buffer) makes it episodic: a dict from fastreplay/buffer.py with the options
   // (lanes, dedup, stack, zero_pad, next_step, n_step, gamma, stacked_input), the observation field names (obs,
   // next_obs) and the stored and batch layouts (stored, batch: (names, shapes, dtypes)).
   Buffer(std::size_t capacity, const py::list& names, const py::list& shapes, const py::list& dtypes, py::object seed,
          bool prioritized, double alpha, double eps, bool stored_max, const std::string& storage_dir,
-         py::object episodes);
+         py::object episodes, const std::string& shared, bool attach);
 
   // add(*values, **fields): positional values in field order, keywords by name; dict values expand into 'name.key'.
   // A value that already has the field's dtype and layout is copied in place, without the GIL: if another thread
@@ -60,6 +63,8 @@ class Buffer {
   void restore_priorities(py::handle priorities, double max_all_time);
   py::object raw_view(py::handle self, std::size_t i, std::size_t n) const;
 
+  // Name of the shared-memory object ("" unless shared storage; attached buffers report it too).
+  std::string shared_name() const { return shared_; }
   fr::ReplayCore& core() { return *core_; }
   const fr::ReplayCore& core() const { return *core_; }
   // The prioritized core; TypeError naming `fn` for uniform buffers.
@@ -89,6 +94,8 @@ class Buffer {
   std::vector<std::size_t> row_bytes_;  // of batch fields
   py::dict index_;  // interned name -> field position
   std::vector<std::pair<std::shared_ptr<std::uint8_t>, std::size_t>> mapped_;  // memory-mapped files, if any
+  std::string shared_;                            // shared storage: the object's name
+  std::shared_ptr<fr::SharedName> shared_name_;   // shared storage, creator only: removes the name at the end
   std::unique_ptr<fr::ReplayCore> core_;
   fr::PrioritizedCore* per_ = nullptr;  // non-null for prioritized buffers (same object as core_)
 };

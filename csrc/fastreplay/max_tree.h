@@ -7,16 +7,21 @@
 
 #include <algorithm>
 #include <cstddef>
-#include <vector>
+#include <memory>
+
+#include "fastreplay/common.h"
+#include "fastreplay/memory.h"
 
 namespace fastreplay {
 
 class MaxTree {
  public:
-  explicit MaxTree(std::size_t capacity) {
+  // Memory from `blocks` (shared.h) if given (zeroed: every slot 0).
+  explicit MaxTree(std::size_t capacity, Blocks* blocks = nullptr) {
     leaves_ = 1;
     while (leaves_ < capacity) leaves_ <<= 1;
-    max_.assign(2 * leaves_, 0.0);
+    memory_ = take_zeroed(blocks, checked_mul(2 * leaves_, sizeof(double)));
+    max_ = reinterpret_cast<double*>(memory_.get());
   }
   // O(1)
   double max() const { return max_[1]; }
@@ -27,11 +32,12 @@ class MaxTree {
     for (node >>= 1; node >= 1; node >>= 1) max_[node] = std::max(max_[2 * node], max_[2 * node + 1]);
   }
   // Every slot back to 0. O(capacity)
-  void reset() { std::fill(max_.begin(), max_.end(), 0.0); }
+  void reset() { std::fill(max_, max_ + 2 * leaves_, 0.0); }
 
  private:
   std::size_t leaves_;
-  std::vector<double> max_;
+  std::shared_ptr<std::uint8_t> memory_;  // owns max_
+  double* max_;
 };
 
 }  // namespace fastreplay

@@ -44,6 +44,27 @@ inline std::shared_ptr<std::uint8_t> allocate_zeroed(std::size_t bytes, bool spa
   return std::shared_ptr<std::uint8_t>(static_cast<std::uint8_t*>(p), [](std::uint8_t* q) { std::free(q); });
 }
 
+// Where a core's memory comes from. Without one (null), every block is allocate_zeroed process memory. A
+// SharedRegion (shared.h) hands out consecutive blocks of one shared-memory object instead: fresh (zeroed) in the
+// process that creates it, or holding the state another process built when it attaches, in which case
+// constructors must leave the blocks' contents alone (fresh() is false). Blocks are taken in construction order,
+// which is what makes the attaching process find each block where the creator put it.
+class Blocks {
+ public:
+  virtual ~Blocks() = default;
+  virtual std::shared_ptr<std::uint8_t> take(std::size_t bytes, bool sparse) = 0;
+  virtual bool fresh() const = 0;
+  // The blocks are shared with other processes: locks in them must be process-shared.
+  virtual bool shared() const = 0;
+};
+
+// A zeroed block of `bytes` from `blocks`, or from allocate_zeroed without one.
+inline std::shared_ptr<std::uint8_t> take_zeroed(Blocks* blocks, std::size_t bytes, bool sparse = false) {
+  return blocks ? blocks->take(bytes, sparse) : allocate_zeroed(bytes, sparse);
+}
+// Whether blocks taken from `blocks` are new (to be initialised) rather than another process's state.
+inline bool fresh_blocks(const Blocks* blocks) { return !blocks || blocks->fresh(); }
+
 // Memory-mapped storage lives in one directory: field-<i>.bin holds column i (capacity rows), seq.bin the ring's
 // capacity sequence numbers (8 bytes each).
 inline std::string field_file(const std::string& dir, std::size_t i) {

@@ -36,6 +36,7 @@
 #include "fastreplay/fork.h"
 #include "fastreplay/max_tree.h"
 #include "fastreplay/replay.h"
+#include "fastreplay/shared.h"
 #include "fastreplay/sum_min_tree.h"
 
 namespace fastreplay {
@@ -44,18 +45,32 @@ class PrioritizedCore : public ReplayCore {
  public:
   enum class MaxMode { AllTime, Stored };
 
+  // `blocks` (optional, shared.h): all memory, shared with other processes; a core attached to another process's
+  // blocks takes alpha and the priorities from them (its own `alpha` is ignored).
   PrioritizedCore(std::size_t capacity, const std::vector<FieldSpec>& fields, std::uint64_t seed, double alpha,
                   double eps, MaxMode mode, const std::vector<std::shared_ptr<std::uint8_t>>& memory = {},
-                  const EpisodeSpec* episodes = nullptr)
-      : ReplayCore(capacity, fields, seed, memory, episodes), tree_(capacity), raw_(capacity, 0.0), mode_(mode), eps_(eps) {
-    if (mode_ == MaxMode::Stored) max_tree_.reset(new MaxTree(capacity));
-    // The caller validates alpha and eps (fastreplay/_args.py); here they are preconditions.
-    FR_DEBUG_ASSERT(eps >= 0.0 && std::isfinite(eps) && alpha >= 0.0 && std::isfinite(alpha));
-    alpha_ = alpha;
+                  const EpisodeSpec* episodes = nullptr, Blocks* blocks = nullptr)
+      : ReplayCore(capacity, fields, seed, memory, episodes, blocks),
+        tree_(capacity, blocks),
+        raw_mem_(take_zeroed(blocks, checked_mul(capacity, sizeof(double)))),
+        raw_(reinterpret_cast<double*>(raw_mem_.get())),
+        state_mem_(take_zeroed(blocks, sizeof(State))),
+        st_(reinterpret_cast<State*>(state_mem_.get())),
+        mode_(mode),
+        eps_(eps) {
+    if (mode_ == MaxMode::Stored) max_tree_.reset(new MaxTree(capacity, blocks));
+    if (blocks && blocks->shared()) shared_mu_.reset(new SharedMutex(st_->mutex));
+    if (fresh_blocks(blocks)) {
+      // The caller validates alpha and eps (fastreplay/_args.py); here they are preconditions.
+      FR_DEBUG_ASSERT(eps >= 0.0 && std::isfinite(eps) && alpha >= 0.0 && std::isfinite(alpha));
+      st_->alpha = alpha;
+      st_->max_all_time = 1.0;
+      if (shared_mu_) SharedMutex::create(st_->mutex);
+    }
     // New transitions enter with priority 1 until a larger one is set: its leaf must respect the bound.
     const double leaf = leaf_value(1.0);
     if (!(leaf <= leaf_limit()))
-      throw_invalid("PrioritizedReplayBuffer: alpha=" + format_g(alpha) + " and eps=" + format_g(eps) +
+      throw_invalid("PrioritizedReplayBuffer: alpha=" + format_g(st_->alpha) + " and eps=" + format_g(eps) +
                     " give the leaf (p + eps)**alpha = " + format_g(leaf) + " for the initial priority p=1" +
                     limit_text());
   }
@@ -63,10 +78,10 @@ class PrioritizedCore : public ReplayCore {
   // The largest leaf (p + eps)^alpha accepted: 2^1022 / capacity, so the sum of all leaves stays finite. O(1)
   double leaf_limit() const { return std::ldexp(1.0, 1022) / static_cast<double>(capacity()); }
 
-  double alpha() const { return alpha_; }
+  double alpha() const { return st_->alpha; }
   double eps() const { return eps_; }
   double max_priority() const {
-    std::lock_guard<ForkSafeMutex> lock(mu_);
+    Guard lock(*this);
     return current_max();
   }
   const SumMinTree& tree() const { return tree_; }
@@ -76,7 +91,7 @@ class PrioritizedCore : public ReplayCore {
   // Change alpha: every leaf is recomputed from its stored priority and the trees rebuilt. O(capacity)
   void set_alpha(double alpha) {
     FR_DEBUG_ASSERT(alpha >= 0.0 && std::isfinite(alpha));
-    std::lock_guard<ForkSafeMutex> lock(mu_);
+    Guard lock(*this);
     {  // the largest priority stored or given to new transitions must keep its leaf within the bound
       double p = current_max();
       for (std::size_t s = 0; s < this->size(); ++s) p = std::max(p, raw_[s]);
@@ -86,7 +101,7 @@ class PrioritizedCore : public ReplayCore {
                       " gives the leaf (p + eps)**alpha = " + format_g(leaf) + " for the priority p=" + format_g(p) + " (eps=" + format_g(eps_) + ")" +
                       limit_text());
     }
-    alpha_ = alpha;
+    st_->alpha = alpha;
     const std::size_t size = this->size();
     for (std::size_t s = 0; s < capacity(); ++s) tree_.set_leaf_only(s, s < size ? slot_leaf(s, raw_[s]) : 0.0);
     tree_.rebuild();
@@ -159,13 +174,13 @@ class PrioritizedCore : public ReplayCore {
                       " at position " + std::to_string(k));
       pmax = std::max(pmax, prio[k]);
     }
-    std::lock_guard<ForkSafeMutex> lock(mu_);
+    Guard lock(*this);
     if (n && !(leaf_value(pmax) <= leaf_limit())) {  // under the lock: alpha cannot change before the writes
       std::size_t k = 0;
       while (leaf_value(prio[k]) <= leaf_limit()) ++k;  // the first one too large (the leaf grows with p)
       throw_invalid("update_priorities: priority " + format_g(prio[k]) + " at position " + std::to_string(k) +
                     " gives the leaf (p + eps)**alpha = " + format_g(leaf_value(prio[k])) + " (alpha=" +
-                    format_g(alpha_) + ", eps=" + format_g(eps_) + ")" + limit_text());
+                    format_g(st_->alpha) + ", eps=" + format_g(eps_) + ")" + limit_text());
     }
     std::size_t stale = 0;
     idx_buf_.clear();
@@ -187,7 +202,7 @@ class PrioritizedCore : public ReplayCore {
     for (std::size_t k = 0; k < idx_buf_.size(); ++k) {
       raw_[static_cast<std::size_t>(idx_buf_[k])] = val_buf_[k];
       if (max_tree_) max_tree_->set(static_cast<std::size_t>(idx_buf_[k]), val_buf_[k]);
-      max_all_time_ = std::max(max_all_time_, val_buf_[k]);
+      st_->max_all_time = std::max(st_->max_all_time, val_buf_[k]);
       val_buf_[k] = slot_leaf(static_cast<std::size_t>(idx_buf_[k]), val_buf_[k]);
     }
     tree_.set_many(idx_buf_.data(), val_buf_.data(), idx_buf_.size(), scratch_);
@@ -195,7 +210,7 @@ class PrioritizedCore : public ReplayCore {
   }
 
   // The all-time maximum priority. Reads without the lock (see the contract).
-  double max_all_time() const { return max_all_time_; }
+  double max_all_time() const { return st_->max_all_time; }
   // Checkpoint support: priorities of the first n slots (the stored ones; the rest are empty) and the all-time
   // maximum; leaves and trees are rebuilt. Not safe concurrently with other calls. O(capacity)
   void restore_priorities(const double* raw, std::size_t n, double max_all_time) {
@@ -207,10 +222,10 @@ class PrioritizedCore : public ReplayCore {
     if (!(leaf_value(pmax) <= leaf_limit()))
       throw_invalid("restore: priority " + format_g(pmax) + " gives the leaf (p + eps)**alpha = " +
                     format_g(leaf_value(pmax)) + limit_text());
-    std::lock_guard<ForkSafeMutex> lock(mu_);
-    std::fill(raw_.begin(), raw_.end(), 0.0);
-    std::copy(raw, raw + n, raw_.begin());
-    max_all_time_ = max_all_time;
+    Guard lock(*this);
+    std::fill(raw_, raw_ + capacity(), 0.0);
+    std::copy(raw, raw + n, raw_);
+    st_->max_all_time = max_all_time;
     if (max_tree_) max_tree_->reset();
     for (std::size_t s = 0; s < capacity(); ++s) {
       tree_.set_leaf_only(s, s < n ? slot_leaf(s, raw_[s]) : 0.0);
@@ -220,24 +235,24 @@ class PrioritizedCore : public ReplayCore {
   }
 
   void clear() override {
-    std::lock_guard<ForkSafeMutex> lock(mu_);
+    Guard lock(*this);
     ReplayCore::clear();
     tree_.reset();
-    std::fill(raw_.begin(), raw_.end(), 0.0);
-    max_all_time_ = 1.0;
+    std::fill(raw_, raw_ + capacity(), 0.0);
+    st_->max_all_time = 1.0;
     if (max_tree_) max_tree_->reset();
   }
 
  protected:
   void on_published(std::uint64_t first, std::size_t m, const std::vector<std::uint8_t>& obsolete) override {
     const std::size_t cap = capacity();
-    std::lock_guard<ForkSafeMutex> lock(mu_);
+    Guard lock(*this);
     const double p = current_max();
     const double leaf = leaf_value(p);
     if (obsolete.empty()) {
       const Ring::Runs r = ring_.runs(first, m);
-      std::fill(raw_.begin() + static_cast<std::ptrdiff_t>(r.slot), raw_.begin() + static_cast<std::ptrdiff_t>(r.slot + r.head), p);
-      std::fill(raw_.begin(), raw_.begin() + static_cast<std::ptrdiff_t>(r.tail), p);
+      std::fill(raw_ + r.slot, raw_ + r.slot + r.head, p);
+      std::fill(raw_, raw_ + r.tail, p);
       if (max_tree_)
         for (std::size_t k = 0; k < m; ++k) max_tree_->set((r.slot + k) % cap, p);
       if (m == 1) {
@@ -261,7 +276,7 @@ class PrioritizedCore : public ReplayCore {
   }
 
  private:
-  double leaf_value(double p) const { return std::pow(p + eps_, alpha_); }
+  double leaf_value(double p) const { return std::pow(p + eps_, st_->alpha); }
   // The leaf of a slot with priority p: 0 for a next-step reset row (never sampled).
   double slot_leaf(std::size_t slot, double p) const { return is_step(slot) ? leaf_value(p) : 0.0; }
   // Numbers in messages as C's and Python's "%g" print them, so the reference can give the same text.
@@ -274,9 +289,9 @@ class PrioritizedCore : public ReplayCore {
     return ", above the limit 2**1022 / capacity = " + format_g(leaf_limit()) +
            " that keeps the sum of all leaves finite";
   }
-  // Caller holds mu_.
+  // Caller holds the tree lock.
   double current_max() const {
-    if (mode_ == MaxMode::AllTime) return max_all_time_;
+    if (mode_ == MaxMode::AllTime) return st_->max_all_time;
     return this->size() ? max_tree_->max() : 1.0;
   }
   std::int64_t redraw(std::size_t k, std::size_t n, Rng& rng) {
@@ -290,14 +305,48 @@ class PrioritizedCore : public ReplayCore {
     }
   }
 
+  // What the tree lock guards, besides the trees: alpha and the all-time maximum, shared with the other
+  // processes of a shared buffer, as is the mutex (used only then).
+  struct State {
+    alignas(8) unsigned char mutex[SharedMutex::kBytes];
+    double alpha;
+    double max_all_time;
+  };
+  // Holds the tree lock: the process-shared mutex of a shared buffer, else a ForkSafeMutex (fork() waits for it,
+  // so a forked child finds the trees consistent, fork.h). A process that died holding the shared one may have
+  // left the inner nodes half-updated: they are rebuilt from the leaves.
+  class Guard {
+   public:
+    explicit Guard(const PrioritizedCore& c) : c_(c) {
+      if (!c_.shared_mu_) {
+        c_.mu_.lock();
+      } else if (c_.shared_mu_->lock_recover()) {
+        const_cast<SumMinTree&>(c_.tree_).rebuild();
+      }
+    }
+    ~Guard() {
+      if (c_.shared_mu_)
+        c_.shared_mu_->unlock();
+      else
+        c_.mu_.unlock();
+    }
+    Guard(const Guard&) = delete;
+    Guard& operator=(const Guard&) = delete;
+
+   private:
+    const PrioritizedCore& c_;
+  };
+
   SumMinTree tree_;
   std::unique_ptr<MaxTree> max_tree_;  // only for MaxMode::Stored
-  std::vector<double> raw_;  // priority per slot, as given (before eps and alpha)
+  std::shared_ptr<std::uint8_t> raw_mem_;
+  double* raw_;  // priority per slot, as given (before eps and alpha)
+  std::shared_ptr<std::uint8_t> state_mem_;
+  State* st_;
   MaxMode mode_;
   double eps_;
-  double alpha_ = 0.6;
-  double max_all_time_ = 1.0;
-  mutable ForkSafeMutex mu_;  // fork() takes it first, so a child finds the tree consistent (fork.h)
+  mutable ForkSafeMutex mu_;
+  std::unique_ptr<SharedMutex> shared_mu_;  // shared buffers only
   std::vector<std::int64_t> idx_buf_;
   std::vector<double> val_buf_;
   std::vector<std::size_t> scratch_;

@@ -38,18 +38,30 @@ class ReplayCore {
   // `memory` (optional): one block per field of capacity rows, then (episodic buffers) the episode index's blocks
   // (see EpisodeIndex), then one of capacity sequence numbers (8 bytes each), e.g. memory-mapped files; by default
   // all memory is allocated here. `episodes` (optional) makes the buffer episodic (docs/episodes.md).
+  // `blocks` (optional, exclusive with `memory`; plain buffers only) gives all of the core's memory, shared
+  // memory in particular (shared.h): the ring's, the generator's call counter, then the columns.
   ReplayCore(std::size_t capacity, const std::vector<FieldSpec>& fields, std::uint64_t seed,
-             const std::vector<std::shared_ptr<std::uint8_t>>& memory = {}, const EpisodeSpec* episodes = nullptr)
-      : ring_(check_capacity(capacity), memory.empty() ? nullptr : memory.back()), seed_(seed) {
+             const std::vector<std::shared_ptr<std::uint8_t>>& memory = {}, const EpisodeSpec* episodes = nullptr,
+             Blocks* blocks = nullptr)
+      : ring_(check_capacity(capacity), memory.empty() ? nullptr : memory.back(), blocks),
+        seed_(seed),
+        calls_mem_(take_zeroed(blocks, 2 * kCacheLine)),  // the counter alone on a cache line
+        calls_(*reinterpret_cast<std::atomic<std::uint64_t>*>(
+            (reinterpret_cast<std::uintptr_t>(calls_mem_.get()) + kCacheLine - 1) / kCacheLine * kCacheLine)) {
     if (fields.empty()) throw_invalid("a buffer needs at least one field");
     if (!memory.empty() && memory.size() != fields.size() + 1 + episode_blocks(episodes))
       throw_invalid("one memory block per field, then the episode index's, then seq");
+    if (blocks && (episodes || !memory.empty())) throw_invalid("shared storage holds plain buffers only");
     columns_.reserve(fields.size());
     for (std::size_t f = 0; f < fields.size(); ++f) {
-      if (memory.empty())
+      if (blocks) {
+        if (fields[f].row_bytes == 0) throw_invalid("field '" + fields[f].name + "' has zero bytes per row");
+        columns_.emplace_back(fields[f], blocks->take(checked_mul(capacity, fields[f].row_bytes), false));
+      } else if (memory.empty()) {
         columns_.emplace_back(fields[f], capacity);
-      else
+      } else {
         columns_.emplace_back(fields[f], memory[f]);
+      }
     }
     for (const auto& c : columns_) refs_.push_back({c.data(), c.row_bytes()});
     if (episodes) {
@@ -396,7 +408,8 @@ class ReplayCore {
     return capacity;
   }
   const std::uint64_t seed_;
-  alignas(kCacheLine) std::atomic<std::uint64_t> calls_{0};
+  std::shared_ptr<std::uint8_t> calls_mem_;  // owns calls_ (zeroed: 0; slack for the alignment)
+  std::atomic<std::uint64_t>& calls_;
 };
 
 }  // namespace fastreplay

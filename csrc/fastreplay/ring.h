@@ -34,12 +34,16 @@ namespace fastreplay {
 class Ring {
  public:
   // Sequence numbers start at 0 (never written); zeroed memory is a valid array of atomics at 0 on every
-  // platform we build for (lock-free 64-bit atomics have the layout of the plain integer).
-  // `memory`, if given, holds the capacity sequence numbers (e.g. a mapped file); by default they are allocated.
-  explicit Ring(std::size_t capacity, std::shared_ptr<std::uint8_t> memory = nullptr)
+  // platform we build for (lock-free 64-bit atomics have the layout of the plain integer), and so are the counters.
+  // `memory`, if given, holds the capacity sequence numbers (e.g. a mapped file); otherwise they and the counters
+  // come from `blocks` (shared memory: the counters first, then the sequence numbers) or are allocated here.
+  explicit Ring(std::size_t capacity, std::shared_ptr<std::uint8_t> memory = nullptr, Blocks* blocks = nullptr)
       : capacity_(capacity),
+        counters_mem_(take_zeroed(blocks, sizeof(Counters) + kCacheLine)),
+        c_(reinterpret_cast<Counters*>((reinterpret_cast<std::uintptr_t>(counters_mem_.get()) + kCacheLine - 1) /
+                                       kCacheLine * kCacheLine)),
         memory_(memory ? std::move(memory)
-                       : allocate_zeroed(checked_mul(capacity, sizeof(std::atomic<std::uint64_t>)))),
+                       : take_zeroed(blocks, checked_mul(capacity, sizeof(std::atomic<std::uint64_t>)))),
         seq_(reinterpret_cast<std::atomic<std::uint64_t>*>(memory_.get())) {
     static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "64-bit atomics must be lock-free");
     static_assert(sizeof(std::atomic<std::uint64_t>) == 8, "sequence numbers are stored as 8 bytes");
@@ -93,14 +97,14 @@ class Ring {
 
   // Number of published transitions of the current epoch (<= capacity). O(1)
   std::size_t size() const {
-    const std::uint64_t c = committed_.load(std::memory_order_acquire);
-    const std::uint64_t b = base_.load(std::memory_order_relaxed);
+    const std::uint64_t c = c_->committed.load(std::memory_order_acquire);
+    const std::uint64_t b = c_->base.load(std::memory_order_relaxed);
     return static_cast<std::size_t>(std::min<std::uint64_t>(c - b, capacity_));
   }
   // Tickets reserved in this epoch, clamped to capacity: the slots a sampler may draw (some possibly in flight).
   std::size_t reserved_size() const {
-    const std::uint64_t c = cursor_.load(std::memory_order_acquire);
-    const std::uint64_t b = base_.load(std::memory_order_relaxed);
+    const std::uint64_t c = c_->cursor.load(std::memory_order_acquire);
+    const std::uint64_t b = c_->base.load(std::memory_order_relaxed);
     return static_cast<std::size_t>(std::min<std::uint64_t>(c - b, capacity_));
   }
   // The slots of m consecutive tickets first, first + 1, ... (m <= capacity): `head` slots from `slot`, then, after
@@ -114,15 +118,15 @@ class Ring {
     return {slot, head, m - head};
   }
   // Slot the next add writes to.
-  std::size_t next_index() const { return static_cast<std::size_t>(cursor_.load(std::memory_order_acquire) % capacity_); }
-  std::uint64_t total_added() const { return committed_.load(std::memory_order_acquire) - base_.load(std::memory_order_relaxed); }
+  std::size_t next_index() const { return static_cast<std::size_t>(c_->cursor.load(std::memory_order_acquire) % capacity_); }
+  std::uint64_t total_added() const { return c_->committed.load(std::memory_order_acquire) - c_->base.load(std::memory_order_relaxed); }
 
   // --- writer side -------------------------------------------------------------------------------------------
   // Start a write of n rows; returns the first ticket. Must be paired with end_write(n).
   std::uint64_t begin_write(std::size_t n) {
-    begun_.fetch_add(1, std::memory_order_relaxed);
+    c_->begun.fetch_add(1, std::memory_order_relaxed);
     fence(std::memory_order_release);
-    return cursor_.fetch_add(n, std::memory_order_acq_rel);
+    return c_->cursor.fetch_add(n, std::memory_order_acq_rel);
   }
   // Claim the slot of ticket t for writing; false if a newer lap already owns it (the row is obsolete: skip it).
   bool claim(std::uint64_t t) {
@@ -150,8 +154,8 @@ class Ring {
     seq_[t % capacity_].store(2 * (t / capacity_) + 2, std::memory_order_release);
   }
   void end_write(std::size_t n) {
-    committed_.fetch_add(n, std::memory_order_acq_rel);
-    done_.fetch_add(1, std::memory_order_release);
+    c_->committed.fetch_add(n, std::memory_order_acq_rel);
+    c_->done.fetch_add(1, std::memory_order_release);
   }
 
   // --- reader side -------------------------------------------------------------------------------------------
@@ -161,19 +165,19 @@ class Ring {
     bool quiet;
   };
   Quiet quiet_begin() const {
-    const std::uint64_t d = done_.load(std::memory_order_acquire);
-    const std::uint64_t b = begun_.load(std::memory_order_acquire);
+    const std::uint64_t d = c_->done.load(std::memory_order_acquire);
+    const std::uint64_t b = c_->begun.load(std::memory_order_acquire);
     return {b, b == d};
   }
   // True if no write started since quiet_begin (call after the copies).
   bool quiet_end(const Quiet& q) const {
     fence(std::memory_order_acquire);
-    return q.quiet && begun_.load(std::memory_order_relaxed) == q.begun;
+    return q.quiet && c_->begun.load(std::memory_order_relaxed) == q.begun;
   }
 
   // Tickets published by finished writes, and the first ticket of the epoch.
-  std::uint64_t committed() const { return committed_.load(std::memory_order_acquire); }
-  std::uint64_t base() const { return base_.load(std::memory_order_relaxed); }
+  std::uint64_t committed() const { return c_->committed.load(std::memory_order_acquire); }
+  std::uint64_t base() const { return c_->base.load(std::memory_order_relaxed); }
   std::uint64_t seq_relaxed(std::size_t slot) const { return seq_[slot].load(std::memory_order_relaxed); }
   std::uint64_t seq_acquire(std::size_t slot) const { return seq_[slot].load(std::memory_order_acquire); }
   std::uint64_t seq_recheck(std::size_t slot) const {
@@ -182,7 +186,7 @@ class Ring {
   }
   // A seq value denotes a whole transition of the current epoch.
   bool readable(std::uint64_t s) const {
-    return !(s & 1) && s >= 2 * (base_.load(std::memory_order_relaxed) / capacity_) + 2;
+    return !(s & 1) && s >= 2 * (c_->base.load(std::memory_order_relaxed) / capacity_) + 2;
   }
   // Generation of a slot (seq / 2); 0 if never written.
   std::uint64_t generation(std::size_t slot) const { return seq_[slot].load(std::memory_order_acquire) / 2; }
@@ -191,7 +195,7 @@ class Ring {
   struct State {
     std::uint64_t cursor, base;
   };
-  State state() const { return {cursor_.load(), base_.load()}; }
+  State state() const { return {c_->cursor.load(), c_->base.load()}; }
   std::uint64_t seq(std::size_t slot) const { return seq_[slot].load(std::memory_order_relaxed); }
   // Restore a saved state; seq holds capacity sequence numbers, or is null when they were already read into this
   // ring's own memory (raw_seq). Throws if they are not a state this ring could have reached (a checksummed file
@@ -227,7 +231,7 @@ class Ring {
 
   // Start a new, empty epoch. Not safe concurrently with add or sample.
   void clear() {
-    const std::uint64_t c = cursor_.load(std::memory_order_acquire);
+    const std::uint64_t c = c_->cursor.load(std::memory_order_acquire);
     const std::uint64_t nb = (c + capacity_ - 1) / capacity_ * capacity_;
     load_counters(nb, nb);
   }
@@ -236,25 +240,30 @@ class Ring {
   // The one path that sets the counters from outside the writer protocol (reopen, restore, clear), with nothing
   // else running: epoch `base`, every ticket below `cursor` reserved and published, and no write in progress.
   void load_counters(std::uint64_t base, std::uint64_t cursor) {
-    base_.store(base);
-    cursor_.store(cursor);
-    committed_.store(cursor);
-    begun_.store(done_.load());
+    c_->base.store(base);
+    c_->cursor.store(cursor);
+    c_->committed.store(cursor);
+    c_->begun.store(c_->done.load());
   }
 
   // Tickets and sequence numbers stay below this (2^62; a billion adds a second would take 146 years to reach
   // it), so no arithmetic on a value read from a file can overflow.
   static constexpr std::uint64_t kMaxTicket = std::uint64_t(1) << 62;
 
+  // The counters, each on its own cache line. Writers move the first four; load_counters sets them all at once.
+  struct Counters {
+    alignas(kCacheLine) std::atomic<std::uint64_t> cursor;     // next ticket to reserve
+    alignas(kCacheLine) std::atomic<std::uint64_t> committed;  // tickets published by finished writes
+    alignas(kCacheLine) std::atomic<std::uint64_t> begun;      // add calls started (the global check)
+    alignas(kCacheLine) std::atomic<std::uint64_t> done;       // add calls finished; begun == done: none running
+    alignas(kCacheLine) std::atomic<std::uint64_t> base;       // first ticket of the current epoch
+  };
+
   const std::size_t capacity_;
+  std::shared_ptr<std::uint8_t> counters_mem_;  // owns c_ (zeroed: every counter 0; slack for the alignment)
+  Counters* c_;
   std::shared_ptr<std::uint8_t> memory_;
   std::atomic<std::uint64_t>* seq_;
-  // The counters, each on its own cache line. Writers move the first four; load_counters sets them all at once.
-  alignas(kCacheLine) std::atomic<std::uint64_t> cursor_{0};     // next ticket to reserve
-  alignas(kCacheLine) std::atomic<std::uint64_t> committed_{0};  // tickets published by finished writes
-  alignas(kCacheLine) std::atomic<std::uint64_t> begun_{0};      // add calls started (the global check)
-  alignas(kCacheLine) std::atomic<std::uint64_t> done_{0};       // add calls finished; begun_ == done_: none running
-  alignas(kCacheLine) std::atomic<std::uint64_t> base_{0};       // first ticket of the current epoch
 };
 
 }  // namespace fastreplay

@@ -53,7 +53,8 @@ class SumMinTree {
  public:
   static constexpr std::size_t kFan = 8;  // children per node: 8 doubles, one 64-byte cache line
 
-  explicit SumMinTree(std::size_t capacity) : capacity_(capacity) {
+  // Memory from `blocks` (shared.h) if given; blocks that hold another process's tree are left as they are.
+  explicit SumMinTree(std::size_t capacity, Blocks* blocks = nullptr) : capacity_(capacity) {
     static_assert(std::atomic<double>::is_always_lock_free, "tree values must be lock-free atomics");
     static_assert(sizeof(std::atomic<double>) == sizeof(double), "tree values are stored as plain doubles");
     std::size_t n = capacity ? capacity : 1;
@@ -69,13 +70,14 @@ class SumMinTree {
     for (std::size_t l = 1; l <= depth_; ++l) min_at[l] = cells, cells += kFan * lines(entries_[l]);
     cells_ = cells;
     // Zeroed memory is an array of atomics holding 0.0 (as in Ring); huge pages for large trees.
-    memory_ = allocate_zeroed(checked_mul(cells_, sizeof(double)) + kCacheLine);
+    memory_ = take_zeroed(blocks, checked_mul(cells_, sizeof(double)) + kCacheLine);
     const auto addr = reinterpret_cast<std::uintptr_t>(memory_.get());
     cell_ = reinterpret_cast<std::atomic<double>*>((addr + kCacheLine - 1) / kCacheLine * kCacheLine);
     for (std::size_t l = 0; l <= depth_; ++l) sum_[l] = cell_ + sum_at[l];
     for (std::size_t l = 1; l < depth_; ++l) run_[l] = cell_ + run_at[l];
     for (std::size_t l = 1; l <= depth_; ++l) min_[l] = cell_ + min_at[l];
-    for (std::size_t i = sum_cells_; i < cells_; ++i) store(cell_[i], kInf);  // +inf is not all-zero bits
+    if (fresh_blocks(blocks))
+      for (std::size_t i = sum_cells_; i < cells_; ++i) store(cell_[i], kInf);  // +inf is not all-zero bits
     marks_.assign(lines(entries_[0]), 0);
   }
   SumMinTree(const SumMinTree&) = delete;  // would share the values

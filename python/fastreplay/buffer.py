@@ -15,6 +15,8 @@ what was checked is what is used. ``sample(out=batch)`` holds a reference to eac
 from __future__ import annotations
 
 import atexit
+import os
+import secrets
 import weakref
 from typing import Any, Dict, Iterator, Mapping, Optional
 
@@ -78,6 +80,11 @@ class ReplayBuffer(_core._Buffer):
             capacity and fields continues where it left off (see :meth:`flush`). One buffer at a time may open a
             directory (it holds a lock until garbage collected; another gets ``RuntimeError``), a missing or
             truncated file is a ``ValueError``, and a memmap buffer cannot be pickled (reopen it by path).
+            ``"shared"``: every part of the buffer (columns, ring, trees, priorities) lives in one POSIX
+            shared-memory object, so that several *processes* add and sample it at once, lock-free as threads do
+            (see ``docs/multiprocess.md``). Pickling such a buffer (``multiprocessing`` with any start method)
+            gives a handle on the same memory, not a copy; the creating buffer must outlive the processes that
+            attach. Plain buffers only (no episode options); the memory is committed at construction.
 
     Episode options (keyword-only; any of them makes the buffer *episodic*, see ``docs/episodes.md``):
         num_envs: lanes K: every ``add`` takes exactly K rows, row k from sub-environment k; capacity must be a
@@ -149,14 +156,15 @@ class ReplayBuffer(_core._Buffer):
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _init(self, where, capacity, fields, seed, storage, path, alpha=0.0, eps=0.0, max_priority="all_time",
-              episodes=None):
+              episodes=None, attach=None):
         """Shared by both classes; alpha, eps and max_priority (already checked) matter to prioritized ones;
-        ``episodes``: the episode options (docs/episodes.md), None values meaning not given."""
+        ``episodes``: the episode options (docs/episodes.md), None values meaning not given; ``attach``: the name of
+        another process's shared storage to attach to (unpickling, storage='shared')."""
         specs = normalize_fields(fields, where)
         cap = _args.capacity(capacity, where)
         check_capacity(specs, cap, where)
         seed = _args.seed(seed, where)
-        _args.choice(storage, "storage", ("memory", "memmap"), where)
+        _args.choice(storage, "storage", ("memory", "memmap", "shared"), where)
         if self._prioritized:
             _args.initial_leaf(alpha, eps, cap, where)
         cfg = _episodes.config(specs, cap, where, episodes or {})
@@ -170,11 +178,19 @@ class ReplayBuffer(_core._Buffer):
         self._memmap = None
         stored_max = max_priority == "stored"
         core_episodes = None if cfg is None else _core_episodes(specs, cfg)
+        if storage != "memmap" and path is not None:
+            raise ValueError(f"{where}: path is only used with storage='memmap'")
         if storage == "memory":
-            if path is not None:
-                raise ValueError(f"{where}: path is only used with storage='memmap'")
             super().__init__(cap, names, shapes, dtypes, seed, self._prioritized, alpha, eps, stored_max, "",
                              core_episodes)
+        elif storage == "shared":
+            if cfg is not None:
+                given = ", ".join(k for k, v in (episodes or {}).items() if v is not None)
+                raise ValueError(f"{where}: storage='shared' holds plain buffers only; the episode options ({given}) "
+                                 "need storage='memory' or 'memmap'")
+            name = attach if attach is not None else f"/fastreplay-{os.getpid()}-{secrets.token_hex(8)}"
+            super().__init__(cap, names, shapes, dtypes, seed, self._prioritized, alpha, eps, stored_max, "",
+                             None, name, attach is not None)
         else:
             self._memmap = _memmap.open_dir(where, path, self, cap, specs)
             if seed is None and self._memmap.existing:
@@ -330,11 +346,15 @@ class ReplayBuffer(_core._Buffer):
                 f"{self._memmap.directory!r}, which one buffer at a time may open. Pass that path instead and reopen it "
                 "with the same capacity and fields once this buffer is gone, or save()/load() a checkpoint for an "
                 "in-memory copy")
-        data = _checkpoint.to_bytes(self)
         cls = type(self)
+        extra = {k: v for k, v in vars(self).items() if k not in _BASE_ATTRIBUTES}
+        if self._shared_name:  # a handle on the same memory, not a copy
+            options = {"max_priority": self._max_mode, "stale": "raise" if self._raise_stale else "skip",
+                       "alpha": self.alpha, "eps": self.eps} if self._prioritized else {}
+            return (_attach_shared, (cls, self._shared_name, self.capacity, dict(self._fields), options, extra))
+        data = _checkpoint.to_bytes(self)
         if cls in (ReplayBuffer, PrioritizedReplayBuffer):
             return (_from_checkpoint_bytes, (data,))
-        extra = {k: v for k, v in vars(self).items() if k not in _BASE_ATTRIBUTES}
         return (_from_checkpoint_bytes, (data, cls, extra))
 
 
@@ -462,6 +482,24 @@ def _classes() -> Dict[str, type]:
 
 #: Instance attributes the base classes set themselves (a checkpoint restores them); a subclass's others are pickled.
 _BASE_ATTRIBUTES = frozenset({"_fields", "_memmap", "_raise_stale", "_max_mode"})
+
+
+def _attach_shared(cls: type, name: str, capacity: int, fields: Dict[str, Any], options: Dict[str, Any],
+                   extra: Dict[str, Any]) -> ReplayBuffer:
+    """Unpickle a buffer with storage='shared': an instance of ``cls`` attached to the shared-memory object ``name``
+    (the pickling process's buffer must still exist), with a subclass's own attributes ``extra``."""
+    buf = cls.__new__(cls)
+    where = cls.__name__
+    if buf._prioritized:
+        alpha, eps = _args.prioritized(options["alpha"], options["eps"], options["max_priority"], options["stale"], where)
+        buf._raise_stale = options["stale"] == "raise"
+        buf._max_mode = options["max_priority"]
+        buf._init(where, capacity, fields, None, "shared", None, alpha, eps, options["max_priority"], attach=name)
+    else:
+        buf._init(where, capacity, fields, None, "shared", None, attach=name)
+    if extra:
+        vars(buf).update(extra)
+    return buf
 
 
 def _from_checkpoint_bytes(data: bytes, cls: Optional[type] = None, extra: Optional[Dict[str, Any]] = None) -> ReplayBuffer:
