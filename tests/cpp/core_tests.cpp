@@ -14,11 +14,14 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
 #include "fastreplay/batch.h"
 #include "fastreplay/pool.h"
 #include "fastreplay/prefetch.h"
 #include "fastreplay/prioritized.h"
 #include "fastreplay/replay.h"
+#include "fastreplay/shared.h"
 
 using namespace fastreplay;
 
@@ -207,7 +210,18 @@ static void check_settled(Core& core) {
 // Writers add self-describing rows while samplers sample; no sampled row may be torn. With prioritized=true,
 // samplers also update priorities, and the root must equal the sum of leaves once everyone stops.
 template <class Core>
+static void stress(Core& core, int writers, int samplers, double seconds, bool prioritized);
+// The same with writers on one core and samplers on another (two cores over one shared region: two processes).
+template <class Core>
+static void stress(Core& core, Core& sampled_core, int writers, int samplers, double seconds, bool prioritized);
+
+template <class Core>
 static void stress(Core& core, int writers, int samplers, double seconds, bool prioritized) {
+  stress(core, core, writers, samplers, seconds, prioritized);
+}
+
+template <class Core>
+static void stress(Core& core, Core& sampled_core, int writers, int samplers, double seconds, bool prioritized) {
   std::atomic<bool> stop{false};
   std::atomic<std::int64_t> next{0};
   std::atomic<std::size_t> torn{0}, sampled{0};
@@ -225,6 +239,7 @@ static void stress(Core& core, int writers, int samplers, double seconds, bool p
   }
   for (int s = 0; s < samplers; ++s) {
     threads.emplace_back([&] {
+      Core& core = sampled_core;
       Out o(64);
       std::vector<double> pr(64, 0.5);
       while (!stop.load()) {
@@ -250,6 +265,65 @@ static void stress(Core& core, int writers, int samplers, double seconds, bool p
   CHECK(torn.load() == 0);
   CHECK(sampled.load() > 0);
   check_settled(core);
+  if (&sampled_core != &core) check_settled(sampled_core);
+}
+
+// Shared storage (shared.h): a core built in a shared region and a second core attached to it (as another process
+// would) see one buffer: what one adds the other samples, priorities and alpha included; then the stress test with
+// writers on the first and samplers on the second. Attaching with another layout, or to a missing name, throws.
+template <class Core>
+static void test_shared(bool prioritized, double seconds) {
+  const std::string name = "/fastreplay-core-tests-" + std::to_string(::getpid()) + (prioritized ? "-per" : "-uni");
+  SharedName owner(name);
+  auto build = [&](SharedRegion& region) -> std::unique_ptr<Core> {
+    if constexpr (std::is_same_v<Core, PrioritizedCore>)
+      return std::unique_ptr<Core>(new Core(300, kFields, 11, 0.6, 1e-6, PrioritizedCore::MaxMode::AllTime, {},
+                                            nullptr, &region));
+    else
+      return std::unique_ptr<Core>(new Core(300, kFields, 11, {}, nullptr, &region));
+  };
+  SharedRegion ra(name, true, 42);
+  std::unique_ptr<Core> a = build(ra);
+  ra.finish(11);
+  bool threw = false;
+  try {
+    SharedRegion bad(name, false, 43);  // another fingerprint
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  CHECK(threw);
+  threw = false;
+  try {
+    SharedRegion missing(name + "-missing", false, 42);
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  CHECK(threw);
+  SharedRegion rb(name, false, 42);
+  CHECK(rb.seed() == 11);
+  std::unique_ptr<Core> b = build(rb);
+  rb.finish(rb.seed());
+  {
+    Rows r(5, 100);
+    auto p = r.ptrs();
+    a->add(p.data(), 5);
+    CHECK(b->size() == 5 && b->ring().total_added() == 5);
+    Out o(5);
+    std::vector<std::int64_t> all = {0, 1, 2, 3, 4};
+    b->get(all.data(), 5, o.gens.data(), o.rows.data());
+    CHECK(o.torn(5) == 0 && o.a[0] == 100 && o.a[8] == 104);
+    CHECK(a->next_stream() == 0 && b->next_stream() == 1);  // one generator counter
+    if constexpr (std::is_same_v<Core, PrioritizedCore>) {
+      std::int64_t idx = 2;
+      double pr = 7.0;
+      b->update_priorities(&idx, &pr, 1, nullptr, false);
+      CHECK(a->priority(2) == 7.0 && a->max_priority() == 7.0);
+      CHECK(std::fabs(a->tree().total() - b->tree().total()) == 0.0);
+      a->set_alpha(0.5);
+      CHECK(b->alpha() == 0.5);
+    }
+  }
+  stress(*a, *b, 2, 2, seconds, prioritized);
 }
 
 // Prefetch workers sample while a writer adds and the consumer updates priorities; then a worker error
@@ -495,6 +569,8 @@ int main(int argc, char** argv) {
   }
   test_episodes_stress(false, seconds / 2);
   test_episodes_stress(true, seconds / 2);
+  test_shared<ReplayCore>(false, seconds / 2);
+  test_shared<PrioritizedCore>(true, seconds / 2);
   if (g_failures) {
     std::printf("core_tests: %d checks failed\n", g_failures);
     return 1;

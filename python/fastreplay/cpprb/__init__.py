@@ -16,7 +16,9 @@ last transition of an episode closed by ``on_episode_end()``, from a small cache
 over ``Nstep["size"]`` steps and moves ``Nstep["next"]`` values; prioritized sampling is proportional and
 stratified with ``(p + eps) ** alpha`` leaves and max-normalised weights; ``save_transitions`` and
 ``load_transitions`` read and write cpprb's ``.npz`` format (version 1, ``safe`` and unsafe ``next_of`` layouts).
-``ReverseReplayBuffer``, ``HindsightReplayBuffer``, the ``LaBER`` helpers and ``train`` follow cpprb's too. The
+``ReverseReplayBuffer``, ``HindsightReplayBuffer``, the ``LaBER`` helpers and ``train`` follow cpprb's too;
+``MPReplayBuffer`` and ``MPPrioritizedReplayBuffer`` live in fastreplay's shared storage, which processes add to and
+sample lock-free (any ``multiprocessing`` start method). The
 remaining differences, including two cpprb ``Nstep`` bugs that this module does not reproduce, are listed in
 ``docs/dropin.md``; ``.ci/cpprb_suite.py`` runs cpprb's own test files against this module.
 """
@@ -24,6 +26,7 @@ from ._buffer import ReplayBuffer
 from ._env import create_before_add_func, create_env_dict
 from ._her import HindsightReplayBuffer
 from ._laber import LaBERlazy, LaBERmax, LaBERmean
+from ._mp import MPPrioritizedReplayBuffer, MPReplayBuffer
 from ._prioritized import PrioritizedReplayBuffer, create_buffer
 from ._reverse import ReverseReplayBuffer
 from ._selective import SelectiveReplayBuffer
@@ -34,6 +37,8 @@ __all__ = [
     "LaBERlazy",
     "LaBERmax",
     "LaBERmean",
+    "MPPrioritizedReplayBuffer",
+    "MPReplayBuffer",
     "PrioritizedReplayBuffer",
     "ReplayBuffer",
     "ReverseReplayBuffer",

@@ -87,28 +87,31 @@ class ReplayBuffer:
     ) -> None:
         self._setup(size, env_dict, next_of, stack_compress, default_dtype, Nstep, mmap_prefix, {})
 
-    def _setup(self, size, env_dict, next_of, stack_compress, default_dtype, Nstep, mmap_prefix, per_kwargs) -> None:
+    def _setup(self, size, env_dict, next_of, stack_compress, default_dtype, Nstep, mmap_prefix, per_kwargs,
+               shared: bool = False) -> None:
         where = type(self).__name__
         if isinstance(size, float) and size.is_integer():
             size = int(size)
         self._buffer_size = int(size)
-        if not env_dict:
-            raise ValueError(f"{where}: env_dict must name at least one value")
         # cpprb maps each value to "<prefix>_<name>.dat", recreated empty; here the core maps its columns into one
         # directory, "<prefix>_fastreplay", likewise recreated.
         storage: Dict[str, Any] = {}
         if mmap_prefix:
             storage = {"storage": "memmap", "path": f"{mmap_prefix}_fastreplay"}
             shutil.rmtree(storage["path"], ignore_errors=True)
+        if shared:  # the multi-process buffers (_mp.py)
+            storage = {"storage": "shared"}
         self.default_dtype = np.dtype(default_dtype or np.single)
-        self._env_dict = {str(k): dict(v or {}) for k, v in env_dict.items()}
+        self._env_dict = {str(k): dict(v or {}) for k, v in (env_dict or {}).items()}
         # (user name, core field name, shape, dtype) of every stored value, in env_dict order.
         self._specs: List[Tuple[str, str, Tuple[int, ...], np.dtype]] = []
         for name, defs in self._env_dict.items():
             dtype = np.dtype(defs.get("dtype", self.default_dtype))
             self._specs.append((name, f"_cpprb.{name}" if name in _RESERVED else name, _shape(defs), dtype))
         self._spec = {s[0]: s for s in self._specs}
-        self._count_name = self._specs[-1][0]  # cpprb counts the rows of an add on its last env_dict entry
+        # cpprb counts the rows of an add on its last env_dict entry; without any, add raises KeyError(None) as
+        # cpprb's does (a buffer without env_dict stores nothing: cpprb's old create_buffer(obs_shape=...) calls)
+        self._count_name = self._specs[-1][0] if self._specs else None
         self._stack_compress = _names(stack_compress)
 
         self._nstep: Optional[Dict[str, Any]] = None
@@ -132,6 +135,8 @@ class ReplayBuffer:
                     if name not in self._spec:
                         raise KeyError(f"{where}: Nstep['{role}'] names {name!r}, which is not in env_dict")
         fields = {core: (shape, dtype) for _, core, shape, dtype in self._specs}
+        if not fields:  # the core needs a field: one byte that nothing reads
+            fields = {"_cpprb.none": ((), np.dtype(np.uint8))}
         seed = int(np.random.randint(0, 2**63 - 1, dtype=np.int64))  # np.random.seed(...) keeps runs reproducible
         if self._prioritized:
             self._core: _CoreReplay = _CorePER(self._buffer_size, fields, seed=seed, **per_kwargs, **storage)
@@ -244,7 +249,11 @@ class ReplayBuffer:
         return out, (None if priorities is None else priorities[:count])
 
     def _nstep_window(self, rows: Dict[str, np.ndarray], count: int) -> Dict[str, np.ndarray]:
-        """Transitions t < count, each summing over steps t .. min(t + n, len) - 1 and stopping after a done."""
+        """Transitions t < count, each summing over steps t .. min(t + n, len) - 1 and stopping after a done.
+
+        ``done`` follows cpprb (its own tests assert it, test_issue.py TestIssue137): it is set when a step among
+        the window's first n - 1 ends the episode, so a window whose n-th step is the terminal one has done = 0
+        and its next values are that terminal step's."""
         n, gamma = self._nstep["size"], self._nstep["gamma"]
         m = len(rows["done"])
         done = rows["done"].reshape(m, -1)[:, 0].astype(np.float64)
@@ -260,7 +269,7 @@ class ReplayBuffer:
             for k, acc in sums.items():
                 r = rows[k][pos].astype(np.float64)
                 acc += (factor * live).reshape((-1,) + (1,) * (r.ndim - 1)) * r
-            done_sum += np.where(live, done[pos], 0.0)
+            done_sum += np.where(live & (j < n - 1), done[pos], 0.0)  # cpprb's rule: see _nstep_window
             factor = factor * np.where(live, gamma * (1.0 - done[pos]), 1.0)
         for k, acc in sums.items():
             out[k] = acc.astype(rows[k].dtype)
@@ -276,7 +285,7 @@ class ReplayBuffer:
             core, size = self._core, self._buffer_size
             nxt = (idx + 1) % size
             latest = nxt == core.next_index
-            got = core.get(np.where(latest, idx, nxt))
+            got = self._rows(np.where(latest, idx, nxt))
             cached = np.flatnonzero(self._cached[idx]) if self._cache else ()
             for name in self._next_of:
                 v = got[self._spec[name][1]]
@@ -295,7 +304,19 @@ class ReplayBuffer:
     def _encode_sample(self, idx: Any) -> Dict[str, np.ndarray]:
         """The transitions at slots ``idx`` (cpprb's helper behind ``sample``, used by its tests)."""
         idx = np.array(idx, dtype=np.int64, ndmin=1).ravel()
-        return self._encode(self._core.get(idx), idx)
+        return self._encode(self._rows(idx), idx)
+
+    def _rows(self, idx: np.ndarray) -> Any:
+        """The core's rows at slots ``idx``. As in cpprb, a slot not written yet (or since ``clear``) may be read
+        too and gives what its memory holds (zeros until first written); only slots outside the buffer raise."""
+        core = self._core
+        if not len(idx) or (idx.min() >= 0 and idx.max() < len(core)):
+            return core.get(idx)
+        bad = idx[(idx < 0) | (idx >= self._buffer_size)]
+        if len(bad):
+            raise IndexError(f"_encode_sample: index {int(bad[0])} is out of range for a buffer of size "
+                             f"{self._buffer_size}")
+        return {name: np.array(core._raw_view(i, self._buffer_size)[idx]) for i, name in enumerate(core._stored)}
 
     def get_all_transitions(self, shuffle: bool = False) -> Dict[str, np.ndarray]:
         """Every stored transition in slot order (shuffled with ``np.random`` when ``shuffle``)."""
