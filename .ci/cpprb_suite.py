@@ -39,25 +39,10 @@ FILES = ["test_PyReplayBuffer.py", "test_features.py", "test_issue.py", "test_sa
 # Tests (pytest node ids relative to the test folder; fnmatch patterns) that pass with cpprb and are known not to
 # pass with the adapter, each with the reason. Keep this honest: it is the list of what a user can still notice.
 KNOWN_GAPS: Dict[str, str] = {
-    "test_save_load.py::TestReplayBuffer::test_load_Nstep": (
-        "cpprb's Nstep bug (1) in docs/dropin.md is not reproduced: cpprb gives the transition whose window ends "
-        "on the terminal step done=0 (done sums over n-1 steps), here done=1; cpprb's file and the adapter's own "
-        "buffer disagree on that one value"),
     "test_save_load.py::*": (
         "load_transitions refuses pickled .npz members unless called with allow_pickle=True (cpprb always "
         "unpickles: a crafted file runs code). Checked: the 'with allow_pickle=True' run of this file passes every "
-        "test the baseline passes, other known gaps aside"),
-    "test_issue.py::*": (
-        "the file does not import: it imports MPReplayBuffer and MPPrioritizedReplayBuffer (multi-process buffers, "
-        "not implemented yet) and cpprb.PyReplayBuffer.dict2buffer (a cpprb internal, not provided). With those "
-        "two names stubbed (a diagnostic, not run here) 8 of its 40 tests fail: 3 multi-process, dict2buffer, "
-        "TestIssue45/46 (create_buffer with no env_dict: refused here, cpprb builds a buffer that stores nothing), "
-        "TestIssue43 (_encode_sample of slots never written: IndexError here, cpprb reads whatever they hold) and "
-        "TestIssue137 (cpprb's two Nstep bugs, not reproduced)"),
-    "test_mp.py::*": "MPReplayBuffer and MPPrioritizedReplayBuffer (multi-process buffers) are not implemented yet",
-    "test_features.py::TestFeatureHighDimensionalObs::test_BatchSampling": (
-        "sampling an empty PrioritizedReplayBuffer (here: one add into a 4-step Nstep window) raises ValueError; "
-        "cpprb returns uninitialised rows with NaN weights"),
+        "test the baseline passes"),
 }
 
 # Files run a third time with load_transitions defaulting to allow_pickle=True: everything the baseline passes must

@@ -566,3 +566,33 @@ def test_selective_replay_buffer_fills_up_and_stops():
     assert rb.get_episode(1)["obs"].ravel().tolist() == [0]
     with pytest.raises(ValueError, match="obs has 1 values"):
         rb.add([1], [0, 0], [0, 0], [1, 2], [0, 0])
+
+
+def test_empty_prioritized_sample_is_cpprbs():
+    ours, theirs = fc.PrioritizedReplayBuffer(16, ENV), cpprb.PrioritizedReplayBuffer(16, ENV)
+    a, b = ours.sample(4), theirs.sample(4)
+    assert set(a) == set(b)
+    assert np.isnan(a["weights"]).all() and np.isnan(b["weights"]).all()
+    np.testing.assert_array_equal(a["indexes"], b["indexes"])
+    for k in ENV:
+        assert a[k].shape == b[k].shape and a[k].dtype == b[k].dtype
+
+
+def test_buffer_without_env_dict_stores_nothing_as_cpprbs():
+    for lib in (fc, cpprb):
+        rb = lib.create_buffer(16, obs_shape=(3,), act_dim=4, is_discrete_action=True, prioritized=True)
+        assert rb._encode_sample(0) == {} and rb.get_stored_size() == 0 and rb.get_next_index() == 0
+        with pytest.raises(KeyError):
+            rb.add(obs=np.zeros(3))
+
+
+def test_encode_sample_reads_unwritten_slots_as_cpprb():
+    ours, theirs = fc.ReplayBuffer(8, {"a": {}}), cpprb.ReplayBuffer(8, {"a": {}})
+    for rb in (ours, theirs):
+        rb.add(a=3)
+    a, b = ours._encode_sample([0, 5, 7]), theirs._encode_sample([0, 5, 7])
+    assert a["a"].shape == b["a"].shape == (3, 1) and a["a"][0, 0] == b["a"][0, 0] == 3
+    # never-written slots hold their initial memory: zeros here, ones in cpprb
+    assert (a["a"][1:] == 0).all() and (b["a"][1:] == 1).all()
+    with pytest.raises(IndexError, match="out of range"):
+        ours._encode_sample([8])

@@ -53,7 +53,16 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         self._core.update_priorities(slots.astype(np.int64), np.asarray(priorities, dtype=np.float64))
 
     def sample(self, batch_size: int, beta: float = 0.4) -> Dict[str, np.ndarray]:  # type: ignore[override]
-        """A prioritized batch with ``weights`` and ``indexes`` (stratified over the priority mass)."""
+        """A prioritized batch with ``weights`` and ``indexes`` (stratified over the priority mass).
+
+        An empty buffer gives what cpprb's does: every row from the last slot (never written: zeros), weights NaN.
+        """
+        if len(self._core) == 0:
+            idx = np.full(int(batch_size), self._buffer_size - 1, dtype=np.int64)
+            out = self._encode(self._rows(idx), idx)
+            out["weights"] = np.full(len(idx), np.nan, dtype=np.float32)
+            out["indexes"] = idx.astype(np.uint64)
+            return out
         batch = self._core.sample(int(batch_size), float(beta))
         out = self._encode(batch, batch.indices)
         out["weights"] = batch.weights
