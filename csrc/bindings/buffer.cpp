@@ -145,8 +145,9 @@ static std::uint64_t shared_fingerprint(std::size_t capacity, const std::vector<
 
 Buffer::Buffer(std::size_t capacity, const py::list& names, const py::list& shapes, const py::list& dtypes,
                py::object seed, bool prioritized, double alpha, double eps, bool stored_max,
-               const std::string& storage_dir, py::object episodes, const std::string& shared, bool attach)
-    : pool_(std::make_shared<fr::BlockPool>()) {
+               const std::string& storage_dir, py::object episodes, const std::string& shared, bool attach,
+               py::object tasks, bool task_global)
+    : pool_(std::make_shared<fr::BlockPool>()), prioritized_(prioritized) {
   for (std::size_t i = 0; i < names.size(); ++i) {
     fields_.emplace_back(names[i].cast<std::string>(), shapes[i], dtypes[i]);
     index_[fields_.back().key] = py::int_(i);
@@ -164,6 +165,33 @@ Buffer::Buffer(std::size_t capacity, const py::list& names, const py::list& shap
   for (const Field& f : stored_) specs.push_back({f.name, f.row_bytes});
   for (const Field& f : out_) row_bytes_.push_back(f.row_bytes);
   std::uint64_t s = seed.is_none() ? random_seed() : static_cast<std::uint64_t>(as_int(seed.ptr(), "seed"));
+  if (!tasks.is_none()) {  // one child per task (the Python layer checked the quotas and refuses other storage)
+    if (!storage_dir.empty() || !shared.empty()) fr::throw_invalid("multi-task buffers live in memory");
+    seed_ = s;
+    task_global_ = task_global;
+    offsets_.push_back(0);
+    std::size_t t = 0;
+    for (py::handle q : tasks) {
+      const std::size_t quota = q.cast<std::size_t>();
+      // each task's generator: the buffer's seed mixed with the task number (splitmix64 constant)
+      const std::uint64_t ts = (s + 0x9E3779B97F4A7C15ull * (++t)) & 0x7FFFFFFFFFFFFFFFull;  // a valid seed
+      tasks_.emplace_back(new Buffer(quota, names, shapes, dtypes, py::int_(ts), prioritized, alpha, eps, stored_max,
+                                     "", episodes, "", false));
+      offsets_.push_back(offsets_.back() + quota);
+    }
+    if (tasks_.empty()) fr::throw_invalid("a multi-task buffer needs at least one task");
+    if (offsets_.back() != capacity) fr::throw_invalid("the tasks' quotas must add up to the capacity");
+    const Buffer& first = *tasks_[0];
+    fields_ = first.fields_;
+    stored_ = first.stored_;
+    out_ = first.out_;
+    row_bytes_ = first.row_bytes_;
+    index_ = first.index_;
+    py::module_ np = py::module_::import("numpy");
+    out_.emplace_back("task", py::tuple(), np.attr("dtype")("int64"));
+    row_bytes_.push_back(out_.back().row_bytes);
+    return;
+  }
   std::unique_ptr<fr::SharedRegion> region;
   if (!shared.empty()) {
     // Episodic and memory-mapped buffers are refused by the Python layer (fastreplay/buffer.py).
@@ -203,8 +231,14 @@ fr::EpisodeIndex& Buffer::episodes(const char* fn) const {
 }
 
 fr::PrioritizedCore& Buffer::per(const char* fn) const {
+  if (multi() && prioritized_) fr::throw_type(std::string(fn) + " is per task in a multi-task buffer");
   if (!per_) fr::throw_type(std::string(fn) + " needs a PrioritizedReplayBuffer");
   return *per_;
+}
+
+fr::ReplayCore* Buffer::checked_core() const {
+  if (!core_) fr::throw_type("this is not available for a multi-task buffer (yet): it has one core per task");
+  return core_.get();
 }
 
 std::string Buffer::field_list() const {
@@ -223,11 +257,16 @@ void Buffer::add(const py::args& args, const py::kwargs& kwargs) {
                    std::to_string(args.size()));
   for (std::size_t i = 0; i < args.size(); ++i) vals[i] = args[i];
   PyObject *key, *value;
+  PyObject* task = nullptr;  // multi-task buffers: the task=... keyword
   Py_ssize_t pos = 0;
   while (PyDict_Next(kwargs.ptr(), &pos, &key, &value)) {
     PyObject* idx = PyDict_GetItemWithError(index_.ptr(), key);
     if (!idx) {
       if (PyErr_Occurred()) throw py::error_already_set();
+      if (multi() && PyUnicode_Check(key) && PyUnicode_CompareWithASCIIString(key, "task") == 0) {
+        task = value;
+        continue;
+      }
       if (PyDict_Check(value) && expand_dict(key, value, vals)) continue;
       fr::throw_type("add: unknown field '" + py::str(key).cast<std::string>() + "'; the fields are " + field_list());
     }
@@ -249,6 +288,10 @@ void Buffer::add(const py::args& args, const py::kwargs& kwargs) {
     };
     fr::throw_invalid("add: fields disagree on the number of rows: " + desc(fields_[0], src[0]) + ", " +
                       desc(fields_[i], src[i]));
+  }
+  if (multi()) {
+    if (!task) fr::throw_type("add: a multi-task buffer needs task=... (an int, or one per row)");
+    return add_tasks(task, src, static_cast<std::size_t>(rows));
   }
   std::vector<const void*> ptrs(nf);
   for (std::size_t i = 0; i < nf; ++i) ptrs[i] = src[i].ptr;
@@ -296,6 +339,7 @@ bool Buffer::expand_dict(PyObject* key, PyObject* dict, std::vector<py::object>&
 }
 
 void Buffer::fill(Target& t, double beta) {
+  if (multi()) return fill_tasks(t, beta, {});  // prefetch: no tasks argument, the default mode (no GIL needed)
   if (per_)
     per_->sample(t.n, beta, t.indices, t.weights, t.generations, t.rows());
   else  // generations only matter for priority updates: uniform batches skip that extra random read per row
@@ -309,19 +353,29 @@ std::unique_ptr<fr::BatchBlock> Buffer::sample_block(const fr::BatchLayout& layo
   return block;
 }
 
-py::object Buffer::sample(py::handle batch_size, PyObject* beta_arg, py::handle out) {
+py::object Buffer::sample(py::handle batch_size, PyObject* beta_arg, py::handle out, py::handle tasks) {
   const std::size_t n = batch_size_arg(batch_size.ptr(), "sample");
   const double beta = beta_arg ? real_arg(beta_arg, "sample", "beta") : 0.0;  // its range: the core's check
+  if (!tasks.is_none() && !multi()) fr::throw_type("sample: tasks=... needs a multi-task buffer (tasks=K)");
+  std::vector<double> w;
+  if (multi()) {
+    if (beta_arg) fr::PrioritizedCore::check_beta("sample", beta);
+    w = task_weights(tasks);  // checked before anything is allocated
+  }
   Target t = out.is_none() ? new_batch(pool_, layout(n), out_, false) : reuse_batch("sample", out, out_, n, prioritized());
   {
     ReleaseGil nogil;
-    fill(t, beta);
+    if (multi())
+      fill_tasks(t, beta, w);
+    else
+      fill(t, beta);
   }
   return t.batch;
 }
 
 py::object Buffer::get(py::handle indices) {
   py::object arr = index_array("get", indices);
+  if (multi()) return get_tasks(arr);
   const auto n = static_cast<std::size_t>(PyArray_SIZE(as_array(arr)));
   // The batch's own copy of the indices is checked and then read without the GIL: never the caller's array.
   Target t = new_batch(pool_, layout(n), out_, true);
@@ -359,6 +413,12 @@ std::size_t Buffer::update_priorities(py::handle indices, py::handle priorities,
                         " for " + std::to_string(n));
     gens = private_data(ga, gens_copy);
   }
+  if (multi()) {
+    if (!prioritized_) fr::throw_type(std::string(fn) + " needs a PrioritizedReplayBuffer");
+    const std::int64_t* idx = private_data(ia, idx_copy);
+    const double* pr = private_data(pa, prio_copy);
+    return update_priorities_tasks(idx, pr, n, gens, raise_stale);
+  }
   fr::PrioritizedCore& core = per(fn);
   // The core checks them after the GIL is released: they must not change after that check.
   const std::int64_t* idx = private_data(ia, idx_copy);
@@ -371,10 +431,24 @@ py::object Buffer::generations(py::handle indices) const {
   py::object ia = index_array("generations", indices);
   const auto n = static_cast<std::size_t>(PyArray_SIZE(as_array(ia)));
   const auto* idx = data_of<const std::int64_t>(ia);
-  core_->check_slots("generations", idx, n);
+  if (multi()) {
+    for (std::size_t k = 0; k < n; ++k)
+      if (idx[k] < 0 || static_cast<std::size_t>(idx[k]) >= capacity())
+        fr::throw_index("generations: index " + std::to_string(idx[k]) + " at position " + std::to_string(k) +
+                        " is outside the buffer's " + std::to_string(capacity()) + " slots");
+  } else {
+    core_->check_slots("generations", idx, n);
+  }
   py::object out = new_array(static_cast<npy_intp>(n), NPY_UINT64);
   auto* o = data_of<std::uint64_t>(out);
-  for (std::size_t k = 0; k < n; ++k) o[k] = core_->ring().generation(static_cast<std::size_t>(idx[k]));
+  for (std::size_t k = 0; k < n; ++k) {
+    if (multi()) {
+      const std::size_t t = task_of(idx[k]);
+      o[k] = tasks_[t]->core_->ring().generation(static_cast<std::size_t>(idx[k]) - offsets_[t]);
+    } else {
+      o[k] = core_->ring().generation(static_cast<std::size_t>(idx[k]));
+    }
+  }
   return out;
 }
 
@@ -404,27 +478,28 @@ py::object Buffer::priorities() const {
 void init_buffer(py::module_& m) {
   py::class_<Buffer> cls(m, "_Buffer", "Columnar ring buffer core; see fastreplay.ReplayBuffer.");
   cls.def(py::init<std::size_t, py::list, py::list, py::list, py::object, bool, double, double, bool, std::string,
-                   py::object, std::string, bool>(),
+                   py::object, std::string, bool, py::object, bool>(),
           py::arg("capacity"), py::arg("names"), py::arg("shapes"), py::arg("dtypes"), py::arg("seed"),
           py::arg("prioritized"), py::arg("alpha"), py::arg("eps"), py::arg("stored_max"),
           py::arg("storage_dir") = "", py::arg("episodes") = py::none(), py::arg("shared") = "",
-          py::arg("attach") = false)
+          py::arg("attach") = false, py::arg("tasks") = py::none(), py::arg("task_global") = true)
       .def("add", &Buffer::add,
            "add(*values, **fields) -> None\n\nStore one transition (each field of its row shape) or N transitions "
            "(each field with a leading axis N). Every field must be given, positionally in field order or by name.")
-      .def("sample", [](Buffer& b, py::handle n, py::handle out) { return b.sample(n, nullptr, out); },
-           py::arg("batch_size"), py::kw_only(), py::arg("out") = py::none(),
+      .def("sample", [](Buffer& b, py::handle n, py::handle out, py::handle tasks) { return b.sample(n, nullptr, out, tasks); },
+           py::arg("batch_size"), py::kw_only(), py::arg("out") = py::none(), py::arg("tasks") = py::none(),
            "sample(batch_size, *, out=None) -> Batch\n\n"
            "Draw batch_size transitions uniformly at random (with replacement) and copy their rows into a Batch\n"
            "that owns its memory: batch[name] is field_dtype[batch_size, *field_shape], batch.indices int64[B]\n"
            "(batch.weights and batch.generations are None). With out=batch (a Batch from an earlier call), its\n"
            "arrays are refilled in place instead. Raises ValueError if batch_size <= 0 or the buffer is empty.")
       .def("_sample_prioritized",
-           [](Buffer& b, py::handle n, py::handle beta, py::handle out) {
-             b.per("sample");
-             return b.sample(n, beta.ptr(), out);
+           [](Buffer& b, py::handle n, py::handle beta, py::handle out, py::handle tasks) {
+             if (!b.prioritized()) b.per("sample");
+             return b.sample(n, beta.ptr(), out, tasks);
            },
            py::arg("batch_size"), py::arg("beta") = 0.4, py::kw_only(), py::arg("out") = py::none(),
+           py::arg("tasks") = py::none(),
            "sample(batch_size, beta=0.4, *, out=None) -> Batch\n\n"
            "Stratified proportional sample: the total priority mass is cut into batch_size equal strata and one\n"
            "transition drawn in each. batch.weights is float32[B]: (N*P(i))**-beta divided by the largest such\n"
@@ -439,15 +514,15 @@ void init_buffer(py::module_& m) {
            py::arg("field"))
       // True once __init__ has run (the Python classes refuse a second __init__, which pybind11 would ignore).
       .def("_initialized", [](py::handle self) { return buffer_initialized(self); })
-      .def("__len__", [](const Buffer& b) { return b.core().size(); })
-      .def_property_readonly("capacity", [](const Buffer& b) { return b.core().capacity(); },
+      .def("__len__", [](const Buffer& b) { return b.size(); })
+      .def_property_readonly("capacity", [](const Buffer& b) { return b.capacity(); },
                              "Maximum number of transitions stored (int).")
       .def_property_readonly("next_index", [](const Buffer& b) { return b.core().ring().next_index(); },
                              "Slot the next transition is written to (int).")
-      .def_property_readonly("total_added", [](const Buffer& b) { return b.core().ring().total_added(); },
+      .def_property_readonly("total_added", [](const Buffer& b) { return b.total_added(); },
                              "Transitions added since creation or the last clear() (int).")
       .def_property_readonly("_shared_name", [](const Buffer& b) { return b.shared_name(); })
-      .def_property_readonly("seed", [](const Buffer& b) { return b.core().seed(); },
+      .def_property_readonly("seed", [](const Buffer& b) { return b.multi() ? b.task_seed() : b.core().seed(); },
                              "Seed of the buffer's generator (int).")
       .def_property("_stream", [](const Buffer& b) { return b.core().stream(); },
                     [](Buffer& b, std::uint64_t s) { b.core().set_stream(s); })
@@ -456,23 +531,55 @@ void init_buffer(py::module_& m) {
            "the ring in which it was last written, counted from 1 (0: never written). It changes whenever the slot\n"
            "is overwritten, and clear() starts a new lap, so a batch's generations tell whether its rows are still\n"
            "stored.")
-      .def("clear", [](Buffer& b) { b.core().clear(); }, "Remove every transition (memory is kept).")
+      .def("clear", [](Buffer& b) { b.clear(); }, "Remove every transition (memory is kept).")
       // Prioritized buffers only.
-      .def_property("_alpha", [](const Buffer& b) { return b.per("alpha").alpha(); },
+      .def_property("_alpha", [](const Buffer& b) { return b.any_per("alpha").alpha(); },
                     [](Buffer& b, double a) {
-                      fr::PrioritizedCore& core = b.per("alpha");
+                      std::vector<fr::PrioritizedCore*> cores;
+                      if (!b.multi()) cores.push_back(&b.per("alpha"));
+                      for (std::size_t t = 0; t < b.num_tasks(); ++t) cores.push_back(&b.task(t).per("alpha"));
                       ReleaseGil nogil;  // O(capacity): the trees are rebuilt
-                      core.set_alpha(a);
+                      for (fr::PrioritizedCore* c : cores) c->set_alpha(a);  // every task (each checks its bound)
                     })
-      .def_property_readonly("_eps", [](const Buffer& b) { return b.per("eps").eps(); })
-      .def_property_readonly("_max_priority", [](const Buffer& b) { return b.per("max_priority").max_priority(); })
+      .def_property_readonly("_eps", [](const Buffer& b) { return b.any_per("eps").eps(); })
+      .def_property_readonly("_max_priority",
+                             [](const Buffer& b) {
+                               if (!b.multi()) return b.per("max_priority").max_priority();
+                               double m = 0.0;  // the largest of the tasks' own (each task has its own)
+                               for (std::size_t t = 0; t < b.num_tasks(); ++t)
+                                 m = std::max(m, b.task(t).per("max_priority").max_priority());
+                               return m;
+                             })
+      // Multi-task buffers only.
+      .def_property_readonly("_task_sizes",
+                             [](const Buffer& b) {
+                               py::list v;
+                               for (std::size_t t = 0; t < b.num_tasks(); ++t) v.append(b.task(t).size());
+                               return v;
+                             })
+      .def("_task_buffer_stat",
+           [](const Buffer& b, std::size_t t, const std::string& what) {
+             if (t >= b.num_tasks()) fr::throw_index("_task_buffer_stat: no task " + std::to_string(t));
+             const fr::PrioritizedCore& c = b.task(t).per(what.c_str());
+             if (what == "total") return c.tree().total();
+             if (what == "min") return c.tree().min();
+             if (what == "max_priority") return c.max_priority();
+             fr::throw_invalid("_task_buffer_stat: unknown statistic " + what);
+           })
       .def_property_readonly("_total", [](const Buffer& b) { return b.per("_total").tree().total(); })
       .def_property_readonly("_min", [](const Buffer& b) { return b.per("_min").tree().min(); })
       // Episodic buffers only.
-      .def_property("_n_step", [](const Buffer& b) { return b.episodes("n_step").n_step(); },
-                    [](Buffer& b, std::size_t n) { b.episodes("n_step").set_n_step(n); })
-      .def_property("_gamma", [](const Buffer& b) { return b.episodes("gamma").gamma(); },
-                    [](Buffer& b, double g) { b.episodes("gamma").set_gamma(g); })
+      .def_property("_n_step", [](const Buffer& b) { return b.any_episodes("n_step").n_step(); },
+                    [](Buffer& b, std::size_t n) {
+                      if (!b.multi()) return b.episodes("n_step").set_n_step(n);
+                      // the same value for every task: the first refuses a bad one before any task changed
+                      for (std::size_t t = 0; t < b.num_tasks(); ++t) b.task(t).episodes("n_step").set_n_step(n);
+                    })
+      .def_property("_gamma", [](const Buffer& b) { return b.any_episodes("gamma").gamma(); },
+                    [](Buffer& b, double g) {
+                      if (!b.multi()) return b.episodes("gamma").set_gamma(g);
+                      for (std::size_t t = 0; t < b.num_tasks(); ++t) b.task(t).episodes("gamma").set_gamma(g);
+                    })
       .def("_episode_view",
            [](py::object self, int j) { return self.cast<Buffer&>().episode_view(self, j); }, py::arg("key"))
       .def("_leaves", &Buffer::leaves)

@@ -6,6 +6,7 @@
 // this layer checks only types, shapes and dtypes.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -27,6 +28,9 @@ class Buffer {
  public:
   // Fields are (names[i], shapes[i], dtypes[i]); `storage_dir` non-empty maps the columns to files there.
   // Argument values were validated by the Python layer (fastreplay/_args.py).
+  // `tasks` (None, or one quota per task adding up to capacity) makes it a multi-task buffer (tasks.cpp): one child
+  // buffer per task, this one routes adds, samples, gets and priority updates; `task_global` picks how prioritized
+  // tasks' weights are normalised (fastreplay/tasks.h).
   // `shared` non-empty: all memory in the shared-memory object of that name (fastreplay/shared.h), created, or with
   // `attach` the one another process created with the same arguments (its seed is used).
   // `episodes` (None for a plain buffer) makes it episodic: a dict from fastreplay/buffer.py with the options
@@ -34,15 +38,16 @@ class Buffer {
   // next_obs) and the stored and batch layouts (stored, batch: (names, shapes, dtypes)).
   Buffer(std::size_t capacity, const py::list& names, const py::list& shapes, const py::list& dtypes, py::object seed,
          bool prioritized, double alpha, double eps, bool stored_max, const std::string& storage_dir,
-         py::object episodes, const std::string& shared, bool attach);
+         py::object episodes, const std::string& shared, bool attach, py::object tasks = py::none(),
+         bool task_global = true);
 
   // add(*values, **fields): positional values in field order, keywords by name; dict values expand into 'name.key'.
   // A value that already has the field's dtype and layout is copied in place, without the GIL: if another thread
   // writes that array meanwhile, the stored row may mix old and new values (the caller's race), but every object
   // it reads is kept alive for the whole call.
   void add(const py::args& args, const py::kwargs& kwargs);
-  // sample(batch_size, out=None); prioritized buffers also take beta (nullptr for uniform buffers).
-  py::object sample(py::handle batch_size, PyObject* beta, py::handle out);
+  // sample(batch_size, out=None, tasks=None); prioritized buffers also take beta (nullptr for uniform buffers).
+  py::object sample(py::handle batch_size, PyObject* beta, py::handle out, py::handle tasks = py::none());
   // get(indices): copies of the rows at the given slots, with their generations.
   py::object get(py::handle indices);
   // Returns the number of rows skipped as stale; `generations` None means no stale check. Indices, priorities and
@@ -65,11 +70,26 @@ class Buffer {
 
   // Name of the shared-memory object ("" unless shared storage; attached buffers report it too).
   std::string shared_name() const { return shared_; }
-  fr::ReplayCore& core() { return *core_; }
-  const fr::ReplayCore& core() const { return *core_; }
+  // The core; TypeError for a multi-task buffer, whose cores are its tasks' (every caller of core() is a method
+  // that has no per-task meaning yet: checkpoints, storage views, ...).
+  fr::ReplayCore& core() { return *checked_core(); }
+  const fr::ReplayCore& core() const { return *checked_core(); }
+
+  // --- multi-task buffers (tasks.cpp) -----------------------------------------------------------------------
+  bool multi() const { return !tasks_.empty(); }
+  std::size_t num_tasks() const { return tasks_.size(); }
+  Buffer& task(std::size_t t) const { return *tasks_[t]; }
+  std::size_t size() const;          // transitions stored, over all tasks
+  std::size_t capacity() const;      // slots, over all tasks
+  std::uint64_t total_added() const;
+  void clear();
+  std::uint64_t task_seed() const { return seed_; }
+  // The prioritized core (task 0's in a multi-task buffer: alpha and eps are the same in every task).
+  fr::PrioritizedCore& any_per(const char* fn) const { return multi() ? tasks_[0]->per(fn) : per(fn); }
+  fr::EpisodeIndex& any_episodes(const char* fn) const { return multi() ? tasks_[0]->episodes(fn) : episodes(fn); }
   // The prioritized core; TypeError naming `fn` for uniform buffers.
   fr::PrioritizedCore& per(const char* fn = "this method") const;
-  bool prioritized() const { return per_ != nullptr; }
+  bool prioritized() const { return prioritized_; }
   // Fields of add's input, of the stored columns, and of batches (the same three lists for a plain buffer).
   const std::vector<Field>& fields() const { return fields_; }
   const std::vector<Field>& stored_fields() const { return stored_; }
@@ -84,7 +104,19 @@ class Buffer {
   std::unique_ptr<fr::BatchBlock> sample_block(const fr::BatchLayout& layout, double beta);
 
  private:
-  void fill(Target& t, double beta);
+  fr::ReplayCore* checked_core() const;
+  void fill(Target& t, double beta);  // a multi-task buffer: by stored size (the default tasks mode)
+  // Multi-task: route rows of one add to their tasks; the whole batch across tasks; get and generations by slot.
+  void add_tasks(PyObject* task, const std::vector<Source>& src, std::size_t rows);
+  void fill_tasks(Target& t, double beta, const std::vector<double>& weights);
+  std::vector<double> task_weights(py::handle tasks) const;
+  py::object get_tasks(py::object indices);
+  std::size_t update_priorities_tasks(const std::int64_t* idx, const double* pr, std::size_t n,
+                                      const std::uint64_t* gens, bool raise_stale);
+  // The task of global slot `slot` (< capacity()).
+  std::size_t task_of(std::int64_t slot) const;
+  // IndexError unless slot `local` of task t holds a transition (`slot`, `pos`: the global index and its position).
+  void check_task_slot(const char* fn, std::size_t t, std::int64_t local, std::int64_t slot, std::size_t pos) const;
   bool expand_dict(PyObject* key, PyObject* dict, std::vector<py::object>& vals) const;
   std::string field_list() const;
   py::object priority_array(py::handle priorities) const;
@@ -96,8 +128,14 @@ class Buffer {
   std::vector<std::pair<std::shared_ptr<std::uint8_t>, std::size_t>> mapped_;  // memory-mapped files, if any
   std::string shared_;                            // shared storage: the object's name
   std::shared_ptr<fr::SharedName> shared_name_;   // shared storage, creator only: removes the name at the end
-  std::unique_ptr<fr::ReplayCore> core_;
-  fr::PrioritizedCore* per_ = nullptr;  // non-null for prioritized buffers (same object as core_)
+  std::unique_ptr<fr::ReplayCore> core_;  // null in a multi-task buffer
+  fr::PrioritizedCore* per_ = nullptr;  // non-null for prioritized single-task buffers (same object as core_)
+  bool prioritized_ = false;
+  std::vector<std::unique_ptr<Buffer>> tasks_;  // multi-task: one child buffer per task
+  std::vector<std::size_t> offsets_;            // multi-task: first global slot of each task, then capacity
+  bool task_global_ = true;                     // multi-task PER: weights normalised over all tasks
+  std::uint64_t seed_ = 0;                      // multi-task: seed of the task counts' generator
+  std::atomic<std::uint64_t> calls_{0};         // multi-task: its stream counter
 };
 
 

@@ -18,11 +18,11 @@ import atexit
 import os
 import secrets
 import weakref
-from typing import Any, Dict, Iterator, Mapping, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from . import _args, _checkpoint, _core, _episodes, _memmap
+from . import _args, _checkpoint, _core, _episodes, _memmap, _tasks
 from ._batch import Batch
 from ._fields import FieldSpecs, check_capacity, fields_from_spaces, normalize_fields, spaces_of
 
@@ -131,11 +131,14 @@ class ReplayBuffer(_core._Buffer):
         n_step: Optional[int] = None,
         gamma: Optional[float] = None,
         autoreset: Optional[str] = None,
+        tasks: Optional[int] = None,
+        task_capacity: Optional[Sequence[int]] = None,
     ) -> None:
         self._check_fresh("ReplayBuffer")
         self._init("ReplayBuffer", capacity, fields, seed, storage, path, episodes=dict(
             num_envs=num_envs, next_obs=next_obs, frame_stack=frame_stack, stacked_input=stacked_input,
-            stack_padding=stack_padding, n_step=n_step, gamma=gamma, autoreset=autoreset))
+            stack_padding=stack_padding, n_step=n_step, gamma=gamma, autoreset=autoreset),
+            tasks=(tasks, task_capacity, "global"))
 
     def _check_fresh(self, where: str) -> None:
         """A second ``__init__`` would leave the C++ core as it was (pybind11 ignores it) while the Python state
@@ -144,7 +147,8 @@ class ReplayBuffer(_core._Buffer):
             raise TypeError(f"{where}.__init__: this buffer is already initialized; create a new {where} instead")
 
     #: Attributes that ``__init__`` sets; reading one on an object whose ``__init__`` never ran raises TypeError.
-    _INIT_ATTRS = frozenset({"_fields", "_memmap", "_raise_stale", "_max_mode", "_episodes", "_stored"})
+    _INIT_ATTRS = frozenset({"_fields", "_memmap", "_raise_stale", "_max_mode", "_episodes", "_stored",
+                             "_task_quotas"})
 
     def __getattr__(self, name: str) -> Any:  # only reached when ordinary lookup fails
         if name in ReplayBuffer._INIT_ATTRS and not self._initialized():
@@ -156,7 +160,7 @@ class ReplayBuffer(_core._Buffer):
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _init(self, where, capacity, fields, seed, storage, path, alpha=0.0, eps=0.0, max_priority="all_time",
-              episodes=None, attach=None):
+              episodes=None, attach=None, tasks=(None, None, "global")):
         """Shared by both classes; alpha, eps and max_priority (already checked) matter to prioritized ones;
         ``episodes``: the episode options (docs/episodes.md), None values meaning not given; ``attach``: the name of
         another process's shared storage to attach to (unpickling, storage='shared')."""
@@ -172,12 +176,21 @@ class ReplayBuffer(_core._Buffer):
         names = list(specs)
         shapes = [specs[k][0] for k in names]
         dtypes = [specs[k][1] for k in names]
+        quotas = _tasks.quotas(tasks[0], tasks[1], cap, specs, cfg.num_envs if cfg else None, where, tasks[2])
+        if quotas is not None and storage != "memory":
+            raise ValueError(f"{where}: a multi-task buffer (tasks={tasks[0]}) lives in memory; storage={storage!r} "
+                             "is not supported with tasks yet")
         self._fields = specs
         self._stored = stored
         self._episodes = cfg
         self._memmap = None
+        self._task_quotas = quotas
         stored_max = max_priority == "stored"
         core_episodes = None if cfg is None else _core_episodes(specs, cfg)
+        if quotas is not None:
+            super().__init__(cap, names, shapes, dtypes, seed, self._prioritized, alpha, eps, stored_max, "",
+                             core_episodes, "", False, quotas, tasks[2] == "global")
+            return
         if storage != "memmap" and path is not None:
             raise ValueError(f"{where}: path is only used with storage='memmap'")
         if storage == "memory":
@@ -303,7 +316,30 @@ class ReplayBuffer(_core._Buffer):
         The views alias the buffer's memory: rows change as new transitions overwrite old ones, and a view keeps
         the buffer's memory alive.
         """
+        self._single_task("storage")
         return {name: self._storage_view(i) for i, name in enumerate(self._stored)}
+
+    def _single_task(self, what: str) -> None:
+        """TypeError for what a multi-task buffer does not offer yet."""
+        if self._task_quotas is not None:
+            raise TypeError(f"{type(self).__name__}.{what} is not available for a multi-task buffer yet "
+                            f"(tasks={len(self._task_quotas)}); get() reads any rows")
+
+    @property
+    def tasks(self) -> Optional[int]:
+        """Number of tasks of a multi-task buffer (``tasks=K``); None otherwise."""
+        return None if self._task_quotas is None else len(self._task_quotas)
+
+    @property
+    def task_capacity(self) -> Optional[List[int]]:
+        """Slots of each task (a multi-task buffer's quotas; task t owns slots ``sum(quotas[:t])`` on); None
+        otherwise."""
+        return None if self._task_quotas is None else list(self._task_quotas)
+
+    @property
+    def task_sizes(self) -> Optional[List[int]]:
+        """Transitions each task holds now; None for a single-task buffer."""
+        return None if self._task_quotas is None else list(self._task_sizes)
 
     @property
     def full(self) -> bool:
@@ -325,6 +361,7 @@ class ReplayBuffer(_core._Buffer):
         copy of the buffer. Must not run concurrently with ``add``/``update_priorities``: if an ``add`` runs
         while it writes, it raises ``RuntimeError`` and ``path`` keeps the previous checkpoint.
         """
+        self._single_task("save")
         _checkpoint.save(self, path)
 
     @classmethod
@@ -346,6 +383,7 @@ class ReplayBuffer(_core._Buffer):
                 f"{self._memmap.directory!r}, which one buffer at a time may open. Pass that path instead and reopen it "
                 "with the same capacity and fields once this buffer is gone, or save()/load() a checkpoint for an "
                 "in-memory copy")
+        self._single_task("__reduce__ (pickling)")
         cls = type(self)
         extra = {k: v for k, v in vars(self).items() if k not in _BASE_ATTRIBUTES}
         if self._shared_name:  # a handle on the same memory, not a copy
@@ -402,6 +440,9 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         n_step: Optional[int] = None,
         gamma: Optional[float] = None,
         autoreset: Optional[str] = None,
+        tasks: Optional[int] = None,
+        task_capacity: Optional[Sequence[int]] = None,
+        task_weights: str = "global",
     ) -> None:
         where = "PrioritizedReplayBuffer"
         self._check_fresh(where)
@@ -410,7 +451,8 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         self._max_mode = max_priority
         self._init(where, capacity, fields, seed, storage, path, alpha, eps, max_priority, episodes=dict(
             num_envs=num_envs, next_obs=next_obs, frame_stack=frame_stack, stacked_input=stacked_input,
-            stack_padding=stack_padding, n_step=n_step, gamma=gamma, autoreset=autoreset))
+            stack_padding=stack_padding, n_step=n_step, gamma=gamma, autoreset=autoreset),
+            tasks=(tasks, task_capacity, task_weights))
 
     # The compiled method itself, not a Python wrapper around it: sample is the hot call, and a wrapper's frame
     # would cost about a third of a microsecond per batch. It takes (batch_size, beta=0.4, *, out=None).
@@ -455,6 +497,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
     @property
     def priorities(self) -> np.ndarray:
         """float64[len(self)]: the priority last set for each stored slot (before eps and alpha), a copy."""
+        self._single_task("priorities")
         return self._priorities()
 
     def __repr__(self) -> str:
@@ -481,7 +524,7 @@ def _classes() -> Dict[str, type]:
 
 
 #: Instance attributes the base classes set themselves (a checkpoint restores them); a subclass's others are pickled.
-_BASE_ATTRIBUTES = frozenset({"_fields", "_memmap", "_raise_stale", "_max_mode"})
+_BASE_ATTRIBUTES = frozenset({"_fields", "_memmap", "_raise_stale", "_max_mode", "_task_quotas"})
 
 
 def _attach_shared(cls: type, name: str, capacity: int, fields: Dict[str, Any], options: Dict[str, Any],

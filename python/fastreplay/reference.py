@@ -30,17 +30,24 @@ from ._fields import FieldSpecs, check_capacity, fields_from_spaces, normalize_f
 from ._reference_convert import (
     as_int, convert, index_array, put, real_array, rows_text, stack, type_name, uint_array,
 )
+from ._reference_tasks import TaskBuffers
 from ._sum_min_tree import SumMinTree
 
 __all__ = ["ReplayBuffer", "PrioritizedReplayBuffer", "SumMinTree"]
 
 
 class ReplayBuffer(EpisodeIndex):
-    """Uniform experience replay on a ring of ``capacity`` slots; see :class:`fastreplay.ReplayBuffer`."""
+    """Uniform experience replay on a ring of ``capacity`` slots; see :class:`fastreplay.ReplayBuffer`.
+    ``tasks=K`` makes a multi-task buffer (:mod:`fastreplay._reference_tasks`)."""
 
     _prioritized = False
 
     _ready = False  # set once __init__ has completed
+
+    def __new__(cls, *args: Any, tasks: Any = None, **kwargs: Any):
+        if tasks is not None and not issubclass(cls, TaskBuffers):
+            cls = TaskPrioritizedReplayBuffer if cls._prioritized else TaskReplayBuffer
+        return super().__new__(cls)
 
     def __init__(self, capacity: int, fields: Mapping[str, Any], seed: Optional[int] = None, *,
                  num_envs: Optional[int] = None, next_obs: Optional[str] = None, frame_stack: Optional[int] = None,
@@ -207,8 +214,10 @@ class ReplayBuffer(EpisodeIndex):
 
     # --- sample and get ---------------------------------------------------------------------------------------
 
-    def sample(self, batch_size: int, *, out: Optional[Batch] = None) -> Batch:
+    def sample(self, batch_size: int, *, out: Optional[Batch] = None, tasks: Any = None) -> Batch:
         """``batch_size`` rows drawn uniformly, with replacement, from the stored transitions."""
+        if tasks is not None:
+            raise TypeError("sample: tasks=... needs a multi-task buffer (tasks=K)")
         n = self._check_batch_size(batch_size)
         out = self._check_out(out, n)
         self._check_not_empty()
@@ -362,8 +371,10 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         self._tree = SumMinTree(self._capacity)
         self._max_all_time = 1.0
 
-    def sample(self, batch_size: int, beta: float = 0.4, *, out: Optional[Batch] = None) -> Batch:
+    def sample(self, batch_size: int, beta: float = 0.4, *, out: Optional[Batch] = None, tasks: Any = None) -> Batch:
         """Stratified proportional sample with importance weights ``(leaf_min / leaf_i) ** beta`` (float32)."""
+        if tasks is not None:
+            raise TypeError("sample: tasks=... needs a multi-task buffer (tasks=K)")
         n = self._check_batch_size(batch_size)
         if (not hasattr(beta, "__float__") and not hasattr(beta, "__index__")) or isinstance(beta, complex):
             raise TypeError(f"sample: beta must be a real number, got {type(beta).__name__}")
@@ -477,3 +488,67 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", alpha={self.alpha}, eps={self.eps})"
+
+
+def _beta_arg(beta: Any) -> float:
+    if (not hasattr(beta, "__float__") and not hasattr(beta, "__index__")) or isinstance(beta, complex):
+        raise TypeError(f"sample: beta must be a real number, got {type(beta).__name__}")
+    beta = float(beta)
+    if not (beta >= 0.0 and math.isfinite(beta)):
+        raise ValueError(f"sample: beta must be finite and >= 0, got {beta}")
+    return beta
+
+
+class TaskReplayBuffer(TaskBuffers, ReplayBuffer):
+    """``ReplayBuffer(..., tasks=K)``: one uniform buffer per task (:mod:`fastreplay._reference_tasks`)."""
+
+    def __init__(self, capacity: int, fields: Mapping[str, Any], seed: Optional[int] = None, *, tasks: Any = None,
+                 task_capacity: Any = None, **options: Any) -> None:
+        self._check_fresh("ReplayBuffer")
+        self._setup_tasks("ReplayBuffer", capacity, fields, seed, tasks, task_capacity, "global", options,
+                          lambda q, s: ReplayBuffer(q, fields, s, **options))
+        self._ready = True
+
+    def sample(self, batch_size: int, *, out: Optional[Batch] = None, tasks: Any = None) -> Batch:
+        n = self._check_batch_size(batch_size)
+        if out is not None:
+            raise TypeError("sample: the reference's multi-task buffers take no out=")
+        return self._sample_tasks(n, None, tasks)
+
+
+class TaskPrioritizedReplayBuffer(TaskBuffers, PrioritizedReplayBuffer):
+    """``PrioritizedReplayBuffer(..., tasks=K)``: one prioritized buffer per task, two-level weights."""
+
+    def __init__(self, capacity: int, fields: Mapping[str, Any], alpha: float = 0.6, eps: float = 1e-6,
+                 seed: Optional[int] = None, max_priority: str = "all_time", stale: str = "skip", *,
+                 tasks: Any = None, task_capacity: Any = None, task_weights: str = "global", **options: Any) -> None:
+        where = "PrioritizedReplayBuffer"
+        self._check_fresh(where)
+        _args.prioritized(alpha, eps, max_priority, stale, where)
+        self._setup_tasks(where, capacity, fields, seed, tasks, task_capacity, task_weights, options,
+                          lambda q, s: PrioritizedReplayBuffer(q, fields, alpha, eps, s, max_priority, stale,
+                                                               **options))
+        self._ready = True
+
+    def sample(self, batch_size: int, beta: float = 0.4, *, out: Optional[Batch] = None, tasks: Any = None) -> Batch:
+        n = self._check_batch_size(batch_size)
+        if out is not None:
+            raise TypeError("sample: the reference's multi-task buffers take no out=")
+        return self._sample_tasks(n, _beta_arg(beta), tasks)
+
+    @property
+    def alpha(self) -> float:
+        return self._children[0].alpha
+
+    @alpha.setter
+    def alpha(self, value: float) -> None:
+        for c in self._children:
+            c.alpha = value
+
+    @property
+    def eps(self) -> float:
+        return self._children[0].eps
+
+    @property
+    def max_priority(self) -> float:
+        return max(c.max_priority for c in self._children)
