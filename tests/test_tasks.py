@@ -250,8 +250,9 @@ def test_episode_options_work_per_task():
     assert np.bincount(b["task"]).tolist() == [4, 4] and set(b) >= {"discount", "task"}
 
 
-def test_threads_add_to_tasks_while_others_sample():
-    buf = fr.PrioritizedReplayBuffer(600, F, tasks=3, seed=10)
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_threads_add_to_tasks_while_others_sample(prioritized):
+    buf = (fr.PrioritizedReplayBuffer if prioritized else fr.ReplayBuffer)(600, F, tasks=3, seed=10)
     for t in range(3):
         fill(buf, t, 5)
     stop = threading.Event()
@@ -266,9 +267,13 @@ def test_threads_add_to_tasks_while_others_sample():
     def sampler():
         try:
             while not stop.is_set():
-                b = buf.sample(30, 0.4, tasks="balanced")
+                if prioritized:
+                    b = buf.sample(30, 0.4, tasks="balanced")
+                    buf.update_priorities(b, np.abs(b["obs"][:, 1]) % 5 + 0.1)
+                else:
+                    b = buf.sample(30, tasks="balanced")
                 check_rows(b)
-                buf.update_priorities(b, np.abs(b["obs"][:, 1]) % 5 + 0.1)
+                assert np.bincount(b["task"], minlength=3).tolist() == [10, 10, 10]
         except Exception as e:  # noqa: BLE001
             errors.append(e)
 

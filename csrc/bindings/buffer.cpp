@@ -146,7 +146,8 @@ static std::uint64_t shared_fingerprint(std::size_t capacity, const std::vector<
 Buffer::Buffer(std::size_t capacity, const py::list& names, const py::list& shapes, const py::list& dtypes,
                py::object seed, bool prioritized, double alpha, double eps, bool stored_max,
                const std::string& storage_dir, py::object episodes, const std::string& shared, bool attach,
-               py::object tasks, bool task_global)
+               py::object tasks, bool task_global,
+               const std::vector<std::shared_ptr<std::uint8_t>>* task_memory)
     : pool_(std::make_shared<fr::BlockPool>()), prioritized_(prioritized) {
   for (std::size_t i = 0; i < names.size(); ++i) {
     fields_.emplace_back(names[i].cast<std::string>(), shapes[i], dtypes[i]);
@@ -165,28 +166,39 @@ Buffer::Buffer(std::size_t capacity, const py::list& names, const py::list& shap
   for (const Field& f : stored_) specs.push_back({f.name, f.row_bytes});
   for (const Field& f : out_) row_bytes_.push_back(f.row_bytes);
   std::uint64_t s = seed.is_none() ? random_seed() : static_cast<std::uint64_t>(as_int(seed.ptr(), "seed"));
+  // The memory blocks a core takes from outside (ReplayCore's `memory`): one per stored field, then the episode
+  // index's (start: 8 bytes a slot; finals: one per observation key, written rarely), then seq (8 bytes a slot).
+  std::vector<std::size_t> extra;
+  if (ep) {
+    extra.push_back(8);
+    if (ep->dedup)
+      for (std::size_t c : ep->obs_col) extra.push_back(stored_[c].row_bytes);
+  }
   if (!tasks.is_none()) {  // one child per task (the Python layer checked the quotas and refuses other storage)
     if (!storage_dir.empty() || !shared.empty()) fr::throw_invalid("multi-task buffers live in memory");
     seed_ = s;
     task_global_ = task_global;
     offsets_.push_back(0);
-    std::size_t t = 0;
-    for (py::handle q : tasks) {
-      const std::size_t quota = q.cast<std::size_t>();
-      // each task's generator: the buffer's seed mixed with the task number (splitmix64 constant)
-      const std::uint64_t ts = (s + 0x9E3779B97F4A7C15ull * (++t)) & 0x7FFFFFFFFFFFFFFFull;  // a valid seed
-      tasks_.emplace_back(new Buffer(quota, names, shapes, dtypes, py::int_(ts), prioritized, alpha, eps, stored_max,
-                                     "", episodes, "", false));
-      offsets_.push_back(offsets_.back() + quota);
-    }
-    if (tasks_.empty()) fr::throw_invalid("a multi-task buffer needs at least one task");
+    for (py::handle q : tasks) offsets_.push_back(offsets_.back() + q.cast<std::size_t>());
+    if (offsets_.size() < 2) fr::throw_invalid("a multi-task buffer needs at least one task");
     if (offsets_.back() != capacity) fr::throw_invalid("the tasks' quotas must add up to the capacity");
-    const Buffer& first = *tasks_[0];
-    fields_ = first.fields_;
-    stored_ = first.stored_;
-    out_ = first.out_;
-    row_bytes_ = first.row_bytes_;
-    index_ = first.index_;
+    // Every block spans all tasks, each task's core gets its slice: one allocation per column (huge pages for
+    // big ones, as for one buffer), task t's rows at [offset_t, offset_t + quota_t).
+    std::vector<std::pair<std::shared_ptr<std::uint8_t>, std::size_t>> whole;  // (block, bytes a slot)
+    for (const fr::FieldSpec& f : specs) whole.emplace_back(fr::allocate_zeroed(fr::checked_mul(capacity, f.row_bytes)), f.row_bytes);
+    for (std::size_t j = 0; j < extra.size(); ++j)
+      whole.emplace_back(fr::allocate_zeroed(fr::checked_mul(capacity, extra[j]), j > 0), extra[j]);
+    whole.emplace_back(fr::allocate_zeroed(fr::checked_mul(capacity, 8)), 8);
+    for (std::size_t f = 0; f < specs.size(); ++f) task_cols_.push_back({whole[f].first.get(), specs[f].row_bytes});
+    for (std::size_t t = 0; t + 1 < offsets_.size(); ++t) {
+      std::vector<std::shared_ptr<std::uint8_t>> slice;
+      for (const auto& [block, per_slot] : whole)  // aliasing: each slice keeps the whole block alive
+        slice.emplace_back(block, block.get() + offsets_[t] * per_slot);
+      // each task's generator: the buffer's seed mixed with the task number (splitmix64's constant)
+      const std::uint64_t ts = (s + 0x9E3779B97F4A7C15ull * (t + 1)) & 0x7FFFFFFFFFFFFFFFull;  // a valid seed
+      tasks_.emplace_back(new Buffer(offsets_[t + 1] - offsets_[t], names, shapes, dtypes, py::int_(ts), prioritized,
+                                     alpha, eps, stored_max, "", episodes, "", false, py::none(), true, &slice));
+    }
     py::module_ np = py::module_::import("numpy");
     out_.emplace_back("task", py::tuple(), np.attr("dtype")("int64"));
     row_bytes_.push_back(out_.back().row_bytes);
@@ -206,15 +218,8 @@ Buffer::Buffer(std::size_t capacity, const py::list& names, const py::list& shap
     shared_ = shared;
   }
   std::vector<std::shared_ptr<std::uint8_t>> memory;
-  if (!storage_dir.empty()) {
-    std::vector<std::size_t> extra;
-    if (ep) {
-      extra.push_back(8);
-      if (ep->dedup)
-        for (std::size_t c : ep->obs_col) extra.push_back(stored_[c].row_bytes);
-    }
-    memory = map_storage(storage_dir, specs, extra, capacity, mapped_);
-  }
+  if (task_memory) memory = *task_memory;
+  if (!storage_dir.empty()) memory = map_storage(storage_dir, specs, extra, capacity, mapped_);
   if (prioritized) {
     const auto mode = stored_max ? fr::PrioritizedCore::MaxMode::Stored : fr::PrioritizedCore::MaxMode::AllTime;
     per_ = new fr::PrioritizedCore(capacity, specs, s, alpha, eps, mode, memory, ep.get(), region.get());

@@ -30,7 +30,8 @@ class Buffer {
   // Argument values were validated by the Python layer (fastreplay/_args.py).
   // `tasks` (None, or one quota per task adding up to capacity) makes it a multi-task buffer (tasks.cpp): one child
   // buffer per task, this one routes adds, samples, gets and priority updates; `task_global` picks how prioritized
-  // tasks' weights are normalised (fastreplay/tasks.h).
+  // tasks' weights are normalised (fastreplay/tasks.h). `task_memory` (C++ only): a task's slices of the
+  // multi-task buffer's blocks, as ReplayCore takes them.
   // `shared` non-empty: all memory in the shared-memory object of that name (fastreplay/shared.h), created, or with
   // `attach` the one another process created with the same arguments (its seed is used).
   // `episodes` (None for a plain buffer) makes it episodic: a dict from fastreplay/buffer.py with the options
@@ -39,7 +40,7 @@ class Buffer {
   Buffer(std::size_t capacity, const py::list& names, const py::list& shapes, const py::list& dtypes, py::object seed,
          bool prioritized, double alpha, double eps, bool stored_max, const std::string& storage_dir,
          py::object episodes, const std::string& shared, bool attach, py::object tasks = py::none(),
-         bool task_global = true);
+         bool task_global = true, const std::vector<std::shared_ptr<std::uint8_t>>* task_memory = nullptr);
 
   // add(*values, **fields): positional values in field order, keywords by name; dict values expand into 'name.key'.
   // A value that already has the field's dtype and layout is copied in place, without the GIL: if another thread
@@ -133,6 +134,7 @@ class Buffer {
   bool prioritized_ = false;
   std::vector<std::unique_ptr<Buffer>> tasks_;  // multi-task: one child buffer per task
   std::vector<std::size_t> offsets_;            // multi-task: first global slot of each task, then capacity
+  std::vector<fr::ColumnRef> task_cols_;        // multi-task: each stored column over every task's slots
   bool task_global_ = true;                     // multi-task PER: weights normalised over all tasks
   std::uint64_t seed_ = 0;                      // multi-task: seed of the task counts' generator
   std::atomic<std::uint64_t> calls_{0};         // multi-task: its stream counter

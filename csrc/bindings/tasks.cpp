@@ -9,6 +9,7 @@
 
 #include "bindings/buffer.h"
 #include "bindings/numpy_util.h"
+#include "fastreplay/gather.h"
 #include "fastreplay/rng.h"
 #include "fastreplay/tasks.h"
 
@@ -165,6 +166,41 @@ void Buffer::fill_tasks(Target& t, double beta, const std::vector<double>& weigh
   double wsum = 0.0;
   for (double v : w) wsum += v;
   const std::size_t nf = out_.size() - 1;  // the children's batch fields; the last one is "task"
+  auto fill_task_column = [&] {
+    auto* col = reinterpret_cast<std::int64_t*>(t.rows()[nf]);
+    std::size_t r = 0;
+    for (std::size_t i = 0; i < k; ++i)
+      for (std::size_t j = 0; j < counts[i]; ++j) col[r++] = static_cast<std::int64_t>(i);
+  };
+  if (!prioritized_ && !tasks_[0]->core_->episodes()) {
+    // Uniform plain tasks: every row drawn first, then one gather over the columns that span all tasks (a gather
+    // per task would restart its prefetching each time), checked as one core checks its own: if no add ran in any
+    // task meanwhile, every row is whole; otherwise the per-task path below draws the batch again.
+    std::vector<fr::Ring::Quiet> q(k);
+    bool quiet = true;
+    for (std::size_t i = 0; i < k; ++i) quiet = (q[i] = tasks_[i]->core_->ring().quiet_begin()).quiet && quiet;
+    if (quiet) {
+      std::size_t r = 0;
+      for (std::size_t i = 0; i < k; ++i) {
+        const std::size_t size = tasks_[i]->core_->size();
+        if (counts[i] && size == 0) fr::throw_invalid("sample: task " + std::to_string(i) + " holds no transitions");
+        for (std::size_t j = 0; j < counts[i]; ++j)
+          t.indices[r++] = static_cast<std::int64_t>(offsets_[i] + rng.bounded(size));
+      }
+      fr::gather_batch(task_cols_.data(), nf, t.indices, t.n, t.rows());
+      bool still = true;
+      for (std::size_t i = 0; i < k; ++i) still = tasks_[i]->core_->ring().quiet_end(q[i]) && still;
+      if (still) {
+        if (t.generations)
+          for (std::size_t j = 0; j < t.n; ++j) {
+            const std::size_t i = task_of(t.indices[j]);
+            t.generations[j] = tasks_[i]->core_->ring().generation(static_cast<std::size_t>(t.indices[j]) - offsets_[i]);
+          }
+        fill_task_column();
+        return;
+      }
+    }
+  }
   std::vector<std::uint8_t*> rows(nf);
   std::vector<double> prob(k), mass(k, 0.0), minleaf(k, 0.0), factor(k, 1.0);
   std::size_t row = 0;
@@ -180,13 +216,10 @@ void Buffer::fill_tasks(Target& t, double beta, const std::vector<double>& weigh
     } else {
       child.core_->sample(c, t.indices + row, t.generations ? t.generations + row : nullptr, rows.data());
     }
-    auto* task_col = reinterpret_cast<std::int64_t*>(t.rows()[nf] + row * row_bytes_[nf]);
-    for (std::size_t j = 0; j < c; ++j) {
-      t.indices[row + j] += static_cast<std::int64_t>(offsets_[i]);
-      task_col[j] = static_cast<std::int64_t>(i);
-    }
+    for (std::size_t j = 0; j < c; ++j) t.indices[row + j] += static_cast<std::int64_t>(offsets_[i]);
     row += c;
   }
+  fill_task_column();
   if (prioritized_ && task_global_) {  // each task's own weights, rescaled to the global maximum (tasks.h)
     for (std::size_t i = 0; i < k; ++i) {
       if (prob[i] <= 0.0 || tasks_[i]->size() == 0) continue;

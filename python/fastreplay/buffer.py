@@ -105,6 +105,18 @@ class ReplayBuffer(_core._Buffer):
             episode; every row is a whole transition, ``next_obs`` of an end row its final observation) or
             ``"next_step"`` (gymnasium's default: the env's reset step, stored but never sampled).
 
+    Multi-task options (keyword-only; see ``docs/tasks.md``):
+        tasks: K: one buffer, K tasks, each with its own quota of slots (FIFO within the task, so a fast task never
+            evicts a slow one). ``add(..., task=t)`` takes one task for every row or one per row (int[N]);
+            ``sample(B, tasks=...)`` takes ``"proportional"`` (default: by stored size), ``"balanced"`` (B/K rows
+            per task; for B not a multiple of K, the remainder goes to random tasks, one row each), a list of tasks
+            (balanced over them) or a dict ``{task: weight}``; counts are stratified (each task gets floor or ceil
+            of its share, exactly B in all), rows come grouped by task and ``batch["task"]`` (int64[B]) says whose.
+            Indices are global slots: task t owns ``task_capacity[t]`` slots from ``sum(task_capacity[:t])``.
+            Episode options apply per task (lanes, frame stacks, n-step). Not yet with tasks: checkpoints
+            (save/load, pickling), storage views, memmap and shared storage.
+        task_capacity: the quotas (K ints adding up to capacity); default: equal shares.
+
     Adds to an episodic buffer are serialised (one at a time, so that each lane's steps stay in order); sampling
     runs concurrently with them as for any buffer. ``storage`` shows the stored columns (one frame per step;
     no ``next_obs`` with dedup); ``fields`` what ``add`` takes.
@@ -416,6 +428,12 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     ``sample(batch_size, beta)`` is stratified and returns ``weights`` normalised by the largest weight over all
     stored transitions (found through the min tree), so weights lie in (0, 1].
+
+    With ``tasks=K`` (see :class:`ReplayBuffer`) every task has its own sum/min trees and its own maximum priority
+    for new rows, so tasks whose TD errors have different scales do not crowd each other out. A row of task t is
+    drawn with P(i) = P(t) * p_i / sum_task p, P(t) the task's share of the batch; ``task_weights="global"``
+    (default) normalises (N P(i))**-beta by its maximum over every row of the tasks drawn, ``"task"`` gives each
+    task's own PER weights ((p_min,t / p_i)**beta).
     """
 
     _prioritized = True
