@@ -39,7 +39,7 @@ class _OptimizeMemory:
         self._pend_check: Optional[np.ndarray] = None  # rows whose next add's observation is compared with _pend
         self._aside: Dict[int, List[np.ndarray]] = {}  # slot -> true next observations (per key) of a reset row
         self._aside_mask: Optional[np.ndarray] = None  # bool[capacity]: slots in _aside (allocated at first use)
-        self._all_rows = np.ones(k, dtype=bool)
+        self._all_rows, self._no_rows = np.ones(k, dtype=bool), np.zeros(k, dtype=bool)
         self._rng = np.random.default_rng(self._seed ^ 0x5DEECE66D)  # draws of the latest rows in sample
         spec = self._obs_specs[0]
         # add()'s fast path: one Box-like observation key, arrays of exactly the stored dtype and shape
@@ -47,8 +47,7 @@ class _OptimizeMemory:
 
     # ---------------------------------------------------------------------------------------------- adding
     def _add_optimized(self, obs: Any, next_obs: Any, action: Any, reward: Any, done: Any, infos: Any) -> None:
-        core, fast = self._core, self._fast_obs
-        p = core.next_index
+        fast = self._fast_obs
         if (fast is not None and type(obs) is np.ndarray and type(next_obs) is np.ndarray and type(done) is np.ndarray
                 and obs.dtype == fast[1] and next_obs.dtype == fast[1] and done.dtype == np.bool_
                 and obs.shape == fast[0] and next_obs.shape == fast[0] and done.shape == self._scalar_shape):
@@ -61,13 +60,23 @@ class _OptimizeMemory:
                     broken = self._broken([got])
             try:
                 if self.handle_timeout_termination:
-                    core.add(obs, next_obs, action, reward, done, done, self._timeouts(infos))
+                    self._core.add(obs, next_obs, action, reward, done, done, self._timeouts(infos))
                 else:
-                    core.add(obs, next_obs, action, reward, done, done)
+                    self._core.add(obs, next_obs, action, reward, done, done)
             except (TypeError, ValueError):
                 pass  # SB3's reshaping and casts below
             else:
-                self._commit(p, broken, done, (next_obs,))
+                if broken is not None or self._aside:
+                    self._commit_aside(broken)
+                if self.n_envs == 1:  # the latest step's next observation, unless the core has it (an end)
+                    if done[0]:
+                        self._no_pending()
+                    else:
+                        self._pend = [next_obs.tobytes()]
+                        self._pend_rows = self._pend_check = self._all_rows
+                        self._n_pend = 1
+                else:
+                    self._set_pending(done, (next_obs,))
                 return
         rows, next_rows = self._step_rows(obs, next_obs, action, reward, done, infos)
         sb3_done = rows.pop("done")
@@ -80,7 +89,9 @@ class _OptimizeMemory:
                 broken = self._broken(got)
         rows.update(next_rows)
         self._core.add(**rows)
-        self._commit(p, broken, ended, [next_rows[nn] for _, _, nn, *_ in self._obs_specs])
+        if broken is not None or self._aside:
+            self._commit_aside(broken)
+        self._set_pending(ended, [next_rows[nn] for _, _, nn, *_ in self._obs_specs])
 
     def _broken(self, got: List[bytes]) -> Optional[np.ndarray]:
         """Lanes whose new observation differs from the ``next_obs`` the previous step gave (resets without done)."""
@@ -91,9 +102,11 @@ class _OptimizeMemory:
         lanes = np.flatnonzero(self._pend_check & ~same)  # type: ignore[operator]
         return lanes if len(lanes) else None
 
-    def _commit(self, p: int, broken: Optional[np.ndarray], ended: np.ndarray, next_values: Any) -> None:
-        """After the core stored a step at slots ``p .. p + n_envs - 1``: keep what the core cannot know."""
+    def _commit_aside(self, broken: Optional[np.ndarray]) -> None:
+        """After the core stored a step: forget the rows it overwrote, keep the true next observations of the
+        previous step's rows that ``broken`` lists (resets without done)."""
         k, cap = self.n_envs, self._capacity
+        p = (self._core.next_index - k) % cap  # the slots just written
         if self._aside:
             mask = self._aside_mask
             for s in range(p, p + k):
@@ -108,19 +121,23 @@ class _OptimizeMemory:
             for lane in broken.tolist():
                 self._aside[prev + lane] = [r[lane].copy() for r in rows]
                 self._aside_mask[prev + lane] = True
-        if k == 1:
-            pend = None if ended[0] else self._all_rows
+
+    def _set_pending(self, ended: np.ndarray, next_values: Any) -> None:
+        """The latest step's rows that are not episode ends wait for the next add: keep their next observations."""
+        if not ended.any():
+            pend = self._all_rows
         else:
-            pend = ~ended if ended.any() else self._all_rows
+            pend = ~ended
             if not pend.any():
-                pend = None
-        if pend is None:
-            self._pend, self._pend_check, self._n_pend = None, None, 0
-            self._pend_rows = ~self._all_rows
-        else:
-            self._pend = [v.tobytes() for v in next_values]
-            self._pend_rows = self._pend_check = pend
-            self._n_pend = k if pend is self._all_rows else int(pend.sum())
+                self._no_pending()
+                return
+        self._pend = [v.tobytes() for v in next_values]
+        self._pend_rows = self._pend_check = pend
+        self._n_pend = int(pend.sum())
+
+    def _no_pending(self) -> None:
+        self._pend, self._pend_check, self._n_pend = None, None, 0
+        self._pend_rows = self._no_rows
 
     def _pend_arrays(self) -> List[np.ndarray]:
         """The latest step's next observations, per key ``(n_envs, *shape)`` (read-only)."""
@@ -212,8 +229,7 @@ class _OptimizeMemory:
         p = core.next_index
         if p == old_cursor % cap and (self._pend is not None or old_size == size):
             return  # the latest step is the same: its next observation too
-        self._pend, self._pend_check, self._n_pend = None, None, 0
-        self._pend_rows = ~self._all_rows
+        self._no_pending()
         if size == 0:
             return
         latest = (p - k) % cap
