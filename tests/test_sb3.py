@@ -285,8 +285,8 @@ def test_pos_and_full_assignment_prioritized():
 def stored_next_obs(rb, idx):
     """The next observations that sample gives rows idx of a buffer with optimize_memory_usage (as _to_samples)."""
     batch = rb._get(idx)
-    if rb._aside:
-        rb._patch_aside(batch)
+    if rb._resets:
+        rb._patch_resets(batch)
     return batch["next_obs"]
 
 
@@ -310,12 +310,12 @@ def test_pos_and_full_assignment_optimize_memory(n_envs):
             done = k < 4 and steps[k][4][e]
             want = steps[k][1][e] if done or k == 3 else obs[(k + 1) % 10, e]
             np.testing.assert_array_equal(nxt[k, e], want)
-    for step in steps[4:]:  # then adds as usual, overwriting the oldest steps, with aside rows still right
+    for step in steps[4:]:  # then adds as usual, overwriting the oldest steps, with reset rows still right
         ours.add(*step)
     plain = fs.ReplayBuffer(10 * n_envs, obs_space, act_space, "cpu", n_envs=n_envs, handle_timeout_termination=False)
     for step in steps:
         plain.add(*step)
-    idx = np.arange(4 * n_envs, ours._capacity)  # the steps written after the assignment and step 3 (aside/pending)
+    idx = np.arange(4 * n_envs, ours._capacity)  # the steps written after the assignment and step 3 (pending)
     got = stored_next_obs(ours, idx)
     want = plain._core.get(idx)["next_obs"]
     np.testing.assert_array_equal(got, want)
@@ -363,7 +363,7 @@ def test_optimize_memory_usage_gives_plain_samples(handle_timeout_termination, n
     for i, step in enumerate(optimized_stream(n_envs, steps, seed=n_envs)):
         plain.add(*step)
         opt.add(*step)
-        broken |= bool(opt._aside)  # the reset without done was noticed
+        broken |= bool(opt._resets)  # the reset without done was noticed
         if i in (3, 19, 56):
             assert (opt.pos, opt.full) == (plain.pos, plain.full)
             for seed in range(2):

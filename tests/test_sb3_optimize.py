@@ -151,7 +151,7 @@ def test_plain_buffer_equivalence_dict_discrete_and_pickle():
         step = (obs, nxt, rng.uniform(-1, 1, (n_envs, 2)), rng.normal(size=n_envs), done, infos)
         plain.add(*step)
         opt.add(*step)
-        broken |= bool(opt._aside)
+        broken |= bool(opt._resets)
         obs = {key: v.copy() for key, v in nxt.items()}
         if k % 5 == 2:
             obs["id"][1] = (obs["id"][1] + 1) % 5  # reset without done, seen in one key only
@@ -201,11 +201,11 @@ def test_bad_add_raises_as_sb3_and_changes_nothing(what, bad, n_envs):
             with pytest.raises((ValueError, TypeError)):
                 theirs.add(*bad(step))  # SB3 refuses it too (it may have written part of the step: not compared)
             before = (ours.pos, ours.full, ours.size(), np.array(ours.observations), np.array(ours.dones),
-                      ours._pend, ours._n_pend, dict(ours._aside))
+                      ours._pend, ours._n_pend, dict(ours._resets))
             with pytest.raises((ValueError, TypeError)):
                 ours.add(*bad(step))
             after = (ours.pos, ours.full, ours.size(), np.array(ours.observations), np.array(ours.dones),
-                     ours._pend, ours._n_pend, dict(ours._aside))
+                     ours._pend, ours._n_pend, dict(ours._resets))
             for x, y in zip(before[:5], after[:5]):
                 np.testing.assert_array_equal(x, y)
             assert before[5:7] == after[5:7] and before[7].keys() == after[7].keys()

@@ -388,8 +388,8 @@ class ReplayBuffer(_OptimizeMemory, _sb3.ReplayBuffer):
         return self._get_optimized(slots) if self.optimize_memory_usage else self._core.get(slots)
 
     def _to_samples(self, batch: Any, env: Optional[Any]) -> Any:
-        if self.optimize_memory_usage and self._aside:
-            self._patch_aside(batch)
+        if self.optimize_memory_usage and self._resets:
+            self._patch_resets(batch)
         done = batch[self._done_field]
         if self.handle_timeout_termination:
             done = done * (1 - batch["timeout"])  # only dones that are not time-limit truncations

@@ -11,7 +11,7 @@ the core cannot know:
   (``_pend``) and mixes those rows into uniform samples with their exact probability.
 - a reset without ``done`` (SB3's second ``learn()``, CleanRL's truncations with ``done=terminations``): the next
   ``add`` shows an observation other than the ``next_obs`` given before, byte for byte. The core cannot mark a stored
-  step as an end afterwards, so the true next observation of that row is kept here (``_aside``, slot-indexed, dropped
+  step as an end afterwards, so the true next observation of that row is kept here (``_resets``, slot-indexed, dropped
   when the slot is written again) and patched into samples.
 """
 from __future__ import annotations
@@ -37,8 +37,8 @@ class _OptimizeMemory:
         self._pend_rows = np.zeros(k, dtype=bool)  # latest rows whose next observation is in _pend (not core ends)
         self._n_pend = 0
         self._pend_check: Optional[np.ndarray] = None  # rows whose next add's observation is compared with _pend
-        self._aside: Dict[int, List[np.ndarray]] = {}  # slot -> true next observations (per key) of a reset row
-        self._aside_mask: Optional[np.ndarray] = None  # bool[capacity]: slots in _aside (allocated at first use)
+        self._resets: Dict[int, List[np.ndarray]] = {}  # slot -> true next observations (per key) of a reset row
+        self._resets_mask: Optional[np.ndarray] = None  # bool[capacity]: slots in _resets (allocated at first use)
         self._all_rows, self._no_rows = np.ones(k, dtype=bool), np.zeros(k, dtype=bool)
         self._rng = np.random.default_rng(self._seed ^ 0x5DEECE66D)  # draws of the latest rows in sample
         spec = self._obs_specs[0]
@@ -66,8 +66,8 @@ class _OptimizeMemory:
             except (TypeError, ValueError):
                 pass  # SB3's reshaping and casts below
             else:
-                if broken is not None or self._aside:
-                    self._commit_aside(broken)
+                if broken is not None or self._resets:
+                    self._commit_resets(broken)
                 if self.n_envs == 1:  # the latest step's next observation, unless the core has it (an end)
                     if done[0]:
                         self._no_pending()
@@ -89,8 +89,8 @@ class _OptimizeMemory:
                 broken = self._broken(got)
         rows.update(next_rows)
         self._core.add(**rows)
-        if broken is not None or self._aside:
-            self._commit_aside(broken)
+        if broken is not None or self._resets:
+            self._commit_resets(broken)
         self._set_pending(ended, [next_rows[nn] for _, _, nn, *_ in self._obs_specs])
 
     def _broken(self, got: List[bytes]) -> Optional[np.ndarray]:
@@ -102,25 +102,25 @@ class _OptimizeMemory:
         lanes = np.flatnonzero(self._pend_check & ~same)  # type: ignore[operator]
         return lanes if len(lanes) else None
 
-    def _commit_aside(self, broken: Optional[np.ndarray]) -> None:
+    def _commit_resets(self, broken: Optional[np.ndarray]) -> None:
         """After the core stored a step: forget the rows it overwrote, keep the true next observations of the
         previous step's rows that ``broken`` lists (resets without done)."""
         k, cap = self.n_envs, self._capacity
         p = (self._core.next_index - k) % cap  # the slots just written
-        if self._aside:
-            mask = self._aside_mask
+        if self._resets:
+            mask = self._resets_mask
             for s in range(p, p + k):
                 if mask[s]:  # type: ignore[index]
-                    del self._aside[s]
+                    del self._resets[s]
                     mask[s] = False  # type: ignore[index]
         if broken is not None and cap > k:  # the previous step's slots, unless this add overwrote them
-            if self._aside_mask is None:
-                self._aside_mask = np.zeros(cap, dtype=bool)
+            if self._resets_mask is None:
+                self._resets_mask = np.zeros(cap, dtype=bool)
             prev = (p - k) % cap
             rows = self._pend_arrays()
             for lane in broken.tolist():
-                self._aside[prev + lane] = [r[lane].copy() for r in rows]
-                self._aside_mask[prev + lane] = True
+                self._resets[prev + lane] = [r[lane].copy() for r in rows]
+                self._resets_mask[prev + lane] = True
 
     def _set_pending(self, ended: np.ndarray, next_values: Any) -> None:
         """The latest step's rows that are not episode ends wait for the next add: keep their next observations."""
@@ -207,12 +207,12 @@ class _OptimizeMemory:
         if batch.generations is not None and len(batch.generations):
             batch.generations[where] = core.generations(slots)
 
-    def _patch_aside(self, batch: Any) -> None:
+    def _patch_resets(self, batch: Any) -> None:
         """Rows whose episode did not continue into the lane's next step: their true next observations."""
         idx = batch.indices
-        hit = np.flatnonzero(self._aside_mask[idx])  # type: ignore[index]
+        hit = np.flatnonzero(self._resets_mask[idx])  # type: ignore[index]
         for i in hit.tolist():
-            rows = self._aside[int(idx[i])]
+            rows = self._resets[int(idx[i])]
             for (_, _, nn, *_), row in zip(self._obs_specs, rows):
                 batch[nn][i] = row
 
@@ -223,9 +223,9 @@ class _OptimizeMemory:
         ``pos`` (as SB3 reads it: ``observations[pos]``), until the next ``add`` writes that step."""
         core, k, cap = self._core, self.n_envs, self._capacity
         size = len(core)
-        for s in [s for s in self._aside if s >= size]:
-            del self._aside[s]
-            self._aside_mask[s] = False  # type: ignore[index]
+        for s in [s for s in self._resets if s >= size]:
+            del self._resets[s]
+            self._resets_mask[s] = False  # type: ignore[index]
         p = core.next_index
         if p == old_cursor % cap and (self._pend is not None or old_size == size):
             return  # the latest step is the same: its next observation too
