@@ -13,7 +13,8 @@ same-step autoreset vector env, ``add(obs, real_next_obs, action, reward, termin
 ``real_next_obs`` the final observation where an episode was truncated (episodes are cut at ``--max-episode-steps``),
 ``obs = next_obs``. The recorded steps are replayed in a loop into every buffer (the same arrays). Each buffer is
 filled to capacity first (untimed: the first lap pays the OS's page faults), then ``--rounds`` rounds each time
-``--adds`` adds and ``--samples`` sample(32) per buffer, alternating buffers. ``--old PACKAGE`` adds another
+``--adds`` adds and ``--samples`` sample(32) per buffer, alternating buffers; medians of the rounds' wall time
+and of this thread's CPU time per call (which other processes on a loaded machine do not inflate). ``--old PACKAGE`` adds another
 fastreplay.sb3-like package (e.g. an older checkout of the adapter) to the comparison.
 """
 import argparse
@@ -28,11 +29,11 @@ from stable_baselines3.common.buffers import ReplayBuffer as SB3Buffer
 import fastreplay.sb3 as frs
 
 
-def per_call(fn, n):
-    t0 = time.perf_counter_ns()
+def per_call(fn, n, clock=time.perf_counter_ns):
+    t0 = clock()
     for _ in range(n):
         fn()
-    return (time.perf_counter_ns() - t0) / n / 1e3
+    return (clock() - t0) / n / 1e3
 
 
 def cartpole() -> None:
@@ -105,12 +106,16 @@ def atari(args) -> None:
         per_call(adds[k], args.capacity)
     np.random.seed(0)
     res = {f"{k} {op}": [] for k in bufs for op in ("add", "sample(32)")}
+    cpu = {k: [] for k in res}
     for _ in range(args.rounds):
         for k, b in bufs.items():
-            res[f"{k} add"].append(per_call(adds[k], args.adds))
-            res[f"{k} sample(32)"].append(per_call(lambda: b.sample(32), args.samples))
+            for op, fn, n in (("add", adds[k], args.adds), ("sample(32)", lambda: b.sample(32), args.samples)):
+                t0 = time.thread_time_ns()
+                res[f"{k} {op}"].append(per_call(fn, n))
+                cpu[f"{k} {op}"].append((time.thread_time_ns() - t0) / n / 1e3)
     for k, v in res.items():
-        print(f"{k}: median {statistics.median(v):.2f} us (rounds: min {min(v):.2f}, max {max(v):.2f})")
+        print(f"{k}: median {statistics.median(v):.2f} us wall (rounds: min {min(v):.2f}, max {max(v):.2f}), "
+              f"CPU {statistics.median(cpu[k]):.2f} us")
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ class _OptimizeMemory:
         self._resets: Dict[int, List[np.ndarray]] = {}  # slot -> true next observations (per key) of a reset row
         self._resets_mask: Optional[np.ndarray] = None  # bool[capacity]: slots in _resets (allocated at first use)
         self._all_rows, self._no_rows = np.ones(k, dtype=bool), np.zeros(k, dtype=bool)
+        self._zero_lane = np.zeros(1, dtype=np.int64)
         self._rng = np.random.default_rng(self._seed ^ 0x5DEECE66D)  # draws of the latest rows in sample
         spec = self._obs_specs[0]
         # add()'s fast path: one Box-like observation key, arrays of exactly the stored dtype and shape
@@ -96,6 +97,8 @@ class _OptimizeMemory:
     def _broken(self, got: List[bytes]) -> Optional[np.ndarray]:
         """Lanes whose new observation differs from the ``next_obs`` the previous step gave (resets without done)."""
         k = self.n_envs
+        if k == 1:  # the bytes differ: the one lane is broken (if it is checked at all: _pend_check is set)
+            return self._zero_lane
         same = np.ones(k, dtype=bool)
         for old, new in zip(self._pend, got):  # type: ignore[arg-type]
             same &= (np.frombuffer(old, np.uint8).reshape(k, -1) == np.frombuffer(new, np.uint8).reshape(k, -1)).all(1)
@@ -109,10 +112,11 @@ class _OptimizeMemory:
         p = (self._core.next_index - k) % cap  # the slots just written
         if self._resets:
             mask = self._resets_mask
-            for s in range(p, p + k):
-                if mask[s]:  # type: ignore[index]
-                    del self._resets[s]
-                    mask[s] = False  # type: ignore[index]
+            if mask[p] if k == 1 else mask[p:p + k].any():  # type: ignore[index]
+                for s in range(p, p + k):
+                    if mask[s]:  # type: ignore[index]
+                        del self._resets[s]
+                        mask[s] = False  # type: ignore[index]
         if broken is not None and cap > k:  # the previous step's slots, unless this add overwrote them
             if self._resets_mask is None:
                 self._resets_mask = np.zeros(cap, dtype=bool)
