@@ -248,3 +248,23 @@ def test_column_writes_as_sb3(n_envs):
         ours.rewards[10] = 1.0
     for x, y in zip(before, (ours.dones, ours.rewards, ours.observations)):
         np.testing.assert_array_equal(x, y)
+
+
+def test_pickles_of_the_previous_layout():
+    """A plain buffer pickled before this layout (no _done_field, column writes in an overlay) loads with its
+    writes; one with optimize_memory_usage (an aside store) is refused with a clear error."""
+    rb = fs.ReplayBuffer(8, *BOX, "cpu", handle_timeout_termination=False, seed=0)
+    for step in stream(1, 3, seed=0, p_term=0.0):
+        rb.add(*step)
+    state = dict(rb.__dict__)
+    del state["_done_field"]
+    state["_patches"] = {"done": {1: np.float32(1.0)}, "reward": {2: np.float32(9.0)}}
+    old = fs.ReplayBuffer.__new__(fs.ReplayBuffer)
+    old.__setstate__(pickle.loads(pickle.dumps(state)))
+    assert old.dones[:, 0].tolist() == [0.0, 1.0, 0.0] and old.rewards[2, 0] == 9.0
+    assert samples_of(old, [1]).dones[0, 0] == 1
+    opt = fs.ReplayBuffer(8, *BOX, "cpu", optimize_memory_usage=True, seed=0)
+    state = dict(opt.__dict__)
+    del state["_done_field"]
+    with pytest.raises(ValueError, match="older fastreplay.sb3 with optimize_memory_usage"):
+        fs.ReplayBuffer.__new__(fs.ReplayBuffer).__setstate__(state)

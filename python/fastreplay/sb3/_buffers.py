@@ -428,6 +428,29 @@ class ReplayBuffer(_OptimizeMemory, _sb3.ReplayBuffer):
     # checkpoint format (rows, ring position, generations, sampler state, priorities), so the default
     # __dict__ pickling is exact; only the column views, which are built on demand, are never stored.
 
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        """Also loads buffers pickled before optimize_memory_usage ran on the core's dedup: their column-write
+        overlay is written into the core's storage. Such a buffer with optimize_memory_usage (an aside store) has
+        another layout and is refused with a ValueError."""
+        patches = state.pop("_patches", None) if "_done_field" not in state else None
+        if "_done_field" not in state:
+            if state.get("optimize_memory_usage"):
+                raise ValueError(
+                    "this replay buffer was saved by an older fastreplay.sb3 with optimize_memory_usage=True, whose "
+                    "storage layout (an aside store) this version does not read; load it with that version, or "
+                    "refill a new buffer")
+            state["_done_field"] = "done"
+        parent = getattr(super(), "__setstate__", None)  # e.g. SB3's HerReplayBuffer (it sets env = None)
+        if parent is not None:
+            parent(state)
+        else:
+            self.__dict__.update(state)
+        for field, rows in (patches or {}).items():
+            raw = self._core._raw_view(self._field_index(field), len(self._core))
+            for slot, row in rows.items():
+                if slot < len(raw):
+                    raw[slot] = row
+
 
 class DictReplayBuffer(ReplayBuffer, _sb3.DictReplayBuffer):
     """SB3's ``DictReplayBuffer`` backed by fastreplay's core. Unlike SB3's, it supports ``optimize_memory_usage``."""
