@@ -284,9 +284,10 @@ def test_pos_and_full_assignment_prioritized():
 
 def stored_next_obs(rb, idx):
     """The next observations that sample gives rows idx of a buffer with optimize_memory_usage (as _to_samples)."""
-    batch = rb._core.get(idx)
-    rb._apply_patches(batch, idx)
-    return rb._next_obs_optimized(batch, idx)["next_obs"]
+    batch = rb._get(idx)
+    if rb._resets:
+        rb._patch_resets(batch)
+    return batch["next_obs"]
 
 
 @pytest.mark.parametrize("n_envs", [1, 2])
@@ -309,12 +310,12 @@ def test_pos_and_full_assignment_optimize_memory(n_envs):
             done = k < 4 and steps[k][4][e]
             want = steps[k][1][e] if done or k == 3 else obs[(k + 1) % 10, e]
             np.testing.assert_array_equal(nxt[k, e], want)
-    for step in steps[4:]:  # then adds as usual, overwriting the oldest steps, with aside rows still right
+    for step in steps[4:]:  # then adds as usual, overwriting the oldest steps, with reset rows still right
         ours.add(*step)
     plain = fs.ReplayBuffer(10 * n_envs, obs_space, act_space, "cpu", n_envs=n_envs, handle_timeout_termination=False)
     for step in steps:
         plain.add(*step)
-    idx = np.arange(4 * n_envs, ours._capacity)  # the steps written after the assignment and step 3 (aside/pending)
+    idx = np.arange(4 * n_envs, ours._capacity)  # the steps written after the assignment and step 3 (pending)
     got = stored_next_obs(ours, idx)
     want = plain._core.get(idx)["next_obs"]
     np.testing.assert_array_equal(got, want)
@@ -351,20 +352,18 @@ def optimized_stream(n_envs, steps, seed, truncation=True):
 @pytest.mark.parametrize("handle_timeout_termination", [True, False])
 @pytest.mark.parametrize("n_envs", [1, 2])
 @pytest.mark.parametrize("prioritized", [False, True])
-def test_optimize_memory_usage_gives_plain_samples(handle_timeout_termination, n_envs, prioritized, monkeypatch):
-    # start the aside store tiny so that it has to grow
-    monkeypatch.setattr("fastreplay.sb3._optimize_memory._ASIDE_START", 1)
+def test_optimize_memory_usage_gives_plain_samples(handle_timeout_termination, n_envs, prioritized):
     obs_space, act_space = spaces.Box(-5, 5, (3,), np.float32), spaces.Discrete(2)
     cls = fs.PrioritizedReplayBuffer if prioritized else fs.ReplayBuffer
     kw = dict(n_envs=n_envs, handle_timeout_termination=handle_timeout_termination)
     plain = cls(40, obs_space, act_space, "cpu", **kw)
     opt = cls(40, obs_space, act_space, "cpu", optimize_memory_usage=True, **kw)
-    assert "next_obs" not in opt._fields and not hasattr(opt, "next_observations")
+    assert "next_obs" not in opt._core.storage and not hasattr(opt, "next_observations")  # the core dedups
     steps, broken = 57, False
     for i, step in enumerate(optimized_stream(n_envs, steps, seed=n_envs)):
         plain.add(*step)
         opt.add(*step)
-        broken |= bool(opt._patches.get("aside"))  # the reset without done was noticed
+        broken |= bool(opt._resets)  # the reset without done was noticed
         if i in (3, 19, 56):
             assert (opt.pos, opt.full) == (plain.pos, plain.full)
             for seed in range(2):
@@ -373,8 +372,8 @@ def test_optimize_memory_usage_gives_plain_samples(handle_timeout_termination, n
                 a = plain._get_samples(inds)
                 np.random.seed(seed)
                 assert_same_samples(a, opt._get_samples(inds))
-    assert broken and opt._aside_cap > n_envs
-    # Pickling keeps the aside store and the pending next observations.
+    assert broken
+    # Pickling keeps the rows reset without done and the pending next observations.
     import pickle
 
     again = pickle.loads(pickle.dumps(opt))
@@ -498,9 +497,19 @@ def test_dqn_optimize_memory_usage_learns_twice():
                 replay_buffer_kwargs={"handle_timeout_termination": True}, buffer_size=500, learning_starts=100,
                 policy_kwargs=dict(net_arch=[16]), seed=0)
     model.learn(400)
+    rb = model.replay_buffer
+    last = rb.pos - 1
+    assert rb.dones[last, 0] == 0  # the last step did not end its episode ...
+    true_next = rb._pend_arrays()[0][0].copy()
     with pytest.warns(UserWarning, match="truncated"):
         model.learn(200)
-    assert model.replay_buffer._patches.get("done")
+    assert rb.dones[last, 0] == 1  # ... SB3's write reached the core's storage
+    np.random.seed(0)
+    s = rb._get_samples(np.array([last]))
+    assert s.dones[0, 0] == 1
+    # the env was reset without done: the row's next observation is the one given with it, not the reset one
+    np.testing.assert_array_equal(s.next_observations[0].numpy(), true_next)
+    assert not np.array_equal(rb.observations[last + 1, 0], true_next)
 
 
 @pytest.mark.parametrize("algo", [SAC, TD3])

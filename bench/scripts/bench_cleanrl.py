@@ -8,8 +8,9 @@ Each script is written twice: ``sb3/`` as CleanRL has it (``from cleanrl_utils.b
 copy of SB3's buffer) and ``fastreplay/`` with only that import line changed to ``from fastreplay.sb3 import
 ReplayBuffer``. Both copies get the same run-time shims for gymnasium 1.x (listed in ``SHIMS`` and printed), run with
 the same seed and arguments under ``OMP_NUM_THREADS=1``, alternating, and the script reports CleanRL's last printed
-``SPS:`` (global_step / wall time since the start of the loop), the time spent inside ``rb.add`` / ``rb.sample`` and
-the episodic returns.
+``SPS:`` (global_step / wall time since the start of the loop), the time spent inside ``rb.add`` / ``rb.sample`` (wall
+and the calling thread's CPU time, which other processes on a loaded machine do not inflate), the process's CPU time
+and the episodic returns.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -95,18 +97,19 @@ def per_env(final_info, num_envs):
     return out
 
 
-_T = {"add": [0.0, 0], "sample": [0.0, 0]}
+_T = {"add": [0.0, 0, 0.0], "sample": [0.0, 0, 0.0]}  # wall s, calls, CPU s of this thread
 
 
 def _timed(name, fn):
     acc = _T[name]
 
     def wrapper(*args, **kwargs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             return fn(*args, **kwargs)
         finally:
             acc[0] += time.perf_counter() - t0
+            acc[2] += time.thread_time() - c0
             acc[1] += 1
 
     return wrapper
@@ -117,7 +120,8 @@ def instrument(rb):
     rb.sample = _timed("sample", rb.sample)
     atexit.register(lambda: print(
         f"BUFFER {type(rb).__module__}.{type(rb).__name__} add_s={_T['add'][0]:.4f} n_add={_T['add'][1]} "
-        f"sample_s={_T['sample'][0]:.4f} n_sample={_T['sample'][1]}", flush=True))
+        f"sample_s={_T['sample'][0]:.4f} n_sample={_T['sample'][1]} add_cpu_s={_T['add'][2]:.4f} "
+        f"sample_cpu_s={_T['sample'][2]:.4f}", flush=True))
 '''
 
 
@@ -154,16 +158,19 @@ def build(git_dir: str, rev: str, root: Path) -> dict:
 
 SPS_RE = re.compile(r"^SPS: (\d+)", re.M)
 RET_RE = re.compile(r"^global_step=(\d+), episodic_return=([-\d.e+]+)", re.M)
-BUF_RE = re.compile(r"^BUFFER (\S+) add_s=([\d.]+) n_add=(\d+) sample_s=([\d.]+) n_sample=(\d+)", re.M)
+BUF_RE = re.compile(r"^BUFFER (\S+) add_s=([\d.]+) n_add=(\d+) sample_s=([\d.]+) n_sample=(\d+) "
+                    r"add_cpu_s=([\d.]+) sample_cpu_s=([\d.]+)", re.M)
 
 
 def run_one(base: Path, script: str, args: list[str], timeout: float) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(base), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    t0 = time.perf_counter()
+    t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run([sys.executable, f"cleanrl/{script}", *args], cwd=base, env=env, capture_output=True,
                           text=True, timeout=timeout)
     wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-5000:])
         raise SystemExit(f"{base.name}/{script} failed with exit code {proc.returncode}")
@@ -172,13 +179,15 @@ def run_one(base: Path, script: str, args: list[str], timeout: float) -> dict:
     buf = BUF_RE.search(proc.stdout)
     return {"sps": sps[-1] if sps else None, "returns": rets, "wall": wall, "buffer": buf.group(1),
             "add_s": float(buf.group(2)), "n_add": int(buf.group(3)), "sample_s": float(buf.group(4)),
-            "n_sample": int(buf.group(5))}
+            "n_sample": int(buf.group(5)), "add_cpu_s": float(buf.group(6)), "sample_cpu_s": float(buf.group(7)),
+            "cpu": cpu}
 
 
 def summary(results: list) -> str:
     """Markdown table: per script and buffer, medians over its runs; returns averaged over the runs."""
-    lines = ["| script | buffer | runs | SPS (median) | wall s (median) | add, us/call | sample, us/call | episodes "
-             "| mean return | mean of last 10 |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| script | buffer | runs | SPS (median) | wall s (median) | CPU s (median) | add, us/call "
+             "| add CPU, us/call | sample, us/call | sample CPU, us/call | episodes | mean return | mean of last 10 |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for script in dict.fromkeys(r["script"] for r in results):
         for variant in ("sb3", "fastreplay"):
             rs = [r for r in results if r["script"] == script and r["variant"] == variant]
@@ -188,8 +197,11 @@ def summary(results: list) -> str:
             lines.append(
                 f"| `{script}` | {variant} | {len(rs)} | {statistics.median(r['sps'] for r in rs):.0f} "
                 f"| {statistics.median(r['wall'] for r in rs):.1f} "
+                f"| {statistics.median(r['cpu'] for r in rs):.1f} "
                 f"| {statistics.median(1e6 * r['add_s'] / r['n_add'] for r in rs):.1f} "
+                f"| {statistics.median(1e6 * r['add_cpu_s'] / r['n_add'] for r in rs):.1f} "
                 f"| {statistics.median(1e6 * r['sample_s'] / max(r['n_sample'], 1) for r in rs):.1f} "
+                f"| {statistics.median(1e6 * r['sample_cpu_s'] / max(r['n_sample'], 1) for r in rs):.1f} "
                 f"| {statistics.fmean(len(x) for x in rets):.1f} "
                 f"| {statistics.fmean(statistics.fmean(x) if x else float('nan') for x in rets):.2f} "
                 f"| {statistics.fmean(statistics.fmean(x[-10:]) if x else float('nan') for x in rets):.2f} |")
@@ -235,8 +247,10 @@ def main(argv=None) -> None:
                 rets = [x for _, x in r["returns"]]
                 last = rets[-10:]
                 print(f"{script:13s} {variant:10s} seed {seed} rep {rep}: SPS {r['sps']}, wall {r['wall']:.1f} s, "
-                      f"add {1e6 * r['add_s'] / max(r['n_add'], 1):.1f} us x {r['n_add']}, "
-                      f"sample {1e6 * r['sample_s'] / max(r['n_sample'], 1):.1f} us x {r['n_sample']}, "
+                      f"CPU {r['cpu']:.1f} s, add {1e6 * r['add_s'] / max(r['n_add'], 1):.1f} us "
+                      f"(CPU {1e6 * r['add_cpu_s'] / max(r['n_add'], 1):.1f}) x {r['n_add']}, "
+                      f"sample {1e6 * r['sample_s'] / max(r['n_sample'], 1):.1f} us "
+                      f"(CPU {1e6 * r['sample_cpu_s'] / max(r['n_sample'], 1):.1f}) x {r['n_sample']}, "
                       f"{len(rets)} episodes, mean return {statistics.fmean(rets) if rets else float('nan'):.2f}, "
                       f"last 10 {statistics.fmean(last) if last else float('nan'):.2f}, "
                       f"returns {[round(x, 1) for x in rets]}", flush=True)

@@ -12,16 +12,17 @@ loads a saved buffer) and take the same constructor. Each environment step adds 
 :class:`fastreplay.ReplayBuffer` (row ``pos * n_envs + env``), so sampling uniformly over its rows is SB3's
 "random step, random env" sampling. ``sample`` returns SB3's ``ReplayBufferSamples`` with SB3's dtypes, shapes and
 device. The column attributes SB3 code reads (``observations``, ``actions``, ``rewards``, ``dones``, ``timeouts``,
-``next_observations``) are zero-copy views of the core's storage shaped ``(steps, n_envs, ...)``; an item assignment
-into them (SB3 writes ``dones[pos] = True`` before a second ``learn``) is kept in a small overlay that ``sample``
-applies. ``pos`` and ``full`` are derived from the core's ring; assigning them works as in SB3. See
-``docs/dropin.md`` for every difference.
+``next_observations``) are zero-copy, read-only views of the core's storage shaped ``(steps, n_envs, ...)``; an item
+assignment into them (SB3 writes ``dones[pos] = True`` before a second ``learn``) writes the core's storage. ``pos``
+and ``full`` are derived from the core's ring; assigning them works as in SB3. See ``docs/dropin.md`` for every
+difference.
 
-``optimize_memory_usage=True`` stores each observation once: the next observation of a row is the observation of
-the same env one step later, except at episode ends (``done``) and wherever the next ``add`` shows that the episode
-did not continue (a reset without ``done``), where the true next observation is kept aside in a second, small core
-buffer. Unlike SB3's buffer this also works with ``handle_timeout_termination=True`` and with Dict observations, and
-it never returns a wrong next observation.
+``optimize_memory_usage=True`` runs on the core's next-observation dedup (an episodic core buffer, one lane per env):
+each observation is stored once, the next observation of a row is the observation of the same env one step later,
+and at episode ends (``done``) the core keeps the true final observation. The adapter keeps the latest step's next
+observations (and samples those rows as SB3 does) and, where the next ``add`` shows that the episode did not
+continue (a reset without ``done``), that row's true next observation. Unlike SB3's buffer this also works with
+``handle_timeout_termination=True`` and with Dict observations, and it never returns a wrong next observation.
 
 :class:`PrioritizedReplayBuffer` adds proportional prioritized replay (``sample(batch_size, env, beta)`` returns
 samples with ``weights``, ``indices`` and ``generations``; ``update_priorities(indices, priorities, generations)``), and :class:`PERDQN` is a DQN

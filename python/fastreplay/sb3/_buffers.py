@@ -16,12 +16,11 @@ from ._optimize_memory import _OptimizeMemory
 
 
 class _Column(np.ndarray):
-    """A column attribute: a read-only view of core storage (or a patched copy) shaped ``(steps, n_envs, ...)``.
+    """A column attribute: a read-only view of core storage shaped ``(steps, n_envs, ...)``.
 
-    Item assignment does not write into the core (its storage is read-only to Python); it records the new rows in
-    the owning buffer's overlay, which ``sample`` applies until the slots are overwritten. The column is read-only
-    also when it is a patched copy, so every other write (through a slice, ``np.copyto``, ``out=``) fails with
-    "read-only" instead of changing a copy nobody reads.
+    Item assignment (``rb.dones[pos] = True``, as SB3's ``_setup_learn`` does) goes through the owning buffer's
+    ``_write_column``, which writes into the core's storage, so samples see it at once. Every other write (through a
+    slice, ``np.copyto``, ``out=``) fails with "read-only", as the view is read-only.
     """
 
     def __new__(cls, arr: np.ndarray, owner: "ReplayBuffer", field: str):
@@ -106,17 +105,20 @@ class ReplayBuffer(_OptimizeMemory, _sb3.ReplayBuffer):
         fields: Dict[str, Any] = {}
         for _, name, next_name, shape, dtype, _ in self._obs_specs:
             fields[name] = (shape, dtype)
-        if not self.optimize_memory_usage:
-            for _, name, next_name, shape, dtype, _ in self._obs_specs:
-                fields[next_name] = (shape, dtype)
+        for _, name, next_name, shape, dtype, _ in self._obs_specs:
+            fields[next_name] = (shape, dtype)  # not stored with optimize_memory_usage (the core's dedup)
         fields["action"] = ((self.action_dim,), self._action_dtype)
         fields["reward"] = ((), np.float32)
-        fields["done"] = ((), np.float32)
+        if self.optimize_memory_usage:
+            # The core's episode end (bool): where its dedup keeps a final observation. SB3's done is a column apart.
+            fields["done"] = ((), np.bool_)
+            fields["sb3_done"] = ((), np.float32)
+        else:
+            fields["done"] = ((), np.float32)
         if self.handle_timeout_termination:
             fields["timeout"] = ((), np.float32)
-        if self.optimize_memory_usage:
-            fields["aside"] = ((), np.int64)  # serial of the row's true next observation in the aside store, or -1
         self._fields = fields
+        self._done_field = "sb3_done" if self.optimize_memory_usage else "done"  # SB3's dones, float32
         self._capacity = self.buffer_size * self.n_envs
         self._action_shape = (self.n_envs, self.action_dim)
         self._scalar_shape = (self.n_envs,)
@@ -126,14 +128,16 @@ class ReplayBuffer(_OptimizeMemory, _sb3.ReplayBuffer):
         self._fast_add = list(fields)[:5] == ["obs", "next_obs", "action", "reward", "done"]
 
     def _new_core(self) -> _CoreReplay:
+        kwargs = dict(self._core_kwargs)
+        if self.optimize_memory_usage:  # one lane per env; next observations read from the lane's next step
+            kwargs.update(num_envs=self.n_envs, next_obs="dedup")
         if self._prioritized:
-            return _CorePER(self._capacity, self._fields, seed=self._seed, **self._core_kwargs)
-        return _CoreReplay(self._capacity, self._fields, seed=self._seed, **self._core_kwargs)
+            return _CorePER(self._capacity, self._fields, seed=self._seed, **kwargs)
+        return _CoreReplay(self._capacity, self._fields, seed=self._seed, **kwargs)
 
     def _reset_python_state(self) -> None:
-        self._patches: Dict[str, Dict[int, np.ndarray]] = {}
         if self.optimize_memory_usage:
-            self._reset_aside_state()
+            self._reset_optimized_state()
 
     # ---------------------------------------------------------------------------------- SB3's attributes
     @property
@@ -214,20 +218,24 @@ class ReplayBuffer(_OptimizeMemory, _sb3.ReplayBuffer):
         starts = np.maximum.accumulate(np.where(first, tickets, -1).reshape(-1, k), axis=0).reshape(-1)
         core._episode_view(-1)[slots] = starts.astype(np.uint64)
 
+    def _column_rows(self) -> int:
+        """Rows of the core's storage that the column attributes show: the stored ones."""
+        return len(self._core)
+
+    def _column_array(self, field: str, writable: bool = False) -> np.ndarray:
+        """The column ``(rows // n_envs, n_envs, ...)`` of core field ``field``: a view of the core's storage."""
+        i = self._field_index(field)
+        view = self._core._raw_view(i, self._column_rows()) if writable else self._core._storage_view(i)
+        if not writable and len(view) != self._column_rows():
+            view = self._core._raw_view(i, self._column_rows())
+        return view.reshape((len(view) // self.n_envs, self.n_envs) + view.shape[1:])
+
     def _column(self, field: str) -> np.ndarray:
-        view = self._core._storage_view(self._field_index(field))
-        arr = view.reshape((len(view) // self.n_envs, self.n_envs) + view.shape[1:])
-        patches = self._patches.get(field)
-        if patches:
-            arr = arr.copy()
-            flat = arr.reshape((-1,) + view.shape[1:])
-            for slot, row in patches.items():
-                if slot < len(flat):
-                    flat[slot] = row
-        return _Column(arr, self, field)
+        return _Column(self._column_array(field), self, field)
 
     def _field_index(self, field: str) -> int:
-        return list(self._fields).index(field)
+        """Index of ``field`` among the core's stored columns (with the core's dedup, next observations are not)."""
+        return list(self._core._stored).index(field)
 
     def _obs_columns(self, prefix: str) -> Any:
         names = {key: (name if prefix == "obs" else next_name) for key, name, next_name, *_ in self._obs_specs}
@@ -257,7 +265,7 @@ class ReplayBuffer(_OptimizeMemory, _sb3.ReplayBuffer):
 
     @property
     def dones(self) -> np.ndarray:  # type: ignore[override]
-        return self._column("done")
+        return self._column(self._done_field)
 
     @property
     def timeouts(self) -> np.ndarray:  # type: ignore[override]
@@ -266,18 +274,15 @@ class ReplayBuffer(_OptimizeMemory, _sb3.ReplayBuffer):
         return _Column(np.zeros(self.dones.shape, np.float32), self, "timeout")
 
     def _write_column(self, field: str, key: Any, value: Any) -> None:
-        """``column[key] = value`` for a column attribute: record the touched rows in the overlay."""
+        """``column[key] = value`` for a column attribute: written into the core's storage, with numpy's
+        assignment rules (SB3's columns are numpy arrays). The value is converted and broadcast into a copy of the
+        target rows first, so a value numpy refuses raises and leaves the buffer unchanged."""
         if field == "timeout" and not self.handle_timeout_termination:
             raise ValueError("timeouts are not stored when handle_timeout_termination=False")
-        current = np.array(self._column(field))
-        current[key] = value
-        steps, n = current.shape[:2]
-        slot_grid = np.arange(steps * n).reshape((steps, n) + (1,) * (current.ndim - 2))
-        touched = np.unique(np.broadcast_to(slot_grid, current.shape)[key])
-        flat = current.reshape((steps * n,) + current.shape[2:])
-        rows = self._patches.setdefault(field, {})
-        for slot in touched.tolist():
-            rows[slot] = flat[slot].copy()
+        target = self._column_array(field, writable=True)
+        region = np.array(target[key])  # IndexError for a bad key, before anything is written
+        region[...] = value
+        target[key] = region
 
     # -------------------------------------------------------------------------------------------- adding
     def _rows(self, value: Any, shape: Tuple[int, ...], dtype: np.dtype, reshape: bool = False) -> np.ndarray:
@@ -315,7 +320,10 @@ class ReplayBuffer(_OptimizeMemory, _sb3.ReplayBuffer):
         infos: List[Dict[str, Any]],
     ) -> None:
         """Store one step: ``n_envs`` transitions, with SB3's reshaping and casting rules."""
-        if self._fast_add and not self._patches:
+        if self.optimize_memory_usage:
+            self._add_optimized(obs, next_obs, action, reward, done, infos)
+            return
+        if self._fast_add:
             # The common case (arrays of the buffer's dtypes and shapes) costs one core call. The core checks
             # everything before it writes anything, so a value it refuses leaves the buffer as it was and goes the
             # general way below, which reshapes and casts as SB3 does.
@@ -328,12 +336,7 @@ class ReplayBuffer(_OptimizeMemory, _sb3.ReplayBuffer):
             except (TypeError, ValueError):
                 pass
         rows, next_rows = self._step_rows(obs, next_obs, action, reward, done, infos)
-        if self.optimize_memory_usage:
-            self._add_optimized(rows, next_rows)
-        else:
-            rows.update(next_rows)
-        if self._patches:
-            self._drop_patches(self._core.next_index, self.n_envs)
+        rows.update(next_rows)
         self._core.add(**rows)
 
     def _step_rows(
@@ -365,48 +368,35 @@ class ReplayBuffer(_OptimizeMemory, _sb3.ReplayBuffer):
             return self._rows(np.array(flags), (), np.dtype(np.float32))
         return self._scratch[2]  # all zeros, never written
 
-    def _drop_patches(self, start: int, n: int) -> None:
-        cap = self._capacity
-        for field in list(self._patches):
-            rows = self._patches[field]
-            for slot in [s for s in rows if (s - start) % cap < n]:
-                del rows[slot]
-            if not rows:
-                del self._patches[field]
-
-    # optimize_memory_usage (_add_optimized, _next_obs_optimized and the aside store): _optimize_memory.py
+    # optimize_memory_usage (_add_optimized, the latest step's rows, rows reset without done): _optimize_memory.py
 
     # ------------------------------------------------------------------------------------------ sampling
     def sample(self, batch_size: int, env: Optional[Any] = None) -> Any:  # type: ignore[override]
         """A uniform batch of transitions as SB3's ``ReplayBufferSamples`` (``DictReplayBufferSamples``)."""
+        if self.optimize_memory_usage:
+            return self._to_samples(self._sample_optimized(batch_size), env)
         return self._to_samples(self._core.sample(batch_size), env)
 
     def _get_samples(self, batch_inds: np.ndarray, env: Optional[Any] = None) -> Any:  # type: ignore[override]
         """SB3's hook: the given steps, each with a random env (as SB3 does)."""
         batch_inds = np.asarray(batch_inds, dtype=np.int64)
         env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
-        return self._to_samples(self._core.get(batch_inds * self.n_envs + env_indices), env)
+        return self._to_samples(self._get(batch_inds * self.n_envs + env_indices), env)
 
-    def _apply_patches(self, batch: Any, idx: np.ndarray) -> None:
-        for field, rows in self._patches.items():
-            if field not in batch:
-                continue
-            hit = np.flatnonzero(np.isin(idx, np.fromiter(rows, dtype=np.int64, count=len(rows))))
-            for i in hit.tolist():
-                batch[field][i] = rows[int(idx[i])]
+    def _get(self, slots: np.ndarray) -> Any:
+        """The core's ``get`` (with optimize_memory_usage also for the latest step's rows)."""
+        return self._get_optimized(slots) if self.optimize_memory_usage else self._core.get(slots)
 
     def _to_samples(self, batch: Any, env: Optional[Any]) -> Any:
-        idx = batch.indices
-        if self._patches:
-            self._apply_patches(batch, idx)
-        next_src = self._next_obs_optimized(batch, idx) if self.optimize_memory_usage else batch
-        done = batch["done"]
+        if self.optimize_memory_usage and self._resets:
+            self._patch_resets(batch)
+        done = batch[self._done_field]
         if self.handle_timeout_termination:
             done = done * (1 - batch["timeout"])  # only dones that are not time-limit truncations
         to_torch = self.to_torch
         if self._is_dict:
             obs = self._normalize_obs({key: batch[name] for key, name, *_ in self._obs_specs}, env)
-            next_obs = self._normalize_obs({key: next_src[nn] for key, _, nn, *_ in self._obs_specs}, env)
+            next_obs = self._normalize_obs({key: batch[nn] for key, _, nn, *_ in self._obs_specs}, env)
             fields = (
                 {k: to_torch(v, copy=False) for k, v in obs.items()},  # type: ignore[union-attr]
                 to_torch(batch["action"], copy=False),
@@ -416,7 +406,7 @@ class ReplayBuffer(_OptimizeMemory, _sb3.ReplayBuffer):
             fields = (
                 to_torch(self._normalize_obs(batch["obs"], env), copy=False),  # type: ignore[arg-type]
                 to_torch(batch["action"], copy=False),
-                to_torch(self._normalize_obs(next_src["next_obs"], env), copy=False),  # type: ignore[arg-type]
+                to_torch(self._normalize_obs(batch["next_obs"], env), copy=False),  # type: ignore[arg-type]
             )
         dones = to_torch(done.reshape(-1, 1), copy=False)
         rewards = to_torch(self._normalize_reward(batch["reward"].reshape(-1, 1), env), copy=False)
@@ -437,6 +427,29 @@ class ReplayBuffer(_OptimizeMemory, _sb3.ReplayBuffer):
     # SB3's save_replay_buffer pickles the whole object. The core buffers pickle themselves through fastreplay's
     # checkpoint format (rows, ring position, generations, sampler state, priorities), so the default
     # __dict__ pickling is exact; only the column views, which are built on demand, are never stored.
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        """Also loads buffers pickled before optimize_memory_usage ran on the core's dedup: their column-write
+        overlay is written into the core's storage. Such a buffer with optimize_memory_usage (an aside store) has
+        another layout and is refused with a ValueError."""
+        patches = state.pop("_patches", None) if "_done_field" not in state else None
+        if "_done_field" not in state:
+            if state.get("optimize_memory_usage"):
+                raise ValueError(
+                    "this replay buffer was saved by an older fastreplay.sb3 with optimize_memory_usage=True, whose "
+                    "storage layout (an aside store) this version does not read; load it with that version, or "
+                    "refill a new buffer")
+            state["_done_field"] = "done"
+        parent = getattr(super(), "__setstate__", None)  # e.g. SB3's HerReplayBuffer (it sets env = None)
+        if parent is not None:
+            parent(state)
+        else:
+            self.__dict__.update(state)
+        for field, rows in (patches or {}).items():
+            raw = self._core._raw_view(self._field_index(field), len(self._core))
+            for slot, row in rows.items():
+                if slot < len(raw):
+                    raw[slot] = row
 
 
 class DictReplayBuffer(ReplayBuffer, _sb3.DictReplayBuffer):

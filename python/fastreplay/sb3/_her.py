@@ -12,7 +12,7 @@ from stable_baselines3.common.type_aliases import DictReplayBufferSamples
 from stable_baselines3.her import her_replay_buffer as _sb3_her
 from stable_baselines3.her.goal_selection_strategy import KEY_TO_GOAL_STRATEGY, GoalSelectionStrategy
 
-from ._buffers import DictReplayBuffer, _Column
+from ._buffers import DictReplayBuffer
 
 _NO_EPISODE = (
     "Unable to sample before the end of the first episode. We recommend choosing a value "
@@ -118,7 +118,7 @@ class HerReplayBuffer(DictReplayBuffer, _sb3_her.HerReplayBuffer):
     def _store(self, obs: Any, next_obs: Any, action: Any, reward: Any, done: Any, infos: List[Dict[str, Any]]) -> None:
         """The step into the core: one positional call with the caller's arrays when the core takes them as they
         are (it checks every value before it writes any), else ``DictReplayBuffer.add``'s reshaping and casts."""
-        if self.__dict__.get("_fast_store", True) and not self._patches and type(obs) is dict and type(next_obs) is dict:
+        if self.__dict__.get("_fast_store", True) and type(obs) is dict and type(next_obs) is dict:
             try:
                 values = [obs[key] for key, *_ in self._obs_specs] + [next_obs[key] for key, *_ in self._obs_specs]
                 values += [action, reward, done]
@@ -154,19 +154,11 @@ class HerReplayBuffer(DictReplayBuffer, _sb3_her.HerReplayBuffer):
         lo = (self._current_ep_start - self._n_valid) % n
         return ((np.arange(n)[:, None] - lo[None, :]) % n) < self._n_valid[None, :]
 
-    def _column(self, field: str) -> np.ndarray:
+    def _column_rows(self) -> int:
         """SB3's shape: every column is ``(buffer_size, n_envs, ...)`` from the start (SB3's HER tests compare
-        slices past ``pos``); steps never written read as zeros, as in SB3's arrays. Read-only view of the core's
-        memory, or a patched copy after an item assignment."""
-        raw = self._core._raw_view(self._field_index(field), self._capacity)
-        arr = raw.reshape((self.buffer_size, self.n_envs) + raw.shape[1:])
-        patches = self._patches.get(field)
-        if patches:
-            arr = arr.copy()
-            flat = arr.reshape((-1,) + raw.shape[1:])
-            for slot, row in patches.items():
-                flat[slot] = row
-        return _Column(arr, self, field)
+        slices past ``pos``); steps never written read as zeros, as in SB3's arrays. Item assignments write into
+        the core's memory (``ReplayBuffer._write_column``)."""
+        return self._capacity
 
     # -------------------------------------------------------------------------------------------- sampling
     def _draw(self, batch_size: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -233,8 +225,6 @@ class HerReplayBuffer(DictReplayBuffer, _sb3_her.HerReplayBuffer):
         order = np.concatenate((np.arange(nb_virtual, batch_size), np.arange(nb_virtual)))
         slots = steps[order] * self.n_envs + envs[order]
         batch = self._core.get(slots)
-        if self._patches:
-            self._apply_patches(batch, slots)
         n_real = batch_size - nb_virtual
         obs = {key: batch[name] for key, name, *_ in self._obs_specs}
         next_obs = {key: batch[nn] for key, _, nn, *_ in self._obs_specs}
@@ -269,12 +259,8 @@ class HerReplayBuffer(DictReplayBuffer, _sb3_her.HerReplayBuffer):
         )
 
     def _goal_column(self) -> np.ndarray:
-        """``next_observations["achieved_goal"]`` flat ``(buffer_size * n_envs, ...)``: zero-copy unless patched."""
-        name = "next_obs.achieved_goal"
-        if name in self._patches:
-            col = np.asarray(self._column(name))
-            return col.reshape((-1,) + col.shape[2:])
-        return self._core._storage_view(self._field_index(name))
+        """``next_observations["achieved_goal"]`` flat ``(size, ...)``, zero-copy."""
+        return self._core._storage_view(self._field_index("next_obs.achieved_goal"))
 
     def _sample_goals(self, batch_indices: np.ndarray, env_indices: np.ndarray) -> np.ndarray:
         """SB3's goal draws (the same ``np.random`` calls), goals read from the core's storage."""

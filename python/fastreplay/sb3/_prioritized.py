@@ -105,7 +105,16 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         return self._core.alpha  # type: ignore[attr-defined]
 
     def sample(self, batch_size: int, env: Optional[Any] = None, beta: Optional[float] = None) -> Any:  # type: ignore[override]
-        """A prioritized batch (stratified over the priority mass) with importance weights for ``beta``."""
+        """A prioritized batch (stratified over the priority mass) with importance weights for ``beta``.
+
+        With ``optimize_memory_usage`` the latest step's rows that are not episode ends are drawn from the next
+        ``add`` on (the core has their next observation then), unless nothing else is stored: then the batch is
+        drawn uniformly from them, with weight 1 (they all entered with the same, largest, priority)."""
+        if self.optimize_memory_usage and self._n_pend and self._n_pend >= len(self._core) and batch_size >= 1:
+            slots = self._latest_slots()[self._rng.integers(0, self._n_pend, int(batch_size))]
+            batch = self._rows_batch(slots, with_generations=True)
+            batch.weights = np.ones(len(slots), np.float32)
+            return self._to_samples(batch, env)
         return self._to_samples(self._core.sample(batch_size, self.beta if beta is None else float(beta)), env)
 
     def _make_samples(self, batch: Any, values: Tuple[Any, ...]) -> Any:
