@@ -248,6 +248,13 @@ def test_episode_options_work_per_task():
     assert (g["task"] == 1).all()
     b = buf.sample(8, tasks="balanced")
     assert np.bincount(b["task"]).tolist() == [4, 4] and set(b) >= {"discount", "task"}
+    # one task per row: each task must get all its lanes, checked before either task is written
+    two = {k: np.concatenate([v, v]) for k, v in row.items()}
+    buf.add(**two, task=[0, 0, 1, 1])
+    before = buf.total_added
+    with pytest.raises(ValueError, match="task 0 gets 3 rows.*num_envs=2"):
+        buf.add(**two, task=[0, 0, 0, 1])
+    assert buf.total_added == before
 
 
 @pytest.mark.parametrize("prioritized", [False, True])

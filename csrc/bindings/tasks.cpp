@@ -75,6 +75,15 @@ void Buffer::add_tasks(PyObject* task, const std::vector<Source>& src, std::size
   const auto* tv = data_of<const std::int64_t>(ta);
   for (std::size_t r = 0; r < rows; ++r)
     if (tv[r] < 0 || static_cast<std::size_t>(tv[r]) >= k) bad(tv[r], r, true);
+  if (const fr::EpisodeIndex* ep = tasks_[0]->core_->episodes()) {  // each task's add takes all its lanes at once
+    std::vector<std::size_t> per(k, 0);
+    for (std::size_t r = 0; r < rows; ++r) ++per[static_cast<std::size_t>(tv[r])];
+    for (std::size_t t = 0; t < k; ++t)
+      if (per[t] != 0 && per[t] != ep->lanes())
+        fr::throw_invalid("add: task " + std::to_string(t) + " gets " + std::to_string(per[t]) + " rows, but each "
+                          "task of a buffer with num_envs=" + std::to_string(ep->lanes()) + " takes exactly " +
+                          std::to_string(ep->lanes()) + " rows per add (one per lane)");
+  }
   // Rows of each task, in order, copied together (every value has `rows` rows: add checked that).
   std::vector<std::vector<std::uint8_t>> staged(src.size());
   std::vector<const void*> ptrs(src.size());
