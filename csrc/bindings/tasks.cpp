@@ -199,12 +199,7 @@ void Buffer::fill_tasks(Target& t, double beta, const std::vector<double>& weigh
       fr::gather_batch(task_cols_.data(), nf, t.indices, t.n, t.rows());
       bool still = true;
       for (std::size_t i = 0; i < k; ++i) still = tasks_[i]->core_->ring().quiet_end(q[i]) && still;
-      if (still) {
-        if (t.generations)
-          for (std::size_t j = 0; j < t.n; ++j) {
-            const std::size_t i = task_of(t.indices[j]);
-            t.generations[j] = tasks_[i]->core_->ring().generation(static_cast<std::size_t>(t.indices[j]) - offsets_[i]);
-          }
+      if (still) {  // (uniform batches skip generations, as one buffer's do: an extra random read per row)
         fill_task_column();
         return;
       }
@@ -223,7 +218,7 @@ void Buffer::fill_tasks(Target& t, double beta, const std::vector<double>& weigh
       child.per_->sample(c, beta, t.indices + row, t.weights + row, t.generations ? t.generations + row : nullptr,
                          rows.data());
     } else {
-      child.core_->sample(c, t.indices + row, t.generations ? t.generations + row : nullptr, rows.data());
+      child.core_->sample(c, t.indices + row, nullptr, rows.data());
     }
     for (std::size_t j = 0; j < c; ++j) t.indices[row + j] += static_cast<std::int64_t>(offsets_[i]);
     row += c;
