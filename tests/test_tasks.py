@@ -306,3 +306,18 @@ def test_prefetch_and_out_batches_carry_tasks():
     again = buf.sample(9, tasks="balanced", out=out)
     assert again is out and np.bincount(out["task"]).tolist() == [3, 3, 3]
     check_rows(out)
+
+
+def test_private_single_core_methods_refuse_a_multi_task_buffer():
+    """Methods with no per-task meaning yet raise TypeError instead of reaching a core the buffer does not have."""
+    buf = fr.PrioritizedReplayBuffer(8, F, tasks=2)
+    fill(buf, 0, 2)
+    calls = [lambda: buf._export_state(), lambda: buf._raw_view(0, 2), lambda: buf._seq_view(), lambda: buf._writes(),
+             lambda: buf._episode_view(-1), lambda: buf._storage_view(0), lambda: buf._reopen(0),
+             lambda: buf._restore_priorities(np.zeros(2), 1.0), lambda: buf._priorities(), lambda: buf._leaves(),
+             lambda: buf._total, lambda: buf._min, lambda: buf._stream, lambda: buf.next_index,
+             lambda: buf._restore_state(0, 0, 0, None, None, 1.0)]
+    for call in calls:
+        with pytest.raises(TypeError):
+            call()
+    assert buf.task_sizes == [2, 0]

@@ -231,8 +231,8 @@ Buffer::Buffer(std::size_t capacity, const py::list& names, const py::list& shap
 }
 
 fr::EpisodeIndex& Buffer::episodes(const char* fn) const {
-  if (!core_->episodes()) fr::throw_type(std::string(fn) + " needs an episodic buffer (num_envs, frame_stack, n_step, ...)");
-  return *core_->episodes();
+  if (!core().episodes()) fr::throw_type(std::string(fn) + " needs an episodic buffer (num_envs, frame_stack, n_step, ...)");
+  return *core().episodes();
 }
 
 fr::PrioritizedCore& Buffer::per(const char* fn) const {
@@ -460,8 +460,8 @@ py::object Buffer::generations(py::handle indices) const {
 py::object Buffer::storage_view(py::handle self, std::size_t i) const {
   const Field& f = stored_.at(i);
   std::vector<npy_intp> dims(f.shape);
-  dims.insert(dims.begin(), static_cast<npy_intp>(core_->size()));
-  return make_view(f.descr(), dims, core_->column(i).data(), self.ptr(), false);
+  dims.insert(dims.begin(), static_cast<npy_intp>(core().size()));
+  return make_view(f.descr(), dims, core().column(i).data(), self.ptr(), false);
 }
 
 py::object Buffer::leaves() const {

@@ -7,15 +7,15 @@ namespace fastreplay_py {
 
 py::dict Buffer::export_state() const {
   py::dict d;
-  const auto st = core_->ring().state();
+  const auto st = core().ring().state();
   d["cursor"] = st.cursor;
   d["base"] = st.base;
-  d["stream"] = core_->stream();
-  d["seed"] = core_->seed();
-  const auto cap = core_->capacity();
+  d["stream"] = core().stream();
+  d["seed"] = core().seed();
+  const auto cap = core().capacity();
   py::object seq = new_array(static_cast<npy_intp>(cap), NPY_UINT64);
   auto* o = data_of<std::uint64_t>(seq);
-  for (std::size_t i = 0; i < cap; ++i) o[i] = core_->ring().seq(i);
+  for (std::size_t i = 0; i < cap; ++i) o[i] = core().ring().seq(i);
   d["seq"] = seq;
   if (per_) {
     d["max_all_time"] = per_->max_all_time();
@@ -28,7 +28,7 @@ py::dict Buffer::export_state() const {
 py::object Buffer::priority_array(py::handle priorities) const {
   py::object pr = exact_array(priorities, NPY_FLOAT64, "restore: priorities");
   PyArrayObject* a = as_array(pr);
-  if (PyArray_NDIM(a) != 1 || static_cast<std::size_t>(PyArray_SIZE(a)) != core_->size())
+  if (PyArray_NDIM(a) != 1 || static_cast<std::size_t>(PyArray_SIZE(a)) != core().size())
     fr::throw_invalid("restore: priorities must have one entry per stored transition");
   return pr;
 }
@@ -36,19 +36,19 @@ py::object Buffer::priority_array(py::handle priorities) const {
 void Buffer::restore_state(std::uint64_t cursor, std::uint64_t base, std::uint64_t stream, py::handle seq,
                            py::handle priorities, double max_all_time) {
   if (seq.is_none()) {  // already read into the ring's memory through _seq_view
-    core_->restore_ring({cursor, base}, nullptr);
+    core().restore_ring({cursor, base}, nullptr);
   } else {
     py::object s = exact_array(seq, NPY_UINT64, "restore: seq");
     PyArrayObject* sp = as_array(s);
-    if (PyArray_NDIM(sp) != 1 || static_cast<std::size_t>(PyArray_SIZE(sp)) != core_->capacity())
+    if (PyArray_NDIM(sp) != 1 || static_cast<std::size_t>(PyArray_SIZE(sp)) != core().capacity())
       fr::throw_invalid("restore: seq must have one entry per slot");
-    core_->restore_ring({cursor, base}, data_of<const std::uint64_t>(s));
+    core().restore_ring({cursor, base}, data_of<const std::uint64_t>(s));
   }
-  core_->set_stream(stream);
+  core().set_stream(stream);
   if (per_) restore_priorities(priorities, max_all_time);
 }
 
-std::size_t Buffer::reopen(std::uint64_t base) { return core_->reopen(base); }
+std::size_t Buffer::reopen(std::uint64_t base) { return core().reopen(base); }
 
 void Buffer::flush() {
   ReleaseGil nogil;
@@ -58,12 +58,12 @@ void Buffer::flush() {
 void Buffer::restore_priorities(py::handle priorities, double max_all_time) {
   fr::PrioritizedCore& core = per("restore");
   py::object pr = priority_array(priorities);
-  core.restore_priorities(data_of<const double>(pr), core_->size(), max_all_time);
+  core.restore_priorities(data_of<const double>(pr), core.size(), max_all_time);
 }
 
 py::object Buffer::episode_view(py::handle self, int j) const {
   fr::EpisodeIndex& ep = episodes("_episode_view");
-  const auto cap = static_cast<npy_intp>(core_->capacity());
+  const auto cap = static_cast<npy_intp>(core().capacity());
   if (j < 0) {
     auto descr = py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(PyArray_DescrFromType(NPY_UINT64)));
     return make_view(reinterpret_cast<PyArray_Descr*>(descr.ptr()), {cap}, ep.start_data(), self.ptr(), true);
@@ -77,10 +77,10 @@ py::object Buffer::episode_view(py::handle self, int j) const {
 
 py::object Buffer::raw_view(py::handle self, std::size_t i, std::size_t n) const {
   const Field& f = stored_.at(i);
-  if (n > core_->capacity()) fr::throw_index("raw view beyond capacity");
+  if (n > core().capacity()) fr::throw_index("raw view beyond capacity");
   std::vector<npy_intp> dims(f.shape);
   dims.insert(dims.begin(), static_cast<npy_intp>(n));
-  return make_view(f.descr(), dims, core_->column(i).data(), self.ptr(), true);
+  return make_view(f.descr(), dims, core().column(i).data(), self.ptr(), true);
 }
 
 void init_state(py::class_<Buffer>& cls) {
