@@ -120,10 +120,10 @@ def test_truncated_corrupted_and_foreign_files(tmp_path):
 def test_future_version_is_refused(tmp_path):
     import json
 
-    p = tmp_path / "v3"
+    p = tmp_path / "v4"
     with zipfile.ZipFile(p, "w") as z:
-        z.writestr("manifest.json", json.dumps({"format": "fastreplay-checkpoint", "version": 3}))
-    with pytest.raises(ValueError, match="format version 3; this fastreplay reads versions 1 and 2"):
+        z.writestr("manifest.json", json.dumps({"format": "fastreplay-checkpoint", "version": 4}))
+    with pytest.raises(ValueError, match="format version 4; this fastreplay reads versions 1 to 3"):
         fr.ReplayBuffer.load(p)
 
 

@@ -176,8 +176,7 @@ def test_construction_errors(m):
 def test_what_multi_task_buffers_do_not_offer_yet_is_refused(tmp_path):
     buf = fr.PrioritizedReplayBuffer(8, F, tasks=2)
     fill(buf, 0, 2)
-    for what in (lambda: buf.save(tmp_path / "x"), lambda: __import__("pickle").dumps(buf), lambda: buf.storage,
-                 lambda: buf.priorities, lambda: buf.next_index, lambda: buf._leaves()):
+    for what in (lambda: buf.storage, lambda: buf.priorities, lambda: buf.next_index, lambda: buf._leaves()):
         with pytest.raises(TypeError, match="multi-task"):
             what()
     with pytest.raises(ValueError, match="lives in memory"):
@@ -321,3 +320,71 @@ def test_private_single_core_methods_refuse_a_multi_task_buffer():
         with pytest.raises(TypeError):
             call()
     assert buf.task_sizes == [2, 0]
+
+
+@pytest.mark.parametrize("prioritized", [False, True])
+@pytest.mark.parametrize("how", ["save", "pickle"])
+def test_checkpoints_keep_every_task(tmp_path, prioritized, how):
+    import pickle
+
+    kw = {"task_weights": "task"} if prioritized else {}
+    cls = fr.PrioritizedReplayBuffer if prioritized else fr.ReplayBuffer
+    buf = cls(30, F, tasks=3, task_capacity=[5, 10, 15], seed=12, **kw)
+    for t, n in enumerate((8, 3, 20)):  # task 0 wrapped, task 1 partly full, task 2 wrapped
+        fill(buf, t, n)
+    if prioritized:
+        buf.update_priorities([0, 6, 20], [3.0, 0.5, 7.0])
+    buf.sample(6, **({"beta": 0.4} if prioritized else {}), tasks="balanced")  # moves the streams
+    if how == "save":
+        buf.save(tmp_path / "ckpt")
+        back = cls.load(tmp_path / "ckpt")
+    else:
+        back = pickle.loads(pickle.dumps(buf))
+    assert back.tasks == 3 and back.task_capacity == [5, 10, 15] and back.task_sizes == buf.task_sizes
+    assert back.total_added == buf.total_added and back.seed == buf.seed
+    idx = np.concatenate([np.arange(5), 5 + np.arange(3), 15 + np.arange(15)])
+    a, b = buf.get(idx), back.get(idx)
+    for k in ("obs", "act", "task"):
+        np.testing.assert_array_equal(a[k], b[k])
+    np.testing.assert_array_equal(a.generations, b.generations)
+    kwargs = {"beta": 0.4} if prioritized else {}
+    for _ in range(3):  # the same batches from here on: every task's generator and the task split continue
+        x, y = buf.sample(9, tasks="balanced", **kwargs), back.sample(9, tasks="balanced", **kwargs)
+        np.testing.assert_array_equal(x.indices, y.indices)
+        if prioritized:
+            np.testing.assert_array_equal(x.weights, y.weights)
+    if prioritized:
+        assert back._task_weights == "task" and back.max_priority == buf.max_priority
+    fill(back, 1, 2)
+    assert back.task_sizes == [5, 5, 15]
+
+
+def test_a_multi_task_checkpoint_with_bad_parts_is_refused(tmp_path):
+    import json
+    import zipfile
+
+    buf = fr.ReplayBuffer(8, F, tasks=2, seed=13)
+    fill(buf, 0, 2)
+    buf.save(tmp_path / "ok")
+    with zipfile.ZipFile(tmp_path / "ok") as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    manifest = json.loads(members["manifest.json"])
+
+    def rewrite(change):
+        m = json.loads(json.dumps(manifest))
+        change(m)
+        path = tmp_path / "bad"
+        with zipfile.ZipFile(path, "w") as z:
+            for n, d in members.items():
+                z.writestr(n, json.dumps(m) if n == "manifest.json" else d)
+        return path
+
+    cases = [(lambda m: m["tasks"].update(quotas=[4, 5]), "add up to 9"),
+             (lambda m: m["tasks"].update(quotas=[8]), "one part"),
+             (lambda m: m["tasks"].update(quotas="x"), "tasks.quotas"),
+             (lambda m: m["parts"][1].update(size=5), r"parts\[1\]\.size"),
+             (lambda m: m["parts"][0].update(size=1), "tasks/0/fields/obs.npy"),
+             (lambda m: m.pop("parts"), "parts")]
+    for change, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            fr.ReplayBuffer.load(rewrite(change))

@@ -196,8 +196,11 @@ Buffer::Buffer(std::size_t capacity, const py::list& names, const py::list& shap
         slice.emplace_back(block, block.get() + offsets_[t] * per_slot);
       // each task's generator: the buffer's seed mixed with the task number (splitmix64's constant)
       const std::uint64_t ts = (s + 0x9E3779B97F4A7C15ull * (t + 1)) & 0x7FFFFFFFFFFFFFFFull;  // a valid seed
-      tasks_.emplace_back(new Buffer(offsets_[t + 1] - offsets_[t], names, shapes, dtypes, py::int_(ts), prioritized,
-                                     alpha, eps, stored_max, "", episodes, "", false, py::none(), true, &slice));
+      std::unique_ptr<Buffer> child(new Buffer(offsets_[t + 1] - offsets_[t], names, shapes, dtypes, py::int_(ts),
+                                               prioritized, alpha, eps, stored_max, "", episodes, "", false,
+                                               py::none(), true, &slice));
+      tasks_.push_back(child.get());
+      task_objs_.push_back(py::cast(std::move(child)));  // a Python _Buffer that owns it
     }
     py::module_ np = py::module_::import("numpy");
     out_.emplace_back("task", py::tuple(), np.attr("dtype")("int64"));
@@ -556,6 +559,16 @@ void init_buffer(py::module_& m) {
                                return m;
                              })
       // Multi-task buffers only.
+      .def("_task_view", &Buffer::task_view, py::arg("task"))
+      .def_property("_task_stream",
+                    [](const Buffer& b) {
+                      if (!b.multi()) fr::throw_type("_task_stream needs a multi-task buffer");
+                      return b.task_stream();
+                    },
+                    [](Buffer& b, std::uint64_t s) {
+                      if (!b.multi()) fr::throw_type("_task_stream needs a multi-task buffer");
+                      b.set_task_stream(s);
+                    })
       .def_property_readonly("_task_sizes",
                              [](const Buffer& b) {
                                py::list v;

@@ -80,6 +80,10 @@ class Buffer {
   bool multi() const { return !tasks_.empty(); }
   std::size_t num_tasks() const { return tasks_.size(); }
   Buffer& task(std::size_t t) const { return *tasks_[t]; }
+  // Task t's own buffer as a Python object (checkpoints of each task); IndexError for a task that does not exist.
+  py::object task_view(std::size_t t) const;
+  std::uint64_t task_stream() const { return calls_.load(std::memory_order_relaxed); }
+  void set_task_stream(std::uint64_t s) { calls_.store(s, std::memory_order_relaxed); }
   std::size_t size() const;          // transitions stored, over all tasks
   std::size_t capacity() const;      // slots, over all tasks
   std::uint64_t total_added() const;
@@ -132,7 +136,8 @@ class Buffer {
   std::unique_ptr<fr::ReplayCore> core_;  // null in a multi-task buffer
   fr::PrioritizedCore* per_ = nullptr;  // non-null for prioritized single-task buffers (same object as core_)
   bool prioritized_ = false;
-  std::vector<std::unique_ptr<Buffer>> tasks_;  // multi-task: one child buffer per task
+  std::vector<Buffer*> tasks_;                  // multi-task: one child buffer per task, owned by task_objs_
+  std::vector<py::object> task_objs_;           // multi-task: the children as Python objects (_task_view)
   std::vector<std::size_t> offsets_;            // multi-task: first global slot of each task, then capacity
   std::vector<fr::ColumnRef> task_cols_;        // multi-task: each stored column over every task's slots
   bool task_global_ = true;                     // multi-task PER: weights normalised over all tasks

@@ -15,6 +15,12 @@
 
 namespace fastreplay_py {
 
+py::object Buffer::task_view(std::size_t t) const {
+  if (!multi()) fr::throw_type("_task_view needs a multi-task buffer");
+  if (t >= tasks_.size()) fr::throw_index("_task_view: no task " + std::to_string(t));
+  return task_objs_[t];
+}
+
 std::size_t Buffer::size() const {
   if (!multi()) return core().size();
   std::size_t n = 0;

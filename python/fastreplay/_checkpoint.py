@@ -25,7 +25,7 @@ import io
 import json
 import os
 import zipfile
-from typing import Any, BinaryIO, Dict, Optional, Union
+from typing import Any, BinaryIO, Dict, List, Optional, Union
 
 import numpy as np
 
@@ -39,6 +39,11 @@ VERSION = 1
 #: with next-observation dedup, ``episodes/finals/<obs field>.npy``: the final observations of the stored episode
 #: ends, in slot order (the ends follow from start, done and truncated, so their number is checked exactly).
 EPISODIC_VERSION = 2
+#: Multi-task buffers (docs/tasks.md) are written as version 3: the manifest's "size", "state" and "max_all_time"
+#: move into "parts" (one per task, in task order) beside "tasks" (quotas, task_weights, and the seed and stream of
+#: the generator that splits batches among tasks), and each task's members are those of one buffer under
+#: ``tasks/<t>/``.
+TASKS_VERSION = 3
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -83,53 +88,74 @@ def write(buf: Any, f: BinaryIO, where: str = "save") -> None:
 
     The ring's state is read once and exactly the rows it describes are written. An ``add`` running during the
     write would make the members disagree, so the ring's write counters are compared before and after and
-    ``RuntimeError`` is raised (``save`` then leaves the old file in place)."""
-    begun, quiet = buf._writes()
-    if not quiet:
+    ``RuntimeError`` is raised (``save`` then leaves the old file in place). A multi-task buffer is written as
+    version 3: each task's ring as its own part (``tasks/<t>/...`` members, ``parts`` in the manifest)."""
+    quotas = buf._task_quotas
+    parts = [buf] if quotas is None else [buf._task_view(t) for t in range(len(quotas))]
+    before = [p._writes() for p in parts]
+    if not all(quiet for _, quiet in before):
         raise _concurrent(where)
-    state = buf._export_state()
-    size = min(int(state["cursor"]) - int(state["base"]), buf.capacity)
+    states = [p._export_state() for p in parts]
+    sizes = [min(int(st["cursor"]) - int(st["base"]), p.capacity) for p, st in zip(parts, states)]
     cfg = buf._episodes
-    manifest = {
+    manifest: Dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION if cfg is None else EPISODIC_VERSION,
         "class": buffer_kind(buf._prioritized),
         "capacity": buf.capacity,
-        "size": size,
         "fields": {k: [list(shape), dt.str] for k, (shape, dt) in buf._fields.items()},
-        "state": {k: int(state[k]) for k in ("cursor", "base", "stream", "seed")},
     }
     if cfg is not None:
         manifest["episodes"] = cfg.manifest()
     if buf._prioritized:
         manifest.update(alpha=buf.alpha, eps=buf.eps, max_priority=buf._max_mode,
-                        stale="raise" if buf._raise_stale else "skip", max_all_time=state["max_all_time"])
-        if len(state["priorities"]) != size:
+                        stale="raise" if buf._raise_stale else "skip")
+        if any(len(st["priorities"]) != n for st, n in zip(states, sizes)):
             raise _concurrent(where)
+
+    def part_state(st: Dict[str, Any], n: int) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"size": n, "state": {k: int(st[k]) for k in ("cursor", "base", "stream", "seed")}}
+        if buf._prioritized:
+            out["max_all_time"] = st["max_all_time"]
+        return out
+
+    if quotas is None:
+        manifest.update(part_state(states[0], sizes[0]))
+    else:
+        manifest["version"] = TASKS_VERSION
+        manifest["tasks"] = {"quotas": list(quotas), "task_weights": buf._task_weights, "seed": int(buf.seed),
+                             "stream": int(buf._task_stream)}
+        manifest["parts"] = [part_state(st, n) for st, n in zip(states, sizes)]
     with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
         z.writestr("manifest.json", json.dumps(manifest, indent=1))
-        for i, name in enumerate(buf._stored):
-            view = buf._storage_view(i)
-            if len(view) < size:
-                raise _concurrent(where)
-            _write_npy(z, f"fields/{name}.npy", view[:size])
-        if cfg is not None:
-            start = buf._episode_view(-1)[:size]
-            _write_npy(z, "episodes/start.npy", start)
-            if cfg.dedup:
-                ends = _end_slots(buf, start, size)
-                for j, name in enumerate(cfg.obs):
-                    _write_npy(z, f"episodes/finals/{name}.npy", buf._episode_view(j)[ends])
-        _write_npy(z, "seq.npy", state["seq"])
-        if buf._prioritized:
-            _write_npy(z, "priorities.npy", state["priorities"])
-    if buf._writes() != (begun, True):
+        for t, (part, st, size) in enumerate(zip(parts, states, sizes)):
+            _write_part(z, "" if quotas is None else f"tasks/{t}/", part, buf._stored, cfg, st, size, where)
+    if [p._writes() for p in parts] != [(begun, True) for begun, _ in before]:
         raise _concurrent(where)
 
 
-def _end_slots(buf: Any, start: np.ndarray, size: int) -> np.ndarray:
+def _write_part(z: zipfile.ZipFile, prefix: str, part: Any, stored: Any, cfg: Any, state: Dict[str, Any], size: int,
+                where: str) -> None:
+    """The members of one ring (a buffer, or one task of a multi-task buffer) under ``prefix``."""
+    for i, name in enumerate(stored):
+        view = part._storage_view(i)
+        if len(view) < size:
+            raise _concurrent(where)
+        _write_npy(z, f"{prefix}fields/{name}.npy", view[:size])
+    if cfg is not None:
+        start = part._episode_view(-1)[:size]
+        _write_npy(z, f"{prefix}episodes/start.npy", start)
+        if cfg.dedup:
+            ends = _end_slots(part, stored, start, size)
+            for j, name in enumerate(cfg.obs):
+                _write_npy(z, f"{prefix}episodes/finals/{name}.npy", part._episode_view(j)[ends])
+    _write_npy(z, f"{prefix}seq.npy", state["seq"])
+    if "priorities" in state and state["priorities"] is not None:
+        _write_npy(z, f"{prefix}priorities.npy", state["priorities"])
+
+
+def _end_slots(buf: Any, stored: Any, start: np.ndarray, size: int) -> np.ndarray:
     """The stored slots that end an episode (a step, terminated or truncated): those with a final observation."""
-    stored = buf._stored
     cols = list(stored)
     end = np.asarray(buf._raw_view(cols.index("done"), size), bool).copy()
     if "truncated" in stored:
@@ -226,9 +252,10 @@ def read(f: Union[BinaryIO, PathLike], where: str, classes: Dict[str, type], exp
         manifest = parse_manifest(data, lambda why: _bad(where, why))
         if manifest.get("format") != FORMAT:
             raise _bad(where, "its manifest does not name the fastreplay-checkpoint format")
-        if manifest.get("version") not in (VERSION, EPISODIC_VERSION):
-            raise ValueError(f"load: {where} has checkpoint format version {_short(manifest.get('version'))}; "
-                             f"this fastreplay reads versions {VERSION} and {EPISODIC_VERSION}")
+        version = manifest.get("version")
+        if version not in (VERSION, EPISODIC_VERSION, TASKS_VERSION):
+            raise ValueError(f"load: {where} has checkpoint format version {_short(version)}; "
+                             f"this fastreplay reads versions {VERSION} to {TASKS_VERSION}")
         m = Manifest(manifest, lambda why: _bad(where, why))
         cls_name = m.choice("class", sorted(classes))
         base_cls = classes[cls_name]
@@ -240,21 +267,15 @@ def read(f: Union[BinaryIO, PathLike], where: str, classes: Dict[str, type], exp
             elif not issubclass(base_cls, expect_class):
                 raise TypeError(f"load: {where} holds a {cls_name}, not a {expect_class.__name__}")
         capacity = m.int("capacity", 1, MAX_COUNT)
-        size = m.int("size", 0, capacity)
         fields = _fields(m)
-        st = m.object("state")
-        cursor = st.int("cursor", 0, MAX_COUNT)
-        base = st.int("base", 0, cursor)
-        stream, seed = st.int("stream", 0, 2**64 - 1), st.int("seed", 0, 2**63 - 1)
         prioritized = cls_name == buffer_kind(True)
         if prioritized:
             kwargs = dict(alpha=m.real("alpha"), eps=m.real("eps"), max_priority=m.choice("max_priority",
                           ("all_time", "stored")), stale=m.choice("stale", ("skip", "raise")))
-            max_all_time = m.real("max_all_time", 1.0)
         else:
-            kwargs, max_all_time = {}, 1.0
+            kwargs = {}
         cfg = None
-        if manifest.get("version") == EPISODIC_VERSION:
+        if version == EPISODIC_VERSION or (version == TASKS_VERSION and "episodes" in manifest):
             e = m.object("episodes")
             options = {k: e.raw(k) for k in _episodes.OPTIONS}
             try:  # the same checks as the constructor's, before anything is allocated
@@ -263,16 +284,48 @@ def read(f: Union[BinaryIO, PathLike], where: str, classes: Dict[str, type], exp
                 raise _bad(where, f"its episode options are invalid ({err})") from None
             kwargs.update(options)
         stored = _episodes.stored_fields(fields, cfg)
+        quotas: Optional[List[int]] = None
+        if version == TASKS_VERSION:  # one part per task
+            tm = m.object("tasks")
+            quotas = _int_list(tm.raw("quotas"), 1, capacity, lambda why: _bad(where, f"tasks.quotas {why}"))
+            if sum(quotas) != capacity:
+                raise _bad(where, f"its task quotas add up to {sum(quotas)}, not the capacity {capacity}")
+            kwargs.update(tasks=len(quotas), task_capacity=quotas)
+            weights = tm.choice("task_weights", ("global", "task"))
+            if prioritized:
+                kwargs["task_weights"] = weights
+            seed, task_stream = tm.int("seed", 0, 2**63 - 1), tm.int("stream", 0, 2**64 - 1)
+            raw_parts = m.raw("parts")
+            if not isinstance(raw_parts, list) or len(raw_parts) != len(quotas) or not all(
+                    isinstance(x, dict) for x in raw_parts):
+                raise _bad(where, f"its manifest needs one part (an object) per task, {len(quotas)} in all")
+            parts = [Manifest(x, lambda why: _bad(where, why), f"parts[{t}].") for t, x in enumerate(raw_parts)]
+            caps = quotas
+        else:
+            parts, caps = [m], [capacity]
+        infos = []  # (prefix, size, cursor, base, stream, max_all_time) of each part
+        for t, (pm, cap) in enumerate(zip(parts, caps)):
+            size = pm.int("size", 0, cap)
+            st = pm.object("state")
+            cursor = st.int("cursor", 0, MAX_COUNT)
+            base = st.int("base", 0, cursor)
+            stream, part_seed = st.int("stream", 0, 2**64 - 1), st.int("seed", 0, 2**63 - 1)
+            if quotas is None:
+                seed = part_seed
+            infos.append(("" if quotas is None else f"tasks/{t}/", size, cursor, base, stream,
+                          pm.real("max_all_time", 1.0) if prioritized else 1.0))
 
         # Every member's size follows from the manifest; check them all before allocating anything.
-        if cfg is not None:
-            _check_member(z, "episodes/start.npy", size * 8, length, where)
-        for name, (shape, dt) in stored.items():
-            _check_member(z, f"fields/{name}.npy", size * int(np.prod(shape, dtype=object)) * dt.itemsize, length,
-                          where)
-        _check_member(z, "seq.npy", capacity * 8, length, where)
-        if prioritized:
-            _check_member(z, "priorities.npy", size * 8, length, where)
+        for prefix, size, _, _, _, _ in infos:
+            if cfg is not None:
+                _check_member(z, f"{prefix}episodes/start.npy", size * 8, length, where)
+            for name, (shape, dt) in stored.items():
+                _check_member(z, f"{prefix}fields/{name}.npy",
+                              size * int(np.prod(shape, dtype=object)) * dt.itemsize, length, where)
+        for (prefix, size, _, _, _, _), cap in zip(infos, caps):
+            _check_member(z, f"{prefix}seq.npy", cap * 8, length, where)
+            if prioritized:
+                _check_member(z, f"{prefix}priorities.npy", size * 8, length, where)
 
         buf = cls.__new__(cls)  # a subclass is rebuilt without its __init__, as pickle rebuilds any object
         try:
@@ -287,32 +340,46 @@ def read(f: Union[BinaryIO, PathLike], where: str, classes: Dict[str, type], exp
             except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as e:  # CRC mismatch, truncation
                 raise _bad(where, f"member {name} is corrupted ({e})") from None
 
-        for i, name in enumerate(stored):  # straight into the buffer's memory: no second copy
-            read_into(f"fields/{name}.npy", buf._raw_view(i, size))
-        if cfg is not None:
-            start = buf._episode_view(-1)
-            read_into("episodes/start.npy", start[:size])
-            if cfg.dedup:
-                ends = _end_slots(buf, start[:size], size)
-                for j, name in enumerate(cfg.obs):
-                    finals = buf._episode_view(j)
-                    member = f"episodes/finals/{name}.npy"
-                    _check_member(z, member, len(ends) * finals[0].nbytes, length, where)
-                    rows = np.empty((len(ends),) + finals.shape[1:], finals.dtype)
-                    read_into(member, rows)
-                    finals[ends] = rows
-        read_into("seq.npy", buf._seq_view())  # straight into the ring; _restore_state checks it
-        prio = None
-        if prioritized:
-            prio = np.empty(size, np.float64)
-            read_into("priorities.npy", prio)
-        try:
-            buf._restore_state(cursor, base, stream, None, prio, max_all_time)
-        except (TypeError, ValueError, IndexError) as e:
-            raise _bad(where, f"inconsistent contents ({e})") from None
-        if len(buf) != size:
-            raise _bad(where, f"manifest says {size} transitions, state gives {len(buf)}")
+        for t, (prefix, size, cursor, base, stream, max_all_time) in enumerate(infos):
+            part = buf if quotas is None else buf._task_view(t)
+            for i, name in enumerate(stored):  # straight into the buffer's memory: no second copy
+                read_into(f"{prefix}fields/{name}.npy", part._raw_view(i, size))
+            if cfg is not None:
+                start = part._episode_view(-1)
+                read_into(f"{prefix}episodes/start.npy", start[:size])
+                if cfg.dedup:
+                    ends = _end_slots(part, stored, start[:size], size)
+                    for j, name in enumerate(cfg.obs):
+                        finals = part._episode_view(j)
+                        member = f"{prefix}episodes/finals/{name}.npy"
+                        _check_member(z, member, len(ends) * finals[0].nbytes, length, where)
+                        rows = np.empty((len(ends),) + finals.shape[1:], finals.dtype)
+                        read_into(member, rows)
+                        finals[ends] = rows
+            read_into(f"{prefix}seq.npy", part._seq_view())  # straight into the ring; _restore_state checks it
+            prio = None
+            if prioritized:
+                prio = np.empty(size, np.float64)
+                read_into(f"{prefix}priorities.npy", prio)
+            try:
+                part._restore_state(cursor, base, stream, None, prio, max_all_time)
+            except (TypeError, ValueError, IndexError) as e:
+                raise _bad(where, f"inconsistent contents ({e})") from None
+            if len(part) != size:
+                raise _bad(where, f"manifest says {size} transitions, state gives {len(part)}")
+        if quotas is not None:
+            buf._task_stream = task_stream
         return buf
+
+
+def _int_list(value: Any, lo: int, hi: int, bad: Any) -> List[int]:
+    """A non-empty JSON list of ints in [lo, hi] (bools refused), or the ValueError ``bad(why)``."""
+    if not isinstance(value, list) or not value:
+        raise bad(f"must be a non-empty list, got {_short(value)}")
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise bad(f"must hold ints in [{lo}, {hi}], got {_short(v)}")
+    return list(value)
 
 
 def load(path: PathLike, classes: Dict[str, type], expect_class: Optional[type] = None) -> Any:

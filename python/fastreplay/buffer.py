@@ -113,8 +113,8 @@ class ReplayBuffer(_core._Buffer):
             (balanced over them) or a dict ``{task: weight}``; counts are stratified (each task gets floor or ceil
             of its share, exactly B in all), rows come grouped by task and ``batch["task"]`` (int64[B]) says whose.
             Indices are global slots: task t owns ``task_capacity[t]`` slots from ``sum(task_capacity[:t])``.
-            Episode options apply per task (lanes, frame stacks, n-step). Not yet with tasks: checkpoints
-            (save/load, pickling), storage views, memmap and shared storage.
+            Episode options apply per task (lanes, frame stacks, n-step); checkpoints and pickling keep every
+            task. Not yet with tasks: storage views, memmap and shared storage.
         task_capacity: the quotas (K ints adding up to capacity); default: equal shares.
 
     Adds to an episodic buffer are serialised (one at a time, so that each lane's steps stay in order); sampling
@@ -160,7 +160,7 @@ class ReplayBuffer(_core._Buffer):
 
     #: Attributes that ``__init__`` sets; reading one on an object whose ``__init__`` never ran raises TypeError.
     _INIT_ATTRS = frozenset({"_fields", "_memmap", "_raise_stale", "_max_mode", "_episodes", "_stored",
-                             "_task_quotas"})
+                             "_task_quotas", "_task_weights"})
 
     def __getattr__(self, name: str) -> Any:  # only reached when ordinary lookup fails
         if name in ReplayBuffer._INIT_ATTRS and not self._initialized():
@@ -197,6 +197,7 @@ class ReplayBuffer(_core._Buffer):
         self._episodes = cfg
         self._memmap = None
         self._task_quotas = quotas
+        self._task_weights = tasks[2]
         stored_max = max_priority == "stored"
         core_episodes = None if cfg is None else _core_episodes(specs, cfg)
         if quotas is not None:
@@ -373,7 +374,6 @@ class ReplayBuffer(_core._Buffer):
         copy of the buffer. Must not run concurrently with ``add``/``update_priorities``: if an ``add`` runs
         while it writes, it raises ``RuntimeError`` and ``path`` keeps the previous checkpoint.
         """
-        self._single_task("save")
         _checkpoint.save(self, path)
 
     @classmethod
@@ -395,7 +395,6 @@ class ReplayBuffer(_core._Buffer):
                 f"{self._memmap.directory!r}, which one buffer at a time may open. Pass that path instead and reopen it "
                 "with the same capacity and fields once this buffer is gone, or save()/load() a checkpoint for an "
                 "in-memory copy")
-        self._single_task("__reduce__ (pickling)")
         cls = type(self)
         extra = {k: v for k, v in vars(self).items() if k not in _BASE_ATTRIBUTES}
         if self._shared_name:  # a handle on the same memory, not a copy
@@ -542,7 +541,7 @@ def _classes() -> Dict[str, type]:
 
 
 #: Instance attributes the base classes set themselves (a checkpoint restores them); a subclass's others are pickled.
-_BASE_ATTRIBUTES = frozenset({"_fields", "_memmap", "_raise_stale", "_max_mode", "_task_quotas"})
+_BASE_ATTRIBUTES = frozenset({"_fields", "_memmap", "_raise_stale", "_max_mode", "_task_quotas", "_task_weights"})
 
 
 def _attach_shared(cls: type, name: str, capacity: int, fields: Dict[str, Any], options: Dict[str, Any],
