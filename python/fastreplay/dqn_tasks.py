@@ -11,7 +11,8 @@ every task has its own output head (its own number of actions). Every iteration 
 ``ReplayBuffer(tasks=K)``: each task keeps its own quota, so a fast task never evicts a slow one's. Training batches
 come from ``sample(B, tasks=--tasks-mode)`` (``"balanced"``: B/K rows per task; ``"proportional"``: by stored size,
 i.e. by data rate), grouped by task, so each head is applied to its own rows without re-sorting. The TD target is
-DQN's (target network, Huber loss); ``done`` is termination only. Writes ``<output-dir>/<run>/log.jsonl`` (every
+DQN's on the buffer's n-step returns (target network, Huber loss, the learning rate annealed to 0); the buffer keeps
+each task's episodes (``num_envs=1`` per task, ``truncated`` marks time limits). Writes ``<output-dir>/<run>/log.jsonl`` (every
 greedy evaluation: step, task, mean return) and ``results.json``. Needs ``pip install fastreplay[train]``.
 """
 from __future__ import annotations
@@ -50,8 +51,11 @@ class Args:
     buffer_size: int = 150_000
     """slots of the shared buffer, split equally among the tasks"""
     batch_size: int = 128
-    learning_rate: float = 5e-4
+    learning_rate: float = 1e-3
+    """Adam's learning rate, annealed linearly to 0 over the run"""
     gamma: float = 0.99
+    n_step: int = 3
+    """n-step returns from the buffer (per task: they stop at each task's episode ends)"""
     hidden_sizes: Tuple[int, ...] = (256, 256)
     target_network_frequency: int = 500
     """iterations between target-network copies"""
@@ -61,7 +65,7 @@ class Args:
     """iterations before training starts"""
     start_e: float = 1.0
     end_e: float = 0.05
-    exploration_fraction: float = 0.4
+    exploration_fraction: float = 0.2
     """fraction of the iterations over which epsilon falls from start_e to end_e"""
     eval_frequency: int = 5_000
     """iterations between greedy evaluations of every task"""
@@ -177,7 +181,8 @@ def train(args: Args) -> Dict[str, Any]:
         raise ValueError(f"--buffer-size must be a multiple of the {k} tasks")
     buf = fastreplay.ReplayBuffer(args.buffer_size, {
         "obs": ((dim,), np.float32), "action": ((), np.int64), "reward": ((), np.float32),
-        "next_obs": ((dim,), np.float32), "done": ((), np.bool_)}, seed=args.seed, tasks=k)
+        "next_obs": ((dim,), np.float32), "done": ((), np.bool_), "truncated": ((), np.bool_)},
+        seed=args.seed, tasks=k, num_envs=1, n_step=args.n_step, gamma=args.gamma)
     q = MultiTaskQNetwork(dim, n_actions, args.hidden_sizes)
     target = MultiTaskQNetwork(dim, n_actions, args.hidden_sizes)
     target.load_state_dict(q.state_dict())
@@ -200,9 +205,12 @@ def train(args: Args) -> Dict[str, Any]:
                         a = int(q.forward_task(torch.as_tensor(obs[t])[None], t).argmax())
                 o2, r, term, trunc, _ = env.step(a)
                 o2 = pad(o2, dim)
-                buf.add(obs=obs[t], action=a, reward=r, next_obs=o2, done=term, task=t)
+                buf.add(obs=obs[t][None], action=[a], reward=[r], next_obs=o2[None], done=[term], truncated=[trunc],
+                        task=t)
                 obs[t] = pad(env.reset()[0], dim) if term or trunc else o2
         if it > args.learning_starts and it % args.train_frequency == 0:
+            for g in opt.param_groups:
+                g["lr"] = args.learning_rate * (1.0 - it / args.iterations)
             b = buf.sample(args.batch_size, tasks=args.tasks_mode)
             task = torch.from_numpy(b["task"])
             counts = np.bincount(b["task"], minlength=k).tolist()
@@ -210,7 +218,8 @@ def train(args: Args) -> Dict[str, Any]:
             act = torch.from_numpy(b["action"])
             with torch.no_grad():
                 next_v = torch.cat([x.max(dim=1).values for x in grouped_q(target, o2, task, counts)])
-                y = torch.from_numpy(b["reward"]) + args.gamma * (1.0 - torch.from_numpy(b["done"]).float()) * next_v
+                # the buffer's n-step return and discount: gamma**m, 0 when the m steps terminated
+                y = torch.from_numpy(b["reward"]).float() + torch.from_numpy(b["discount"]) * next_v
             qs = torch.cat([x.gather(1, a_t[:, None]).squeeze(1) for x, a_t in
                             zip(grouped_q(q, o, task, counts), torch.split(act, counts))])
             loss = F.smooth_l1_loss(qs, y)
