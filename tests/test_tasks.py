@@ -179,8 +179,8 @@ def test_what_multi_task_buffers_do_not_offer_yet_is_refused(tmp_path):
     for what in (lambda: buf.storage, lambda: buf.priorities, lambda: buf.next_index, lambda: buf._leaves()):
         with pytest.raises(TypeError, match="multi-task"):
             what()
-    with pytest.raises(ValueError, match="lives in memory"):
-        fr.ReplayBuffer(8, F, tasks=2, storage="memmap", path=tmp_path / "m")
+    with pytest.raises(ValueError, match="storage='shared' holds single-task buffers only"):
+        fr.ReplayBuffer(8, F, tasks=2, storage="shared")
 
 
 @pytest.mark.parametrize("prioritized", [False, True])
@@ -388,3 +388,41 @@ def test_a_multi_task_checkpoint_with_bad_parts_is_refused(tmp_path):
     for change, msg in cases:
         with pytest.raises(ValueError, match=msg):
             fr.ReplayBuffer.load(rewrite(change))
+
+
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_memmap_storage_keeps_each_task_in_its_own_directory(tmp_path, prioritized):
+    import gc
+
+    cls = fr.PrioritizedReplayBuffer if prioritized else fr.ReplayBuffer
+    kwargs = {"beta": 0.4} if prioritized else {}
+    path = tmp_path / "mm"
+    buf = cls(20, F, tasks=2, task_capacity=[8, 12], storage="memmap", path=path, seed=14)
+    fill(buf, 0, 11)
+    fill(buf, 1, 5)
+    if prioritized:
+        buf.update_priorities([1, 9], [4.0, 2.0])
+    buf.sample(6, tasks="balanced", **kwargs)
+    buf.flush()
+    with pytest.raises(RuntimeError, match="in use"):
+        cls(20, F, tasks=2, task_capacity=[8, 12], storage="memmap", path=path)
+    idx = np.concatenate([np.arange(8), 8 + np.arange(5)])
+    before = buf.get(idx)
+    nxt = buf.sample(6, tasks="balanced", **kwargs)
+    sizes, added = buf.task_sizes, buf.total_added
+    del buf
+    gc.collect()
+    assert sorted(p.name for p in path.iterdir()) == ["task-0", "task-1", "tasks.json"]
+    again = cls(20, F, tasks=2, task_capacity=[8, 12], storage="memmap", path=path)
+    assert again.task_sizes == sizes == [8, 5] and again.total_added == added and again.seed == 14
+    after = again.get(idx)
+    for k in ("obs", "act", "task"):
+        np.testing.assert_array_equal(before[k], after[k])
+    # sampling continues where the flush left it (the batch drawn after the flush is drawn again)
+    np.testing.assert_array_equal(again.sample(6, tasks="balanced", **kwargs).indices, nxt.indices)
+    if prioritized:
+        assert again.max_priority == 4.0
+    del again
+    gc.collect()
+    with pytest.raises(ValueError, match=r"quotas \[8, 12\]"):
+        cls(20, F, tasks=2, storage="memmap", path=path)

@@ -174,31 +174,36 @@ Buffer::Buffer(std::size_t capacity, const py::list& names, const py::list& shap
     if (ep->dedup)
       for (std::size_t c : ep->obs_col) extra.push_back(stored_[c].row_bytes);
   }
-  if (!tasks.is_none()) {  // one child per task (the Python layer checked the quotas and refuses other storage)
-    if (!storage_dir.empty() || !shared.empty()) fr::throw_invalid("multi-task buffers live in memory");
+  if (!tasks.is_none()) {  // one child per task (the Python layer checked the quotas and refuses shared storage)
+    if (!shared.empty()) fr::throw_invalid("multi-task buffers cannot use shared storage");
     seed_ = s;
     task_global_ = task_global;
     offsets_.push_back(0);
     for (py::handle q : tasks) offsets_.push_back(offsets_.back() + q.cast<std::size_t>());
     if (offsets_.size() < 2) fr::throw_invalid("a multi-task buffer needs at least one task");
     if (offsets_.back() != capacity) fr::throw_invalid("the tasks' quotas must add up to the capacity");
-    // Every block spans all tasks, each task's core gets its slice: one allocation per column (huge pages for
-    // big ones, as for one buffer), task t's rows at [offset_t, offset_t + quota_t).
+    // In memory, every block spans all tasks and each task's core gets its slice: one allocation per column (huge
+    // pages for big ones, as for one buffer), task t's rows at [offset_t, offset_t + quota_t). Memory-mapped, each
+    // task maps its own files in <storage_dir>/task-<t> (the Python layer checked and locked them).
     std::vector<std::pair<std::shared_ptr<std::uint8_t>, std::size_t>> whole;  // (block, bytes a slot)
-    for (const fr::FieldSpec& f : specs) whole.emplace_back(fr::allocate_zeroed(fr::checked_mul(capacity, f.row_bytes)), f.row_bytes);
-    for (std::size_t j = 0; j < extra.size(); ++j)
-      whole.emplace_back(fr::allocate_zeroed(fr::checked_mul(capacity, extra[j]), j > 0), extra[j]);
-    whole.emplace_back(fr::allocate_zeroed(fr::checked_mul(capacity, 8)), 8);
-    for (std::size_t f = 0; f < specs.size(); ++f) task_cols_.push_back({whole[f].first.get(), specs[f].row_bytes});
+    if (storage_dir.empty()) {
+      for (const fr::FieldSpec& f : specs)
+        whole.emplace_back(fr::allocate_zeroed(fr::checked_mul(capacity, f.row_bytes)), f.row_bytes);
+      for (std::size_t j = 0; j < extra.size(); ++j)
+        whole.emplace_back(fr::allocate_zeroed(fr::checked_mul(capacity, extra[j]), j > 0), extra[j]);
+      whole.emplace_back(fr::allocate_zeroed(fr::checked_mul(capacity, 8)), 8);
+      for (std::size_t f = 0; f < specs.size(); ++f) task_cols_.push_back({whole[f].first.get(), specs[f].row_bytes});
+    }
     for (std::size_t t = 0; t + 1 < offsets_.size(); ++t) {
       std::vector<std::shared_ptr<std::uint8_t>> slice;
       for (const auto& [block, per_slot] : whole)  // aliasing: each slice keeps the whole block alive
         slice.emplace_back(block, block.get() + offsets_[t] * per_slot);
       // each task's generator: the buffer's seed mixed with the task number (splitmix64's constant)
       const std::uint64_t ts = (s + 0x9E3779B97F4A7C15ull * (t + 1)) & 0x7FFFFFFFFFFFFFFFull;  // a valid seed
+      const std::string dir = storage_dir.empty() ? std::string() : storage_dir + "/task-" + std::to_string(t);
       std::unique_ptr<Buffer> child(new Buffer(offsets_[t + 1] - offsets_[t], names, shapes, dtypes, py::int_(ts),
-                                               prioritized, alpha, eps, stored_max, "", episodes, "", false,
-                                               py::none(), true, &slice));
+                                               prioritized, alpha, eps, stored_max, dir, episodes, "", false,
+                                               py::none(), true, storage_dir.empty() ? &slice : nullptr));
       tasks_.push_back(child.get());
       task_objs_.push_back(py::cast(std::move(child)));  // a Python _Buffer that owns it
     }

@@ -187,10 +187,10 @@ void Buffer::fill_tasks(Target& t, double beta, const std::vector<double>& weigh
     for (std::size_t i = 0; i < k; ++i)
       for (std::size_t j = 0; j < counts[i]; ++j) col[r++] = static_cast<std::int64_t>(i);
   };
-  if (!prioritized_ && !tasks_[0]->core_->episodes()) {
-    // Uniform plain tasks: every row drawn first, then one gather over the columns that span all tasks (a gather
-    // per task would restart its prefetching each time), checked as one core checks its own: if no add ran in any
-    // task meanwhile, every row is whole; otherwise the per-task path below draws the batch again.
+  if (!prioritized_ && !tasks_[0]->core_->episodes() && !task_cols_.empty()) {
+    // Uniform plain tasks in memory: every row drawn first, then one gather over the columns that span all tasks
+    // (a gather per task would restart its prefetching each time), checked as one core checks its own: if no add
+    // ran in any task meanwhile, every row is whole; otherwise the per-task path below draws the batch again.
     std::vector<fr::Ring::Quiet> q(k);
     bool quiet = true;
     for (std::size_t i = 0; i < k; ++i) quiet = (q[i] = tasks_[i]->core_->ring().quiet_begin()).quiet && quiet;

@@ -26,7 +26,7 @@ import os
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -222,3 +222,77 @@ def _open_locked(where: str, directory: str, buf: Any, capacity: int, fields: Di
     existing = _check_manifest(where, directory, existing, capacity)
     _check_files(where, directory, capacity, buf)
     return existing
+
+
+TASKS_FORMAT = "fastreplay-memmap-tasks"
+
+
+class TaskMemmap:
+    """Memory-mapped storage of a multi-task buffer: ``<path>/task-<t>/`` is each task's own memmap directory (its
+    manifest, files and lock, as for one buffer), and ``<path>/tasks.json`` records the quotas, task_weights and the
+    seed and stream of the generator that splits batches among tasks."""
+
+    def __init__(self, directory: str, parts: List[MemmapDir], existing: Optional[Dict[str, Any]]) -> None:
+        self.directory, self.parts, self.existing = directory, parts, existing
+
+    def _record(self, buf: Any) -> None:
+        data = {"format": TASKS_FORMAT, "version": VERSION, "quotas": buf.task_capacity,
+                "task_weights": buf._task_weights, "seed": int(buf.seed), "stream": int(buf._task_stream)}
+        atomic_write(os.path.join(self.directory, "tasks.json"), json.dumps(data, indent=1).encode())
+
+    def attach(self, buf: Any, parts: List[Any]) -> None:
+        for d, part in zip(self.parts, parts):
+            d.attach(part)
+        if self.existing is not None:
+            buf._task_stream = self.existing["stream"]
+        self._record(buf)
+
+    def write_manifest(self, buf: Any, parts: List[Any]) -> None:
+        for d, part in zip(self.parts, parts):
+            d.write_manifest(part)
+        self._record(buf)
+
+    def flush(self, buf: Any, parts: List[Any]) -> None:
+        for d, part in zip(self.parts, parts):
+            d.flush(part)
+        self._record(buf)
+
+
+def open_tasks(where: str, path: Any, buf: Any, quotas: List[int], task_weights: str,
+               fields: Dict[str, Any]) -> TaskMemmap:
+    """Lock and check (or create) every task's directory under ``path``, and check ``tasks.json`` against the
+    quotas asked for."""
+    if path is None:
+        raise ValueError(f"{where}: storage='memmap' needs path=<directory>")
+    directory = os.path.abspath(os.fspath(path))
+    os.makedirs(directory, exist_ok=True)
+    existing = None
+    tpath = os.path.join(directory, "tasks.json")
+    if os.path.exists(tpath):
+        try:
+            with open(tpath, "rb") as f:
+                data = f.read(MAX_MANIFEST_BYTES + 1)
+        except OSError as e:
+            raise ValueError(f"{where}: {tpath} is unreadable ({e})") from None
+        raw = parse_manifest(data, lambda why: ValueError(f"{where}: {tpath} is not a valid manifest: {why}"))
+        m = Manifest(raw, lambda why: ValueError(f"{where}: {directory} holds damaged memmap storage: {why}"))
+        if raw.get("format") != TASKS_FORMAT or raw.get("version") != VERSION:
+            raise ValueError(f"{where}: {directory} does not hold fastreplay multi-task memmap storage")
+        if raw.get("quotas") != list(quotas) or raw.get("task_weights") != task_weights:
+            raise ValueError(f"{where}: {directory} holds tasks with quotas {raw.get('quotas')} and task_weights "
+                             f"{raw.get('task_weights')!r}; asked for {list(quotas)} and {task_weights!r}")
+        existing = {"seed": m.int("seed", 0, 2**63 - 1), "stream": m.int("stream", 0, 2**64 - 1)}
+    elif any(n.startswith("task-") for n in os.listdir(directory)):
+        raise ValueError(f"{where}: {directory} has task directories but no tasks.json; remove them to start "
+                         "afresh, or use another path")
+    parts: List[MemmapDir] = []
+    try:
+        for t, q in enumerate(quotas):
+            parts.append(open_dir(where, os.path.join(directory, f"task-{t}"), buf, q, fields))
+    except BaseException:
+        for d in parts:
+            d.lock.release()
+        raise
+    if existing is None and any(d.existing is not None for d in parts):
+        raise ValueError(f"{where}: {directory} has task directories but no tasks.json")
+    return TaskMemmap(directory, parts, existing)

@@ -50,3 +50,35 @@ def quotas(tasks: Any, task_capacity: Any, capacity: int, fields: Any, num_envs:
                 raise ValueError(f"{where}: task {t}'s quota {v} is not a multiple of num_envs={num_envs} (each task "
                                  "keeps num_envs lanes)")
     return q
+
+
+class TaskPart:
+    """Task t of a multi-task buffer as the per-buffer code (memory-mapped storage) sees a buffer: the multi-task
+    buffer's Python attributes (fields, layouts, kind), the task's own compiled core (``_task_view``)."""
+
+    def __init__(self, buf: Any, t: int) -> None:
+        self._core = buf._task_view(t)
+        self._prioritized, self._fields = buf._prioritized, buf._fields
+        self._episodes, self._stored = buf._episodes, buf._stored
+
+    @property
+    def capacity(self) -> int:
+        return self._core.capacity
+
+    @property
+    def priorities(self) -> Any:
+        return self._core._priorities()
+
+    @property
+    def _stream(self) -> int:
+        return self._core._stream
+
+    @_stream.setter
+    def _stream(self, value: int) -> None:
+        self._core._stream = value
+
+    def __len__(self) -> int:
+        return len(self._core)
+
+    def __getattr__(self, name: str) -> Any:  # the compiled methods: _export_state, _reopen, _flush, ...
+        return getattr(self._core, name)

@@ -114,7 +114,8 @@ class ReplayBuffer(_core._Buffer):
             of its share, exactly B in all), rows come grouped by task and ``batch["task"]`` (int64[B]) says whose.
             Indices are global slots: task t owns ``task_capacity[t]`` slots from ``sum(task_capacity[:t])``.
             Episode options apply per task (lanes, frame stacks, n-step); checkpoints and pickling keep every
-            task. Not yet with tasks: storage views, memmap and shared storage.
+            task; memmap storage keeps each task's files in ``path/task-<t>/``. Not yet with tasks: storage views
+            and shared storage.
         task_capacity: the quotas (K ints adding up to capacity); default: equal shares.
 
     Adds to an episodic buffer are serialised (one at a time, so that each lane's steps stay in order); sampling
@@ -189,9 +190,8 @@ class ReplayBuffer(_core._Buffer):
         shapes = [specs[k][0] for k in names]
         dtypes = [specs[k][1] for k in names]
         quotas = _tasks.quotas(tasks[0], tasks[1], cap, specs, cfg.num_envs if cfg else None, where, tasks[2])
-        if quotas is not None and storage != "memory":
-            raise ValueError(f"{where}: a multi-task buffer (tasks={tasks[0]}) lives in memory; storage={storage!r} "
-                             "is not supported with tasks yet")
+        if quotas is not None and storage == "shared":
+            raise ValueError(f"{where}: storage='shared' holds single-task buffers only (tasks={tasks[0]} given)")
         self._fields = specs
         self._stored = stored
         self._episodes = cfg
@@ -201,8 +201,18 @@ class ReplayBuffer(_core._Buffer):
         stored_max = max_priority == "stored"
         core_episodes = None if cfg is None else _core_episodes(specs, cfg)
         if quotas is not None:
-            super().__init__(cap, names, shapes, dtypes, seed, self._prioritized, alpha, eps, stored_max, "",
+            directory = ""
+            if storage == "memmap":
+                self._memmap = _memmap.open_tasks(where, path, self, quotas, tasks[2], specs)
+                directory = self._memmap.directory
+                if seed is None and self._memmap.existing:
+                    seed = self._memmap.existing["seed"]
+            elif path is not None:
+                raise ValueError(f"{where}: path is only used with storage='memmap'")
+            super().__init__(cap, names, shapes, dtypes, seed, self._prioritized, alpha, eps, stored_max, directory,
                              core_episodes, "", False, quotas, tasks[2] == "global")
+            if self._memmap is not None:
+                self._memmap.attach(self, self._task_parts())
             return
         if storage != "memmap" and path is not None:
             raise ValueError(f"{where}: path is only used with storage='memmap'")
@@ -229,13 +239,22 @@ class ReplayBuffer(_core._Buffer):
         """Memory-mapped storage: write every column to disk and record the generator position (and, for
         prioritized buffers, the priorities), so that reopening continues exactly from here. No-op in memory."""
         if self._memmap is not None:
-            self._memmap.flush(self)
+            if self._task_quotas is None:
+                self._memmap.flush(self)
+            else:
+                self._memmap.flush(self, self._task_parts())
 
     def clear(self) -> None:
         """Remove every transition (memory is kept). Not safe concurrently with other calls."""
         super().clear()
         if self._memmap is not None:
-            self._memmap.write_manifest(self)
+            if self._task_quotas is None:
+                self._memmap.write_manifest(self)
+            else:
+                self._memmap.write_manifest(self, self._task_parts())
+
+    def _task_parts(self) -> List["_tasks.TaskPart"]:
+        return [_tasks.TaskPart(self, t) for t in range(len(self._task_quotas))]
 
     @classmethod
     def from_env(cls, env_or_spaces: Any, capacity: int, seed: Optional[int] = None, **kwargs: Any) -> "ReplayBuffer":
