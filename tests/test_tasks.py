@@ -426,3 +426,21 @@ def test_memmap_storage_keeps_each_task_in_its_own_directory(tmp_path, prioritiz
     gc.collect()
     with pytest.raises(ValueError, match=r"quotas \[8, 12\]"):
         cls(20, F, tasks=2, storage="memmap", path=path)
+
+
+def test_frame_stacks_work_per_task():
+    fields = {"obs": ((2, 2), np.uint8), "next_obs": ((2, 2), np.uint8), "reward": ((), np.float32),
+              "done": ((), bool)}
+    buf = fr.ReplayBuffer(24, fields, tasks=2, num_envs=1, frame_stack=3, seed=15)
+    single = fr.ReplayBuffer(12, fields, num_envs=1, frame_stack=3, seed=15)
+    for step in range(9):
+        row = dict(obs=np.full((1, 2, 2), step, np.uint8), next_obs=np.full((1, 2, 2), step + 1, np.uint8),
+                   reward=np.ones(1, np.float32), done=np.array([step == 4]))
+        buf.add(**row, task=0)
+        single.add(**row)
+        buf.add(**{k: np.zeros_like(v) for k, v in row.items()}, task=1)
+    g, s = buf.get(np.arange(8)), single.get(np.arange(8))
+    for k in ("obs", "next_obs"):
+        assert g[k].shape == (8, 3, 2, 2)
+        np.testing.assert_array_equal(g[k], s[k])
+    assert (buf.get(np.arange(12, 20))["obs"] == 0).all()
