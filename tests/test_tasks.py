@@ -444,3 +444,14 @@ def test_frame_stacks_work_per_task():
         assert g[k].shape == (8, 3, 2, 2)
         np.testing.assert_array_equal(g[k], s[k])
     assert (buf.get(np.arange(12, 20))["obs"] == 0).all()
+
+
+@pytest.mark.parametrize("task, exc, msg", [(True, TypeError, "got bool"), (1.0, TypeError, "got dtype <f8"),
+                                            ("1", TypeError, "got dtype <U1"), (np.array(1), ValueError, r"shape \(\)"),
+                                            ([[0]], ValueError, r"shape \(1, 1\)"), (None, TypeError, "needs task=")])
+def test_bad_task_values_are_refused_alike(task, exc, msg):
+    for m in (fr, ref):
+        buf = m.ReplayBuffer(4, {"x": ((), np.int64)}, tasks=2)
+        with pytest.raises(exc, match=msg):
+            buf.add(x=1, task=task)
+        assert len(buf) == 0

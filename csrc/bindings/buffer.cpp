@@ -277,7 +277,7 @@ void Buffer::add(const py::args& args, const py::kwargs& kwargs) {
     if (!idx) {
       if (PyErr_Occurred()) throw py::error_already_set();
       if (multi() && PyUnicode_Check(key) && PyUnicode_CompareWithASCIIString(key, "task") == 0) {
-        task = value;
+        task = value == Py_None ? nullptr : value;  // task=None: as if not given
         continue;
       }
       if (PyDict_Check(value) && expand_dict(key, value, vals)) continue;

@@ -64,6 +64,8 @@ void Buffer::add_tasks(PyObject* task, const std::vector<Source>& src, std::size
     fr::throw_invalid("add: task " + std::to_string(t) + (many ? " at row " + std::to_string(pos) : std::string()) +
                       " is out of range: the buffer has tasks 0.." + std::to_string(k - 1));
   };
+  const std::string want = "add: task must be an int or one int per row";
+  if (PyBool_Check(task)) fr::throw_type(want + ", got bool");
   if (PyLong_Check(task) || PyArray_IsScalar(task, Integer)) {  // one task for every row: the whole add goes there
     const std::int64_t t = as_int(task, "task");
     if (t < 0 || static_cast<std::size_t>(t) >= k) bad(t, 0, false);
@@ -74,10 +76,16 @@ void Buffer::add_tasks(PyObject* task, const std::vector<Source>& src, std::size
     core.add(ptrs.data(), rows);
     return;
   }
+  {
+    py::object any = py::module_::import("numpy").attr("asarray")(py::handle(task));
+    const char kind = PyArray_DESCR(as_array(any))->kind;
+    if (kind != 'i' && kind != 'u')
+      fr::throw_type(want + ", got dtype " + py::str(any.attr("dtype").attr("str")).cast<std::string>());
+    if (PyArray_NDIM(as_array(any)) != 1 || static_cast<std::size_t>(PyArray_SIZE(as_array(any))) != rows)
+      fr::throw_invalid(want + " (" + std::to_string(rows) + "), got shape " +
+                        py::str(any.attr("shape")).cast<std::string>());
+  }
   py::object ta = index_array("add", task);  // int64, C-contiguous
-  if (PyArray_NDIM(as_array(ta)) != 1 || static_cast<std::size_t>(PyArray_SIZE(as_array(ta))) != rows)
-    fr::throw_invalid("add: task must be an int or one int per row (" + std::to_string(rows) + "), got shape " +
-                      py::str(py::handle(ta).attr("shape")).cast<std::string>());
   const auto* tv = data_of<const std::int64_t>(ta);
   for (std::size_t r = 0; r < rows; ++r)
     if (tv[r] < 0 || static_cast<std::size_t>(tv[r]) >= k) bad(tv[r], r, true);

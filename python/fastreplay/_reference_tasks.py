@@ -98,9 +98,12 @@ class TaskBuffers:
     # --- add ------------------------------------------------------------------------------------------------
     def add(self, *values: Any, task: Any = None, **fields: Any) -> None:
         k = len(self._children)
+        want = "add: task must be an int or one int per row"
         if task is None:
             raise TypeError("add: a multi-task buffer needs task=... (an int, or one per row)")
-        if isinstance(task, (int, np.integer)) and not isinstance(task, bool):
+        if isinstance(task, bool):
+            raise TypeError(f"{want}, got bool")
+        if isinstance(task, (int, np.integer)):
             t = int(task)
             if not 0 <= t < k:
                 raise ValueError(f"add: task {t} is out of range: the buffer has tasks 0..{k - 1}")
@@ -110,8 +113,10 @@ class TaskBuffers:
         a0 = np.asarray(given.get(first, 0))
         rows = a0.shape[0] if a0.ndim > len(shape) else 1
         arr = np.asarray(task)
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"{want}, got dtype {arr.dtype.str}")
         if arr.ndim != 1 or len(arr) != rows:
-            raise ValueError(f"add: task must be an int or one int per row ({rows}), got shape {arr.shape}")
+            raise ValueError(f"{want} ({rows}), got shape {arr.shape}")
         tv = index_array("add", task)
         for r, t in enumerate(tv):
             if not 0 <= t < k:
