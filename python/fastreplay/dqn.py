@@ -140,7 +140,7 @@ class Args:
 
 #: Defaults for vector observations (CartPole-v1 and the like), tuned on CartPole-v1: bench/results/dqn_accept.md.
 CLASSIC: Dict[str, Any] = dict(
-    total_timesteps=100_000, buffer_size=50_000, learning_rate=1e-3, anneal_lr=False, target_network_frequency=256,
+    total_timesteps=100_000, buffer_size=50_000, learning_rate=1e-3, anneal_lr=True, target_network_frequency=256,
     batch_size=64, end_e=0.04, exploration_fraction=0.16, learning_starts=1_000, train_frequency=2,
     frame_stack=1, clip_rewards=False, eval_frequency=2_500, eval_episodes=20, eval_epsilon=0.0)
 #: Defaults for ALE games: CleanRL's dqn_atari.py (after the Nature-DQN paper), with the buffer stacking the frames.
