@@ -1,7 +1,7 @@
 """DQN on gymnasium with a fastreplay buffer, in one file that reads top to bottom (after CleanRL's ``dqn.py``).
 
 Run ``python -m fastreplay.dqn --help`` (or ``fastreplay-dqn``). With the defaults it trains on CartPole-v1 for 100k
-environment steps (bench/results/dqn_accept.md has the figures: 5 seeds, uniform and prioritized replay). ALE ids
+environment steps (bench/results/dqn_cartpole.md has the figures: 5 seeds, uniform and prioritized replay). ALE ids
 (``--env-id ALE/Breakout-v5``) get DQN's Atari preprocessing, the Nature-DQN network and a buffer that stacks the
 frames itself. The loop lives in :func:`train`, which takes an :class:`Args` and returns a dict of results, so it
 can be called from Python and tests. The command line is :class:`Args`, parsed by tyro; checks, logs, checkpoints
@@ -82,9 +82,9 @@ class Args:
     """anneal the learning rate linearly to 0 over total_timesteps (see CLASSIC; Atari no)"""
     gamma: float = 0.99
     """discount factor"""
-    n_step: int = 1
-    """n-step returns, computed by the buffer at sample time (sum of gamma^j r over up to n steps, cut at episode
-    ends; the batch's discount is gamma^m, or 0 after a termination)"""
+    n_step: Optional[int] = None
+    """n-step returns, computed by the buffer at sample time: sum of gamma^j r over up to n steps, cut at episode
+    ends; the batch's discount is gamma^m, or 0 after a termination (3; Atari 1)"""
     tau: float = 1.0
     """target network update rate: 1 copies the online network, less than 1 is a soft (Polyak) update"""
     target_network_frequency: Optional[int] = None
@@ -138,14 +138,15 @@ class Args:
     """also write TensorBoard event files into the run directory (the tensorboard package, in the train extra)"""
 
 
-#: Defaults for vector observations (CartPole-v1 and the like), tuned on CartPole-v1: bench/results/dqn_accept.md.
+#: Defaults for vector observations (CartPole-v1 and the like), tuned on CartPole-v1: bench/results/dqn_cartpole.md.
 CLASSIC: Dict[str, Any] = dict(
-    total_timesteps=100_000, buffer_size=50_000, learning_rate=1e-3, anneal_lr=True, target_network_frequency=256,
+    total_timesteps=100_000, buffer_size=100_000, learning_rate=1e-3, anneal_lr=True, n_step=3,
+    target_network_frequency=256,
     batch_size=64, end_e=0.04, exploration_fraction=0.16, learning_starts=1_000, train_frequency=2,
     frame_stack=1, clip_rewards=False, eval_frequency=2_500, eval_episodes=20, eval_epsilon=0.0)
 #: Defaults for ALE games: CleanRL's dqn_atari.py (after the Nature-DQN paper), with the buffer stacking the frames.
 ATARI: Dict[str, Any] = dict(
-    total_timesteps=10_000_000, buffer_size=1_000_000, learning_rate=1e-4, anneal_lr=False,
+    total_timesteps=10_000_000, buffer_size=1_000_000, learning_rate=1e-4, anneal_lr=False, n_step=1,
     target_network_frequency=1_000, batch_size=32, end_e=0.01, exploration_fraction=0.10, learning_starts=80_000,
     train_frequency=4, frame_stack=4, clip_rewards=True, eval_frequency=250_000, eval_episodes=8, eval_epsilon=0.05)
 
