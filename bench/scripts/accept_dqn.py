@@ -17,10 +17,10 @@ this 2-core machine). Results go to ``bench/results/dqn_<part>.{json,md,png}``.
 - ``speed``: CleanRL's ``cleanrl/dqn.py`` (read from a CleanRL git directory at run time, with the gymnasium 1.x
   shims of ``bench_cleanrl.py``, its own buffer) and ``python -m fastreplay.dqn`` at CleanRL's hyperparameters,
   alternating in one process tree, both with ``OMP_NUM_THREADS=1``: environment steps per second of the loop.
-- ``atari-speed``: ``ALE/Breakout-v5`` with the Atari defaults (1M-transition buffer, frame_stack 4) for a short
-  run that learns: steps/s of the whole loop, the share of it inside the buffer, and the process's peak RSS after
-  10^5 stored transitions (and, with ``--fill 1000000``, after 10^6: collection only, no learning).
-- ``atari-learn``: a Breakout run long enough to rise above the random policy, with its budget stated.
+- ``atari-speed``: ``ALE/Breakout-v5`` with the Atari defaults (1M-transition buffer, frame_stack 4), collection
+  only: steps/s, the buffer's share and the process's peak RSS after 10^5 and 10^6 stored transitions.
+- ``atari-learn``: a Breakout run long enough to rise above the random policy, with its budget stated: the learning
+  loop's steps/s, its buffer share and the evaluations.
 """
 from __future__ import annotations
 
@@ -148,9 +148,10 @@ def speed(opts: argparse.Namespace) -> None:
                          capture_output=True, text=True).stdout.strip()
     tree = build(opts.cleanrl_git, rev, tmp)["sb3"]  # CleanRL as it is, with its own (SB3-copied) buffer
     steps = opts.steps
+    variants = ["cleanrl"] + [f"fastreplay {v}".strip() for v in opts.variants.split(",")]
     runs = []
     for rep in range(opts.repeats):
-        order = ("cleanrl", "fastreplay") if rep % 2 == 0 else ("fastreplay", "cleanrl")
+        order = variants if rep % 2 == 0 else variants[::-1]  # alternate who runs first
         for who in order:
             if who == "cleanrl":
                 r = run_one(tree, "dqn.py", ["--seed", str(rep + 1), "--no-cuda", "--total-timesteps", str(steps)],
@@ -159,43 +160,41 @@ def speed(opts: argparse.Namespace) -> None:
             else:
                 out = Path(tempfile.mkdtemp(prefix="accept_dqn_fr_"))
                 argv = ["--seed", str(rep + 1), "--total-timesteps", str(steps), "--eval-frequency", "0",
-                        "--eval-episodes", "10", "--no-plot", *CLEANRL_AS_FASTREPLAY.split(), *opts.extra.split()]
+                        "--eval-episodes", "10", "--no-plot", *CLEANRL_AS_FASTREPLAY.split(),
+                        *who.split()[1:], *opts.extra.split()]
                 res = run_trainer(out, argv, opts.timeout)
                 sps, wall = res["steps_per_sec"], res["process_wall_s"]
-            print(f"rep {rep} {who:10s}: {sps:.0f} steps/s, process wall {wall:.1f} s", flush=True)
+            print(f"rep {rep} {who:25s}: {sps:.0f} steps/s, process wall {wall:.1f} s", flush=True)
             runs.append(dict(who=who, rep=rep, sps=sps, wall=wall, load=os.getloadavg()))
-    med = {w: statistics.median(r["sps"] for r in runs if r["who"] == w) for w in ("cleanrl", "fastreplay")}
+    med = {w: statistics.median(r["sps"] for r in runs if r["who"] == w) for w in variants}
     lines = [f"CartPole-v1, {steps} steps at CleanRL dqn.py's hyperparameters, `OMP_NUM_THREADS=1`, runs alternating "
              f"(CleanRL {rev[:10]} read from its git directory, gymnasium 1.x shims of bench_cleanrl.py, its own "
              "buffer). fastreplay.dqn: `" + " ".join(["--eval-frequency 0", CLEANRL_AS_FASTREPLAY, opts.extra]).strip()
-             + "`. Steps/s: CleanRL's last printed SPS (global_step / time since the loop started); fastreplay.dqn's "
-             "loop steps/s (the final evaluation is outside the loop).", "",
-             "| run | CleanRL dqn.py steps/s | fastreplay.dqn steps/s |", "|---|---:|---:|"]
+             + "` (its other defaults: 3-step returns, annealed learning rate). Steps/s: CleanRL's last printed SPS "
+             "(global_step / time since the loop started); fastreplay.dqn's loop steps/s (the final evaluation is "
+             "outside the loop). The machine has 2 cores and was shared with other work: compare within a row.", "",
+             "| run | " + " | ".join(f"`{v}` steps/s" for v in variants) + " |",
+             "|---|" + "---:|" * len(variants)]
     for rep in range(opts.repeats):
-        c = next(r["sps"] for r in runs if r["who"] == "cleanrl" and r["rep"] == rep)
-        f = next(r["sps"] for r in runs if r["who"] == "fastreplay" and r["rep"] == rep)
-        lines.append(f"| {rep + 1} | {c:.0f} | {f:.0f} |")
-    lines.append(f"| median | {med['cleanrl']:.0f} | {med['fastreplay']:.0f} ({med['fastreplay'] / med['cleanrl']:.2f}x) |")
+        cells = [next(r["sps"] for r in runs if r["who"] == v and r["rep"] == rep) for v in variants]
+        lines.append(f"| {rep + 1} | " + " | ".join(f"{c:.0f}" for c in cells) + " |")
+    lines.append("| median | " + " | ".join(f"{med[v]:.0f} ({med[v] / med['cleanrl']:.2f}x)" for v in variants) + " |")
     write(opts.name, {"cleanrl_rev": rev, "steps": steps, "runs": runs, "median": med}, "\n".join(lines))
 
 
-# --- Atari ---------------------------------------------------------------------------------------------------------
-
-
 def atari_speed(opts: argparse.Namespace) -> None:
+    """Collection-only runs (epsilon 1 throughout, no learning, so no network in the loop) that fill the default 1M
+    buffer to each size in --fills: steps/s of env + buffer, the buffer's share, and the process's peak RSS. The
+    learning loop's own steps/s and buffer share are in the atari-learn run."""
     work = Path(opts.work) / "atari_speed"
     rows = []
-    # A run that learns: the Atari defaults with learning after 10k steps, 10^5 steps (10^5 transitions stored).
-    argv = ["--env-id", opts.env_id, "--total-timesteps", str(opts.steps), "--learning-starts", "10000",
-            "--eval-frequency", "0", "--eval-episodes", "2", "--no-plot", *opts.extra.split()]
-    rows.append(measure(work / "learn", argv, f"{opts.steps} steps, learning from step 10k"))
-    if opts.fill:
-        argv = ["--env-id", opts.env_id, "--total-timesteps", str(opts.fill), "--learning-starts", str(opts.fill),
-                "--eval-frequency", "0", "--eval-episodes", "1", "--no-plot"]
-        rows.append(measure(work / "fill", argv, f"{opts.fill} steps, collection only (epsilon 1, no learning)"))
-    lines = [f"{opts.env_id}, Atari defaults (buffer 1M transitions, frame_stack 4 stored as single 84x84 frames, "
-             "Nature network, batch 32, train frequency 4), `OMP_NUM_THREADS=1`, 2-core machine shared with other "
-             "work.", "", "| run | stored transitions | steps/s (loop) | in the buffer | peak RSS |",
+    for n in (int(x) for x in opts.fills.split(",")):
+        argv = ["--env-id", opts.env_id, "--total-timesteps", str(n), "--learning-starts", str(n), "--start-e", "1",
+                "--end-e", "1", "--eval-frequency", "0", "--eval-episodes", "1", "--no-plot", *opts.extra.split()]
+        rows.append(measure(work / f"fill_{n}", argv, f"{n} steps, collection only"))
+    lines = [f"{opts.env_id}, Atari defaults (buffer capacity 1M transitions, frame_stack 4 stored as single 84x84 "
+             "frames), collection only (random actions, no learning), `OMP_NUM_THREADS=1`, 2-core machine shared "
+             "with other work.", "", "| run | stored transitions | steps/s (loop) | in the buffer | peak RSS |",
              "|---|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['what']} | {r['stored']} | {r['steps_per_sec']:.0f} | {100 * r['buffer_share']:.1f}% "
@@ -221,15 +220,44 @@ def measure(out: Path, argv: List[str], what: str) -> Dict[str, Any]:
 
 def atari_learn(opts: argparse.Namespace) -> None:
     argv = ["--env-id", opts.env_id, "--total-timesteps", str(opts.steps), *opts.extra.split()]
-    res = run_trainer(Path(opts.work) / "atari_learn", argv, timeout=opts.timeout)
-    first, last = res["evals"][0], res["evals"][-1]
+    out = Path(opts.work) / "atari_learn"
+    try:
+        res = run_trainer(out, argv, timeout=opts.timeout)
+        head = (f"{res['steps']} steps in {res['wall_time_s'] / 60:.0f} min ({res['steps_per_sec']:.0f} steps/s, "
+                f"{100 * res['buffer_share']:.1f}% in the buffer)")
+        evals = res["evals"]
+    except subprocess.TimeoutExpired:  # report what the log has: the run was stopped at the time limit
+        log = sorted((out / "runs").iterdir())[-1] / "log.jsonl"
+        recs = [json.loads(line) for line in log.read_text().splitlines()]
+        evals = [[r["step"], r["mean"], r["wall_s"]] for r in recs if r["type"] == "eval"]
+        train = [r for r in recs if r["type"] == "train"]
+        head = (f"stopped by the {opts.timeout / 60:.0f}-minute limit at step {train[-1]['step']} "
+                f"({train[-1]['steps_per_sec']:.0f} steps/s, buffer "
+                f"{100 * train[-1]['buffer_time_s'] / (train[-1]['step'] / train[-1]['steps_per_sec']):.1f}% of the loop)")
+        res = {"evals": evals, "train": train[-1], "stopped": True}
     lines = [f"`python -m fastreplay.dqn --env-id {opts.env_id} --total-timesteps {opts.steps} {opts.extra}`".rstrip()
-             + f": {res['steps']} steps in {res['wall_time_s'] / 60:.0f} min ({res['steps_per_sec']:.0f} steps/s, "
-             f"{100 * res['buffer_share']:.1f}% in the buffer) on a 2-core machine shared with other work.", "",
-             "| step | evaluation (mean of episodes, epsilon 0.05) |", "|---:|---:|"]
-    lines += [f"| {int(e[0])} | {e[1]:.1f} |" for e in res["evals"]]
-    lines.append(f"\nFirst evaluation {first[1]:.1f} (step {int(first[0])}), last {last[1]:.1f}.")
+             + f": {head}, on a 2-core machine shared with other work, `OMP_NUM_THREADS=1`.", "",
+             "| step | evaluation (mean return of 8 episodes, epsilon 0.05) | wall min |", "|---:|---:|---:|"]
+    lines += [f"| {int(e[0])} | {e[1]:.1f} | {e[2] / 60:.0f} |" for e in evals]
+    res["random_policy"] = random_policy(opts.env_id)
+    lines.append(f"\nThe uniformly random policy, evaluated the same way (8 episodes, seeds as the first evaluation): "
+                 f"{res['random_policy']:.1f}.")
     write(opts.name, res, "\n".join(lines))
+
+
+def random_policy(env_id: str, episodes: int = 8, seed: int = 1) -> float:
+    """Mean return of uniformly random actions (epsilon 1) under the trainer's evaluation."""
+    import torch
+
+    from fastreplay import dqn
+
+    args = dqn.resolved(dqn.Args(env_id=env_id))
+    envs = dqn.make_vec_env(env_id, episodes)
+    try:
+        net = dqn.make_q_network(args, envs.single_observation_space.shape, int(envs.single_action_space.n))
+        return float(dqn.evaluate(net, envs, seed + 100_000, torch.device("cpu"), args.frame_stack, 1.0).mean())
+    finally:
+        envs.close()
 
 
 def write(name: str, data: Dict[str, Any], md: str) -> None:
@@ -253,12 +281,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     p = sub.add_parser("speed", parents=[common])
     p.add_argument("--cleanrl-git", required=True)
     p.add_argument("--steps", type=int, default=50_000)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--variants", default=",--no-prefetch", help="fastreplay.dqn option sets, comma-separated")
     p.add_argument("--name", default="dqn_speed")
     p = sub.add_parser("atari-speed", parents=[common])
     p.add_argument("--env-id", default="ALE/Breakout-v5")
-    p.add_argument("--steps", type=int, default=100_000)
-    p.add_argument("--fill", type=int, default=0, help="also a collection-only run of this many steps (RSS)")
+    p.add_argument("--fills", default="100000,1000000", help="buffer sizes to fill (comma-separated)")
     p.add_argument("--name", default="dqn_atari_speed")
     p = sub.add_parser("atari-learn", parents=[common])
     p.add_argument("--env-id", default="ALE/Breakout-v5")

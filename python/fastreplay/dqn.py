@@ -62,7 +62,8 @@ class Args:
     """checkpoint file to continue from, in the same run directory; with its buffer and environment states the run
     goes on as if never interrupted (bit for bit with --no-prefetch)"""
 
-    # Algorithm arguments. None means the default of the environment's family (CLASSIC or ATARI below).
+    # Algorithm arguments. None means the default of the environment's family (CLASSIC or ATARI below); the help
+    # gives both as "(CartPole-like; Atari)".
     env_id: str = "CartPole-v1"
     """gymnasium environment id with a Box observation space and a Discrete action space; ALE ids (ALE/Breakout-v5)
     get DQN's Atari preprocessing (84x84 grayscale, frame skip 4), the Nature-DQN network and frame_stack 4"""
@@ -77,9 +78,9 @@ class Args:
     hidden_sizes: Tuple[int, ...] = (256, 256)
     """widths of the Q-network's hidden layers (not Atari: the Nature-DQN convolutional network)"""
     learning_rate: Optional[float] = None
-    """Adam learning rate (see CLASSIC; Atari 1e-4)"""
+    """Adam learning rate (1e-3; Atari 1e-4)"""
     anneal_lr: Optional[bool] = None
-    """anneal the learning rate linearly to 0 over total_timesteps (see CLASSIC; Atari no)"""
+    """anneal the learning rate linearly to 0 over total_timesteps (yes; Atari no)"""
     gamma: float = 0.99
     """discount factor"""
     n_step: Optional[int] = None
@@ -88,19 +89,19 @@ class Args:
     tau: float = 1.0
     """target network update rate: 1 copies the online network, less than 1 is a soft (Polyak) update"""
     target_network_frequency: Optional[int] = None
-    """environment steps between target network updates (see CLASSIC; Atari 1000)"""
+    """environment steps between target network updates (256; Atari 1000)"""
     batch_size: Optional[int] = None
-    """transitions per gradient step (see CLASSIC; Atari 32)"""
+    """transitions per gradient step (64; Atari 32)"""
     start_e: float = 1.0
     """exploration epsilon at the start"""
     end_e: Optional[float] = None
-    """exploration epsilon at the end of the schedule (see CLASSIC; Atari 0.01)"""
+    """exploration epsilon at the end of the schedule (0.04; Atari 0.01)"""
     exploration_fraction: Optional[float] = None
-    """fraction of total_timesteps over which epsilon falls linearly from start_e to end_e (see CLASSIC; Atari 0.1)"""
+    """fraction of total_timesteps over which epsilon falls linearly from start_e to end_e (0.16; Atari 0.1)"""
     learning_starts: Optional[int] = None
-    """environment steps of pure collection before the first gradient step (see CLASSIC; Atari 80k)"""
+    """environment steps of pure collection before the first gradient step (1000; Atari 80k)"""
     train_frequency: Optional[int] = None
-    """environment steps per gradient step, kept the same for any num_envs (see CLASSIC; Atari 4)"""
+    """environment steps per gradient step, kept the same for any num_envs (2; Atari 4)"""
     loss: Literal["huber", "mse"] = "huber"
     """TD loss: Huber (smooth L1) or mean squared error"""
     double_dqn: bool = True
