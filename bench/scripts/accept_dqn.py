@@ -87,7 +87,7 @@ def cartpole(opts: argparse.Namespace) -> None:
                          first_475=first_reaching(r["evals"], 475), wall_s=r["wall_time_s"],
                          steps_per_sec=r["steps_per_sec"], buffer_share=r["buffer_share"], evals=r["evals"],
                          load_average=r.get("load_average"), argv=r["argv"]))
-    lines = [f"CartPole-v1, `python -m fastreplay.dqn --seed S [--per] {opts.extra}`".rstrip() + "` (defaults: 100k "
+    lines = [f"CartPole-v1, `python -m fastreplay.dqn --seed S [--per] {opts.extra}".rstrip() + "` (defaults: 100k "
              "steps, greedy evaluation of 20 episodes every 2500 steps), `OMP_NUM_THREADS=1`, "
              f"{opts.jobs} runs at a time on a 2-core machine shared with other work. Seeds 4 and 5 are held out.",
              "", "| replay | seed | final eval | best eval (step) | first eval >= 475 | wall s | steps/s | buffer share |",
