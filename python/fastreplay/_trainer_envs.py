@@ -68,7 +68,7 @@ class FrameStacker:
     def push(self, obs: np.ndarray, first: np.ndarray) -> None:
         """Append the step's observations; ``first`` marks the sub-envs where ``obs`` starts a new episode."""
         if self.frames == 1:
-            self.stack = np.array(obs)
+            self.stack = np.ascontiguousarray(obs)  # the vector env returns a new array every step
             return
         self.stack[:, :-1] = self.stack[:, 1:]
         self.stack[:, -1] = obs

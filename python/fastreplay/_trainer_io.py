@@ -40,16 +40,21 @@ def batch_source(buf: Any, batch_size: int, prefetch: bool, beta: Optional[float
 
 
 class Stopwatch:
-    """Seconds spent inside ``with stopwatch.timed():`` blocks, summed (the trainer's time inside the buffer)."""
+    """Seconds spent inside ``with stopwatch.timed():`` blocks, summed (the trainer's time inside the buffer). A plain
+    class, not a generator-based context manager: it runs a few times per environment step."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        self._t0 = 0.0
 
-    @contextlib.contextmanager
-    def timed(self) -> Iterator[None]:
-        t0 = time.perf_counter()
-        yield
-        self.seconds += time.perf_counter() - t0
+    def timed(self) -> "Stopwatch":
+        return self
+
+    def __enter__(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.seconds += time.perf_counter() - self._t0
 
 
 class RunLog:

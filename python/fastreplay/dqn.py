@@ -373,8 +373,8 @@ def train(args: Args) -> Dict[str, Any]:
             actions = rng.integers(n_actions, size=args.num_envs)
             if not explore.all():
                 with torch.no_grad():
-                    greedy = q_network(torch.as_tensor(frames.stack, device=device)).argmax(dim=1).cpu().numpy()
-                actions = np.where(explore, actions, greedy)
+                    greedy = q_network(torch.from_numpy(frames.stack).to(device)).argmax(dim=1).cpu().numpy()
+                actions = np.where(explore, actions, greedy) if explore.any() else greedy
 
             next_obs, rewards, terminated, truncated, infos = envs.step(actions)
             global_step += args.num_envs
@@ -395,15 +395,15 @@ def train(args: Args) -> Dict[str, Any]:
             ended = (terminated | truncated) & keep
             ep_return += rewards * keep
             ep_length += keep
-            for i in np.flatnonzero(ended):
-                episodes += 1
-                recent = (recent + [float(ep_return[i])])[-20:]
-                log.write({"type": "episode", "step": global_step, "return": float(ep_return[i]),
-                           "length": int(ep_length[i])})
-                tb.scalar("charts/episodic_return", ep_return[i], global_step)
-                tb.scalar("charts/episodic_length", ep_length[i], global_step)
-                ep_return[i], ep_length[i] = 0.0, 0
             if ended.any():
+                for i in np.flatnonzero(ended):
+                    episodes += 1
+                    recent = (recent + [float(ep_return[i])])[-20:]
+                    log.write({"type": "episode", "step": global_step, "return": float(ep_return[i]),
+                               "length": int(ep_length[i])})
+                    tb.scalar("charts/episodic_return", ep_return[i], global_step)
+                    tb.scalar("charts/episodic_length", ep_length[i], global_step)
+                    ep_return[i], ep_length[i] = 0.0, 0
                 postfix.update(ret=f"{recent[-1]:.0f}", avg20=f"{np.mean(recent):.0f}", eps=f"{eps:.2f}")
                 bar.set_postfix(postfix, refresh=False)
             # The sub-envs whose next_obs is a new episode's first observation restart their stacks.
