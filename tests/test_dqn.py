@@ -86,25 +86,45 @@ def greedy_return(q_network, env_id, seed):
 
 
 def test_td_target_hand_computed():
-    # Three stored transitions, gamma = 0.9:
-    #   0: a time-limit truncation. Stored done = terminated = False, so it bootstraps: 1 + 0.9 * max(1, 2) = 2.8
-    #   1: a termination (done = True): no bootstrap, y = r = 1
-    #   2: an ordinary step: 0.5 + 0.9 * max(5, 0) = 5.0
+    # Three sampled rows, gamma = 0.9, as an episodic batch gives them (reward: the window's return, discount:
+    # gamma**m, or 0 after a termination):
+    #   0: a one-step window ending in a time-limit truncation: discount 0.9, so it bootstraps: 1 + 0.9 * max(1, 2)
+    #   1: a window ending in a termination: discount 0, y = R = 1
+    #   2: a three-step window (R = 0.5): 0.5 + 0.9**3 * max(5, 0)
     reward = torch.tensor([1.0, 1.0, 0.5])
-    done = torch.tensor([False, True, False])
+    discount = torch.tensor([0.9, 0.0, 0.9**3])
     next_q_target = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 0.0]])
-    y = dqn.td_target(reward, next_q_target, done, 0.9)
-    torch.testing.assert_close(y, torch.tensor([2.8, 1.0, 5.0]))
+    y = dqn.td_target(reward, next_q_target, discount)
+    torch.testing.assert_close(y, torch.tensor([2.8, 1.0, 0.5 + 0.729 * 5.0]))
     # Double DQN: the online network picks a' = argmax [5, 0] = 0, [0, 1] = 1, [0, 1] = 1; the target network values
     # it: 1, 4 (ignored: terminal), 0.
     next_q_online = torch.tensor([[5.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
-    y = dqn.td_target(reward, next_q_target, done, 0.9, next_q_online)
+    y = dqn.td_target(reward, next_q_target, discount, next_q_online)
     torch.testing.assert_close(y, torch.tensor([1.0 + 0.9 * 1.0, 1.0, 0.5]))
 
 
-def test_td_target_float_done_and_gamma_zero():
-    y = dqn.td_target(torch.tensor([2.0]), torch.tensor([[7.0, 3.0]]), torch.tensor([0.0]), 0.0)
-    torch.testing.assert_close(y, torch.tensor([2.0]))
+@pytest.mark.parametrize("n_step", [1, 3])
+def test_td_target_from_the_buffers_n_step_batch(n_step):
+    """The trainer's buffer gives the n-step return and its discount: one lane, rewards 1, 2, 3, ..., an episode
+    that terminates after 4 steps and one truncated after 3; every sampled row's (reward, discount) is the
+    hand-computed window's."""
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")])
+    args = dqn.resolved(dqn.Args(n_step=n_step, gamma=0.5, buffer_size=64, batch_size=8, prefetch=False))
+    buf = dqn.make_buffer(args, envs)
+    envs.close()
+    ends = {3: "terminated", 6: "truncated"}
+    for t in range(10):
+        buf.add(obs=np.full((1, 4), t, np.float32), action=np.zeros(1, np.int64), reward=np.array([t + 1.0]),
+                next_obs=np.full((1, 4), t + 1, np.float32), done=np.array([ends.get(t) == "terminated"]),
+                truncated=np.array([ends.get(t) == "truncated"]))
+    batch = buf.sample(64)
+    for t, r, d, nxt in zip(batch["obs"][:, 0], batch["reward"], batch["discount"], batch["next_obs"][:, 0]):
+        t = int(t)
+        last = min([e for e in ends if e >= t] + [t + n_step - 1, 9])  # stops at an end or the newest step
+        m = last - t + 1
+        assert r == pytest.approx(sum(0.5**j * (t + 1 + j) for j in range(m)))
+        assert d == pytest.approx(0.0 if ends.get(last) == "terminated" else 0.5**m)
+        assert nxt == last + 1
 
 
 # --- vector-env autoreset: the stored s' of an ended episode -----------------------------------------------------
@@ -265,20 +285,133 @@ def test_save_then_resume(tmp_path, gradient_steps):
     first = dqn.train(tiny(tmp_path, save=ckpt, per=True, eval_frequency=150))
     assert first["updates"] == gradient_steps[0]
     state = torch.load(ckpt, weights_only=True)
-    a = tiny(tmp_path)
+    a = dqn.resolved(tiny(tmp_path))
     eps = dqn.fastreplay.LinearSchedule(a.start_e, a.end_e, int(a.exploration_fraction * a.total_timesteps))
     assert state["global_step"] == 300 and state["updates"] == first["updates"]
-    assert set(state) >= {"q_network", "target_network", "optimizer", "global_step", "updates", "epsilon", "args"}
+    assert set(state) >= {"q_network", "target_network", "optimizer", "global_step", "updates", "epsilon", "args",
+                          "loop", "env_state", "obs", "buffer_added"}
     assert state["epsilon"] == pytest.approx(eps(300)) == a.end_e
+    saved = dqn.fastreplay.ReplayBuffer.load(ckpt + ".buffer")  # the buffer's own checkpoint, beside it
+    assert type(saved) is dqn.fastreplay.PrioritizedReplayBuffer and saved.total_added == state["buffer_added"] == 300
 
     args = tiny(tmp_path, resume=ckpt, save=ckpt, per=True, total_timesteps=600, eval_frequency=150)
     gradient_steps[0] = 0
     second = dqn.train(args)
     assert second["steps"] == 600 and second["steps_this_run"] == 300
-    # The buffer is not saved: learning waits for learning_starts new transitions after the resume.
-    assert second["updates"] - first["updates"] == gradient_steps[0] == expected_updates(args, start=300)
+    # The buffer came back with the checkpoint: learning goes on at once, one update per train_frequency steps.
+    assert second["updates"] - first["updates"] == gradient_steps[0] == 300 // args.train_frequency
     assert [e[0] for e in second["evals"]] == [150, 300, 450, 600]  # the history carries over
+    assert second["run_dir"] == first["run_dir"]  # ... and the run directory: one log, one best.pt
     assert torch.load(ckpt, weights_only=True)["global_step"] == 600
+    # Without the buffer, a resumed run refills it for learning_starts steps before learning again.
+    dqn.train(tiny(tmp_path, save=ckpt, per=True, eval_frequency=150, save_buffer=False))
+    gradient_steps[0] = 0
+    third = dqn.train(tiny(tmp_path, resume=ckpt, per=True, total_timesteps=600, eval_frequency=150))
+    assert gradient_steps[0] == expected_updates(args, start=300) == third["steps_this_run"] - 100 + 1
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kw", [{"per": True, "n_step": 3, "num_envs": 2}, {"num_envs": 3, "env_id": SHORT_ENV}],
+                         ids=["per_nstep", "short_episodes"])
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, kw):
+    """Kill a --no-prefetch run right after its second checkpoint (step 300 of 600) and resume it: evaluations,
+    training losses, episodes and the final networks equal an uninterrupted run's, bit for bit."""
+    def run(name, **more):
+        return tiny(tmp_path / name, save=str(tmp_path / name / "dqn.pt"), prefetch=False, total_timesteps=600,
+                    eval_frequency=150, seed=4, **kw, **more)
+
+    whole = dqn.train(run("whole"))
+    save = dqn.save_checkpoint
+    calls = []
+
+    def save_then_die(*a, **k):
+        save(*a, **k)
+        calls.append(k["global_step"])
+        if len(calls) == 2:
+            raise Interrupted
+    monkeypatch.setattr(dqn, "save_checkpoint", save_then_die)
+    with pytest.raises(Interrupted):
+        dqn.train(run("parts"))
+    monkeypatch.setattr(dqn, "save_checkpoint", save)
+    assert calls == [150, 300]
+    parts = dqn.train(run("parts", resume=str(tmp_path / "parts" / "dqn.pt")))
+    assert parts["steps_this_run"] == 300 and parts["run_dir"] == os.path.join(tmp_path / "parts" / "runs",
+                                                                              os.path.basename(parts["run_dir"]))
+    assert [e[:2] for e in parts["evals"]] == [e[:2] for e in whole["evals"]]
+    assert parts["final_eval_returns"] == whole["final_eval_returns"] and parts["updates"] == whole["updates"]
+
+    def records(res):  # the log without its args records and wall-clock fields
+        out = []
+        for r in read_log(res["log_path"]):
+            if r["type"] != "args":
+                out.append({k: v for k, v in r.items() if k not in ("wall_s", "steps_per_sec", "buffer_time_s")})
+        return out
+    assert records(parts) == records(whole)
+    a, b = (torch.load(tmp_path / n / "dqn.pt", weights_only=True) for n in ("whole", "parts"))
+    for key in ("q_network", "target_network"):
+        for name, v in a[key].items():
+            torch.testing.assert_close(v, b[key][name], rtol=0, atol=0)
+
+
+def test_best_network_is_kept(tmp_path, capsys):
+    args = tiny(tmp_path, eval_frequency=100, total_timesteps=600, seed=2)
+    res = dqn.train(args)
+    best = torch.load(res["best_path"], weights_only=True)
+    assert res["best_path"] == os.path.join(res["run_dir"], "best.pt")
+    k, (step, mean, _) = max(enumerate(res["evals"]), key=lambda e: (e[1][1], -e[0]))  # the first best
+    assert (best["step"], best["mean"]) == (step, mean) == tuple(res["best_eval"])
+    # Its network is the one evaluated then: its greedy episodes, replayed, give that mean.
+    net = dqn.QNetwork(4, 2, args.hidden_sizes)
+    net.load_state_dict(best["q_network"])
+    returns = [greedy_return(net, args.env_id, args.seed + 100_000 + k * args.eval_episodes + i)
+               for i in range(args.eval_episodes)]
+    assert np.mean(returns) == mean
+    dqn.print_summary(dqn.resolved(args), res)
+    assert f"its network: {res['best_path']}" in capsys.readouterr().out
+
+
+def test_tensorboard_logging(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    res = dqn.train(tiny(tmp_path, track="tensorboard", eval_frequency=100))
+    acc = EventAccumulator(res["run_dir"])
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"charts/episodic_return", "losses/td_loss", "eval/mean_return", "charts/SPS"} <= tags
+    assert [e.step for e in acc.Scalars("eval/mean_return")] == [e[0] for e in res["evals"]]
+
+
+def test_atari_run_on_a_real_game(tmp_path, gradient_steps):
+    """A tiny run on ALE/Breakout-v5: 84x84 frames, the buffer stacks 4 of them, the Nature network trains on
+    uint8[B, 4, 84, 84] batches with 3-step returns and prioritized replay, two sub-envs."""
+    pytest.importorskip("ale_py")
+    pytest.importorskip("cv2")
+    args = tiny(tmp_path, env_id="ALE/Breakout-v5", total_timesteps=240, learning_starts=120, batch_size=4,
+                buffer_size=400, per=True, n_step=3, num_envs=2, eval_episodes=1, train_frequency=4,
+                save=str(tmp_path / "atari.pt"))
+    full = dqn.resolved(args)
+    assert (full.frame_stack, full.clip_rewards, full.eval_epsilon, full.learning_rate) == (4, True, 0.05, 1e-4)
+    shapes = []
+    to_torch = dqn.fastreplay.Batch.to_torch
+
+    def spy(batch, *a, **k):
+        shapes.append((batch["obs"].shape, batch["obs"].dtype, batch["next_obs"].shape))
+        return to_torch(batch, *a, **k)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dqn.fastreplay.Batch, "to_torch", spy)
+        res = dqn.train(args)
+    assert res["steps"] == 240 and res["updates"] == gradient_steps[0] == expected_updates(full) > 0
+    assert set(shapes) == {((4, 4, 84, 84), np.dtype(np.uint8), (4, 4, 84, 84))}
+    state = torch.load(args.save, weights_only=True)
+    assert state["frames"].shape == (2, 4, 84, 84)
+    net = dqn.NatureQNetwork(4, 4)
+    net.load_state_dict(state["q_network"])
+    buf = dqn.fastreplay.ReplayBuffer.load(args.save + ".buffer")
+    assert buf.frame_stack == 4 and buf.storage["obs"].shape == (240, 84, 84)  # one frame stored per step
 
 
 def test_resume_rejects_other_network(tmp_path):

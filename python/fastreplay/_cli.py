@@ -22,9 +22,12 @@ DESCRIPTION = "Train DQN on a gymnasium environment with a fastreplay buffer."
 def check_args(args: Args) -> None:
     """Raise ``ValueError`` naming the first bad argument. Also checks the environment's spaces, creates the output
     directories and checks that they are writable; the ``--resume`` file's contents are checked by
-    :func:`fastreplay.dqn.check_resume`."""
+    :func:`fastreplay.dqn.check_resume`. None-valued arguments take their family's defaults first."""
+    from .dqn import resolved
+
+    args = resolved(args)
     positive = ["total_timesteps", "num_envs", "buffer_size", "batch_size", "target_network_frequency",
-                "train_frequency", "eval_episodes", "log_frequency"]
+                "train_frequency", "eval_episodes", "log_frequency", "n_step", "frame_stack"]
     for name in positive:
         v = getattr(args, name)
         if not isinstance(v, int) or v <= 0:
@@ -38,7 +41,7 @@ def check_args(args: Args) -> None:
     ranges = {"learning_rate": (0, math.inf, False), "gamma": (0, 1, True), "tau": (0, 1, False),
               "start_e": (0, 1, True), "end_e": (0, 1, True), "exploration_fraction": (0, 1, False),
               "max_grad_norm": (0, math.inf, True), "per_alpha": (0, math.inf, True), "per_beta0": (0, 1, True),
-              "per_eps": (0, math.inf, True)}
+              "per_eps": (0, math.inf, True), "eval_epsilon": (0, 1, True)}
     for name, (lo, hi, lo_ok) in ranges.items():
         v = getattr(args, name)
         if not math.isfinite(v) or not (lo <= v <= hi) or (v == lo and not lo_ok):
@@ -46,9 +49,16 @@ def check_args(args: Args) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be in {bound}, got {v}")
     if isinstance(args.seed, bool) or not isinstance(args.seed, int) or not 0 <= args.seed < 2**63:
         raise ValueError(f"--seed must be an integer in [0, 2**63), got {args.seed!r}")  # the buffer's seed range
+    if args.n_step > 2**31 - 1 or args.frame_stack > 2**31 - 1:
+        raise ValueError("--n-step and --frame-stack must be at most 2**31 - 1")
     if args.buffer_size < args.batch_size:
         raise ValueError(f"--buffer-size ({args.buffer_size}) must be at least --batch-size ({args.batch_size})")
     _check_device(args.device)
+    if args.track == "tensorboard":
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ValueError("--track tensorboard needs the tensorboard package (pip install fastreplay[train])") from None
     if args.resume is not None and not os.path.isfile(args.resume):
         raise ValueError(f"--resume {args.resume!r}: no such checkpoint file")
     # Outputs are checked before any training, so that a bad path cannot cost a finished run.
@@ -98,8 +108,12 @@ def _check_writable_dir(directory: str, flag: str, value: str) -> None:
 
 
 def _make_env(env_id: str) -> gym.Env:
+    from ._trainer_envs import make_env
+
     try:
-        return gym.make(env_id)
+        return make_env(env_id)
+    except ImportError as e:  # ALE/... without ale-py
+        raise ValueError(f"--env-id {env_id!r}: needs {e.name or 'a missing package'} (pip install fastreplay[atari])") from None
     except gym.error.Error as e:  # unknown id, missing dependency, ...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"--env-id {env_id!r}: {first}") from None
@@ -141,7 +155,12 @@ def _raise_one_line(event: Any) -> None:
             choices = ", ".join(repr(c) for c in event.choices)
             message = f"argument {flag}: invalid choice: {event.value!r} (choose from {choices})"
         elif kind == "InstantiationFailure":  # a value of the wrong type, e.g. --total-timesteps many
-            message = f"argument {flag}: {event.message}" if flag else event.message
+            text = event.message
+            # An Optional option lists one error per type tried; the one that matters is not NoneType's.
+            errors = [line.split(">:", 1)[1].strip() for line in text.splitlines()
+                      if line.startswith("- <class") and "NoneType" not in line]
+            text = "; ".join(errors) if errors else text.strip().splitlines()[0]
+            message = f"argument {flag}: {text}" if flag else text
         elif kind == "UnrecognizedArgs":
             message = "unrecognized arguments: " + " ".join(event.tokens)
         elif kind == "BadValue" and event.reason == "too_few_values":
@@ -161,7 +180,8 @@ def print_summary(args: Args, results: Dict[str, Any]) -> None:
     )
     if results["best_eval"] is not None:
         step, mean = results["best_eval"]
-        print(f"best periodic evaluation: {mean:.1f} at step {step} (--target-return X --save PATH keeps that network)")
+        kept = f"its network: {results['best_path']}" if results.get("best_path") else "not kept"
+        print(f"best evaluation: {mean:.1f} at step {step}; {kept}")
     print(f"log: {results['log_path']}")
     if results["plot_path"]:
         print(f"plot: {results['plot_path']}")

@@ -40,16 +40,21 @@ def batch_source(buf: Any, batch_size: int, prefetch: bool, beta: Optional[float
 
 
 class Stopwatch:
-    """Seconds spent inside ``with stopwatch.timed():`` blocks, summed (the trainer's time inside the buffer)."""
+    """Seconds spent inside ``with stopwatch.timed():`` blocks, summed (the trainer's time inside the buffer). A plain
+    class, not a generator-based context manager: it runs a few times per environment step."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        self._t0 = 0.0
 
-    @contextlib.contextmanager
-    def timed(self) -> Iterator[None]:
-        t0 = time.perf_counter()
-        yield
-        self.seconds += time.perf_counter() - t0
+    def timed(self) -> "Stopwatch":
+        return self
+
+    def __enter__(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.seconds += time.perf_counter() - self._t0
 
 
 class RunLog:
@@ -69,10 +74,48 @@ class RunLog:
         self._file.close()
 
 
+def buffer_path(checkpoint: str) -> str:
+    """Where a checkpoint's replay buffer lives: beside it, ``<checkpoint>.buffer`` (the buffer's own format)."""
+    return checkpoint + ".buffer"
+
+
+def save_best(path: str, args: Any, q_network: nn.Module, step: int, mean: float) -> None:
+    """Write the best evaluated network so far (``best.pt`` in the run directory), atomically: a dict with
+    ``q_network`` (its state dict), ``step``, ``mean`` (the evaluation's mean return) and ``args``."""
+    with atomic_open(path) as f:
+        torch.save({"q_network": q_network.state_dict(), "step": step, "mean": mean,
+                    "args": dataclasses.asdict(args)}, f)
+
+
+class TensorBoard:
+    """TensorBoard event files in ``log_dir`` (``--track tensorboard``, as CleanRL's ``--track`` names its
+    scalars: charts/episodic_return, losses/td_loss, ...); with ``log_dir`` None every call does nothing."""
+
+    def __init__(self, log_dir: Optional[str]) -> None:
+        self._writer = None
+        if log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir)
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        if self._writer is not None:
+            self._writer.add_scalar(tag, float(value), step)
+
+    def scalars(self, values: Dict[str, float], step: int) -> None:
+        for tag, value in values.items():
+            self.scalar(tag, value, step)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
 def save_checkpoint(path: str, args: Any, q_network: nn.Module, target_network: nn.Module,
                     optimizer: torch.optim.Optimizer, rng: np.random.Generator, **counters: Any) -> None:
-    """Write the networks, the optimizer, ``counters`` (steps, updates, ...), the arguments and the random states
-    to ``path``, atomically and durably: an interrupted save leaves the previous checkpoint intact."""
+    """Write the networks, the optimizer, ``counters`` (steps, updates, the loop's state, the environments' state:
+    plain data), the arguments and the random states to ``path``, atomically and durably: an interrupted save leaves
+    the previous checkpoint intact."""
     state = {"q_network": q_network.state_dict(), "target_network": target_network.state_dict(),
              "optimizer": optimizer.state_dict(), **counters, "args": dataclasses.asdict(args),
              "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state}
@@ -132,6 +175,15 @@ def read_checkpoint(path: str, args: Any, device: torch.device) -> Dict[str, Any
     for k in ("q_network", "target_network", "optimizer"):
         if not isinstance(ckpt[k], dict):
             raise ValueError(f"{where}: {k!r} must be a state dict, got {type(ckpt[k]).__name__}")
+    if "loop" in ckpt:
+        loop = ckpt["loop"]
+        want = {"update_credit", "recent", "ep_return", "ep_length", "was_done", "run_dir"}
+        if not isinstance(loop, dict) or not want <= set(loop):
+            raise ValueError(f"{where}: 'loop' must be a dict with {', '.join(sorted(want))}")
+        sizes = {len(loop[k]) if isinstance(loop[k], list) else -1 for k in ("ep_return", "ep_length", "was_done")}
+        if sizes != {args.num_envs}:
+            raise ValueError(f"{where}: checkpoint is for another number of environments than --num-envs "
+                             f"{args.num_envs}")
     rng_now = torch.get_rng_state()
     t_rng = ckpt["torch_rng"]
     if not isinstance(t_rng, torch.Tensor) or t_rng.dtype != rng_now.dtype or t_rng.shape != rng_now.shape:
