@@ -485,7 +485,7 @@ def test_bad_args_raise_value_error_from_train(tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 def test_cuda_unavailable_is_an_argument_error(tmp_path):
     with pytest.raises(ValueError, match="CUDA is not available"):
-        dqn.check_args(tiny(tmp_path, device="cuda"))
+        dqn.check_args(dqn.resolved(tiny(tmp_path, device="cuda")))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

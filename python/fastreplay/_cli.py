@@ -22,10 +22,8 @@ DESCRIPTION = "Train DQN on a gymnasium environment with a fastreplay buffer."
 def check_args(args: Args) -> None:
     """Raise ``ValueError`` naming the first bad argument. Also checks the environment's spaces, creates the output
     directories and checks that they are writable; the ``--resume`` file's contents are checked by
-    :func:`fastreplay.dqn.check_resume`. None-valued arguments take their family's defaults first."""
-    from .dqn import resolved
-
-    args = resolved(args)
+    :func:`fastreplay.dqn.check_resume`. ``args`` must be resolved (:func:`fastreplay.dqn.resolved`: no option left
+    at None), as both of the trainer's entry points do first."""
     positive = ["total_timesteps", "num_envs", "buffer_size", "batch_size", "target_network_frequency",
                 "train_frequency", "eval_episodes", "log_frequency", "n_step", "frame_stack"]
     for name in positive:
