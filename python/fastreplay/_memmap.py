@@ -191,6 +191,16 @@ def open_dir(where: str, path: Any, buf: Any, capacity: int, fields: Dict[str, A
         raise
 
 
+def _read_manifest(where: str, path: str) -> Dict[str, Any]:
+    """A manifest file, its size and nesting bounded before it is parsed (ValueError naming it otherwise)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as e:
+        raise ValueError(f"{where}: {path} is unreadable ({e})") from None
+    return parse_manifest(data, lambda why: ValueError(f"{where}: {path} is not a valid manifest: {why}"))
+
+
 def _open_locked(where: str, directory: str, buf: Any, capacity: int, fields: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     mpath = os.path.join(directory, "manifest.json")
     if not os.path.exists(mpath):
@@ -201,12 +211,7 @@ def _open_locked(where: str, directory: str, buf: Any, capacity: int, fields: Di
                 "another buffer whose manifest was removed; reusing them would serve their old rows and drop new "
                 "ones. Remove them (or the whole directory) to start afresh, or use another path")
         return None
-    try:
-        with open(mpath, "rb") as f:
-            data = f.read(MAX_MANIFEST_BYTES + 1)
-    except OSError as e:
-        raise ValueError(f"{where}: {mpath} is unreadable ({e})") from None
-    existing = parse_manifest(data, lambda why: ValueError(f"{where}: {mpath} is not a valid manifest: {why}"))
+    existing = _read_manifest(where, mpath)
     if existing.get("format") != FORMAT or existing.get("version") != VERSION:
         raise ValueError(f"{where}: {directory} does not hold fastreplay memmap storage (version {VERSION})")
     want_cls = buffer_kind(buf._prioritized)
@@ -269,12 +274,7 @@ def open_tasks(where: str, path: Any, buf: Any, quotas: List[int], task_weights:
     existing = None
     tpath = os.path.join(directory, "tasks.json")
     if os.path.exists(tpath):
-        try:
-            with open(tpath, "rb") as f:
-                data = f.read(MAX_MANIFEST_BYTES + 1)
-        except OSError as e:
-            raise ValueError(f"{where}: {tpath} is unreadable ({e})") from None
-        raw = parse_manifest(data, lambda why: ValueError(f"{where}: {tpath} is not a valid manifest: {why}"))
+        raw = _read_manifest(where, tpath)
         m = Manifest(raw, lambda why: ValueError(f"{where}: {directory} holds damaged memmap storage: {why}"))
         if raw.get("format") != TASKS_FORMAT or raw.get("version") != VERSION:
             raise ValueError(f"{where}: {directory} does not hold fastreplay multi-task memmap storage")
