@@ -455,3 +455,19 @@ def test_bad_task_values_are_refused_alike(task, exc, msg):
         with pytest.raises(exc, match=msg):
             buf.add(x=1, task=task)
         assert len(buf) == 0
+
+
+@pytest.mark.parametrize("m", IMPLS)
+def test_new_rows_get_their_own_tasks_max_priority(m):
+    buf = m.PrioritizedReplayBuffer(8, F, tasks=2, seed=16)
+    fill(buf, 0, 2)
+    fill(buf, 1, 2)
+    buf.update_priorities([0], [10.0])  # task 0's maximum only
+    fill(buf, 0, 1)
+    fill(buf, 1, 1)
+    if m is fr:
+        p0, p1 = buf._task_view(0)._priorities(), buf._task_view(1)._priorities()
+    else:
+        p0, p1 = buf._children[0].priorities, buf._children[1].priorities
+    assert p0.tolist() == [10.0, 1.0, 10.0] and p1.tolist() == [1.0, 1.0, 1.0]
+    assert buf.max_priority == 10.0
