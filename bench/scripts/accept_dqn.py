@@ -156,30 +156,36 @@ def speed(opts: argparse.Namespace) -> None:
             if who == "cleanrl":
                 r = run_one(tree, "dqn.py", ["--seed", str(rep + 1), "--no-cuda", "--total-timesteps", str(steps)],
                             opts.timeout)
-                sps, wall = r["sps"], r["wall"]
+                sps, wall, cpu_sps = r["sps"], r["wall"], steps / r["loop_cpu"]
             else:
                 out = Path(tempfile.mkdtemp(prefix="accept_dqn_fr_"))
                 argv = ["--seed", str(rep + 1), "--total-timesteps", str(steps), "--eval-frequency", "0",
                         "--eval-episodes", "10", "--no-plot", *CLEANRL_AS_FASTREPLAY.split(),
                         *who.split()[1:], *opts.extra.split()]
                 res = run_trainer(out, argv, opts.timeout)
-                sps, wall = res["steps_per_sec"], res["process_wall_s"]
-            print(f"rep {rep} {who:25s}: {sps:.0f} steps/s, process wall {wall:.1f} s", flush=True)
-            runs.append(dict(who=who, rep=rep, sps=sps, wall=wall, load=os.getloadavg()))
+                sps, wall, cpu_sps = res["steps_per_sec"], res["process_wall_s"], steps / res["loop_cpu_s"]
+            print(f"rep {rep} {who:25s}: {sps:.0f} steps/s, {cpu_sps:.0f} steps per CPU second, process wall "
+                  f"{wall:.1f} s", flush=True)
+            runs.append(dict(who=who, rep=rep, sps=sps, cpu_sps=cpu_sps, wall=wall, load=os.getloadavg()))
     med = {w: statistics.median(r["sps"] for r in runs if r["who"] == w) for w in variants}
+    cmed = {w: statistics.median(r["cpu_sps"] for r in runs if r["who"] == w) for w in variants}
     lines = [f"CartPole-v1, {steps} steps at CleanRL dqn.py's hyperparameters, `OMP_NUM_THREADS=1`, runs alternating "
              f"(CleanRL {rev[:10]} read from its git directory, gymnasium 1.x shims of bench_cleanrl.py, its own "
              "buffer). fastreplay.dqn: `" + " ".join(["--eval-frequency 0", CLEANRL_AS_FASTREPLAY, opts.extra]).strip()
              + "` (its other defaults: 3-step returns, annealed learning rate). Steps/s: CleanRL's last printed SPS "
              "(global_step / time since the loop started); fastreplay.dqn's loop steps/s (the final evaluation is "
-             "outside the loop). The machine has 2 cores and was shared with other work: compare within a row.", "",
-             "| run | " + " | ".join(f"`{v}` steps/s" for v in variants) + " |",
+             "outside the loop). Steps per CPU second: the same steps over the process's CPU time in the loop (all "
+             "its threads), which other work on the machine inflates less than wall time. The machine has 2 cores "
+             "and was shared with other work: compare within a row.", "",
+             "| run | " + " | ".join(f"`{v}` steps/s (per CPU s)" for v in variants) + " |",
              "|---|" + "---:|" * len(variants)]
     for rep in range(opts.repeats):
-        cells = [next(r["sps"] for r in runs if r["who"] == v and r["rep"] == rep) for v in variants]
-        lines.append(f"| {rep + 1} | " + " | ".join(f"{c:.0f}" for c in cells) + " |")
-    lines.append("| median | " + " | ".join(f"{med[v]:.0f} ({med[v] / med['cleanrl']:.2f}x)" for v in variants) + " |")
-    write(opts.name, {"cleanrl_rev": rev, "steps": steps, "runs": runs, "median": med}, "\n".join(lines))
+        cells = [next(r for r in runs if r["who"] == v and r["rep"] == rep) for v in variants]
+        lines.append(f"| {rep + 1} | " + " | ".join(f"{c['sps']:.0f} ({c['cpu_sps']:.0f})" for c in cells) + " |")
+    lines.append("| median | " + " | ".join(f"{med[v]:.0f} ({cmed[v]:.0f}): {med[v] / med['cleanrl']:.2f}x "
+                                           f"({cmed[v] / cmed['cleanrl']:.2f}x)" for v in variants) + " |")
+    write(opts.name, {"cleanrl_rev": rev, "steps": steps, "runs": runs, "median": med, "median_cpu": cmed},
+          "\n".join(lines))
 
 
 def atari_speed(opts: argparse.Namespace) -> None:

@@ -118,6 +118,8 @@ def _timed(name, fn):
 def instrument(rb):
     rb.add = _timed("add", rb.add)
     rb.sample = _timed("sample", rb.sample)
+    cpu0 = time.process_time()  # called just before the loop: the loop's CPU time, printed at exit
+    atexit.register(lambda: print(f"LOOP_CPU_S={time.process_time() - cpu0:.4f}", flush=True))
     atexit.register(lambda: print(
         f"BUFFER {type(rb).__module__}.{type(rb).__name__} add_s={_T['add'][0]:.4f} n_add={_T['add'][1]} "
         f"sample_s={_T['sample'][0]:.4f} n_sample={_T['sample'][1]} add_cpu_s={_T['add'][2]:.4f} "
@@ -157,6 +159,7 @@ def build(git_dir: str, rev: str, root: Path) -> dict:
 
 
 SPS_RE = re.compile(r"^SPS: (\d+)", re.M)
+LOOP_CPU_RE = re.compile(r"^LOOP_CPU_S=([\d.]+)", re.M)
 RET_RE = re.compile(r"^global_step=(\d+), episodic_return=([-\d.e+]+)", re.M)
 BUF_RE = re.compile(r"^BUFFER (\S+) add_s=([\d.]+) n_add=(\d+) sample_s=([\d.]+) n_sample=(\d+) "
                     r"add_cpu_s=([\d.]+) sample_cpu_s=([\d.]+)", re.M)
@@ -177,10 +180,11 @@ def run_one(base: Path, script: str, args: list[str], timeout: float) -> dict:
     sps = [int(x) for x in SPS_RE.findall(proc.stdout)]
     rets = [(int(s), float(r)) for s, r in RET_RE.findall(proc.stdout)]
     buf = BUF_RE.search(proc.stdout)
+    loop_cpu = LOOP_CPU_RE.search(proc.stdout)
     return {"sps": sps[-1] if sps else None, "returns": rets, "wall": wall, "buffer": buf.group(1),
             "add_s": float(buf.group(2)), "n_add": int(buf.group(3)), "sample_s": float(buf.group(4)),
             "n_sample": int(buf.group(5)), "add_cpu_s": float(buf.group(6)), "sample_cpu_s": float(buf.group(7)),
-            "cpu": cpu}
+            "cpu": cpu, "loop_cpu": float(loop_cpu.group(1))}
 
 
 def summary(results: list) -> str:

@@ -16,6 +16,7 @@
 //   variables instead of joining or destroying what the parent's threads may have been using.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -142,7 +143,13 @@ class Prefetcher {
   // measured here, several times the cost of sampling a small batch. So the consumer does not wake a worker
   // for every item it takes: idle workers poll for free space every kPoll, and the consumer wakes them only
   // when it drains the queue. A worker that produces faster than the consumer takes sleeps between polls.
+  // The poll interval doubles, from kPoll up to kMaxPoll, while the queue stays full, and starts again at kPoll
+  // after each item: a consumer that takes an item every few milliseconds (a trainer that learns every 10
+  // environment steps) would otherwise pay for 20,000 wake-ups a second, a fifth of a core measured here, taken
+  // from the consumer on a 2-core machine. A slower poll costs the consumer nothing while items are queued, and
+  // it wakes the workers itself when it drains the queue.
   static constexpr std::chrono::microseconds kPoll{50};
+  static constexpr std::chrono::microseconds kMaxPoll{1600};
 
   // What the workers share with the consumer, on the heap so that a forked child can abandon it (see close()).
   struct Sync {
@@ -176,7 +183,8 @@ class Prefetcher {
         std::unique_lock<std::mutex> lock(s.mu);
         // A slot is reserved before producing, so that `depth` bounds finished plus in-production items.
         ++idle_workers_;
-        while (!(stop_ || s.queue.size() + in_production_ < depth_)) s.space.wait_for(lock, kPoll);
+        for (auto poll = kPoll; !(stop_ || s.queue.size() + in_production_ < depth_);)
+          if (s.space.wait_for(lock, poll) == std::cv_status::timeout) poll = std::min(poll * 2, kMaxPoll);
         --idle_workers_;
         if (stop_) return;
         ++in_production_;
