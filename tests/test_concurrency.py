@@ -120,6 +120,22 @@ def test_prefetch_prioritized_beta_and_weights():
         buf.prefetch(8, beta=-1.0)
 
 
+def test_prefetch_refills_promptly_for_a_slow_consumer():
+    # A consumer slower than the workers' polls (a trainer that learns every few ms) finds the queue full again
+    # soon after each item: the workers then sleep until it takes one (prefetch.h, kLongSleep) and must be woken
+    # by it, not by their 1-second bound on a sleep.
+    buf = filled()
+    with buf.prefetch(16, depth=3, threads=1) as it:
+        for _ in range(10):
+            time.sleep(0.01)  # the workers have filled the queue and gone to sleep
+            assert it.ready == 3
+            next(it)
+            deadline = time.monotonic() + 0.3
+            while it.ready < 3 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            assert it.ready == 3, "a sleeping prefetch worker was not woken when the consumer took an item"
+
+
 def test_prefetch_errors_raise_in_consumer_then_stop():
     empty = fr.ReplayBuffer(10, CARTPOLE)
     it = empty.prefetch(4)
