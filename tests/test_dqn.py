@@ -217,10 +217,10 @@ def test_loop_stores_truncated_transitions(tmp_path, monkeypatch, mode, num_envs
         {},
         {"per": True},
         {"num_envs": 4},
-        {"per": True, "num_envs": 3, "double_dqn": True},
-        {"loss": "mse", "tau": 0.1, "target_network_frequency": 1, "max_grad_norm": 0.0, "prefetch": False},
+        {"per": True, "num_envs": 3, "double_dqn": True, "prefetch": True},
+        {"loss": "mse", "tau": 0.1, "target_network_frequency": 1, "max_grad_norm": 0.0, "prefetch": True},
     ],
-    ids=["uniform", "per", "num_envs4", "per_vec_double", "mse_soft_noprefetch"],
+    ids=["uniform", "per", "num_envs4", "per_vec_double_prefetch", "mse_soft_prefetch"],
 )
 def test_tiny_runs(tmp_path, gradient_steps, kw):
     args = tiny(tmp_path, eval_frequency=100, save=str(tmp_path / "final.pt"), **kw)

@@ -288,7 +288,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--cleanrl-git", required=True)
     p.add_argument("--steps", type=int, default=50_000)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--variants", default=",--no-prefetch", help="fastreplay.dqn option sets, comma-separated")
+    p.add_argument("--variants", default=",--prefetch", help="fastreplay.dqn option sets, comma-separated")
     p.add_argument("--name", default="dqn_speed")
     p = sub.add_parser("atari-speed", parents=[common])
     p.add_argument("--env-id", default="ALE/Breakout-v5")

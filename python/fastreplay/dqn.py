@@ -42,7 +42,7 @@ class Args:
     exp_name: str = "dqn"
     """name of the experiment, part of the run directory's name"""
     seed: int = 1
-    """seed of torch, numpy, the environments and the replay buffer (bit-exact reruns on CPU need --no-prefetch)"""
+    """seed of torch, numpy, the environments and the replay buffer (bit-exact reruns on CPU, without --prefetch)"""
     device: str = "cpu"
     """torch device for the networks, e.g. 'cpu', 'cuda', 'cuda:1'"""
     threads: int = 1
@@ -60,7 +60,7 @@ class Args:
     """include the replay buffer in --save checkpoints (its own atomic save, with priorities and episode index)"""
     resume: Optional[str] = None
     """checkpoint file to continue from, in the same run directory; with its buffer and environment states the run
-    goes on as if never interrupted (bit for bit with --no-prefetch)"""
+    goes on as if never interrupted (bit for bit without --prefetch)"""
 
     # Algorithm arguments. None means the default of the environment's family (CLASSIC or ATARI below); the help
     # gives both as "(CartPole-like; Atari)".
@@ -120,9 +120,11 @@ class Args:
     """importance-sampling exponent beta at the start, annealed linearly to 1 at the end of training"""
     per_eps: float = 1e-6
     """added to |TD error| before the exponent, so no transition has zero probability"""
-    prefetch: bool = True
-    """sample batches on the buffer's background threads (buf.prefetch) when the buffer has them. They are drawn
-    while new rows arrive, so a run is exactly reproducible from its seed only with --no-prefetch"""
+    prefetch: bool = False
+    """sample batches on the buffer's background threads (buf.prefetch) when the buffer has them: worth it when a
+    gradient step is fast next to a batch gather (a GPU); on this project's CPU machines it measured slower (a
+    worker's wake-ups cost more than the 5-200 us a gather takes). Prefetched batches are drawn while new rows
+    arrive, so a run is exactly reproducible from its seed only without it"""
 
     # Evaluation and logging
     eval_frequency: Optional[int] = None
