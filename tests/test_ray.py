@@ -1,0 +1,245 @@
+"""fastreplay.ray: sharded replay on a local Ray cluster (one per pytest worker, session-scoped).
+
+Two shards and two writer processes: global prioritized sampling matches one in-process buffer (chi-square on the
+index histogram, weights to 1e-6); large batches arrive as zero-copy read-only views of Ray's shared-memory store;
+a killed shard raises ShardLost within 5 s and restarts from its checkpoint with its priorities; per-shard rate
+limiters keep their band at every observation with a writer far faster than the learner.
+"""
+import os
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+scipy_stats = pytest.importorskip("scipy.stats")
+
+import fastreplay as fr  # noqa: E402
+from fastreplay.ray import ShardedReplay, ShardLost  # noqa: E402
+
+FIELDS = {"id": ((), np.int64), "obs": ((3,), np.float32)}
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    # Logical CPUs may exceed the 2 physical cores; shards and writers declare num_cpus=0, so nothing waits for
+    # CPUs that do not exist.
+    ray.init(num_cpus=4, include_dashboard=False, object_store_memory=256 << 20, log_to_driver=False,
+             configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@ray.remote(num_cpus=0)
+def write_rows(writer, ids, priorities, rows_per_add=5):
+    for k in range(0, len(ids), rows_per_add):
+        sl = slice(k, k + rows_per_add)
+        writer.add(id=ids[sl], obs=np.stack([ids[sl]] * 3, 1).astype(np.float32),
+                   priority=None if priorities is None else priorities[sl])
+    writer.flush()
+    return writer.rows_sent
+
+
+def test_import_fastreplay_never_needs_ray():
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "import fastreplay, fastreplay.rate_limiter\n"
+            "b = fastreplay.ReplayBuffer(8, {'x': ((), 'float32')}); b.add(x=1.0)\n"
+            "try:\n    import fastreplay.ray\nexcept ImportError:\n    print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_global_prioritized_sampling_matches_one_buffer(cluster):
+    """2 shards fed by 2 writer processes with actor-side priorities; 10^5 sampled rows."""
+    n, alpha, beta, eps = 1000, 0.6, 0.4, 1e-6
+    rng = np.random.default_rng(0)
+    # The shards' priority masses differ (about 1:3), so splitting batches evenly (or by size) would be wrong.
+    prio = np.concatenate([rng.uniform(0.05, 1.0, n // 2), rng.uniform(0.5, 6.0, n - n // 2)])
+    ids = np.arange(n, dtype=np.int64)
+    replay = ShardedReplay(2, n, FIELDS, alpha=alpha, eps=eps, seed=1)
+    try:
+        half = n // 2
+        sent = ray.get([write_rows.remote(replay.writer(batch_rows=50, shards=[w]), ids[w * half:(w + 1) * half],
+                                          prio[w * half:(w + 1) * half]) for w in range(2)])
+        assert sent == [half, half]
+        assert [s["size"] for s in replay.stats()] == [half, half]
+        # The oracle: one in-process buffer holding the same rows with the same priorities.
+        oracle = fr.PrioritizedReplayBuffer(n, FIELDS, alpha=alpha, eps=eps, seed=2)
+        oracle.add(id=ids, obs=np.stack([ids] * 3, 1).astype(np.float32))
+        oracle.update_priorities(np.arange(n), prio)
+        B, batches = 500, 200
+        counts = np.zeros(n)
+        it = replay.batches(B, beta=beta, prefetch=3)
+        for _ in range(batches):
+            b = next(it)
+            assert b.batch_size == B and b["id"].shape == (B,)
+            np.testing.assert_array_equal(b["obs"][:, 0], b["id"].astype(np.float32))
+            counts += np.bincount(b["id"], minlength=n)
+            # Weights: as one global buffer's, (min_leaf / leaf_i) ** beta with the global minimum.
+            ob = oracle.get(np.asarray(b["id"]))  # oracle slot == id
+            leaf = (prio[b["id"]] + eps) ** alpha
+            expect = (((prio + eps) ** alpha).min() / leaf) ** beta
+            np.testing.assert_allclose(b.weights, expect, rtol=1e-6)
+            assert (ob["id"] == b["id"]).all()
+        # Same weights as the oracle buffer's own sample, row for row (by id).
+        ob = oracle.sample(4096, beta)
+        w_oracle = dict(zip(ob["id"].tolist(), ob.weights.tolist()))
+        w_sharded = dict(zip(b["id"].tolist(), b.weights.tolist()))
+        common = set(w_oracle) & set(w_sharded)
+        assert len(common) > 50
+        for i in common:
+            assert abs(w_oracle[i] - w_sharded[i]) <= 1e-6 * max(1.0, w_oracle[i])
+        # Histogram vs the exact probabilities and vs the oracle's own histogram.
+        p = (prio + eps) ** alpha
+        p /= p.sum()
+        assert scipy_stats.chisquare(counts, p * counts.sum()).pvalue > 0.01
+        oracle_counts = np.zeros(n)
+        for _ in range(batches):
+            oracle_counts += np.bincount(oracle.sample(B, beta)["id"], minlength=n)
+        table = np.stack([counts, oracle_counts])
+        assert scipy_stats.chi2_contingency(table).pvalue > 0.01
+    finally:
+        replay.close()
+
+
+def test_priority_updates_are_routed_by_shard_with_the_stale_guard(cluster):
+    replay = ShardedReplay(2, 40, FIELDS, seed=3)
+    try:
+        w = replay.writer(batch_rows=10)
+        ids = np.arange(40, dtype=np.int64)
+        ray.get(write_rows.remote(w, ids, None))
+        b = replay.sample(16)
+        new = np.linspace(0.5, 2.0, 16)
+        replay.update_priorities(b, new)
+        assert replay.wait_updates() == 0
+        pr = [ray.get(s.priorities.remote()) for s in replay.shards]
+        last = {int(gi): p for gi, p in zip(b.indices, new)}  # the last duplicate wins
+        for gi, p in last.items():
+            assert pr[gi // replay.shard_capacity][gi % replay.shard_capacity] == pytest.approx(p)
+        # Overwrite every slot, then update with the old batch: every row is stale and skipped.
+        ray.get(write_rows.remote(replay.writer(batch_rows=10), ids + 100, None))
+        replay.update_priorities(b, np.full(16, 9.0))
+        assert replay.wait_updates() == 16
+        with pytest.raises(IndexError, match="indices must lie"):
+            replay.update_priorities(np.array([40]), np.array([1.0]))
+    finally:
+        replay.close()
+
+
+def _mapping_of(address):
+    with open("/proc/self/maps") as fh:
+        for line in fh:
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            if lo <= address < hi:
+                return line.strip()
+    return ""
+
+
+def test_large_image_batches_arrive_without_a_learner_side_copy(cluster):
+    torch = pytest.importorskip("torch")
+    fields = {"obs": ((4, 84, 84), np.uint8), "next_obs": ((4, 84, 84), np.uint8), "action": ((), np.int64)}
+    replay = ShardedReplay(2, 400, fields, seed=4)
+    try:
+        w = replay.writer(batch_rows=50)
+        for k in range(200):
+            frame = np.full((4, 84, 84), k % 251, np.uint8)
+            w.add(obs=frame, next_obs=frame + 1, action=k)
+        w.flush()  # the shards received read-only views from Ray's store and add() copied them
+        it = replay.batches(32, prefetch=2, concat=False)
+        for _ in range(5):
+            parts = next(it)
+            assert sum(p.batch_size for p in parts) == 32
+            for part in parts:
+                obs = part["obs"]
+                assert obs.shape == (part.batch_size, 4, 84, 84)
+                assert not obs.flags.writeable and not obs.flags.owndata
+                # The rows live in the node's shared-memory object store, mapped into this process: no copy.
+                where = _mapping_of(obs.__array_interface__["data"][0])
+                assert "/dev/shm/plasma" in where, where
+                assert (obs[:, 0, 0, 0] == part["action"] % 251).all()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")  # torch warns on non-writable arrays: must not happen
+                    t = part.to_torch()
+                t["obs"][0, 0, 0, 0] = 7  # a writable copy, never the store's memory
+                assert obs[0, 0, 0, 0] != 7 or part["action"][0] % 251 == 7
+    finally:
+        replay.close()
+
+
+def test_a_killed_shard_raises_shard_lost_and_restarts_from_its_checkpoint(cluster, tmp_path):
+    replay = ShardedReplay(2, 200, FIELDS, seed=5, checkpoint_dir=str(tmp_path))
+    try:
+        ids = np.arange(150, dtype=np.int64)
+        ray.get(write_rows.remote(replay.writer(batch_rows=25), ids, np.linspace(0.1, 5, 150)))
+        b = replay.sample(64)
+        replay.update_priorities(b, np.arange(64) / 10.0)
+        replay.wait_updates()
+        replay.checkpoint()
+        before = [ray.get(s.priorities.remote()) for s in replay.shards]
+        writer = replay.writer(batch_rows=5, first_shard=1)
+        ray.kill(replay.shards[1], no_restart=True)
+        t0 = time.monotonic()
+        with pytest.raises(ShardLost, match="shard 1 is lost") as e:
+            for _ in range(1000):
+                replay.sample(32)
+        assert e.value.shard == 1
+        assert time.monotonic() - t0 < 5.0
+        t0 = time.monotonic()
+        with pytest.raises(ShardLost):
+            writer.add(id=np.arange(5), obs=np.zeros((5, 3), np.float32))
+            writer.flush()
+        assert time.monotonic() - t0 < 5.0
+        st = replay.restart_shard(1)
+        assert st["restored"] and st["size"] == len(before[1])
+        np.testing.assert_array_equal(ray.get(replay.shards[1].priorities.remote()), before[1])
+        assert replay.sample(32).batch_size == 32
+    finally:
+        replay.close()
+
+
+def test_rate_limited_shards_keep_their_band_with_a_fast_writer(cluster):
+    spi, min_size, eb, B = 2.0, 100, 120.0, 32
+    replay = ShardedReplay(2, 20_000, FIELDS, seed=6,
+                           rate_limiter=fr.RateLimiter(spi, min_size, eb))
+
+    @ray.remote(num_cpus=0)
+    def fast_writer(writer, n):
+        try:
+            for k in range(0, n, 10):
+                writer.add(id=np.arange(k, k + 10), obs=np.zeros((10, 3), np.float32))
+            writer.flush()
+        except ShardLost:
+            pass
+        return writer.rows_sent
+
+    ref = fast_writer.remote(replay.writer(batch_rows=20, max_in_flight=2), 20_000)
+    try:
+        deadline = time.monotonic() + 30
+        while min(s["size"] for s in replay.stats()) < min_size and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen = 0
+        lo, hi = min_size * spi - eb, min_size * spi + eb
+        for _ in range(60):
+            replay.sample(B, timeout=30)
+            seen += B
+            for s in replay._stats:  # counters as each shard replied, right after its sample
+                c = s["limiter"]
+                err = c["inserts"] * spi - c["samples"]
+                assert err >= lo, c
+                assert c["inserts"] <= min_size or err <= hi, c
+            time.sleep(0.01)  # the learner's work: the writer is far faster
+        final = replay.stats()
+        for s in final:
+            c = s["limiter"]
+            err = c["inserts"] * spi - c["samples"]
+            assert lo <= err <= hi, c
+        # The writer was held back: it inserted about samples / spi rows, far fewer than it offered.
+        inserted = sum(s["limiter"]["inserts"] for s in final)
+        assert inserted < 20_000 / 4
+        assert sum(s["limiter"]["samples"] for s in final) == seen
+    finally:
+        replay.close()
+        ray.get(ref)
