@@ -74,7 +74,8 @@ class ShardedReplay:
             configuration, counting the rows it receives and serves (configure it per shard).
         checkpoint_dir: each shard checkpoints to ``checkpoint_dir/shard-<i>.frb`` (every ``checkpoint_every``
             seconds, and on :meth:`checkpoint`) and resumes from it when restarted.
-        max_concurrency: threads per shard actor (add and sample run concurrently).
+        max_concurrency: threads per shard actor (add and sample run concurrently; samples waiting for the rate
+            limiter hold one each, so keep it above the learner's ``prefetch + 2``).
         detect_timeout: seconds a call waits for a shard's reply before raising ``TimeoutError`` (None: no limit).
             A dead shard is reported by Ray itself (``RayActorError``, turned into :class:`ShardLost`) as soon as its
             process is gone, whatever this is.
@@ -86,7 +87,7 @@ class ShardedReplay:
                  alpha: float = 0.6, eps: float = 1e-6, max_priority: str = "all_time", seed: Optional[int] = None,
                  buffer_options: Optional[Dict[str, Any]] = None, rate_limiter: Optional[RateLimiter] = None,
                  checkpoint_dir: Optional[str] = None, checkpoint_every: Optional[float] = None,
-                 max_concurrency: int = 4, detect_timeout: Optional[float] = None, backend: str = "fastreplay",
+                 max_concurrency: int = 8, detect_timeout: Optional[float] = None, backend: str = "fastreplay",
                  actor_options: Optional[Dict[str, Any]] = None) -> None:
         where = "ShardedReplay"
         if not isinstance(num_shards, int) or num_shards < 1:
@@ -300,6 +301,10 @@ class ReplayWriter:
     waiting for the reply; at most ``max_in_flight`` sends are outstanding (older ones are awaited, and a lost
     shard raises :class:`ShardLost`). Picklable (it holds actor handles and plain data).
 
+    A shard whose rate limiter holds inserts back refuses a send instead of blocking; the writer resends it to
+    the next shard (after a short pause once every shard has refused it), so the writer blocks only while every
+    shard is ahead of its sampler, and a shard that a waiting sample needs rows for always receives them.
+
     ``add(priority=None, **row)`` takes one row (arrays of the field's shape) or several (a leading dimension,
     for every field); ``priority`` (float or float[n]): the actor-computed initial priority (Ape-X); without one
     rows get the shard's maximum priority. :meth:`flush` sends what is buffered and waits for every send.
@@ -332,8 +337,9 @@ class ReplayWriter:
         self._prios: List[np.ndarray] = []
         self._has_prio: Optional[bool] = None
         self._rows = 0
-        self._inflight: Deque[Tuple[int, Any]] = collections.deque()
+        self._inflight: Deque[Tuple[int, Any, Any, Any, int]] = collections.deque()
         self.rows_sent = 0
+        self.refused = 0
 
     def set_shards(self, shards: List[Any]) -> None:
         """Use new shard handles (``replay.shards`` after ``ShardedReplay.restart_shard``)."""
@@ -375,21 +381,31 @@ class ReplayWriter:
             return
         cols = {k: np.concatenate(v) if len(v) > 1 else v[0] for k, v in self._cols.items()}
         prios = np.concatenate(self._prios) if self._has_prio else None
-        shard = self._next
-        self._next = (self._next + 1) % len(self.shards)
-        self._inflight.append((self.shard_ids[shard], self.shards[shard].add.remote(cols, prios)))
+        self._submit(cols, prios, 0)
         self.rows_sent += self._rows
         self._cols = {k: [] for k in self.fields}
         self._prios = []
         self._has_prio = None
         self._rows = 0
         while len(self._inflight) > self.max_in_flight:
-            s, ref = self._inflight.popleft()
-            _get(ref, [s], self.detect_timeout)
+            self._settle_oldest()
+
+    def _submit(self, cols: Dict[str, np.ndarray], prios: Optional[np.ndarray], refusals: int) -> None:
+        shard = self._next
+        self._next = (self._next + 1) % len(self.shards)
+        ref = self.shards[shard].add.remote(cols, prios)
+        self._inflight.append((self.shard_ids[shard], ref, cols, prios, refusals))
+
+    def _settle_oldest(self) -> None:
+        s, ref, cols, prios, refusals = self._inflight.popleft()
+        if not _get(ref, [s], self.detect_timeout)["accepted"]:  # rate-limited: try the next shard
+            self.refused += 1
+            if refusals + 1 >= len(self.shards):
+                time.sleep(min(0.001 * 2 ** ((refusals + 1) // len(self.shards)), 0.02))
+            self._submit(cols, prios, refusals + 1)
 
     def flush(self) -> None:
         """Send the buffered rows and wait for every send to be stored."""
         self._send()
         while self._inflight:
-            s, ref = self._inflight.popleft()
-            _get(ref, [s], self.detect_timeout)
+            self._settle_oldest()

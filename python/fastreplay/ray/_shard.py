@@ -74,15 +74,17 @@ class ReplayShard:
 
     # -- writers --------------------------------------------------------------------------------------------
     def add(self, columns: Dict[str, np.ndarray], priorities: Optional[np.ndarray] = None,
-            timeout: Optional[float] = None) -> Dict[str, Any]:
+            block: bool = False, timeout: Optional[float] = None) -> Dict[str, Any]:
         """Add ``n`` rows (``columns``: ``{field: array[n, *shape]}``, read-only arrays accepted) with optional
-        initial priorities (float[n]). Waits for the rate limiter (``timeout`` seconds at most: TimeoutError).
-        Returns the shard's stats."""
+        initial priorities (float[n]). With a rate limiter that holds inserts back: by default (``block=False``)
+        nothing is added and the stats say ``"accepted": False`` (the writer then tries another shard, so a
+        shard that needs rows for a waiting sample always gets them); ``block=True`` waits (``timeout`` seconds at
+        most: TimeoutError). Returns the shard's stats with ``"accepted"``."""
         n = int(len(next(iter(columns.values())))) if columns else 0
         if priorities is not None and len(priorities) != n:
             raise ValueError(f"ReplayShard.add: {len(priorities)} priorities for {n} rows")
-        if self.limiter is not None:
-            self.limiter.insert(n, timeout=timeout)
+        if self.limiter is not None and not self.limiter.insert(n, block=block, timeout=timeout):
+            return dict(self.stats(), accepted=False)
         try:
             with self._lock:
                 start = self.buffer.next_index
@@ -94,7 +96,7 @@ class ReplayShard:
             if self.limiter is not None:
                 self.limiter._release(True, n)
             raise
-        return self.stats()
+        return dict(self.stats(), accepted=True)
 
     # -- learner --------------------------------------------------------------------------------------------
     def sample(self, n: int, beta: float = 0.4, timeout: Optional[float] = None) -> Dict[str, Any]:
