@@ -243,3 +243,28 @@ def test_rate_limited_shards_keep_their_band_with_a_fast_writer(cluster):
     finally:
         replay.close()
         ray.get(ref)
+
+
+def test_apex_epsilons_follow_the_paper():
+    from fastreplay.apex import actor_epsilons
+
+    eps = actor_epsilons(8)
+    np.testing.assert_allclose(eps, [0.4 ** (1 + 7 * i / 7) for i in range(8)])
+    assert actor_epsilons(1) == [0.4]
+
+
+def test_apex_command_runs_end_to_end():
+    """A short run of python -m fastreplay.apex (its own local Ray cluster, 2 actors, 2 shards): it learns, sends
+    priorities, evaluates and shuts down cleanly. Solving CartPole is measured in bench/results/ray.md."""
+    pytest.importorskip("gymnasium")
+    pytest.importorskip("torch")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-m", "fastreplay.apex", "--max-updates", "300", "--eval-every", "150",
+                          "--eval-episodes", "2", "--learning-starts", "200", "--target-return", "1e9"],
+                         capture_output=True, text=True, timeout=240, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    import json
+
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["updates"] == 300 and not result["solved"]
+    assert len(result["epsilons"]) == 2
