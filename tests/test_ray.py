@@ -268,3 +268,22 @@ def test_apex_command_runs_end_to_end():
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["updates"] == 300 and not result["solved"]
     assert len(result["epsilons"]) == 2
+
+
+def test_uniform_shards_are_sampled_in_proportion_to_their_sizes(cluster):
+    replay = ShardedReplay(2, 1000, FIELDS, prioritized=False, seed=7)
+    try:
+        ray.get([write_rows.remote(replay.writer(batch_rows=50, shards=[s]), np.arange(k, dtype=np.int64), None)
+                 for s, k in ((0, 100), (1, 300))])
+        counts = np.zeros(2)
+        ids = np.zeros(400)
+        for _ in range(100):
+            b = replay.sample(100)
+            assert b.weights is None and b.generations is None
+            counts += np.bincount(b.shards, minlength=2)
+            ids += np.bincount(b.indices, minlength=1000)[np.r_[0:100, 500:800]]
+        # Every stored row equally likely: 1/400 each, so shard 1 gives 3/4 of the rows.
+        assert scipy_stats.chisquare(ids, np.full(400, ids.sum() / 400)).pvalue > 0.01
+        assert scipy_stats.binomtest(int(counts[1]), int(counts.sum()), 0.75).pvalue > 0.01
+    finally:
+        replay.close()

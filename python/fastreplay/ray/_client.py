@@ -64,7 +64,8 @@ class ShardedReplay:
     sizes for uniform replay), so each row is drawn with probability ``leaf_i / sum of all leaves``, and the
     importance weights ``(min_leaf / leaf_i) ** beta`` use the global minimum: the batch is distributed as one
     buffer's would be. Batch indices are global, ``shard * shard_capacity + slot``; :meth:`update_priorities`
-    routes them back to their shards asynchronously, with the stale-index guard (generations).
+    routes them back to their shards asynchronously (riding along with the next sample request to each shard),
+    with the stale-index guard (generations).
 
     Args:
         num_shards, capacity, fields: topology, total slots, ``{name: (shape, dtype)}``.
@@ -116,8 +117,8 @@ class ShardedReplay:
         self._stats = _get([s.stats.remote() for s in self.shards], range(num_shards), detect_timeout)
         self._rng = np.random.default_rng(seed)
         self._pending: Deque[Any] = collections.deque()
-        self._updates: Deque[Tuple[int, Any]] = collections.deque()
-        self.max_updates_in_flight = 4 * num_shards
+        self._queued: List[List[Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]]] = [[] for _ in range(num_shards)]
+        self._skipped = 0
 
     # -- writers -------------------------------------------------------------------------------------------
     def writer(self, batch_rows: int = 50, max_in_flight: int = 2, first_shard: int = 0,
@@ -148,7 +149,24 @@ class ShardedReplay:
             if mass.sum() <= 0:
                 raise ValueError("ShardedReplay.sample: every shard is empty")
         counts = self._rng.multinomial(batch_size, mass / mass.sum())
-        return [s.sample.remote(int(c), beta, timeout) for s, c in zip(self.shards, counts)]
+        return [s.sample.remote(int(c), beta, timeout, self._take_updates(i))
+                for i, (s, c) in enumerate(zip(self.shards, counts))]
+
+    def _take_updates(self, shard: int) -> Optional[tuple]:
+        """The priority updates queued for ``shard``, as one (indices, priorities, generations) triple (None if
+        none); later rows come later, so the last update of a slot wins as in one call."""
+        q = self._queued[shard]
+        if not q:
+            return None
+        self._queued[shard] = []
+        idx = np.concatenate([u[0] for u in q])
+        prio = np.concatenate([u[1] for u in q])
+        gens = None if any(u[2] is None for u in q) else np.concatenate([u[2] for u in q])
+        if gens is None and any(u[2] is not None for u in q):  # mixed: send separately to keep the guard
+            for u in q:
+                self._skipped += _get(self.shards[shard].update_priorities.remote(*u), [shard], self.detect_timeout)
+            return None
+        return idx, prio, gens
 
     def sample(self, batch_size: int, beta: float = 0.4, timeout: Optional[float] = None) -> Batch:
         """One batch of ``batch_size`` rows across the shards (no prefetch). Fields as the buffer's batches;
@@ -175,6 +193,7 @@ class ShardedReplay:
     def _assemble(self, refs: List[Any], beta: float, concat: bool) -> Any:
         replies = _get(refs, range(self.num_shards), self.detect_timeout)
         self._stats = [r["stats"] for r in replies]
+        self._skipped += sum(r["skipped"] for r in replies)
         parts = []
         min_leaf = min((s["min_leaf"] for s in self._stats if s["size"] > 0), default=1.0)
         for shard, r in enumerate(replies):
@@ -208,38 +227,43 @@ class ShardedReplay:
         return _ShardBatch.of(out, shards)
 
     def update_priorities(self, indices: Any, priorities: Any, generations: Any = None) -> None:
-        """Send new priorities to the shards holding ``indices`` (global; a Batch gives its indices and
-        generations), without waiting for them: at most ``max_updates_in_flight`` calls are outstanding (older ones
-        are awaited, and a lost shard raises :class:`ShardLost`). Rows overwritten since they were sampled are
-        skipped by their shard (stale-index guard)."""
+        """Queue new priorities for the shards holding ``indices`` (global; a Batch gives its indices and
+        generations). Nothing waits: each shard's queued updates ride along with the learner's next sample request
+        to it (one Ray call per shard per batch, not two), so they are applied before that shard samples again;
+        :meth:`wait_updates` sends what is still queued and waits. Rows overwritten since they were sampled are
+        skipped by their shard (stale-index guard). Checked here: shapes and index range (ValueError/IndexError)."""
         if isinstance(indices, Batch):
             if generations is None:
                 generations = indices.generations
             indices = indices.indices
-        idx = np.asarray(indices, np.int64)
+        idx = np.asarray(_numpy(indices), np.int64).reshape(-1)
         prio = np.asarray(_numpy(priorities), np.float64).reshape(-1)
         if prio.shape != idx.shape:
             raise ValueError(f"ShardedReplay.update_priorities: {prio.shape[0]} priorities for {idx.shape[0]} indices")
-        gens = None if generations is None else np.asarray(generations, np.uint64)
+        gens = None if generations is None else np.asarray(_numpy(generations), np.uint64).reshape(-1)
+        if gens is not None and gens.shape != idx.shape:
+            raise ValueError(f"ShardedReplay.update_priorities: {gens.shape[0]} generations for {idx.shape[0]} indices")
         if idx.size and (idx.min() < 0 or idx.max() >= self.num_shards * self.shard_capacity):
             raise IndexError(f"ShardedReplay.update_priorities: indices must lie in [0, "
                              f"{self.num_shards * self.shard_capacity}), got {idx.min()}..{idx.max()}")
+        if not np.all(np.isfinite(prio)) or (prio < 0).any():
+            raise ValueError("ShardedReplay.update_priorities: priorities must be finite and >= 0")
         shard_of = idx // self.shard_capacity
         for s in np.unique(shard_of):
             m = shard_of == s
-            ref = self.shards[int(s)].update_priorities.remote(
-                idx[m] - s * self.shard_capacity, prio[m], None if gens is None else gens[m])
-            self._updates.append((int(s), ref))
-        while len(self._updates) > self.max_updates_in_flight:
-            s, ref = self._updates.popleft()
-            _get(ref, [s], self.detect_timeout)
+            self._queued[int(s)].append((idx[m] - s * self.shard_capacity, prio[m], None if gens is None else gens[m]))
 
     def wait_updates(self) -> int:
-        """Wait for every priority update sent so far; returns the rows skipped as stale."""
-        skipped = 0
-        while self._updates:
-            s, ref = self._updates.popleft()
-            skipped += _get(ref, [s], self.detect_timeout)
+        """Send every queued priority update now and wait for them; returns the rows skipped as stale since the
+        last call (those sent now, and those that rode along with sample requests answered since)."""
+        refs, shards = [], []
+        for s in range(self.num_shards):
+            u = self._take_updates(s)
+            if u is not None:
+                refs.append(self.shards[s].update_priorities.remote(*u))
+                shards.append(s)
+        skipped = self._skipped + sum(_get(refs, shards, self.detect_timeout))
+        self._skipped = 0
         return skipped
 
     # -- faults --------------------------------------------------------------------------------------------
@@ -258,7 +282,7 @@ class ShardedReplay:
         self.shards[shard] = self._remote_cls.remote(**self._shard_args[shard])
         st = _get(self.shards[shard].stats.remote(), [shard], self.detect_timeout)
         self._stats[shard] = st
-        self._updates = collections.deque((s, r) for s, r in self._updates if s != shard)
+        self._queued[shard] = []  # updates for slots of the old incarnation past its checkpoint are moot
         return st
 
     def close(self) -> None:

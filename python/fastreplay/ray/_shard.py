@@ -99,11 +99,16 @@ class ReplayShard:
         return dict(self.stats(), accepted=True)
 
     # -- learner --------------------------------------------------------------------------------------------
-    def sample(self, n: int, beta: float = 0.4, timeout: Optional[float] = None) -> Dict[str, Any]:
+    def sample(self, n: int, beta: float = 0.4, timeout: Optional[float] = None,
+               updates: Optional[tuple] = None) -> Dict[str, Any]:
         """``n`` rows (n may be 0: stats only), as ``{"columns": {field: array}, "indices", "generations",
-        "leaves" (float64[n], the rows' tree leaves, prioritized), "stats"}``; the arrays travel zero-copy through
-        Ray's object store. Waits for the rate limiter first."""
-        out: Dict[str, Any] = {"columns": None, "indices": None, "generations": None, "leaves": None}
+        "leaves" (float64[n], the rows' tree leaves, prioritized), "skipped", "stats"}``; the arrays travel
+        zero-copy through Ray's object store. ``updates``: priority updates ``(indices, priorities, generations)``
+        the learner queued for this shard, applied first (one call instead of two; ``skipped`` counts their stale
+        rows). Waits for the rate limiter before sampling."""
+        out: Dict[str, Any] = {"columns": None, "indices": None, "generations": None, "leaves": None, "skipped": 0}
+        if updates is not None:
+            out["skipped"] = self.update_priorities(*updates)
         if n > 0:
             if self.limiter is not None:
                 self.limiter.sample(n, timeout=timeout)
