@@ -572,6 +572,16 @@ static void test_rate_limiter(double seconds) {
       threw = true;
     }
     CHECK(threw);
+    rl.release(RL::Side::Sample, 8);  // the 8 sampled rows taken back: error 10 again, a sample of 8 fits
+    CHECK(rl.counters().samples == 0 && rl.can_proceed(RL::Side::Sample, 8));
+    threw = false;
+    try {
+      rl.release(RL::Side::Insert, 6);  // more than the 5 counted
+    } catch (const std::invalid_argument&) {
+      threw = true;
+    }
+    CHECK(threw && rl.counters().inserts == 5);
+    CHECK(rl.acquire(RL::Side::Sample, 8, 0.0) == RL::Result::Ok);  // error 2: the next sample must wait
     std::thread blocked([&] { CHECK(rl.acquire(RL::Side::Sample, 5, -1.0) == RL::Result::Cancelled); });
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     rl.cancel();
