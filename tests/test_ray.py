@@ -287,3 +287,43 @@ def test_uniform_shards_are_sampled_in_proportion_to_their_sizes(cluster):
         assert scipy_stats.binomtest(int(counts[1]), int(counts.sum()), 0.75).pvalue > 0.01
     finally:
         replay.close()
+
+
+@ray.remote(num_cpus=0)
+def write_lanes(writer, base, steps, lanes):
+    """Steps of `lanes` lanes; obs encodes (writer, lane, step) as base + 100 * lane + t, next_obs = obs + 1."""
+    for t in range(steps):
+        obs = np.array([[base + 100 * k + t] for k in range(lanes)], np.float32)
+        writer.add(obs=obs, next_obs=obs + 1, reward=np.ones(lanes, np.float32), done=np.zeros(lanes, bool),
+                   priority=np.full(lanes, 1.0 + t % 3))
+    writer.flush()
+    return writer.rows_sent
+
+
+def test_episodic_shards_give_each_writer_its_lanes_and_n_step_returns(cluster):
+    """2 writers with 2 lanes each, one episodic shard each (n_step=3, gamma=0.5): every sampled row's n-step
+    window stays within its writer's lane: next_obs - obs == m, reward == sum_{j<m} 0.5^j, discount == 0.5^m."""
+    fields = {"obs": ((1,), np.float32), "next_obs": ((1,), np.float32), "reward": ((), np.float32),
+              "done": ((), np.bool_)}
+    replay = ShardedReplay(2, 400, fields, seed=8, buffer_options={"num_envs": 2, "n_step": 3, "gamma": 0.5})
+    try:
+        with pytest.raises(ValueError, match="one shard of its own"):
+            replay.writer()
+        sent = ray.get([write_lanes.remote(replay.writer(batch_rows=20, shards=[w]), 1000 * w, 60, 2)
+                        for w in range(2)])
+        assert sent == [120, 120]
+        for _ in range(20):
+            b = replay.sample(64)
+            m = np.rint(b["next_obs"][:, 0] - b["obs"][:, 0]).astype(int)
+            assert ((m >= 1) & (m <= 3)).all()
+            np.testing.assert_allclose(b["reward"], (1 - 0.5 ** m) / 0.5, rtol=1e-6)
+            np.testing.assert_allclose(b["discount"], 0.5 ** m, rtol=1e-6)
+            assert (b.shards == (b["obs"][:, 0] >= 1000)).all()  # writer w's steps live on shard w
+        # A second writer on an episodic shard is refused (its steps would interleave with the first's).
+        other = replay.writer(batch_rows=2, shards=[0])
+        with pytest.raises(ValueError, match="serves one writer"):
+            other.add(obs=np.zeros((2, 1), np.float32), next_obs=np.ones((2, 1), np.float32),
+                      reward=np.ones(2, np.float32), done=np.zeros(2, bool))
+            other.flush()
+    finally:
+        replay.close()

@@ -70,7 +70,11 @@ class ShardedReplay:
     Args:
         num_shards, capacity, fields: topology, total slots, ``{name: (shape, dtype)}``.
         prioritized: prioritized (default) or uniform shards.
-        alpha, eps, max_priority: prioritized buffer options. Other buffer options go in ``buffer_options``.
+        alpha, eps, max_priority: prioritized buffer options. Other buffer options go in ``buffer_options``;
+            episode options there (``num_envs``, ``frame_stack``, ``n_step``, ``gamma``, ...; docs/episodes.md)
+            make every shard episodic: each then serves one writer (``writer(shards=[i])``), which sends whole
+            steps of its ``num_envs`` lanes in order, one send in flight, and batches carry n-step returns,
+            discounts and frame stacks as a local episodic buffer's do.
         rate_limiter: a :class:`fastreplay.RateLimiter` used as a template: each shard gets one with the same
             configuration, counting the rows it receives and serves (configure it per shard).
         checkpoint_dir: each shard checkpoints to ``checkpoint_dir/shard-<i>.frb`` (every ``checkpoint_every``
@@ -101,6 +105,11 @@ class ShardedReplay:
         self.prioritized = prioritized
         self.detect_timeout = detect_timeout
         options = dict(buffer_options or {})
+        #: Episode options (num_envs, frame_stack, n_step, ...): every shard is episodic and serves one writer.
+        self.episodic = any(options.get(k) is not None for k in (
+            "num_envs", "frame_stack", "n_step", "next_obs", "stacked_input", "stack_padding", "gamma", "autoreset"))
+        if self.episodic and "num_envs" not in options:
+            options["num_envs"] = 1
         if prioritized:
             options.update(alpha=alpha, eps=eps, max_priority=max_priority)
         self._shard_args = []
@@ -129,6 +138,11 @@ class ShardedReplay:
         if not ids or min(ids) < 0 or max(ids) >= self.num_shards:
             raise ValueError(f"ShardedReplay.writer: shards must be a non-empty subset of 0..{self.num_shards - 1}, "
                              f"got {shards!r}")
+        if self.episodic:  # steps must reach one shard in order: one shard, one send in flight
+            if len(ids) != 1:
+                raise ValueError("ShardedReplay.writer: with episode options each writer writes to one shard of its "
+                                 f"own: pass shards=[i] (got {shards!r})")
+            max_in_flight = 0
         return ReplayWriter([self.shards[i] for i in ids], self.fields, batch_rows, max_in_flight, first_shard,
                             self.detect_timeout, ids)
 
@@ -323,7 +337,9 @@ def _fresh_state(rl: RateLimiter) -> Dict[str, Any]:
 class ReplayWriter:
     """An actor process's side: buffers rows, sends ``batch_rows`` at a time to the shards in turn, without
     waiting for the reply; at most ``max_in_flight`` sends are outstanding (older ones are awaited, and a lost
-    shard raises :class:`ShardLost`). Picklable (it holds actor handles and plain data).
+    shard raises :class:`ShardLost`). ``max_in_flight=0`` (episodic shards): one send at a time, each stored
+    before the next leaves, so steps arrive in order (still without waiting for the last one). Picklable (it holds
+    actor handles and plain data).
 
     A shard whose rate limiter holds inserts back refuses a send instead of blocking; the writer resends it to
     the next shard (after a short pause once every shard has refused it), so the writer blocks only while every
@@ -336,8 +352,8 @@ class ReplayWriter:
 
     def __init__(self, shards: List[Any], fields: Dict[str, Any], batch_rows: int, max_in_flight: int,
                  first_shard: int, detect_timeout: Optional[float], shard_ids: Optional[List[int]] = None) -> None:
-        if batch_rows < 1 or max_in_flight < 1:
-            raise ValueError(f"ReplayWriter: batch_rows and max_in_flight must be >= 1, got {batch_rows}, "
+        if batch_rows < 1 or max_in_flight < 0:
+            raise ValueError(f"ReplayWriter: batch_rows must be >= 1 and max_in_flight >= 0, got {batch_rows}, "
                              f"{max_in_flight}")
         self.shards = list(shards)
         self.shard_ids = list(range(len(self.shards))) if shard_ids is None else list(shard_ids)
@@ -346,10 +362,11 @@ class ReplayWriter:
         self.max_in_flight = max_in_flight
         self.detect_timeout = detect_timeout
         self._next = first_shard % len(self.shards)
+        self.writer_id = os.urandom(8).hex()  # episodic shards accept steps from one writer only
         self._reset()
 
     def __getstate__(self) -> Dict[str, Any]:
-        return {"shards": self.shards, "shard_ids": self.shard_ids, "fields": self.fields, "batch_rows": self.batch_rows,
+        return {"shards": self.shards, "shard_ids": self.shard_ids, "fields": self.fields, "writer_id": self.writer_id, "batch_rows": self.batch_rows,
                 "max_in_flight": self.max_in_flight, "detect_timeout": self.detect_timeout, "_next": self._next}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
@@ -405,19 +422,22 @@ class ReplayWriter:
             return
         cols = {k: np.concatenate(v) if len(v) > 1 else v[0] for k, v in self._cols.items()}
         prios = np.concatenate(self._prios) if self._has_prio else None
+        if self.max_in_flight == 0:  # ordered sends (episodic shards): the previous one is stored first
+            while self._inflight:
+                self._settle_oldest()
         self._submit(cols, prios, 0)
         self.rows_sent += self._rows
         self._cols = {k: [] for k in self.fields}
         self._prios = []
         self._has_prio = None
         self._rows = 0
-        while len(self._inflight) > self.max_in_flight:
+        while len(self._inflight) > max(self.max_in_flight, 1):
             self._settle_oldest()
 
     def _submit(self, cols: Dict[str, np.ndarray], prios: Optional[np.ndarray], refusals: int) -> None:
         shard = self._next
         self._next = (self._next + 1) % len(self.shards)
-        ref = self.shards[shard].add.remote(cols, prios)
+        ref = self.shards[shard].add.remote(cols, prios, False, None, self.writer_id)
         self._inflight.append((self.shard_ids[shard], ref, cols, prios, refusals))
 
     def _settle_oldest(self) -> None:

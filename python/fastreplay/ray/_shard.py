@@ -66,6 +66,10 @@ class ReplayShard:
             self.buffer = cls(capacity, fields, seed=seed, **options)
             self.limiter = RateLimiter.from_state(limiter) if limiter is not None else None
         self._capacity = self.buffer.capacity
+        # Episodic shards (num_envs, frame_stack, n_step, ... in buffer_options): each add takes one step of every
+        # lane, in order, so such a shard serves exactly one writer (the first to send).
+        self._lanes = getattr(self.buffer, "num_envs", None)
+        self._writer: Optional[str] = None
         self._stop = threading.Event()
         self.checkpoints = 0
         if checkpoint_every is not None and checkpoint_path is not None:
@@ -74,21 +78,38 @@ class ReplayShard:
 
     # -- writers --------------------------------------------------------------------------------------------
     def add(self, columns: Dict[str, np.ndarray], priorities: Optional[np.ndarray] = None,
-            block: bool = False, timeout: Optional[float] = None) -> Dict[str, Any]:
+            block: bool = False, timeout: Optional[float] = None, writer: Optional[str] = None) -> Dict[str, Any]:
         """Add ``n`` rows (``columns``: ``{field: array[n, *shape]}``, read-only arrays accepted) with optional
         initial priorities (float[n]). With a rate limiter that holds inserts back: by default (``block=False``)
         nothing is added and the stats say ``"accepted": False`` (the writer then tries another shard, so a
         shard that needs rows for a waiting sample always gets them); ``block=True`` waits (``timeout`` seconds at
-        most: TimeoutError). Returns the shard's stats with ``"accepted"``."""
+        most: TimeoutError). An episodic shard takes whole steps (n a multiple of its num_envs K, rows in step
+        order, lane k of each step at position k) from one writer only (``writer``, its id). Returns the shard's
+        stats with ``"accepted"``."""
         n = int(len(next(iter(columns.values())))) if columns else 0
         if priorities is not None and len(priorities) != n:
             raise ValueError(f"ReplayShard.add: {len(priorities)} priorities for {n} rows")
+        if self._lanes is not None:
+            if n % self._lanes:
+                raise ValueError(f"ReplayShard.add: an episodic shard (num_envs={self._lanes}) takes whole steps, "
+                                 f"got {n} rows")
+            with self._lock:
+                if self._writer is None:
+                    self._writer = writer
+            if writer is None or writer != self._writer:
+                raise ValueError(f"ReplayShard.add: shard {self.shard_id} is episodic and serves one writer "
+                                 f"({self._writer}); got writer {writer}: give each writer its own shard "
+                                 "(ShardedReplay.writer(shards=[i]))")
         if self.limiter is not None and not self.limiter.insert(n, block=block, timeout=timeout):
             return dict(self.stats(), accepted=False)
         try:
             with self._lock:
                 start = self.buffer.next_index
-                self.buffer.add(**columns)
+                if self._lanes is None:
+                    self.buffer.add(**columns)
+                else:
+                    for k in range(0, n, self._lanes):
+                        self.buffer.add(**{f: v[k:k + self._lanes] for f, v in columns.items()})
                 if priorities is not None and self.prioritized:
                     idx = (start + np.arange(n, dtype=np.int64)) % self._capacity
                     self.buffer.update_priorities(idx, priorities)
