@@ -327,3 +327,20 @@ def test_episodic_shards_give_each_writer_its_lanes_and_n_step_returns(cluster):
             other.flush()
     finally:
         replay.close()
+
+
+def test_shards_checkpoint_periodically(cluster, tmp_path):
+    replay = ShardedReplay(2, 100, FIELDS, seed=9, checkpoint_dir=str(tmp_path), checkpoint_every=0.2,
+                           rate_limiter=fr.RateLimiter(1.0, 5, 100.0))
+    try:
+        ray.get(write_rows.remote(replay.writer(batch_rows=10), np.arange(40, dtype=np.int64), None))
+        time.sleep(1.0)
+        stats = replay.stats()
+        assert all(s["checkpoints"] >= 2 for s in stats), stats
+        for i, s in enumerate(stats):
+            path = tmp_path / f"shard-{i}.frb"
+            assert len(fr.PrioritizedReplayBuffer.load(path)) == s["size"] == 20
+            limiter = fr.rate_limiter.read_limiter_state(path)
+            assert limiter["inserts"] == 20 and limiter["samples"] == 0
+    finally:
+        replay.close()

@@ -445,7 +445,7 @@ class ReplayWriter:
         if not _get(ref, [s], self.detect_timeout)["accepted"]:  # rate-limited: try the next shard
             self.refused += 1
             if refusals + 1 >= len(self.shards):
-                time.sleep(min(0.001 * 2 ** ((refusals + 1) // len(self.shards)), 0.02))
+                time.sleep(0.001 * 2 ** min((refusals + 1) // len(self.shards), 4))  # 2 ms .. 16 ms
             self._submit(cols, prios, refusals + 1)
 
     def flush(self) -> None:
