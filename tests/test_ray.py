@@ -334,9 +334,14 @@ def test_shards_checkpoint_periodically(cluster, tmp_path):
                            rate_limiter=fr.RateLimiter(1.0, 5, 100.0))
     try:
         ray.get(write_rows.remote(replay.writer(batch_rows=10), np.arange(40, dtype=np.int64), None))
-        time.sleep(1.0)
-        stats = replay.stats()
-        assert all(s["checkpoints"] >= 2 for s in stats), stats
+        after_writes = [s["checkpoints"] for s in replay.stats()]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # two more checkpoints each (0.2 s apart), so one began after the writes
+            stats = replay.stats()
+            if all(s["checkpoints"] >= c + 2 for s, c in zip(stats, after_writes)):
+                break
+            time.sleep(0.1)
+        assert all(s["checkpoints"] >= c + 2 for s, c in zip(stats, after_writes)), stats
         for i, s in enumerate(stats):
             path = tmp_path / f"shard-{i}.frb"
             assert len(fr.PrioritizedReplayBuffer.load(path)) == s["size"] == 20
