@@ -613,11 +613,15 @@ static void test_rate_limiter(double seconds) {
       std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
   });
-  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  // At least `seconds`, and until the sampler has run 20 times (a loaded machine may starve it; 60 s at most).
+  const auto t0 = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - t0 < std::chrono::duration<double>(seconds) ||
+         (samples_done.load() < 20 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60)))
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   stop.store(true);
   for (auto& t : ts) t.join();
   CHECK(violations.load() == 0);
-  CHECK(samples_done.load() > 0);
+  CHECK(samples_done.load() >= 20);
   const auto c = rl.counters();
   const double err = static_cast<double>(c.inserts) * spi - static_cast<double>(c.samples);
   CHECK(err <= hi && err >= lo);
