@@ -217,7 +217,8 @@ class RateLimitedBuffer:
     ``timeout`` raises ``TimeoutError`` and counts nothing. The limiter counts the rows before the buffer call, so
     a rejected call (bad input) takes its rows back. Other attributes are the buffer's.
     :meth:`save` writes the buffer's checkpoint with the limiter's state as an extra member, :meth:`load` restores
-    both (a plain ``ReplayBuffer.load`` of the same file ignores the member).
+    both (a plain ``ReplayBuffer.load`` of the same file ignores the member). Not limited: the wrapped buffer's
+    ``prefetch()`` threads (they sample in C++ without asking the limiter) and calls made on ``.buffer`` directly.
     """
 
     def __init__(self, buffer: Any, limiter: RateLimiter) -> None:
