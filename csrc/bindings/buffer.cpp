@@ -480,6 +480,20 @@ py::object Buffer::leaves() const {
   return out;
 }
 
+// The tree leaves (p + eps)**alpha at `indices` (float64[n]); for sharded replay (fastreplay.ray), whose learner
+// computes importance weights from the leaves of every shard. Single-task prioritized buffers only.
+py::object Buffer::leaves_at(py::handle indices) const {
+  const fr::PrioritizedCore& core = per("_leaves_at");
+  py::object ia = index_array("_leaves_at", indices);
+  const auto n = static_cast<std::size_t>(PyArray_SIZE(as_array(ia)));
+  const auto* idx = data_of<const std::int64_t>(ia);
+  core_->check_slots("_leaves_at", idx, n);
+  py::object out = new_array(static_cast<npy_intp>(n), NPY_FLOAT64);
+  auto* o = data_of<double>(out);
+  for (std::size_t k = 0; k < n; ++k) o[k] = core.tree().leaf(static_cast<std::size_t>(idx[k]));
+  return out;
+}
+
 py::object Buffer::priorities() const {
   const fr::PrioritizedCore& core = per("_priorities");
   py::object out = new_array(static_cast<npy_intp>(core.size()), NPY_FLOAT64);
@@ -606,7 +620,8 @@ void init_buffer(py::module_& m) {
       .def("_episode_view",
            [](py::object self, int j) { return self.cast<Buffer&>().episode_view(self, j); }, py::arg("key"))
       .def("_leaves", &Buffer::leaves)
-      .def("_priorities", &Buffer::priorities);
+      .def("_priorities", &Buffer::priorities)
+      .def("_leaves_at", &Buffer::leaves_at);
   init_state(cls);
 }
 

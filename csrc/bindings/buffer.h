@@ -59,6 +59,7 @@ class Buffer {
   py::object storage_view(py::handle self, std::size_t i) const;
   py::object leaves() const;      // float64[capacity]: the sum tree's leaves (prioritized)
   py::object priorities() const;  // float64[len]: raw priorities (prioritized)
+  py::object leaves_at(py::handle indices) const;  // float64[n]: tree leaves at indices (fastreplay.ray)
 
   // Checkpoints and memory-mapped storage (state.cpp).
   py::dict export_state() const;

@@ -5,6 +5,10 @@
 namespace py = pybind11;
 namespace fp = fastreplay_py;
 
+namespace fastreplay_py {
+void init_rate_limiter(py::module_& m);  // bindings/rate_limiter.cpp
+}
+
 PYBIND11_MODULE(_core, m) {
   if (_import_array() < 0) throw py::error_already_set();
   m.doc() = "fastreplay's compiled core. Use the classes re-exported by the fastreplay package.";
@@ -20,4 +24,5 @@ PYBIND11_MODULE(_core, m) {
   fp::init_batch_object(m);
   fp::init_buffer(m);
   fp::init_prefetch(m);
+  fp::init_rate_limiter(m);
 }

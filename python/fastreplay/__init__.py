@@ -12,8 +12,10 @@ from .schedules import LinearSchedule, beta_schedule
 
 if TYPE_CHECKING:
     from .buffer import CASTING, Prefetcher, PrioritizedReplayBuffer, ReplayBuffer
+    from .rate_limiter import RateLimitedBuffer, RateLimiter
 
 _FROM_BUFFER = ("CASTING", "Prefetcher", "PrioritizedReplayBuffer", "ReplayBuffer")
+_FROM_RATE_LIMITER = ("RateLimitedBuffer", "RateLimiter")
 
 
 def __getattr__(name: str) -> Any:
@@ -23,11 +25,15 @@ def __getattr__(name: str) -> Any:
         from . import buffer
 
         return getattr(buffer, name)
+    if name in _FROM_RATE_LIMITER:
+        from . import rate_limiter
+
+        return getattr(rate_limiter, name)
     raise AttributeError(f"module 'fastreplay' has no attribute {name!r}")
 
 
 def __dir__() -> list:
-    return sorted(set(globals()) | set(_FROM_BUFFER))
+    return sorted(set(globals()) | set(_FROM_BUFFER) | set(_FROM_RATE_LIMITER))
 
 try:
     __version__ = _version("fastreplay")
@@ -40,6 +46,8 @@ __all__ = [
     "LinearSchedule",
     "Prefetcher",
     "PrioritizedReplayBuffer",
+    "RateLimitedBuffer",
+    "RateLimiter",
     "ReplayBuffer",
     "beta_schedule",
     "__version__",

@@ -36,7 +36,10 @@ class Batch(dict):
         """The fields (and ``weights``/``indices`` when present) as torch tensors.
 
         On the CPU this is zero-copy (``torch.from_numpy``); for a CUDA device the rows are copied through pinned
-        memory with ``non_blocking`` transfers. Needs ``pip install fastreplay[torch]``.
+        memory with ``non_blocking`` transfers. Read-only arrays (e.g. the zero-copy views of a batch that came
+        through Ray's object store, fastreplay.ray) cannot back a writable tensor: on the CPU they are copied, for a
+        CUDA device they are copied into pinned memory as usual (never handed to torch as writable memory).
+        Needs ``pip install fastreplay[torch]``.
         """
         import torch
 
@@ -47,9 +50,16 @@ class Batch(dict):
             items.append(("weights", self.weights))
         items.append(("indices", self.indices))
         for k, v in items:
-            t = torch.from_numpy(v)
-            if dev.type != "cpu":
-                t = t.pin_memory().to(dev, non_blocking=non_blocking)
+            if v.flags.writeable:
+                t = torch.from_numpy(v)
+                if dev.type != "cpu":
+                    t = t.pin_memory().to(dev, non_blocking=non_blocking)
+            elif dev.type == "cpu":
+                t = torch.from_numpy(v.copy())
+            else:
+                t = torch.empty(v.shape, dtype=torch.from_numpy(v[:0].copy()).dtype).pin_memory()
+                t.numpy()[...] = v
+                t = t.to(dev, non_blocking=non_blocking)
             out[k] = t
         return out
 

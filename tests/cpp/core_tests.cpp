@@ -34,6 +34,8 @@ static int g_failures = 0;
     }                                                                           \
   } while (0)
 
+#include "rate_limiter_check.h"  // test_rate_limiter (uses CHECK)
+
 // A self-describing row: field a = {k, k+1}, field b = 3k (int64), field c = k & 0xff repeated over 40 bytes.
 struct Rows {
   std::vector<std::int64_t> a, b;
@@ -571,6 +573,7 @@ int main(int argc, char** argv) {
   test_episodes_stress(true, seconds / 2);
   test_shared<ReplayCore>(false, seconds / 2);
   test_shared<PrioritizedCore>(true, seconds / 2);
+  test_rate_limiter(seconds / 2);
   if (g_failures) {
     std::printf("core_tests: %d checks failed\n", g_failures);
     return 1;
