@@ -608,6 +608,7 @@ void init_buffer(py::module_& m) {
       .def("_leaves", &Buffer::leaves)
       .def("_priorities", &Buffer::priorities);
   init_state(cls);
+  init_sequences(cls);
 }
 
 }  // namespace fastreplay_py
