@@ -91,6 +91,16 @@ def check_args(batch_size: Any, length: Any, burn_in: Any, period: Any, end: Any
     return b, n, k, p, end
 
 
+def check_beta(beta: Any, where: str = "sample_sequences") -> float:
+    """beta of a prioritized sequence sample: a finite real number >= 0."""
+    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{where}: beta must be a real number, got {type(beta).__name__}")
+    beta = float(beta)
+    if not (beta >= 0.0 and np.isfinite(beta)):
+        raise ValueError(f"{where}: beta must be finite and >= 0, got {beta}")
+    return beta
+
+
 def check_fields(batch_fields: Any, where: str = "sample_sequences") -> None:
     """A buffer with a field named ``mask`` or ``is_first`` cannot return sequence batches (the keys clash)."""
     for key in (MASK, IS_FIRST):
@@ -102,10 +112,11 @@ def check_fields(batch_fields: Any, where: str = "sample_sequences") -> None:
 def eta_mix(abs_td: np.ndarray, trained: np.ndarray, eta: float) -> np.ndarray:
     """float64[B]: ``eta * max + (1 - eta) * mean`` of ``abs_td`` over each row's trained steps (NaN if none).
     The definition, in numpy; the compiled buffers compute it in C++."""
-    td = np.where(trained, abs_td, np.nan)
-    with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
-        sup.filter(RuntimeWarning)
-        return eta * np.nanmax(td, axis=1) + (1.0 - eta) * np.nanmean(td, axis=1)
+    td = np.asarray(abs_td, np.float64)
+    n = trained.sum(axis=1)
+    mx = np.where(trained, td, 0.0).max(axis=1)  # abs_td >= 0: 0 never passes a trained value
+    mean = np.where(trained, td, 0.0).sum(axis=1) / np.maximum(n, 1)
+    return np.where(n > 0, eta * mx + (1.0 - eta) * mean, np.nan)
 
 
 def check_update(batch: Any, abs_td: Any, eta: Any, where: str = "update_sequence_priorities") -> Tuple[np.ndarray, float]:
@@ -194,7 +205,7 @@ class SequenceMethods:
         """
         b, n, k, p, end = check_args(batch_size, length, burn_in, period, end)
         check_fields(self._episodes_batch_fields())
-        beta = float(beta) if self._prioritized else 0.0
+        beta = check_beta(beta) if self._prioritized else 0.0
         return batch_of(self._sample_sequences(b, n, p, end, beta), n, k, p, end)
 
     def _episodes_batch_fields(self) -> Any:
