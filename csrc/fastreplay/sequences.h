@@ -408,7 +408,7 @@ class Sequences {
   template <bool Checked>
   EpisodeIndex::Result walk(std::uint64_t s, std::size_t limit, const EpisodeIndex::View& v,
                             std::uint8_t* const* out, std::size_t base, std::size_t L, std::size_t& m,
-                            std::int64_t* slots) const {
+                            std::int64_t* slots, std::uint64_t* episode = nullptr) const {
     m = 0;
     if (s < v.lo || s >= v.committed) return EpisodeIndex::kInvalid;
     const std::uint64_t K = ep_.lanes();
@@ -439,6 +439,7 @@ class Sequences {
       ++m;
     }
     (void)L, (void)s_slot;
+    if (episode) *episode = st;  // read while the start's slot held ticket s (checked: verified around it)
     return m == 0 ? EpisodeIndex::kInvalid : EpisodeIndex::kOk;
   }
 
@@ -453,10 +454,10 @@ class Sequences {
       const auto ls = static_cast<std::size_t>(last % cap_);
       if (!Checked && ep_.start(ls) != ep_.start(static_cast<std::size_t>(s % cap_))) return EpisodeIndex::kInvalid;
     }
-    const auto r = walk<Checked>(s, L, v, o.fields.data(), b * L, L, m, o.slots);
+    std::uint64_t st = 0;
+    const auto r = walk<Checked>(s, L, v, o.fields.data(), b * L, L, m, o.slots, &st);
     if (r != EpisodeIndex::kOk) return r;
     if (end == SequenceEnd::Drop && m < L) return EpisodeIndex::kInvalid;
-    const std::uint64_t st = ep_.start(static_cast<std::size_t>(s % cap_));
     for (std::size_t i = 0; i < L; ++i) {
       const bool real = i < m;
       o.mask[b * L + i] = real;
