@@ -243,6 +243,25 @@ def test_sequence_priorities_eta_mix_against_numpy():
     np.testing.assert_array_equal(before, c._sequence_leaves(length, period, "truncate"))
 
 
+def test_alpha_change_and_clear_keep_sequence_leaves_right():
+    """buf.alpha = a recomputes the sequence leaves from their priorities; after clear() an old batch is stale."""
+    (c,) = twins(800, 2, prioritized=True)
+    fill([c], 300, 2, 40, seed=10)
+    batch = c.sample_sequences(16, 10, burn_in=2)
+    td = np.random.default_rng(1).random(batch["mask"].shape) * 3
+    c.update_sequence_priorities(batch, td)
+    mix = eta_mix(td, batch.trained, 0.9)
+    last = {int(i): m for i, m in zip(batch.sequence_ids, mix) if np.isfinite(m)}  # the last of duplicates wins
+    assert last
+    c.alpha = 0.5
+    leaves = c._sequence_leaves(10, 8, "truncate")
+    for item, m in last.items():
+        assert leaves[item] == pytest.approx((m + c.eps) ** 0.5, rel=1e-12)
+    c.clear()
+    assert c.update_sequence_priorities(batch, td) == 16
+    assert not c._sequence_leaves(10, 8, "truncate").any()
+
+
 def test_sequence_priority_errors_change_nothing():
     c = fr.PrioritizedReplayBuffer(500, fields(), alpha=1.0, seed=3, num_envs=1)
     fill([c], 300, 1, 30, seed=7)

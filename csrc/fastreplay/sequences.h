@@ -353,7 +353,8 @@ class Sequences {
       const auto slot = static_cast<std::size_t>(starts[b]);
       const std::uint64_t ticket = (gens[b] - 1) * cap_ + slot;
       const auto leaf = static_cast<std::size_t>(items[b]);
-      auto still = [&]() { return ring_.generation(slot) == gens[b] && x.at(leaf) == ticket; };
+      // Still stored, in this epoch (clear keeps generations), and still that leaf's item.
+      auto still = [&]() { return ring_.generation(slot) == gens[b] && ticket >= ring_.base() && x.at(leaf) == ticket; };
       if (cnt == 0) {
         if (!still()) ++stale;
         continue;
