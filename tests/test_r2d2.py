@@ -28,4 +28,4 @@ def test_positions_only_hides_velocities():
     env = r2d2.PositionsOnly(gym.make("CartPole-v1"))
     obs, _ = env.reset(seed=0)
     full = env.unwrapped.state
-    assert obs.shape == (2,) and np.allclose(obs, np.asarray(full, np.float32)[[0, 2]])
+    assert obs.shape == (2,) and np.allclose(obs, np.asarray(full, np.float32)[[0, 2]] / r2d2.SCALE)

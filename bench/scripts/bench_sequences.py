@@ -21,8 +21,10 @@ one episode after another (TorchRL's layout; ``extend`` in chunks of 1e5), wrapp
   for static data, so not valid once the buffer is extended again).
 
 Timing: ``time.perf_counter_ns`` around rounds of calls after a warm-up; each figure is the median over rounds of
-the mean time per call, with the interquartile range as % of the median. Each size is built, measured and freed
-before the next. Single-threaded (``torch.set_num_threads(1)``; run with OMP_NUM_THREADS=1).
+the mean time per call, with the interquartile range as % of the median. The three fastreplay buffers are held at
+once and measured in interleaved rounds (rotating order, 21 rounds), so that load from other processes hits every
+size alike; TorchRL's buffers are built, measured and freed one size at a time. Single-threaded
+(``torch.set_num_threads(1)``; run with OMP_NUM_THREADS=1).
 """
 from __future__ import annotations
 
@@ -97,23 +99,32 @@ def fill_torchrl(n: int, rng: np.random.Generator, cache: bool):
     return rb
 
 
-def timed(call: Callable[[], object], budget: float, warm: int, rounds: int) -> Dict[str, float]:
-    """Median over rounds of the mean seconds per call; each round runs about budget/rounds seconds."""
-    for _ in range(warm):
-        call()
-    t0 = time.perf_counter()
-    call()
-    one = max(time.perf_counter() - t0, 1e-7)
-    per_round = max(1, int(budget / rounds / one))
-    means = []
-    for _ in range(rounds):
-        t0 = time.perf_counter_ns()
-        for _ in range(per_round):
+def rounds(calls: Dict[str, Callable[[], object]], budget: float, warm: int, n_rounds: int) -> Dict[str, Dict[str, float]]:
+    """Median over rounds of the mean seconds per call of each variant; the variants alternate round by round (in
+    rotating order), so that other load on the machine hits all of them alike."""
+    per_round = {}
+    for k, call in calls.items():
+        for _ in range(warm):
             call()
-        means.append((time.perf_counter_ns() - t0) / per_round / 1e9)
-    med = float(np.median(means))
-    q1, q3 = np.percentile(means, [25, 75])
-    return {"seconds": med, "iqr_pct": float(100 * (q3 - q1) / med), "calls": per_round * rounds}
+        t0 = time.perf_counter()
+        call()
+        one = max(time.perf_counter() - t0, 1e-7)
+        per_round[k] = max(1, int(budget / n_rounds / one))
+    means: Dict[str, List[float]] = {k: [] for k in calls}
+    keys = list(calls)
+    for r in range(n_rounds):
+        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+            call, m = calls[k], per_round[k]
+            t0 = time.perf_counter_ns()
+            for _ in range(m):
+                call()
+            means[k].append((time.perf_counter_ns() - t0) / m / 1e9)
+    out = {}
+    for k, v in means.items():
+        med = float(np.median(v))
+        q1, q3 = np.percentile(v, [25, 75])
+        out[k] = {"seconds": med, "iqr_pct": float(100 * (q3 - q1) / med), "calls": per_round[k] * n_rounds}
+    return out
 
 
 def main() -> None:
@@ -124,19 +135,24 @@ def main() -> None:
     import torch
     torch.set_num_threads(1)
     sizes = [10**4, 10**5, 10**6] if args.quick else [10**5, 10**6, 10**7]
+    # fastreplay: every size held at once (1e7 small rows take about 0.5 GB), measured in interleaved rounds.
+    bufs = {n: fill_fastreplay(n, np.random.default_rng(n)) for n in sizes}
+    calls = {}
+    for n, buf in bufs.items():
+        calls[(n, "fastreplay_truncate")] = (lambda b=buf: b.sample_sequences(64, 80))
+        calls[(n, "fastreplay_drop")] = (lambda b=buf: b.sample_sequences(64, 80, end="drop"))
+    fast = rounds(calls, 2.0, 50, 21)
+    del bufs, calls
+    gc.collect()
     results = []
     for n in sizes:
+        row = {"size": n, "fastreplay_truncate": fast[(n, "fastreplay_truncate")],
+               "fastreplay_drop": fast[(n, "fastreplay_drop")]}
         rng = np.random.default_rng(n)
-        row = {"size": n}
-        buf = fill_fastreplay(n, rng)
-        row["fastreplay_truncate"] = timed(lambda: buf.sample_sequences(64, 80), 3.0, 50, 15)
-        row["fastreplay_drop"] = timed(lambda: buf.sample_sequences(64, 80, end="drop"), 3.0, 50, 15)
-        del buf
-        gc.collect()
-        for cache in (False, True):
+        for cache in (False, True):  # TorchRL: one size at a time (its times differ by orders of magnitude)
             rb = fill_torchrl(n, rng, cache)
             key = "torchrl_cached" if cache else "torchrl"
-            row[key] = timed(lambda: rb.sample(), 4.0 if n < 10**7 else 8.0, 2, 5)
+            row[key] = rounds({key: lambda: rb.sample()}, 4.0 if n < 10**7 else 8.0, 2, 5)[key]
             del rb
             gc.collect()
         results.append(row)

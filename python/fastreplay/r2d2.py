@@ -29,8 +29,10 @@ import torch.nn.functional as F
 import fastreplay
 from fastreplay._trainer_envs import real_next_obs
 
-#: The observation components kept: cart position and pole angle (velocities 1 and 3 removed).
+#: The observation components kept: cart position and pole angle (velocities 1 and 3 removed), and their scales
+#: (the termination thresholds), so that both inputs are O(1).
 KEEP = [0, 2]
+SCALE = np.array([2.4, 0.2095], np.float32)
 
 
 class PositionsOnly(gym.ObservationWrapper):
@@ -38,11 +40,11 @@ class PositionsOnly(gym.ObservationWrapper):
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
-        low, high = env.observation_space.low[KEEP], env.observation_space.high[KEEP]
+        low, high = env.observation_space.low[KEEP] / SCALE, env.observation_space.high[KEEP] / SCALE
         self.observation_space = gym.spaces.Box(low, high, dtype=np.float32)
 
     def observation(self, obs: np.ndarray) -> np.ndarray:
-        return obs[KEEP].astype(np.float32)
+        return (obs[KEEP] / SCALE).astype(np.float32)
 
 
 def make_envs(n: int, seed: int) -> gym.vector.VectorEnv:
@@ -53,7 +55,7 @@ def make_envs(n: int, seed: int) -> gym.vector.VectorEnv:
 
 
 class RecurrentQ(nn.Module):
-    """obs -> MLP -> LSTM -> Q values; state (h, c) each [B, hidden]."""
+    """obs -> MLP -> LSTM -> Q values; the state is (h, c), each [B, hidden]."""
 
     def __init__(self, obs_dim: int, actions: int, hidden: int) -> None:
         super().__init__()
@@ -63,17 +65,9 @@ class RecurrentQ(nn.Module):
         self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, actions))
 
     def forward(self, obs: torch.Tensor, state: Tuple[torch.Tensor, torch.Tensor]):
-        """obs [B, T, obs_dim], state ([B, H], [B, H]) -> (Q [B, T, A], states [B, T, 2H] before each step,
-        final state)."""
-        x = self.embed(obs)
-        h, c = state
-        outs, before = [], []
-        for t in range(x.shape[1]):  # step by step: the state before every step is stored in the buffer
-            before.append(torch.cat([h, c], -1))
-            _, (h1, c1) = self.lstm(x[:, t:t + 1], (h[None], c[None]))
-            h, c = h1[0], c1[0]
-            outs.append(h)
-        return self.head(torch.stack(outs, 1)), torch.stack(before, 1), (h, c)
+        """obs [B, T, obs_dim], state ([B, H], [B, H]) -> (Q [B, T, A], the state after the last step)."""
+        out, (h, c) = self.lstm(self.embed(obs), (state[0][None].contiguous(), state[1][None].contiguous()))
+        return self.head(out), (h[0], c[0])
 
 
 class FeedForwardQ(nn.Module):
@@ -89,7 +83,7 @@ class FeedForwardQ(nn.Module):
 def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m fastreplay.r2d2", description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", choices=["lstm", "mlp"], default="lstm")
-    p.add_argument("--steps", type=int, default=100_000, help="environment steps (all envs together)")
+    p.add_argument("--steps", type=int, default=200_000, help="environment steps (all envs together)")
     p.add_argument("--num-envs", type=int, default=8)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--capacity", type=int, default=50_000)
@@ -97,13 +91,16 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--burn-in", type=int, default=10)
     p.add_argument("--batch", type=int, default=32, help="sequences per update (mlp: transitions = batch*length)")
     p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--double", type=int, default=1, help="double DQN targets (1) or plain max (0)")
     p.add_argument("--gamma", type=float, default=0.99)
     p.add_argument("--train-every", type=int, default=2, help="vector steps per update")
-    p.add_argument("--target-every", type=int, default=500, help="updates per target network copy")
+    p.add_argument("--target-every", type=int, default=250, help="updates per target network copy")
     p.add_argument("--learning-starts", type=int, default=2_000)
     p.add_argument("--eps-end", type=float, default=0.02)
     p.add_argument("--eps-fraction", type=float, default=0.3)
+    p.add_argument("--log-every", type=int, default=500, help="updates per progress line (0: none)")
+    p.add_argument("--eval-episodes", type=int, default=20, help="greedy episodes after training")
     p.add_argument("--json", default=None, help="write the episode returns here")
     return p.parse_args(argv)
 
@@ -139,7 +136,7 @@ def train(a: argparse.Namespace) -> Dict[str, Any]:
         with torch.no_grad():
             o = torch.as_tensor(obs)
             if recurrent:
-                q, before, (h, c) = net(o[:, None], (state[:, :H], state[:, H:]))
+                q, (h, c) = net(o[:, None], (state[:, :H], state[:, H:]))
                 q = q[:, 0]
             else:
                 q = net(o)
@@ -168,12 +165,39 @@ def train(a: argparse.Namespace) -> Dict[str, Any]:
         updates += 1
         if updates % a.target_every == 0:
             target.load_state_dict(net.state_dict())
+        if a.log_every and updates % a.log_every == 0:
+            recent = [r for _, r in returns[-20:]]
+            print(f"step {step}: {updates} updates, loss {loss:.3f}, return (last 20 episodes) "
+                  f"{np.mean(recent) if recent else float('nan'):.1f}, {time.time() - t0:.0f} s", flush=True)
     envs.close()
     out = {"arch": a.arch, "seed": a.seed, "steps": a.steps, "updates": updates, "seconds": time.time() - t0,
-           "returns": returns}
+           "returns": returns, "eval_returns": evaluate(net, recurrent, H, a.seed + 1000, a.eval_episodes)}
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(out, fh)
+    return out
+
+
+def evaluate(net: nn.Module, recurrent: bool, H: int, seed: int, episodes: int) -> List[float]:
+    """Returns of `episodes` greedy episodes (one env; the recurrent state carried from the episode's start)."""
+    env = PositionsOnly(gym.make("CartPole-v1"))
+    out = []
+    for e in range(episodes):
+        obs, _ = env.reset(seed=seed + e)
+        state = (torch.zeros(1, H), torch.zeros(1, H))
+        total, over = 0.0, False
+        while not over:
+            with torch.no_grad():
+                o = torch.as_tensor(obs)[None]
+                if recurrent:
+                    q, state = net(o[:, None], state)
+                    q = q[:, 0]
+                else:
+                    q = net(o)
+            obs, r, term, trunc, _ = env.step(int(q.argmax(1)))
+            total += r
+            over = term or trunc
+        out.append(total)
     return out
 
 
@@ -192,32 +216,36 @@ def learn_sequences(buf, net, target, opt, a, H: int, period: int) -> Optional[f
     start = (s0[:, :H], s0[:, H:])
     k = a.burn_in
     with torch.no_grad():
-        _, before_burn, st = net(obs[:, :k], start) if k else (None, None, start)
+        st = net(obs[:, :k], start)[1] if k else start  # burn-in: refresh the stored state, no gradient
         # Targets: the target net over [obs_0, next_obs_0 .. next_obs_{T-1}] from the stored state: out[t + 1] is
         # Q(s_{t+1}) with the context of the sequence (next_obs_t = obs_{t+1} within an episode).
-        seq = torch.cat([obs[:, :1], nxt], 1)
-        q_next, _, _ = target(seq, start)
-        q_next = q_next[:, 1:].max(-1).values
-    q, before, _ = net(obs[:, k:], st)
+        ext = torch.cat([obs[:, :1], nxt], 1)
+        q_next = target(ext, start)[0][:, 1:]
+        if a.double:  # double DQN: the online network picks the action, the target network values it
+            pick = net(ext, start)[0][:, 1:].argmax(-1, keepdim=True)
+            q_next = q_next.gather(-1, pick)[..., 0]
+        else:
+            q_next = q_next.max(-1).values
+    q, _ = net(obs[:, k:], st)
     act = torch.as_tensor(b["action"][:, k:])
     q_taken = q.gather(-1, act[..., None])[..., 0]
-    rew = torch.as_tensor(b["reward"][:, k:])
-    disc = torch.as_tensor(b["discount"][:, k:])  # gamma * (1 - terminated)
-    y = rew + disc * q_next[:, k:]
+    y = torch.as_tensor(b["reward"][:, k:]) + torch.as_tensor(b["discount"][:, k:]) * q_next[:, k:]
     mask = torch.as_tensor(b.trained[:, k:])
-    td = (q_taken - y) * mask
     loss = (F.smooth_l1_loss(q_taken, y, reduction="none") * mask).sum() / mask.sum().clamp(min=1)
     opt.zero_grad()
     loss.backward()
     nn.utils.clip_grad_norm_(net.parameters(), 10.0)
     opt.step()
     abs_td = np.zeros(b["mask"].shape)
-    abs_td[:, k:] = td.detach().abs().numpy()
+    abs_td[:, k:] = ((q_taken - y) * mask).detach().abs().numpy()
     buf.update_sequence_priorities(b, abs_td, eta=0.9)
-    # Fresh recurrent states (the learner's, before each step) for every real step of the batch.
-    states = torch.cat([before_burn, before], 1) if k else before
-    m = b["mask"]
-    buf.update_field("h", b.slots[m], states.detach().numpy()[m])
+    # Fresh stored state where the next overlapping sequence starts (position `period`), from the new network.
+    T = b["mask"].shape[1]
+    if period < T:
+        with torch.no_grad():
+            h, c = net(obs[:, :period], start)[1]
+        real = b["mask"][:, period]
+        buf.update_field("h", b.slots[real, period], torch.cat([h, c], -1).numpy()[real])
     return loss.item()
 
 
@@ -228,7 +256,12 @@ def learn_transitions(buf, net, target, opt, a) -> Optional[float]:
     b = buf.sample(a.batch * a.length, beta=0.0)
     obs, nxt = torch.as_tensor(b["obs"]), torch.as_tensor(b["next_obs"])
     with torch.no_grad():
-        y = torch.as_tensor(b["reward"]) + torch.as_tensor(b["discount"]) * target(nxt).max(-1).values
+        q_next = target(nxt)
+        if a.double:
+            q_next = q_next.gather(-1, net(nxt).argmax(-1, keepdim=True))[:, 0]
+        else:
+            q_next = q_next.max(-1).values
+        y = torch.as_tensor(b["reward"]) + torch.as_tensor(b["discount"]) * q_next
     q = net(obs).gather(-1, torch.as_tensor(b["action"])[:, None])[:, 0]
     loss = F.smooth_l1_loss(q, y)
     opt.zero_grad()
@@ -244,7 +277,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     out = train(a)
     r = [x for _, x in out["returns"][-20:]]
     print(f"{a.arch}: {out['steps']} steps, {out['updates']} updates, {out['seconds']:.0f} s, mean return of the "
-          f"last 20 episodes {np.mean(r) if r else float('nan'):.1f}")
+          f"last 20 episodes {np.mean(r) if r else float('nan'):.1f}, greedy evaluation "
+          f"{np.mean(out['eval_returns']):.1f} over {len(out['eval_returns'])} episodes")
 
 
 if __name__ == "__main__":

@@ -443,13 +443,11 @@ static void test_prefetcher_construct_destroy() {
 }
 
 
-// Episodic buffer (episodes.h) under a writer and samplers: 4 lanes, frames encode (lane, step), episodes of 7
-// steps (the 7th terminates), frame_stack 3 with reset padding, n_step 3, next-obs dedup. Every sampled row must be
-// one lane's own history: the stack, the next stack's newest frame and the n-step reward agree with its step.
-static void test_episodes_stress(bool prioritized, double seconds) {
-  const std::size_t lanes = 4, cap = 64;
-  // input fields: obs(8 B), next_obs(8 B), reward(f64), done(u8); columns: obs, reward, done
-  const std::vector<FieldSpec> cols = {{"obs", 8}, {"reward", 8}, {"done", 1}};
+// The episodic layout of the stress tests: input fields obs(8 B), next_obs(8 B), reward(f64), done(u8); columns obs,
+// reward, done; frame_stack 3 with reset padding, n_step 3 (gamma 0.5), next-obs dedup; batch fields obs stack,
+// next obs stack, reward, done, discount.
+static std::vector<FieldSpec> stress_columns() { return {{"obs", 8}, {"reward", 8}, {"done", 1}}; }
+static EpisodeSpec stress_spec(std::size_t lanes) {
   EpisodeSpec e;
   e.lanes = lanes;
   e.dedup = true;
@@ -469,6 +467,16 @@ static void test_episodes_stress(bool prioritized, double seconds) {
   e.done_input = 3;
   using K = EpisodeSpec;
   e.outs = {{K::Obs, 0}, {K::NextObs, 0}, {K::Reward, 0}, {K::Done, 0}, {K::Discount, 0}};
+  return e;
+}
+
+// Episodic buffer (episodes.h) under a writer and samplers: 4 lanes, frames encode (lane, step), episodes of 7
+// steps (the 7th terminates), frame_stack 3 with reset padding, n_step 3, next-obs dedup. Every sampled row must be
+// one lane's own history: the stack, the next stack's newest frame and the n-step reward agree with its step.
+static void test_episodes_stress(bool prioritized, double seconds) {
+  const std::size_t lanes = 4, cap = 64;
+  const std::vector<FieldSpec> cols = stress_columns();
+  const EpisodeSpec e = stress_spec(lanes);
   std::unique_ptr<ReplayCore> core;
   PrioritizedCore* per = nullptr;
   if (prioritized) {
@@ -539,26 +547,8 @@ static void test_episodes_stress(bool prioritized, double seconds) {
 // period, and each step's stack and n-step reward agree with its step; padding is zero.
 static void test_sequences_stress(bool prioritized, double seconds) {
   const std::size_t lanes = 4, cap = 64, L = 5, period = 2;
-  const std::vector<FieldSpec> cols = {{"obs", 8}, {"reward", 8}, {"done", 1}};
-  EpisodeSpec e;
-  e.lanes = lanes;
-  e.dedup = true;
-  e.stack = 3;
-  e.n_step = 3;
-  e.gamma = 0.5;
-  e.in_row_bytes = {8, 8, 8, 1};
-  e.col_input = {0, 2, 3};
-  e.col_offset = {0, 0, 0};
-  e.obs_col = {0};
-  e.next_input = {1};
-  e.next_offset = {0};
-  e.next_col = {0};
-  e.reward_col = 1;
-  e.reward_f64 = true;
-  e.done_col = 2;
-  e.done_input = 3;
-  using K = EpisodeSpec;
-  e.outs = {{K::Obs, 0}, {K::NextObs, 0}, {K::Reward, 0}, {K::Done, 0}, {K::Discount, 0}};
+  const std::vector<FieldSpec> cols = stress_columns();
+  const EpisodeSpec e = stress_spec(lanes);
   std::unique_ptr<ReplayCore> core;
   if (prioritized)
     core.reset(new PrioritizedCore(cap, cols, 12, 0.9, 1e-6, PrioritizedCore::MaxMode::AllTime, {}, &e));
