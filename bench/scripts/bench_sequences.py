@@ -53,20 +53,20 @@ def episodes(total: int, rng: np.random.Generator) -> List[int]:
     return out
 
 
-def fill_fastreplay(n: int, rng: np.random.Generator):
+def fill_fastreplay(n: int, rng: np.random.Generator, lanes: int = LANES):
     import fastreplay as fr
     f = {"obs": ((4,), np.float32), "action": ((), np.int64), "reward": ((), np.float32),
          "next_obs": ((4,), np.float32), "done": ((), np.bool_), "truncated": ((), np.bool_)}
-    buf = fr.ReplayBuffer(n, f, seed=0, num_envs=LANES, next_obs="dedup")
-    steps = int(1.2 * n) // LANES
-    left = np.array([int(rng.integers(10, 1001)) for _ in range(LANES)])
-    obs = rng.standard_normal((1024, LANES, 4)).astype(np.float32)
-    act = np.zeros(LANES, np.int64)
-    rew = np.ones(LANES, np.float32)
+    buf = fr.ReplayBuffer(n, f, seed=0, num_envs=lanes, next_obs="dedup")
+    steps = int(1.2 * n) // lanes
+    left = np.array([int(rng.integers(10, 1001)) for _ in range(lanes)])
+    obs = rng.standard_normal((1024, lanes, 4)).astype(np.float32)
+    act = np.zeros(lanes, np.int64)
+    rew = np.ones(lanes, np.float32)
     for i in range(steps):
         left -= 1
         end = left <= 0
-        trunc = end & (rng.random(LANES) < 0.1) if end.any() else end
+        trunc = end & (rng.random(lanes) < 0.1) if end.any() else end
         buf.add(obs=obs[i & 1023], action=act, reward=rew, next_obs=obs[(i + 1) & 1023], done=end & ~trunc,
                 truncated=trunc)
         if end.any():
@@ -131,12 +131,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out")
+    ap.add_argument("--lanes", type=int, default=LANES, help="fastreplay's num_envs (8: a sequence's steps are 8 "
+                    "rows apart; 1: contiguous)")
+    ap.add_argument("--no-peers", action="store_true", help="fastreplay only")
     args = ap.parse_args()
     import torch
     torch.set_num_threads(1)
     sizes = [10**4, 10**5, 10**6] if args.quick else [10**5, 10**6, 10**7]
     # fastreplay: every size held at once (1e7 small rows take about 0.5 GB), measured in interleaved rounds.
-    bufs = {n: fill_fastreplay(n, np.random.default_rng(n)) for n in sizes}
+    bufs = {n: fill_fastreplay(n, np.random.default_rng(n), args.lanes) for n in sizes}
     calls = {}
     for n, buf in bufs.items():
         calls[(n, "fastreplay_truncate")] = (lambda b=buf: b.sample_sequences(64, 80))
@@ -149,7 +152,7 @@ def main() -> None:
         row = {"size": n, "fastreplay_truncate": fast[(n, "fastreplay_truncate")],
                "fastreplay_drop": fast[(n, "fastreplay_drop")]}
         rng = np.random.default_rng(n)
-        for cache in (False, True):  # TorchRL: one size at a time (its times differ by orders of magnitude)
+        for cache in () if args.no_peers else (False, True):  # TorchRL: one size at a time (its times differ by orders of magnitude)
             rb = fill_torchrl(n, rng, cache)
             key = "torchrl_cached" if cache else "torchrl"
             row[key] = rounds({key: lambda: rb.sample()}, 4.0 if n < 10**7 else 8.0, 2, 5)[key]
@@ -166,13 +169,18 @@ def main() -> None:
             v = r[k]
             rel = v["seconds"] / base[k]["seconds"]
             return f"{v['seconds'] * 1e6:,.0f} us (x{rel:.2f}, IQR {v['iqr_pct']:.0f}%)"
-        ratio = r["torchrl"]["seconds"] / r["fastreplay_truncate"]["seconds"]
-        lines.append(f"| {r['size']:.0e} | {cell('fastreplay_truncate')} | {cell('fastreplay_drop')} | "
-                     f"{cell('torchrl')} | {cell('torchrl_cached')} | {ratio:,.0f}x |")
+        if "torchrl" in r:
+            ratio = r["torchrl"]["seconds"] / r["fastreplay_truncate"]["seconds"]
+            lines.append(f"| {r['size']:.0e} | {cell('fastreplay_truncate')} | {cell('fastreplay_drop')} | "
+                         f"{cell('torchrl')} | {cell('torchrl_cached')} | {ratio:,.0f}x |")
+        else:
+            lines.append(f"| {r['size']:.0e} | {cell('fastreplay_truncate')} | {cell('fastreplay_drop')} | - | - | - |")
     table = "\n".join(lines)
     print(table)
-    cmd = "OMP_NUM_THREADS=1 python -m bench.scripts.bench_sequences" + (" --quick" if args.quick else "")
-    meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "command": cmd,
+    cmd = "OMP_NUM_THREADS=1 python -m bench.scripts.bench_sequences" + (" --quick" if args.quick else "") + (
+        f" --lanes {args.lanes}" if args.lanes != LANES else "") + (" --no-peers" if args.no_peers else "") + (
+        f" --out {args.out}" if args.out else "")
+    meta = {"lanes": args.lanes, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "command": cmd,
             "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
             "omp": os.environ.get("OMP_NUM_THREADS")}
     out = args.out or (None if args.quick else "bench/results/sequences")
@@ -182,7 +190,8 @@ def main() -> None:
         last = results[-1]
         flat = last["fastreplay_truncate"]["seconds"] / base["fastreplay_truncate"]["seconds"]
         with open(out + ".md", "w") as fh:
-            fh.write(f"# Sequence sampling: fastreplay vs TorchRL SliceSampler\n\n`{cmd}` ({meta['date']}, Python "
+            fh.write(f"# Sequence sampling: fastreplay vs TorchRL SliceSampler\n\n`{cmd}` (fastreplay num_envs="
+                     f"{args.lanes}; {meta['date']}, Python "
                      f"{meta['python']}, {meta['cpus']} CPUs, shared VM). Setup: see the script's docstring. "
                      "(xN: time relative to the smallest size.)\n\n" + table + "\n\n"
                      f"fastreplay at {last['size']:.0e} / at {base['size']:.0e}: x{flat:.2f} (target <= 1.2).\n")

@@ -275,8 +275,9 @@ class Sequences {
     bool checked = !q.quiet;
     if (!checked) {
       ep_.refresh(v);
+      for (std::size_t i = 0; i < n; ++i) draw(i, true);
       for (std::size_t i = 0; i < n && !checked; ++i) {
-        draw(i, true);
+        if (i + 1 < n) prefetch(start[i + 1], L);  // the next sequence's lines load while this one is copied
         for (unsigned tries = 0;; ++tries) {
           const auto r = fill<false>(start[i], i, L, a.end, v, o, len[i]);
           if (r == EpisodeIndex::kOk) break;
@@ -373,6 +374,28 @@ class Sequences {
  private:
   // Steps that may be live items without being admissible starts (see the header comment), and one more lane.
   std::size_t slack() const { return (ep_.spec().stack + 2) * ep_.lanes(); }
+
+  // Ask for the lines the sequence of up to L steps from ticket s reads, in every stored column (its lane's rows
+  // only, where they are a line or more apart), and its episode metadata. A hint: rows are latency-bound.
+  __attribute__((always_inline)) void prefetch(std::uint64_t s, std::size_t L) const {  // see EpisodeIndex::prefetch
+    const std::size_t K = ep_.lanes(), first = static_cast<std::size_t>(s % cap_);
+    const std::size_t steps = std::min(L, (cap_ - 1 - first) / K + 1);  // up to the wrap
+    ep_.prefetch(first, steps);
+    for (const Column& c : cols_) {
+      const std::size_t rb = c.row_bytes();
+      if (rb > 256) continue;  // large rows (images): the hardware prefetcher streams them
+      const std::uint8_t* a = c.row(first);
+      const std::size_t stride = K * rb;
+      if (stride >= 64) {
+        for (std::size_t i = 0; i < steps; ++i) __builtin_prefetch(a + i * stride);
+      } else {
+        const std::uint8_t* b = c.row(first + (steps - 1) * K) + rb;
+        for (const std::uint8_t* p = a; p < b; p += 64) __builtin_prefetch(p);
+      }
+    }
+    const std::uint64_t* st = ep_.start_data() + first;
+    for (std::size_t i = 0; i < steps * K; i += 8) __builtin_prefetch(st + i);
+  }
 
   // Push ticket t's item of `x` if t completes one. t is stored (>= lo).
   void consider(SequenceItems& x, std::uint64_t t, std::uint64_t lo, double alpha) {
