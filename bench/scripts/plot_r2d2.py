@@ -59,7 +59,8 @@ def main() -> None:
                  "Observation: cart position and pole angle only (divided by their termination thresholds) (`python/fastreplay/r2d2.py`, `PositionsOnly`). "
                  "Each run: `OMP_NUM_THREADS=1 python -m fastreplay.r2d2 --arch {lstm,mlp} --seed K --json "
                  "bench/results/r2d2/{arch}_seedK.json` (defaults: 200k env steps, 8 envs, sequences of 40 with "
-                 "burn-in 10 and period 30, 32 sequences per update, eta 0.9, priority exponent 0.9; the MLP takes "
+                 "burn-in 10 and period 30, 32 sequences per update, eta 0.9, priority exponent 0.9, double DQN targets, Adam "
+                 "lr 3e-4, target network copied every 250 updates; the MLP takes "
                  "32 x 40 transitions per update from the same kind of buffer); plot and table: "
                  "`python -m bench.scripts.plot_r2d2`.\n\n![R2D2-lite vs DQN](r2d2.png)\n\n" + "\n".join(lines) + "\n\n"
                  + summary(rows) + "\n")
