@@ -30,12 +30,15 @@ def package_imports(module: str) -> set:
 
 def test_reference_needs_neither_the_buffer_nor_the_compiled_module():
     assert package_imports("reference") <= {"_args", "_fields", "_batch", "_reference_convert", "_sum_min_tree",
-                                            "_episodes", "_reference_episodes", "_reference_tasks"}
+                                            "_episodes", "_reference_episodes", "_reference_tasks",
+                                            "_reference_sequences"}
     assert package_imports("_reference_tasks") <= {"_args", "_tasks", "_batch", "_fields", "_reference_convert"}
     assert package_imports("_tasks") == set()
     assert package_imports("_reference_convert") | package_imports("_sum_min_tree") <= {"_args"}
     assert package_imports("_reference_episodes") <= {"_episodes", "_fields", "_reference_convert"}
     assert package_imports("_episodes") <= {"_fields"}
+    assert package_imports("_reference_sequences") <= {"_args", "_sequences"}
+    assert package_imports("_sequences") <= {"_batch", "_episodes"}
 
 
 def test_importing_the_reference_loads_nothing_compiled():

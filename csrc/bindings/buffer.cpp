@@ -623,6 +623,7 @@ void init_buffer(py::module_& m) {
       .def("_priorities", &Buffer::priorities)
       .def("_leaves_at", &Buffer::leaves_at);
   init_state(cls);
+  init_sequences(cls);
 }
 
 }  // namespace fastreplay_py

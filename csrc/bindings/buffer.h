@@ -157,6 +157,8 @@ bool buffer_initialized(py::handle self);
 void init_buffer(py::module_& m);
 // Checkpoint and memory-mapped storage methods of _Buffer (state.cpp).
 void init_state(py::class_<Buffer>& cls);
+// Sequence replay methods of _Buffer (sequences.cpp).
+void init_sequences(py::class_<Buffer>& cls);
 // The _Prefetcher class (prefetch.cpp).
 void init_prefetch(py::module_& m);
 

@@ -67,6 +67,7 @@ class PrioritizedCore : public ReplayCore {
       st_->max_all_time = 1.0;
       if (shared_mu_) SharedMutex::create(st_->mutex);
     }
+    if (sequences()) sequences()->set_prioritized(st_->alpha, eps);  // sequence priorities (sequences.h)
     // New transitions enter with priority 1 until a larger one is set: its leaf must respect the bound.
     const double leaf = leaf_value(1.0);
     if (!(leaf <= leaf_limit()))
@@ -105,6 +106,7 @@ class PrioritizedCore : public ReplayCore {
     const std::size_t size = this->size();
     for (std::size_t s = 0; s < capacity(); ++s) tree_.set_leaf_only(s, s < size ? slot_leaf(s, raw_[s]) : 0.0);
     tree_.rebuild();
+    if (sequences()) sequences()->set_alpha(alpha);
   }
 
   // Throws ValueError unless beta (the importance-sampling exponent) is finite and >= 0. O(1)

@@ -29,6 +29,7 @@
 #include "fastreplay/gather.h"
 #include "fastreplay/ring.h"
 #include "fastreplay/rng.h"
+#include "fastreplay/sequences.h"
 #include "fastreplay/storage.h"
 
 namespace fastreplay {
@@ -70,6 +71,10 @@ class ReplayCore {
       ep_.reset(new EpisodeIndex(*episodes, ring_, columns_, em));
       for (std::size_t f = 0; f < episodes->outs.size(); ++f)
         if (episodes->outs[f].kind == EpisodeSpec::Plain) plain_.push_back({f, refs_[episodes->outs[f].src]});
+      std::vector<std::pair<std::size_t, const Column*>> plain_cols;  // sequences.h: Plain fields, by column
+      for (std::size_t f = 0; f < episodes->outs.size(); ++f)
+        if (episodes->outs[f].kind == EpisodeSpec::Plain) plain_cols.push_back({f, &columns_[episodes->outs[f].src]});
+      seqs_.reset(new Sequences(*ep_, ring_, columns_, std::move(plain_cols)));
     }
   }
   // Memory blocks the episode index of `spec` takes: its start column, and one finals column per observation key.
@@ -78,6 +83,8 @@ class ReplayCore {
   }
   // The episode index; null for a plain buffer.
   EpisodeIndex* episodes() const { return ep_.get(); }
+  // The sequence indexes over the episode index (sequences.h); null for a plain buffer.
+  Sequences* sequences() const { return seqs_.get(); }
   // Whether a slot can hold a sampleable step (false only for next-step reset rows of an episodic buffer).
   bool is_step(std::size_t slot) const { return !ep_ || ep_->is_step(slot); }
   virtual ~ReplayCore() = default;
@@ -195,6 +202,7 @@ class ReplayCore {
   void restore_ring(const Ring::State& st, const std::uint64_t* seq) {
     ring_.restore(st, seq);
     if (ep_) ep_->restore();
+    if (seqs_) seqs_->reset();
   }
   std::uint64_t* raw_seq() { return ring_.raw_seq(); }
   // Reopen persisted storage (see Ring::reopen); rows torn by a crash, and rows reserved below the recovered cursor
@@ -206,6 +214,7 @@ class ReplayCore {
     if (ep_) {  // a repaired row is no step; then every lane continues from its newest row
       ep_->mark_not_steps(torn);
       ep_->restore();
+      seqs_->reset();
     }
     if (torn.empty()) return 0;
     std::vector<std::uint8_t> is_torn(capacity(), 0);
@@ -234,6 +243,7 @@ class ReplayCore {
   virtual void clear() {
     ring_.clear();
     if (ep_) ep_->reset_lanes();
+    if (seqs_) seqs_->clear();
   }
 
  protected:
@@ -293,6 +303,7 @@ class ReplayCore {
     for (std::size_t i = 0; i < k; ++i) ring_.publish(t0 + i);
     on_published(t0, k, {});  // no row obsolete
     ring_.end_write(k);
+    seqs_->on_add(t0, k);  // after the publication: a new item's steps are committed
   }
 
   // When rejection keeps failing (few sampleable steps), draws come from an explicit list of sampleable slots,
@@ -401,6 +412,7 @@ class ReplayCore {
   std::vector<ColumnRef> refs_;
   std::unique_ptr<EpisodeIndex> ep_;
   std::vector<std::pair<std::size_t, ColumnRef>> plain_;  // episodic: (batch field, column) of Plain fields
+  std::unique_ptr<Sequences> seqs_;                        // episodic: sequence indexes (sequences.h)
 
  private:
   static std::size_t check_capacity(std::size_t capacity) {

@@ -158,6 +158,17 @@ class Ring {
     c_->done.fetch_add(1, std::memory_order_release);
   }
 
+  // In-place rewrite of part of a published row (update_field): make slot `slot`, holding `seq` (even), odd while
+  // the caller writes, so that a writer of a newer lap waits and a reader that sees it retries; false (nothing
+  // held) if the slot no longer holds `seq`. release() restores `seq`: the row keeps its ticket and generation.
+  bool hold(std::size_t slot, std::uint64_t seq) {
+    std::uint64_t s = seq;
+    if ((seq & 1) || !seq_[slot].compare_exchange_strong(s, seq + 1, std::memory_order_acq_rel)) return false;
+    fence(std::memory_order_release);
+    return true;
+  }
+  void release(std::size_t slot, std::uint64_t seq) { seq_[slot].store(seq, std::memory_order_release); }
+
   // --- reader side -------------------------------------------------------------------------------------------
   // Token for the global check: `quiet` is true only if no write was in progress when it was taken.
   struct Quiet {

@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from . import _args, _checkpoint, _core, _episodes, _memmap, _tasks
+from . import _args, _checkpoint, _core, _episodes, _memmap, _sequences, _tasks
 from ._batch import Batch
 from ._fields import FieldSpecs, check_capacity, fields_from_spaces, normalize_fields, spaces_of
 
@@ -65,7 +65,7 @@ class Prefetcher(_core._Prefetcher):
         self.close()
 
 
-class ReplayBuffer(_core._Buffer):
+class ReplayBuffer(_sequences.SequenceMethods, _core._Buffer):
     """Uniform experience replay: a fixed-size ring of transitions stored column by column.
 
     Args:

@@ -30,13 +30,14 @@ from ._fields import FieldSpecs, check_capacity, fields_from_spaces, normalize_f
 from ._reference_convert import (
     as_int, convert, index_array, put, real_array, rows_text, stack, type_name, uint_array,
 )
+from ._reference_sequences import SequenceReplay
 from ._reference_tasks import TaskBuffers
 from ._sum_min_tree import SumMinTree
 
 __all__ = ["ReplayBuffer", "PrioritizedReplayBuffer", "SumMinTree"]
 
 
-class ReplayBuffer(EpisodeIndex):
+class ReplayBuffer(SequenceReplay, EpisodeIndex):
     """Uniform experience replay on a ring of ``capacity`` slots; see :class:`fastreplay.ReplayBuffer`.
     ``tasks=K`` makes a multi-task buffer (:mod:`fastreplay._reference_tasks`)."""
 

@@ -445,13 +445,11 @@ static void test_prefetcher_construct_destroy() {
 }
 
 
-// Episodic buffer (episodes.h) under a writer and samplers: 4 lanes, frames encode (lane, step), episodes of 7
-// steps (the 7th terminates), frame_stack 3 with reset padding, n_step 3, next-obs dedup. Every sampled row must be
-// one lane's own history: the stack, the next stack's newest frame and the n-step reward agree with its step.
-static void test_episodes_stress(bool prioritized, double seconds) {
-  const std::size_t lanes = 4, cap = 64;
-  // input fields: obs(8 B), next_obs(8 B), reward(f64), done(u8); columns: obs, reward, done
-  const std::vector<FieldSpec> cols = {{"obs", 8}, {"reward", 8}, {"done", 1}};
+// The episodic layout of the stress tests: input fields obs(8 B), next_obs(8 B), reward(f64), done(u8); columns obs,
+// reward, done; frame_stack 3 with reset padding, n_step 3 (gamma 0.5), next-obs dedup; batch fields obs stack,
+// next obs stack, reward, done, discount.
+static std::vector<FieldSpec> stress_columns() { return {{"obs", 8}, {"reward", 8}, {"done", 1}}; }
+static EpisodeSpec stress_spec(std::size_t lanes) {
   EpisodeSpec e;
   e.lanes = lanes;
   e.dedup = true;
@@ -471,6 +469,16 @@ static void test_episodes_stress(bool prioritized, double seconds) {
   e.done_input = 3;
   using K = EpisodeSpec;
   e.outs = {{K::Obs, 0}, {K::NextObs, 0}, {K::Reward, 0}, {K::Done, 0}, {K::Discount, 0}};
+  return e;
+}
+
+// Episodic buffer (episodes.h) under a writer and samplers: 4 lanes, frames encode (lane, step), episodes of 7
+// steps (the 7th terminates), frame_stack 3 with reset padding, n_step 3, next-obs dedup. Every sampled row must be
+// one lane's own history: the stack, the next stack's newest frame and the n-step reward agree with its step.
+static void test_episodes_stress(bool prioritized, double seconds) {
+  const std::size_t lanes = 4, cap = 64;
+  const std::vector<FieldSpec> cols = stress_columns();
+  const EpisodeSpec e = stress_spec(lanes);
   std::unique_ptr<ReplayCore> core;
   PrioritizedCore* per = nullptr;
   if (prioritized) {
@@ -536,6 +544,108 @@ static void test_episodes_stress(bool prioritized, double seconds) {
   CHECK(rows_checked.load() > 0);
 }
 
+// Sequences (sequences.h) over the same episodic layout under a writer, samplers of sequences and (prioritized) a
+// priority updater: every sequence is consecutive steps of one lane and one episode, starts at a multiple of the
+// period, and each step's stack and n-step reward agree with its step; padding is zero.
+static void test_sequences_stress(bool prioritized, double seconds) {
+  const std::size_t lanes = 4, cap = 64, L = 5, period = 2;
+  const std::vector<FieldSpec> cols = stress_columns();
+  const EpisodeSpec e = stress_spec(lanes);
+  std::unique_ptr<ReplayCore> core;
+  if (prioritized)
+    core.reset(new PrioritizedCore(cap, cols, 12, 0.9, 1e-6, PrioritizedCore::MaxMode::AllTime, {}, &e));
+  else
+    core.reset(new ReplayCore(cap, cols, 12, {}, &e));
+  Sequences& seqs = *core->sequences();
+  std::atomic<bool> stop{false};
+  std::atomic<long> checked{0};
+  auto add_steps = [&](std::int64_t from, std::int64_t to) {
+    std::int64_t obs[4], nxt[4];
+    double rew[4];
+    std::uint8_t done[4];
+    for (std::int64_t step = from; step < to; ++step) {
+      for (std::size_t k = 0; k < lanes; ++k) {
+        obs[k] = static_cast<std::int64_t>(k) * 1000000000 + step;
+        nxt[k] = obs[k] + 1;
+        rew[k] = static_cast<double>(step);
+        done[k] = step % 7 == 6;
+      }
+      const void* src[4] = {obs, nxt, rew, done};
+      core->add(src, lanes);
+    }
+  };
+  add_steps(0, 40);
+  std::thread writer([&] {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    for (std::int64_t step = 40; std::chrono::steady_clock::now() < until; step += 10) add_steps(step, step + 10);
+    stop = true;
+  });
+  auto sampler = [&](SequenceEnd end, std::uint64_t stream) {
+    const std::size_t B = 8;
+    std::vector<std::int64_t> o(B * L * 3), nx(B * L * 3), slots(B * L), starts(B), lens(B), items(B);
+    std::vector<double> r(B * L);
+    std::vector<std::uint8_t> d(B * L), mask(B * L), first(B * L);
+    std::vector<float> disc(B * L), w(B);
+    std::vector<std::uint64_t> g(B);
+    Rng rng(5, stream);
+    std::vector<double> td(B * L, 1.0);
+    while (!stop) {
+      auto x = seqs.index(period, end == SequenceEnd::Drop ? L : 1);
+      if (seqs.admissible(*x, L, B) < B) continue;
+      SequenceOut out;
+      out.batch = B;
+      out.length = L;
+      out.fields = {reinterpret_cast<std::uint8_t*>(o.data()), reinterpret_cast<std::uint8_t*>(nx.data()),
+                    reinterpret_cast<std::uint8_t*>(r.data()), d.data(), reinterpret_cast<std::uint8_t*>(disc.data())};
+      out.row_bytes = {24, 24, 8, 1, 4};
+      out.mask = mask.data();
+      out.is_first = first.data();
+      out.slots = slots.data();
+      out.starts = starts.data();
+      out.generations = g.data();
+      out.lengths = lens.data();
+      out.items = items.data();
+      out.weights = w.data();
+      const std::size_t T = seqs.sample(*x, {L, period, end, 0.4}, rng, out);
+      CHECK(T >= 1 && T <= L);
+      for (std::size_t b = 0; b < B; ++b) {
+        const auto m = static_cast<std::size_t>(lens[b]);
+        CHECK(m >= 1 && m <= T);
+        if (end == SequenceEnd::Drop) CHECK(m == L);
+        const std::int64_t lane = o[(b * T) * 3 + 2] / 1000000000, s0 = o[(b * T) * 3 + 2] % 1000000000;
+        CHECK((s0 % 7) % static_cast<std::int64_t>(period) == 0);
+        for (std::size_t i = 0; i < T; ++i) {
+          const std::size_t row = b * T + i;
+          CHECK(mask[row] == (i < m));
+          if (i >= m) {
+            CHECK(o[row * 3 + 2] == 0 && r[row] == 0.0 && slots[row] == -1);
+            continue;
+          }
+          const std::int64_t step = s0 + static_cast<std::int64_t>(i);
+          CHECK(o[row * 3 + 2] == lane * 1000000000 + step);
+          CHECK(step - step % 7 == s0 - s0 % 7);  // one episode
+          CHECK(first[row] == (step % 7 == 0));
+          const std::int64_t taken = nx[row * 3 + 2] % 1000000000 - step;
+          CHECK(taken >= 1 && taken <= std::min<std::int64_t>(3, 7 - step % 7));
+          double want = 0.0;
+          for (std::int64_t j = 0; j < taken; ++j) want += std::pow(0.5, static_cast<double>(j)) * static_cast<double>(step + j);
+          CHECK(std::fabs(r[row] - want) < 1e-9);
+        }
+        checked.fetch_add(1);
+      }
+      if (prioritized)
+        seqs.update_priorities(*x, items.data(), starts.data(), g.data(), td.data(), mask.data(), B, T, 0.9);
+    }
+  };
+  std::thread s1(sampler, SequenceEnd::Truncate, 1), s2(sampler, SequenceEnd::Drop, 2), s3(sampler, SequenceEnd::Pad, 3);
+  writer.join();
+  s1.join();
+  s2.join();
+  s3.join();
+  std::printf("  sequences%s: %ld sequences checked\n", prioritized ? " prioritized" : "", checked.load());
+  CHECK(checked.load() > 0);
+}
+
 int main(int argc, char** argv) {
   const double seconds = argc > 1 ? std::atof(argv[1]) : 1.0;
   test_ring_wraparound();
@@ -571,6 +681,8 @@ int main(int argc, char** argv) {
   }
   test_episodes_stress(false, seconds / 2);
   test_episodes_stress(true, seconds / 2);
+  test_sequences_stress(false, seconds / 2);
+  test_sequences_stress(true, seconds / 2);
   test_shared<ReplayCore>(false, seconds / 2);
   test_shared<PrioritizedCore>(true, seconds / 2);
   test_rate_limiter(seconds / 2);

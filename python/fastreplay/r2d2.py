@@ -1,0 +1,285 @@
+"""R2D2-lite: a recurrent Q-network learned from replayed sequences with burn-in and stored recurrent state, on a
+partially observed CartPole (the velocities removed from the observation), against a feed-forward DQN on the same
+observation. Reads top to bottom; ``python -m fastreplay.r2d2 --help``.
+
+What it takes from R2D2 (Kapturowski et al. 2019), at small scale: sequences of ``--length`` steps that never
+cross an episode boundary, overlapping by ``--burn-in`` (period = length - burn_in), replayed from the recurrent
+state stored when the actor took the first step, with ``--burn-in`` steps run without gradient to refresh it;
+sequence priorities ``eta * max|td| + (1 - eta) * mean|td|`` (eta 0.9, exponent 0.9) over the trained steps; fresh
+recurrent states written back into the buffer after each learner pass (``update_field``). Left out: value
+rescaling, the dueling head, distributed actors. The buffer: ``fastreplay.PrioritizedReplayBuffer`` with
+``num_envs`` lanes, ``sample_sequences`` and ``update_sequence_priorities`` (docs/sequences.md).
+
+``--arch mlp`` trains a plain DQN (an MLP on the same two-number observation, single-step replay from the same
+kind of buffer) for the comparison. Needs torch and gymnasium (``pip install fastreplay[train]``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import fastreplay
+from fastreplay._trainer_envs import real_next_obs
+
+#: The observation components kept: cart position and pole angle (velocities 1 and 3 removed), and their scales
+#: (the termination thresholds), so that both inputs are O(1).
+KEEP = [0, 2]
+SCALE = np.array([2.4, 0.2095], np.float32)
+
+
+class PositionsOnly(gym.ObservationWrapper):
+    """CartPole with only the positions observed: the velocities must be inferred from history."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        low, high = env.observation_space.low[KEEP] / SCALE, env.observation_space.high[KEEP] / SCALE
+        self.observation_space = gym.spaces.Box(low, high, dtype=np.float32)
+
+    def observation(self, obs: np.ndarray) -> np.ndarray:
+        return (obs[KEEP] / SCALE).astype(np.float32)
+
+
+def make_envs(n: int, seed: int) -> gym.vector.VectorEnv:
+    envs = gym.vector.SyncVectorEnv([lambda: PositionsOnly(gym.make("CartPole-v1")) for _ in range(n)],
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs.action_space.seed(seed)
+    return envs
+
+
+class RecurrentQ(nn.Module):
+    """obs -> MLP -> LSTM -> Q values; the state is (h, c), each [B, hidden]."""
+
+    def __init__(self, obs_dim: int, actions: int, hidden: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.embed = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU())
+        self.lstm = nn.LSTM(hidden, hidden, batch_first=True)
+        self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, actions))
+
+    def forward(self, obs: torch.Tensor, state: Tuple[torch.Tensor, torch.Tensor]):
+        """obs [B, T, obs_dim], state ([B, H], [B, H]) -> (Q [B, T, A], the state after the last step)."""
+        out, (h, c) = self.lstm(self.embed(obs), (state[0][None].contiguous(), state[1][None].contiguous()))
+        return self.head(out), (h[0], c[0])
+
+
+class FeedForwardQ(nn.Module):
+    def __init__(self, obs_dim: int, actions: int, hidden: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, actions))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs)
+
+
+def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m fastreplay.r2d2", description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", choices=["lstm", "mlp"], default="lstm")
+    p.add_argument("--steps", type=int, default=200_000, help="environment steps (all envs together)")
+    p.add_argument("--num-envs", type=int, default=8)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--capacity", type=int, default=50_000)
+    p.add_argument("--length", type=int, default=40, help="sequence length, burn-in included")
+    p.add_argument("--burn-in", type=int, default=10)
+    p.add_argument("--batch", type=int, default=32, help="sequences per update (mlp: transitions = batch*length)")
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--double", type=int, default=1, help="double DQN targets (1) or plain max (0)")
+    p.add_argument("--gamma", type=float, default=0.99)
+    p.add_argument("--train-every", type=int, default=2, help="vector steps per update")
+    p.add_argument("--target-every", type=int, default=250, help="updates per target network copy")
+    p.add_argument("--learning-starts", type=int, default=2_000)
+    p.add_argument("--eps-end", type=float, default=0.02)
+    p.add_argument("--eps-fraction", type=float, default=0.3)
+    p.add_argument("--log-every", type=int, default=500, help="updates per progress line (0: none)")
+    p.add_argument("--eval-episodes", type=int, default=20, help="greedy episodes after training")
+    p.add_argument("--json", default=None, help="write the episode returns here")
+    return p.parse_args(argv)
+
+
+def train(a: argparse.Namespace) -> Dict[str, Any]:
+    torch.manual_seed(a.seed)
+    np.random.seed(a.seed)
+    rng = np.random.default_rng(a.seed)
+    K = a.num_envs
+    envs = make_envs(K, a.seed)
+    obs_dim, n_act = 2, int(envs.single_action_space.n)
+    H = a.hidden
+    fields = {"obs": ((obs_dim,), np.float32), "action": ((), np.int64), "reward": ((), np.float32),
+              "next_obs": ((obs_dim,), np.float32), "done": ((), np.bool_), "truncated": ((), np.bool_)}
+    recurrent = a.arch == "lstm"
+    if recurrent:
+        fields["h"] = ((2 * H,), np.float32)  # the actor's (h, c) before the step
+        net, target = RecurrentQ(obs_dim, n_act, H), RecurrentQ(obs_dim, n_act, H)
+    else:
+        net, target = FeedForwardQ(obs_dim, n_act, H), FeedForwardQ(obs_dim, n_act, H)
+    target.load_state_dict(net.state_dict())
+    opt = torch.optim.Adam(net.parameters(), lr=a.lr)
+    buf = fastreplay.PrioritizedReplayBuffer(a.capacity - a.capacity % K, fields, alpha=0.9, seed=a.seed,
+                                             num_envs=K, autoreset="same_step", gamma=a.gamma)
+    obs, _ = envs.reset(seed=a.seed)
+    state = torch.zeros(K, 2 * H)
+    returns: List[Tuple[int, float]] = []
+    ep_ret = np.zeros(K)
+    updates, t0 = 0, time.time()
+    period = a.length - a.burn_in
+    for step in range(0, a.steps, K):
+        eps = max(a.eps_end, 1.0 - (1.0 - a.eps_end) * step / (a.eps_fraction * a.steps))
+        with torch.no_grad():
+            o = torch.as_tensor(obs)
+            if recurrent:
+                q, (h, c) = net(o[:, None], (state[:, :H], state[:, H:]))
+                q = q[:, 0]
+            else:
+                q = net(o)
+        act = np.where(rng.random(K) < eps, rng.integers(0, n_act, K), q.argmax(1).numpy())
+        nxt, rew, term, trunc, infos = envs.step(act)
+        row = dict(obs=obs, action=act, reward=rew.astype(np.float32), next_obs=real_next_obs(nxt, infos),
+                   done=term, truncated=trunc)
+        if recurrent:
+            row["h"] = state.numpy()
+            state = torch.cat([h, c], -1)
+            state[torch.as_tensor(term | trunc)] = 0.0  # a new episode starts from the zero state
+        buf.add(**row)
+        ep_ret += rew
+        for k in np.flatnonzero(term | trunc):
+            returns.append((step + K, float(ep_ret[k])))
+            ep_ret[k] = 0.0
+        obs = nxt
+        if step < a.learning_starts or (step // K) % a.train_every:
+            continue
+        if recurrent:
+            loss = learn_sequences(buf, net, target, opt, a, H, period)
+        else:
+            loss = learn_transitions(buf, net, target, opt, a)
+        if loss is None:
+            continue
+        updates += 1
+        if updates % a.target_every == 0:
+            target.load_state_dict(net.state_dict())
+        if a.log_every and updates % a.log_every == 0:
+            recent = [r for _, r in returns[-20:]]
+            print(f"step {step}: {updates} updates, loss {loss:.3f}, return (last 20 episodes) "
+                  f"{np.mean(recent) if recent else float('nan'):.1f}, {time.time() - t0:.0f} s", flush=True)
+    envs.close()
+    out = {"arch": a.arch, "seed": a.seed, "steps": a.steps, "updates": updates, "seconds": time.time() - t0,
+           "returns": returns, "eval_returns": evaluate(net, recurrent, H, a.seed + 1000, a.eval_episodes)}
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(out, fh)
+    return out
+
+
+def evaluate(net: nn.Module, recurrent: bool, H: int, seed: int, episodes: int) -> List[float]:
+    """Returns of `episodes` greedy episodes (one env; the recurrent state carried from the episode's start)."""
+    env = PositionsOnly(gym.make("CartPole-v1"))
+    out = []
+    for e in range(episodes):
+        obs, _ = env.reset(seed=seed + e)
+        state = (torch.zeros(1, H), torch.zeros(1, H))
+        total, over = 0.0, False
+        while not over:
+            with torch.no_grad():
+                o = torch.as_tensor(obs)[None]
+                if recurrent:
+                    q, state = net(o[:, None], state)
+                    q = q[:, 0]
+                else:
+                    q = net(o)
+            obs, r, term, trunc, _ = env.step(int(q.argmax(1)))
+            total += r
+            over = term or trunc
+        out.append(total)
+    return out
+
+
+def learn_sequences(buf, net, target, opt, a, H: int, period: int) -> Optional[float]:
+    """One update on a batch of sequences: burn-in from the stored state, n=1 TD targets from the target network
+    run over the same sequence, priorities by the eta-mix, fresh states written back."""
+    try:
+        b = buf.sample_sequences(a.batch, a.length, burn_in=a.burn_in, period=period, end="truncate")
+    except ValueError:  # not enough admissible starts yet
+        return None
+    if b["mask"].shape[1] <= a.burn_in:  # every sequence ends within its burn-in: nothing to train on
+        return None
+    obs = torch.as_tensor(b["obs"])
+    nxt = torch.as_tensor(b["next_obs"])
+    s0 = torch.as_tensor(b["h"][:, 0])
+    start = (s0[:, :H], s0[:, H:])
+    k = a.burn_in
+    with torch.no_grad():
+        st = net(obs[:, :k], start)[1] if k else start  # burn-in: refresh the stored state, no gradient
+        # Targets: the target net over [obs_0, next_obs_0 .. next_obs_{T-1}] from the stored state: out[t + 1] is
+        # Q(s_{t+1}) with the context of the sequence (next_obs_t = obs_{t+1} within an episode).
+        ext = torch.cat([obs[:, :1], nxt], 1)
+        q_next = target(ext, start)[0][:, 1:]
+        if a.double:  # double DQN: the online network picks the action, the target network values it
+            pick = net(ext, start)[0][:, 1:].argmax(-1, keepdim=True)
+            q_next = q_next.gather(-1, pick)[..., 0]
+        else:
+            q_next = q_next.max(-1).values
+    q, _ = net(obs[:, k:], st)
+    act = torch.as_tensor(b["action"][:, k:])
+    q_taken = q.gather(-1, act[..., None])[..., 0]
+    y = torch.as_tensor(b["reward"][:, k:]) + torch.as_tensor(b["discount"][:, k:]) * q_next[:, k:]
+    mask = torch.as_tensor(b.trained[:, k:])
+    loss = (F.smooth_l1_loss(q_taken, y, reduction="none") * mask).sum() / mask.sum().clamp(min=1)
+    opt.zero_grad()
+    loss.backward()
+    nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+    opt.step()
+    abs_td = np.zeros(b["mask"].shape)
+    abs_td[:, k:] = ((q_taken - y) * mask).detach().abs().numpy()
+    buf.update_sequence_priorities(b, abs_td, eta=0.9)
+    # Fresh stored state where the next overlapping sequence starts (position `period`), from the new network.
+    T = b["mask"].shape[1]
+    if period < T:
+        with torch.no_grad():
+            h, c = net(obs[:, :period], start)[1]
+        real = b["mask"][:, period]
+        buf.update_field("h", b.slots[real, period], torch.cat([h, c], -1).numpy()[real])
+    return loss.item()
+
+
+def learn_transitions(buf, net, target, opt, a) -> Optional[float]:
+    """One plain DQN update (the feed-forward baseline) on batch * length transitions."""
+    if len(buf) < a.batch * 4:
+        return None
+    b = buf.sample(a.batch * a.length, beta=0.0)
+    obs, nxt = torch.as_tensor(b["obs"]), torch.as_tensor(b["next_obs"])
+    with torch.no_grad():
+        q_next = target(nxt)
+        if a.double:
+            q_next = q_next.gather(-1, net(nxt).argmax(-1, keepdim=True))[:, 0]
+        else:
+            q_next = q_next.max(-1).values
+        y = torch.as_tensor(b["reward"]) + torch.as_tensor(b["discount"]) * q_next
+    q = net(obs).gather(-1, torch.as_tensor(b["action"])[:, None])[:, 0]
+    loss = F.smooth_l1_loss(q, y)
+    opt.zero_grad()
+    loss.backward()
+    nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+    opt.step()
+    return loss.item()
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    a = parse(argv)
+    torch.set_num_threads(1)
+    out = train(a)
+    r = [x for _, x in out["returns"][-20:]]
+    print(f"{a.arch}: {out['steps']} steps, {out['updates']} updates, {out['seconds']:.0f} s, mean return of the "
+          f"last 20 episodes {np.mean(r) if r else float('nan'):.1f}, greedy evaluation "
+          f"{np.mean(out['eval_returns']):.1f} over {len(out['eval_returns'])} episodes")
+
+
+if __name__ == "__main__":
+    main()
