@@ -25,6 +25,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from . import _core
+from ._persist import fsync_dir
 
 #: Name of the archive member that holds a limiter's state in a checkpoint (see :meth:`RateLimitedBuffer.save`).
 CHECKPOINT_MEMBER = "rate_limiter.json"
@@ -295,11 +296,7 @@ def save_with_limiter(buffer: Any, limiter: Optional[RateLimiter], path: Any) ->
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(os.path.dirname(os.path.abspath(path)))
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

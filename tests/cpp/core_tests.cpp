@@ -472,6 +472,22 @@ static EpisodeSpec stress_spec(std::size_t lanes) {
   return e;
 }
 
+// One vector step of the stress tests' writer (at most 4 lanes): lane k's frame encodes (k, step), its reward is
+// the step, and every 7th step ends the episode.
+static void add_stress_step(ReplayCore& core, std::size_t lanes, std::int64_t step) {
+  std::int64_t obs[4], nxt[4];
+  double rew[4];
+  std::uint8_t done[4];
+  for (std::size_t k = 0; k < lanes; ++k) {
+    obs[k] = static_cast<std::int64_t>(k) * 1000000000 + step;
+    nxt[k] = obs[k] + 1;
+    rew[k] = static_cast<double>(step);
+    done[k] = step % 7 == 6;
+  }
+  const void* src[4] = {obs, nxt, rew, done};
+  core.add(src, lanes);
+}
+
 // Episodic buffer (episodes.h) under a writer and samplers: 4 lanes, frames encode (lane, step), episodes of 7
 // steps (the 7th terminates), frame_stack 3 with reset padding, n_step 3, next-obs dedup. Every sampled row must be
 // one lane's own history: the stack, the next stack's newest frame and the n-step reward agree with its step.
@@ -490,20 +506,8 @@ static void test_episodes_stress(bool prioritized, double seconds) {
   std::atomic<bool> stop{false};
   std::atomic<long> rows_checked{0};
   std::thread writer([&] {
-    std::int64_t obs[4], nxt[4];
-    double rew[4];
-    std::uint8_t done[4];
     const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-    for (std::int64_t step = 0; std::chrono::steady_clock::now() < until; ++step) {
-      for (std::size_t k = 0; k < lanes; ++k) {
-        obs[k] = static_cast<std::int64_t>(k) * 1000000000 + step;
-        nxt[k] = obs[k] + 1;
-        rew[k] = static_cast<double>(step);
-        done[k] = step % 7 == 6;
-      }
-      const void* src[4] = {obs, nxt, rew, done};
-      core->add(src, lanes);
-    }
+    for (std::int64_t step = 0; std::chrono::steady_clock::now() < until; ++step) add_stress_step(*core, lanes, step);
     stop = true;
   });
   auto sampler = [&] {
@@ -560,19 +564,7 @@ static void test_sequences_stress(bool prioritized, double seconds) {
   std::atomic<bool> stop{false};
   std::atomic<long> checked{0};
   auto add_steps = [&](std::int64_t from, std::int64_t to) {
-    std::int64_t obs[4], nxt[4];
-    double rew[4];
-    std::uint8_t done[4];
-    for (std::int64_t step = from; step < to; ++step) {
-      for (std::size_t k = 0; k < lanes; ++k) {
-        obs[k] = static_cast<std::int64_t>(k) * 1000000000 + step;
-        nxt[k] = obs[k] + 1;
-        rew[k] = static_cast<double>(step);
-        done[k] = step % 7 == 6;
-      }
-      const void* src[4] = {obs, nxt, rew, done};
-      core->add(src, lanes);
-    }
+    for (std::int64_t step = from; step < to; ++step) add_stress_step(*core, lanes, step);
   };
   add_steps(0, 40);
   std::thread writer([&] {
