@@ -7,7 +7,7 @@
 // 5.5 us field-by-field with a 16-row prefetch distance, 4.5 us chunked). Those figures were taken while GCC
 // deleted every call to prefetch_rows (see there), so the chunked order, not the prefetches, made that difference;
 // with the prefetches compiled in, sample(256) at 1e6 CartPole rows moved by under 2% (bench_ab, 11 rounds).
-// Large rows (images) are bandwidth-bound: one memcpy each, with the next row's start prefetched.
+// Large rows (images) are bandwidth-bound: bulk_copy.h copies them as several streams at once.
 #pragma once
 
 #include <algorithm>
@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "fastreplay/bulk_copy.h"
 #include "fastreplay/copy.h"
 
 namespace fastreplay {
@@ -27,7 +28,6 @@ struct ColumnRef {
 namespace detail {
 inline constexpr std::size_t kChunk = 16;
 inline constexpr std::size_t kSmallRow = 256;
-inline constexpr std::size_t kBlock = 4096;
 
 using CopyFn = void (*)(const std::uint8_t*, std::size_t, const std::int64_t*, std::size_t, std::uint8_t*);
 
@@ -68,27 +68,9 @@ __attribute__((always_inline)) inline void prefetch_rows(const ColumnRef& c, con
 inline void gather_batch(const ColumnRef* cols, std::size_t nf, const std::int64_t* idx, std::size_t n,
                          std::uint8_t* const* out) {
   using namespace detail;
-  // Large-row fields first, one row at a time, copied in 4 KiB blocks while the block 8 KiB ahead (possibly in
-  // the next row) is prefetched: the hardware prefetcher stops at every 4 KiB page boundary and restarts at
-  // every new row, and this keeps the stream going (+7% bandwidth on 28 KiB Atari rows in a C++ microbenchmark;
-  // no measurable change through Python, where sample(32) already matches a contiguous copy of the same bytes).
-  for (std::size_t f = 0; f < nf; ++f) {
-    const ColumnRef& c = cols[f];
-    if (c.row_bytes <= kSmallRow) continue;
-    const std::size_t rb = c.row_bytes;
-    for (std::size_t i = 0; i < n; ++i) {
-      const std::uint8_t* src = c.base + static_cast<std::size_t>(idx[i]) * rb;
-      const std::uint8_t* next = i + 1 < n ? c.base + static_cast<std::size_t>(idx[i + 1]) * rb : nullptr;
-      std::uint8_t* dst = out[f] + i * rb;
-      for (std::size_t off = 0; off < rb; off += kBlock) {
-        const std::size_t ahead = off + 2 * kBlock;
-        const std::uint8_t* pf = ahead < rb ? src + ahead : (next ? next + (ahead - rb) : nullptr);
-        const std::uint8_t* pf_end = ahead < rb ? src + rb : (next ? next + rb : nullptr);
-        for (std::size_t b = 0; pf && b < kBlock && pf + b < pf_end; b += 64) __builtin_prefetch(pf + b);
-        load_shared(dst + off, src + off, std::min(kBlock, rb - off));
-      }
-    }
-  }
+  // Large-row fields first, each as a bulk copy of several streams at once (bulk_copy.h).
+  for (std::size_t f = 0; f < nf; ++f)
+    if (cols[f].row_bytes > kSmallRow) copy_rows(cols[f].base, cols[f].row_bytes, idx, n, out[f]);
   // Small-row fields, chunk by chunk, the next chunk's lines prefetched in every field.
   CopyFn fns[64];
   const std::size_t nfc = std::min<std::size_t>(nf, 64);
