@@ -110,6 +110,12 @@ int main(int argc, char** argv) {
   };
   variant("before: rows one by one, 4 KiB blocks, prefetch 8 KiB", [&](const std::uint8_t* b, std::uint8_t* o) { image_bench::rows_one_by_one(b, kRow, idx.data(), kB, o); });
   variant("copy_rows (shipped)", [&](const std::uint8_t* b, std::uint8_t* o) { detail::copy_rows(b, kRow, idx.data(), kB, o); });
+  auto huge_dst = allocate_zeroed(std::size_t(4) << 20);  // mmap + MADV_HUGEPAGE, as pool.h could do for batches
+  std::memset(huge_dst.get(), 0, std::size_t(4) << 20);
+  cases.push_back({"gather_batch, huge-page dst", [&] {
+                     draw();
+                     return gather_into(huge_dst.get(), gather_batch);
+                   }, batch_bytes, {}, {}});
   if (sweep)
   for (std::size_t k : {1, 2, 4, 8})
     for (std::size_t pf : {0, 512, 1024, 2048, 4096})

@@ -1,5 +1,5 @@
-// Tests of the large-row gather (bulk_copy.h): differential against a row-by-row copy, and a stress test of
-// writers and samplers on a buffer of large rows (no sampled row torn). Built with -DFASTREPLAY_TESTS=ON and run by
+// Tests of the large-row gather (bulk_copy.h): differential against a row-by-row copy, a stress test of writers
+// and samplers on a buffer of large rows (no sampled row torn), and the pool's huge-page blocks (pool.h). Built with -DFASTREPLAY_TESTS=ON and run by
 // .ci/run under ThreadSanitizer and under AddressSanitizer + UBSan.
 //
 //   bulk_copy_check [seconds]   (the stress test's duration, default 1)
@@ -14,6 +14,7 @@
 
 #include "fastreplay/bulk_copy.h"
 #include "fastreplay/gather.h"
+#include "fastreplay/pool.h"
 #include "fastreplay/replay.h"
 
 using namespace fastreplay;
@@ -177,10 +178,32 @@ static void test_stress(double seconds) {
   CHECK(sampled.load() > 0);
 }
 
+// Pool blocks around the huge-page limit (1 MiB) are writable over their whole size, 64-byte aligned (2 MiB where
+// huge), and come back for the next request of the same size.
+static void test_pool_blocks() {
+  BlockPool pool(std::size_t(64) << 20);
+  for (std::size_t bytes : {std::size_t(1) << 20, (std::size_t(1) << 20) - 1, (std::size_t(1) << 20) + 1,
+                            std::size_t(1806336 + 1024), (std::size_t(4) << 20) + 7, std::size_t(100)}) {
+    auto* p = static_cast<std::uint8_t*>(pool.acquire(bytes));
+    CHECK(reinterpret_cast<std::uintptr_t>(p) % 64 == 0);
+    if (FASTREPLAY_POOL_HUGE && bytes >= (std::size_t(1) << 20))
+      CHECK(reinterpret_cast<std::uintptr_t>(p) % (std::size_t(2) << 20) == 0);
+    std::memset(p, 0x5A, bytes);
+    CHECK(p[0] == 0x5A && p[bytes - 1] == 0x5A);
+    pool.release(p, bytes);
+    auto* q = static_cast<std::uint8_t*>(pool.acquire(bytes));
+    CHECK(q == p);
+    pool.release(q, bytes);
+  }
+  BlockPool tiny(std::size_t(1) << 20);  // caches nothing of 2 MiB: every release unmaps
+  for (int i = 0; i < 3; ++i) tiny.release(tiny.acquire(std::size_t(3) << 20), std::size_t(3) << 20);
+}
+
 int main(int argc, char** argv) {
   const double seconds = argc > 1 ? std::atof(argv[1]) : 1.0;
   test_differential();
   test_gather_mixed();
+  test_pool_blocks();
   test_stress(seconds);
   if (g_failures) {
     std::printf("bulk_copy_check: %d checks failed\n", g_failures);
