@@ -1,6 +1,6 @@
 // Microbenchmark of large-row (image) gathers: where the time of an Atari sample(32) goes, below Python.
 //
-//   g++ -O2 -std=c++17 -I csrc bench/cpp/image_bench.cpp -o /tmp/image_bench && /tmp/image_bench [rounds [sweep]]
+//   g++ -O2 -std=c++17 -I csrc bench/cpp/image_bench.cpp -o /tmp/image_bench -lpthread && /tmp/image_bench [rounds [sweep|threads]]
 //
 // Two uint8[4,84,84] columns (28,224-byte rows) of capacity 1e5 with 5e4 rows written, allocated as the core does
 // (allocate_zeroed: mmap + MADV_HUGEPAGE). Each round times, in alternation so that a noisy neighbour hits all of
@@ -11,12 +11,14 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fastreplay/bulk_copy.h"
@@ -36,6 +38,7 @@ static double secs(Clock::time_point a, Clock::time_point b) { return std::chron
 int main(int argc, char** argv) {
   const int rounds = argc > 1 ? std::atoi(argv[1]) : 21;
   const bool sweep = argc > 2 && std::string(argv[2]) == "sweep";  // streams x prefetch distances
+  const bool two_threads = argc > 2 && std::string(argv[2]) == "threads";  // the 2-thread copy's upper bound
   auto obs = allocate_zeroed(kCap * kRow), nobs = allocate_zeroed(kCap * kRow);
   for (std::size_t i = 0; i < kFill * kRow; i += 4096) obs.get()[i] = nobs.get()[i] = static_cast<std::uint8_t>(i >> 12);
   const std::size_t big = std::size_t(512) << 20;
@@ -116,6 +119,30 @@ int main(int argc, char** argv) {
                      draw();
                      return gather_into(huge_dst.get(), gather_batch);
                    }, batch_bytes, {}, {}});
+  // Upper bound of copying with two threads: a helper thread (spinning, for this measurement only) copies obs while
+  // the caller copies next_obs.
+  std::atomic<int> job{0};
+  std::atomic<bool> quit{false};
+  std::thread helper;
+  if (two_threads) helper = std::thread([&] {
+    while (!quit.load(std::memory_order_relaxed)) {
+      if (job.load(std::memory_order_acquire) == 1) {
+        detail::copy_rows(cols[0].base, kRow, idx.data(), kB, fixed);
+        job.store(2, std::memory_order_release);
+      }
+    }
+  });
+  if (two_threads)
+  cases.push_back({"2 threads (spinning helper copies obs)", [&] {
+                     draw();
+                     const auto t0 = Clock::now();
+                     job.store(1, std::memory_order_release);
+                     detail::copy_rows(cols[1].base, kRow, idx.data(), kB, fixed + kB * kRow);
+                     while (job.load(std::memory_order_acquire) != 2) {
+                     }
+                     job.store(0, std::memory_order_relaxed);
+                     return secs(t0, Clock::now());
+                   }, batch_bytes, {}, {}});
   if (sweep)
   for (std::size_t k : {1, 2, 4, 8})
     for (std::size_t pf : {0, 512, 1024, 2048, 4096})
@@ -151,6 +178,8 @@ int main(int argc, char** argv) {
       }
     }
   }
+  quit = true;
+  if (helper.joinable()) helper.join();
   if (FILE* f = std::fopen("/proc/self/smaps_rollup", "r")) {  // whether the columns got huge pages
     char line[256];
     while (std::fgets(line, sizeof line, f))

@@ -14,8 +14,8 @@ alternating rounds (so that a noisy neighbour on the shared machine hits every c
   the per-round ratios.
 
 Run from the repository root (nothing else heavy running; OMP_NUM_THREADS=1):
-    python -m bench.scripts.bench_image [--rounds 31] [--thread-rounds 15] [--seconds 0.4] [--quick]
-Writes bench/results/image.json and bench/results/image.md.
+    python -m bench.scripts.bench_image [--rounds 31] [--thread-rounds 15] [--seconds 0.4] [--quick] [--pkg DIR]
+Writes bench/results/image.json and bench/results/image.md (--out PREFIX for elsewhere).
 """
 from __future__ import annotations
 
@@ -28,10 +28,15 @@ import statistics
 import threading
 import time
 
+import sys
+
 import numpy as np
 
-import fastreplay as fr
-from tests._rows import ATARI
+if "--pkg" in sys.argv:  # another build (a directory holding an importable fastreplay), as in bench_ab
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__]
+    sys.path.insert(0, sys.argv[sys.argv.index("--pkg") + 1])
+import fastreplay as fr  # noqa: E402
+from tests._rows import ATARI  # noqa: E402
 
 CAPACITY, FILL, B = 100_000, 50_000, 32
 FRAME = 4 * 84 * 84
@@ -234,9 +239,11 @@ def main():
     ap.add_argument("--quick", action="store_true", help="few rounds (a smoke run, not for the results)")
     ap.add_argument("--skip-threads", action="store_true")
     ap.add_argument("--out", default="bench/results/image")
+    ap.add_argument("--pkg", help="import fastreplay from this directory (another build), e.g. to compare with main")
     a = ap.parse_args()
     if a.quick:
         a.rounds, a.thread_rounds, a.seconds = 3, 2, 0.2
+    print("fastreplay from", fr.__file__, file=sys.stderr)
     buf = atari_buffer()
     res = dict(date=time.strftime("%Y-%m-%d %H:%M"), machine=f"{platform.processor() or platform.machine()}, "
                f"{os.cpu_count()} CPUs", command="python -m bench.scripts.bench_image " + " ".join(
