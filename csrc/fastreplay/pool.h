@@ -112,6 +112,8 @@ class BlockPool {
       munmap(p, bytes);
       return;
     }
+#else
+    (void)bytes;
 #endif
     std::free(p);
   }
