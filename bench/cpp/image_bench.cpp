@@ -1,13 +1,15 @@
 // Microbenchmark of large-row (image) gathers: where the time of an Atari sample(32) goes, below Python.
 //
-//   g++ -O2 -std=c++17 -I csrc bench/cpp/image_bench.cpp -o /tmp/image_bench -lpthread && /tmp/image_bench [rounds [sweep|threads]]
+//   g++ -O2 -std=c++17 -I csrc bench/cpp/image_bench.cpp -o /tmp/image_bench -lpthread
+//   /tmp/image_bench [rounds [sweep|threads]]
 //
 // Two uint8[4,84,84] columns (28,224-byte rows) of capacity 1e5 with 5e4 rows written, allocated as the core does
 // (allocate_zeroed: mmap + MADV_HUGEPAGE). Each round times, in alternation so that a noisy neighbour hits all of
 // them alike: a 512 MiB memcpy (the floor), a contiguous copy of the same bytes as one batch out of the
 // column, and the gather of 32 random rows x 2 fields into a batch block (a) with the shipped gather_batch, (b) with
-// variants of the copy loop. Figures are GB/s of bytes moved (the medians over rounds) and each one's ratio to the
-// memcpy in the same round (median of the per-round ratios).
+// variants of the copy loop; each round starts at another case. Figures are GB/s of bytes moved (the medians over
+// rounds) and each one's ratio to the memcpy in the same round (median of the per-round ratios). "sweep" adds
+// streams x prefetch distances; "threads" the upper bound of a 2-thread copy (a spinning helper thread).
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -82,10 +84,6 @@ int main(int argc, char** argv) {
                      std::memcpy(fixed, obs.get() + contiguous_at * kRow, batch_bytes);
                      return secs(t0, Clock::now());
                    }, batch_bytes, {}, {}});
-  cases.push_back({"gather_batch, fixed dst", [&] {
-                     draw();
-                     return gather_into(fixed, gather_batch);
-                   }, batch_bytes, {}, {}});
   cases.push_back({"gather_batch, pool block (incl. acquire/release)", [&] {
                      draw();
                      const auto t0 = Clock::now();
@@ -113,6 +111,10 @@ int main(int argc, char** argv) {
   };
   variant("before: rows one by one, 4 KiB blocks, prefetch 8 KiB", [&](const std::uint8_t* b, std::uint8_t* o) { image_bench::rows_one_by_one(b, kRow, idx.data(), kB, o); });
   variant("copy_rows (shipped)", [&](const std::uint8_t* b, std::uint8_t* o) { detail::copy_rows(b, kRow, idx.data(), kB, o); });
+  cases.push_back({"gather_batch, fixed dst (after copy_rows)", [&] {
+                     draw();
+                     return gather_into(fixed, gather_batch);
+                   }, batch_bytes, {}, {}});
   auto huge_dst = allocate_zeroed(std::size_t(4) << 20);  // mmap + MADV_HUGEPAGE, as pool.h could do for batches
   std::memset(huge_dst.get(), 0, std::size_t(4) << 20);
   cases.push_back({"gather_batch, huge-page dst", [&] {
@@ -163,20 +165,24 @@ int main(int argc, char** argv) {
                    }, batch_bytes, {}, {}});
 
   for (int r = 0; r < rounds + 2; ++r) {
-    double mem = 0;
-    for (auto& c : cases) {
+    // Each round starts at another case: the case run right after the 512 MiB memcpy is slowed by its aftermath
+    // (~4%), which must not always hit the same one.
+    std::vector<double> gbs(cases.size());
+    for (std::size_t q = 0; q < cases.size(); ++q) {
+      const std::size_t ci = (q + static_cast<std::size_t>(r)) % cases.size();
+      Case& c = cases[ci];
       // several calls per case per round (the small ones are ~150 us); the median call counts
       std::vector<double> t;
       const int reps = c.bytes == big ? 1 : 15;
       for (int k = 0; k < reps; ++k) t.push_back(c.run());
       std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
-      const double gbs = c.bytes / t[t.size() / 2] / 1e9;
-      if (&c == &cases[0]) mem = gbs;
-      if (r >= 2) {  // warmup
-        c.gbs.push_back(gbs);
-        c.ratio.push_back(gbs / mem);
-      }
+      gbs[ci] = c.bytes / t[t.size() / 2] / 1e9;
     }
+    if (r >= 2)  // warmup
+      for (std::size_t ci = 0; ci < cases.size(); ++ci) {
+        cases[ci].gbs.push_back(gbs[ci]);
+        cases[ci].ratio.push_back(gbs[ci] / gbs[0]);
+      }
   }
   quit = true;
   if (helper.joinable()) helper.join();
