@@ -106,24 +106,25 @@ def bandwidth(buf, rounds, calls):
 
 def run_threads(make_work, threads, seconds):
     """`threads` threads, each looping make_work(i)() (which returns the bytes it moved), for `seconds`: returns
-    (bytes/s of wall time, median time of one call over all threads, bytes/s corrected for run-queue waits)."""
+    (bytes/s of wall time, median time of one call over all threads, CPUs the threads used on average, bytes per
+    second the threads ran)."""
     moved = [0] * threads
     times = [[] for _ in range(threads)]
     stop = threading.Event()
     start = threading.Barrier(threads + 1)
 
-    waited = [0.0] * threads
+    cpu = [0.0] * threads
 
     def loop(i):
         work = make_work(i)
         start.wait()
         clock, out = time.perf_counter, times[i]
-        rq = run_queue_wait()
+        cpu0 = on_cpu()
         while not stop.is_set():
             t0 = clock()
             moved[i] += work()
             out.append((t0, clock()))
-        waited[i] = run_queue_wait() - rq
+        cpu[i] = on_cpu() - cpu0
 
     ts = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
     for t in ts:
@@ -136,19 +137,16 @@ def run_threads(make_work, threads, seconds):
         t.join()
     wall = time.perf_counter() - t0
     median = statistics.median(b - a for a, b in itertools.chain(*times))
-    # bytes/s had each thread had a core of its own: each thread's bytes over the wall time less the time it spent
-    # ready to run but waiting for a CPU (other tenants' load; blocking on the GIL or a lock still counts)
-    own_core = sum(m / max(wall - w, 1e-9) for m, w in zip(moved, waited))
-    return sum(moved) / wall, median, own_core
+    return sum(moved) / wall, median, sum(cpu) / wall, sum(moved) / max(sum(cpu), 1e-9)
 
 
-def run_queue_wait():
-    """Seconds the calling thread has spent runnable but waiting for a CPU (Linux schedstat; 0 elsewhere)."""
+def on_cpu():
+    """Seconds the calling thread has run on a CPU (Linux schedstat, nanoseconds; elsewhere thread_time)."""
     try:
         with open("/proc/thread-self/schedstat") as f:
-            return int(f.read().split()[1]) / 1e9
+            return int(f.read().split()[0]) / 1e9
     except (OSError, IndexError, ValueError):
-        return 0.0
+        return time.thread_time()
 
 
 def scaling(buf, rounds, seconds):
@@ -183,18 +181,21 @@ def scaling(buf, rounds, seconds):
         return w
 
     cases = {"sample(32)": sample_work, "contiguous copy, same bytes": same_bytes_work, "memcpy 32 MiB pieces": memcpy_work}
-    res = {k: {"1": [], "2": [], "ratio": [], "lat_ratio": [], "own": []} for k in cases}
+    res = {k: {"1": [], "2": [], "ratio": [], "lat_ratio": [], "cpus_1": [], "cpus_2": [], "per_cpu": []}
+           for k in cases}
     for r in range(rounds + 1):
         for k, work in cases.items():
-            one, lat1, own1 = run_threads(work, 1, seconds)
-            two, lat2, own2 = run_threads(work, 2, seconds)
+            one, lat1, cpus1, per_cpu1 = run_threads(work, 1, seconds)
+            two, lat2, cpus2, per_cpu2 = run_threads(work, 2, seconds)
             if r == 0:
                 continue
             res[k]["1"].append(one / 1e9)
             res[k]["2"].append(two / 1e9)
             res[k]["ratio"].append(two / one)
             res[k]["lat_ratio"].append(2 * lat1 / lat2)
-            res[k]["own"].append(own2 / own1)
+            res[k]["cpus_1"].append(cpus1)
+            res[k]["cpus_2"].append(cpus2)
+            res[k]["per_cpu"].append(per_cpu2 / per_cpu1)
 
     def q(v, p):
         return float(np.percentile(v, p))
@@ -202,8 +203,9 @@ def scaling(buf, rounds, seconds):
                 "ratio": statistics.median(v["ratio"]), "ratio_q1": q(v["ratio"], 25), "ratio_q3": q(v["ratio"], 75),
                 "lat_ratio": statistics.median(v["lat_ratio"]), "lat_ratio_q1": q(v["lat_ratio"], 25),
                 "lat_ratio_q3": q(v["lat_ratio"], 75),
-                "own_ratio": statistics.median(v["own"]), "own_ratio_q1": q(v["own"], 25),
-                "own_ratio_q3": q(v["own"], 75)}
+                "cpus_1": statistics.median(v["cpus_1"]), "cpus_2": statistics.median(v["cpus_2"]),
+                "per_cpu_ratio": statistics.median(v["per_cpu"]), "per_cpu_ratio_q1": q(v["per_cpu"], 25),
+                "per_cpu_ratio_q3": q(v["per_cpu"], 75)}
             for k, v in res.items()}
 
 
@@ -218,19 +220,20 @@ def markdown(res):
         lines.append(f"| {k} | {v['gbs']:.2f} [{v['gbs_q1']:.2f}, {v['gbs_q3']:.2f}] | "
                      f"{100 * v['ratio']:.1f}% [{100 * v['ratio_q1']:.1f}, {100 * v['ratio_q3']:.1f}] |")
     lines += ["", f"Thread scaling: 2 Python threads against 1, {res['thread_rounds']} alternating rounds of "
-              f"{res['seconds']} s each. Wall: bytes per second of wall time (needs 2 idle cores: on a shared machine "
-              "it measures the CPU time other tenants leave). Per call: 2 x (median call time alone) / (median call "
-              "time with 2 threads). Own core: each thread's bytes over the wall time less the time it waited, "
-              "runnable, for a CPU (Linux schedstat), summed: the throughput had each thread a core of its own (time "
-              "blocked on the GIL or a lock still counts). Per call and own core show what the GIL, locks, shared "
-              "cache lines and memory bandwidth cost only as far as the 2 threads' calls did run at once.", "",
-              "| work per thread | 1 thread GB/s (wall) | 2 threads GB/s (wall) | 2 / 1 (wall) | 2 / 1 (per call) "
-              "| 2 / 1 (own core) |", "|---|---|---|---|---|---|"]
+              f"{res['seconds']} s each, medians of the per-round ratios [IQR]. Wall: bytes moved per second of wall "
+              "time, the figure of the issue. CPUs: CPU time the threads ran (Linux schedstat) per wall second; on a "
+              "machine shared with other tenants, 2 threads can only scale as far as they get 2 CPUs. Per CPU-second: "
+              "bytes per second of the threads' CPU time, 2 threads over 1: below 1 where the threads slow each "
+              "other down while both run (memory bandwidth, shared cache lines, spinning); time blocked (on the "
+              "GIL, a lock) is not CPU time and shows in the CPUs column instead. Per call: 2 x (median call alone) "
+              "/ (median call with 2 threads).", "",
+              "| work per thread | 1 thread GB/s | 2 threads GB/s | 2 / 1 (wall) | CPUs used, 1 / 2 threads "
+              "| 2 / 1 per CPU-second | 2 / 1 per call |", "|---|---|---|---|---|---|---|"]
     for k, v in th.items():
         lines.append(f"| {k} | {v['gbs_1']:.2f} | {v['gbs_2']:.2f} | {v['ratio']:.2f}x "
-                     f"[{v['ratio_q1']:.2f}, {v['ratio_q3']:.2f}] | {v['lat_ratio']:.2f}x "
-                     f"[{v['lat_ratio_q1']:.2f}, {v['lat_ratio_q3']:.2f}] | {v['own_ratio']:.2f}x "
-                     f"[{v['own_ratio_q1']:.2f}, {v['own_ratio_q3']:.2f}] |")
+                     f"[{v['ratio_q1']:.2f}, {v['ratio_q3']:.2f}] | {v['cpus_1']:.2f} / {v['cpus_2']:.2f} | "
+                     f"{v['per_cpu_ratio']:.2f} [{v['per_cpu_ratio_q1']:.2f}, {v['per_cpu_ratio_q3']:.2f}] | "
+                     f"{v['lat_ratio']:.2f}x [{v['lat_ratio_q1']:.2f}, {v['lat_ratio_q3']:.2f}] |")
     return "\n".join(lines) + "\n"
 
 
