@@ -19,14 +19,7 @@
 
 using namespace fastreplay;
 
-static int g_failures = 0;
-#define CHECK(cond)                                                                 \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++g_failures;                                                                 \
-    }                                                                               \
-  } while (0)
+#include "check.h"  // CHECK, g_failures
 
 static constexpr std::size_t kGuard = 128;  // bytes checked untouched on each side of an output
 static constexpr std::uint8_t kFill = 0xA5;

@@ -25,14 +25,7 @@
 
 using namespace fastreplay;
 
-static int g_failures = 0;
-#define CHECK(cond)                                                             \
-  do {                                                                          \
-    if (!(cond)) {                                                              \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++g_failures;                                                             \
-    }                                                                           \
-  } while (0)
+#include "check.h"  // CHECK, g_failures
 
 #include "rate_limiter_check.h"  // test_rate_limiter (uses CHECK)
 
