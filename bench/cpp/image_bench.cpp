@@ -42,7 +42,8 @@ int main(int argc, char** argv) {
   const bool sweep = argc > 2 && std::string(argv[2]) == "sweep";  // streams x prefetch distances
   const bool two_threads = argc > 2 && std::string(argv[2]) == "threads";  // the 2-thread copy's upper bound
   auto obs = allocate_zeroed(kCap * kRow), nobs = allocate_zeroed(kCap * kRow);
-  for (std::size_t i = 0; i < kFill * kRow; i += 4096) obs.get()[i] = nobs.get()[i] = static_cast<std::uint8_t>(i >> 12);
+  for (std::size_t i = 0; i < kFill * kRow; i += 4096)  // every stored page written (faulted in)
+    obs.get()[i] = nobs.get()[i] = static_cast<std::uint8_t>(i >> 12);
   const std::size_t big = std::size_t(512) << 20;
   auto msrc = allocate_zeroed(big), mdst = allocate_zeroed(big);
   std::memset(msrc.get(), 1, big);
@@ -109,8 +110,12 @@ int main(int argc, char** argv) {
                        return secs(t0, Clock::now());
                      }, batch_bytes, {}, {}});
   };
-  variant("before: rows one by one, 4 KiB blocks, prefetch 8 KiB", [&](const std::uint8_t* b, std::uint8_t* o) { image_bench::rows_one_by_one(b, kRow, idx.data(), kB, o); });
-  variant("copy_rows (shipped)", [&](const std::uint8_t* b, std::uint8_t* o) { detail::copy_rows(b, kRow, idx.data(), kB, o); });
+  variant("before: rows one by one, 4 KiB blocks, prefetch 8 KiB", [&](const std::uint8_t* b, std::uint8_t* o) {
+    image_bench::rows_one_by_one(b, kRow, idx.data(), kB, o);
+  });
+  variant("copy_rows (shipped)", [&](const std::uint8_t* b, std::uint8_t* o) {
+    detail::copy_rows(b, kRow, idx.data(), kB, o);
+  });
   cases.push_back({"gather_batch, fixed dst (after copy_rows)", [&] {
                      draw();
                      return gather_into(fixed, gather_batch);
@@ -148,7 +153,8 @@ int main(int argc, char** argv) {
   if (sweep)
   for (std::size_t k : {1, 2, 4, 8})
     for (std::size_t pf : {0, 512, 1024, 2048, 4096})
-      variant("copy_rows_streams " + std::to_string(k) + " prefetch " + std::to_string(pf), [&, k, pf](const std::uint8_t* b, std::uint8_t* o) {
+      variant("copy_rows_streams " + std::to_string(k) + " prefetch " + std::to_string(pf),
+              [&, k, pf](const std::uint8_t* b, std::uint8_t* o) {
         detail::copy_rows_streams(b, kRow, idx.data(), kB, o, k, pf);
       });
   cases.push_back({"touch-only: read the rows (sum), no store", [&] {

@@ -180,7 +180,8 @@ def scaling(buf, rounds, seconds):
             return piece
         return w
 
-    cases = {"sample(32)": sample_work, "contiguous copy, same bytes": same_bytes_work, "memcpy 32 MiB pieces": memcpy_work}
+    cases = {"sample(32)": sample_work, "contiguous copy, same bytes": same_bytes_work,
+             "memcpy 32 MiB pieces": memcpy_work}
     res = {k: {"1": [], "2": [], "ratio": [], "lat_ratio": [], "cpus_1": [], "cpus_2": [], "per_cpu": []}
            for k in cases}
     for r in range(rounds + 1):
@@ -254,7 +255,8 @@ def main():
     buf = atari_buffer()
     res = dict(date=time.strftime("%Y-%m-%d %H:%M"), machine=f"{platform.processor() or platform.machine()}, "
                f"{os.cpu_count()} CPUs", command="python -m bench.scripts.bench_image " + " ".join(
-                   f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items() if k in ("rounds", "calls", "thread_rounds", "seconds")),
+                   f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items()
+                   if k in ("rounds", "calls", "thread_rounds", "seconds")),
                rounds=a.rounds, thread_rounds=a.thread_rounds, seconds=a.seconds)
     res["bandwidth"] = bandwidth(buf, a.rounds, a.calls)
     res["threads"] = {} if a.skip_threads else scaling(buf, a.thread_rounds, a.seconds)

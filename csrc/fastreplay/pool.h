@@ -84,7 +84,8 @@ class BlockPool {
   static constexpr std::size_t kHugeMin = std::size_t(1) << 20;  // blocks from here on are whole huge pages
   static bool huge(std::size_t rounded) { return FASTREPLAY_POOL_HUGE && rounded >= kHugeMin; }
   static std::size_t round(std::size_t bytes) {
-    if (bytes >= kHugeMin && bytes <= std::size_t(-1) - kHugePage) return (bytes + kHugePage - 1) / kHugePage * kHugePage;
+    if (bytes >= kHugeMin && bytes <= std::size_t(-1) - kHugePage)
+      return (bytes + kHugePage - 1) / kHugePage * kHugePage;
     return (bytes + kCacheLine - 1) / kCacheLine * kCacheLine + (bytes == 0) * kCacheLine;
   }
   // A block of `bytes` (as rounded): huge pages at a 2 MiB boundary, or aligned_alloc. Throws std::bad_alloc.

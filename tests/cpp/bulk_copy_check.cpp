@@ -1,6 +1,6 @@
 // Tests of the large-row gather (bulk_copy.h): differential against a row-by-row copy, a stress test of writers
-// and samplers on a buffer of large rows (no sampled row torn), and the pool's huge-page blocks (pool.h). Built with -DFASTREPLAY_TESTS=ON and run by
-// .ci/run under ThreadSanitizer and under AddressSanitizer + UBSan.
+// and samplers on a buffer of large rows (no sampled row torn), and the pool's huge-page blocks (pool.h). Built
+// with -DFASTREPLAY_TESTS=ON and run by .ci/run under ThreadSanitizer and under AddressSanitizer + UBSan.
 //
 //   bulk_copy_check [seconds]   (the stress test's duration, default 1)
 #include <atomic>
