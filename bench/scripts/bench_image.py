@@ -256,7 +256,7 @@ def main():
     res = dict(date=time.strftime("%Y-%m-%d %H:%M"), machine=f"{platform.processor() or platform.machine()}, "
                f"{os.cpu_count()} CPUs", command="python -m bench.scripts.bench_image " + " ".join(
                    f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items()
-                   if k in ("rounds", "calls", "thread_rounds", "seconds")),
+                   if k in ("rounds", "calls", "thread_rounds", "seconds") or (k == "pkg" and v)),
                rounds=a.rounds, thread_rounds=a.thread_rounds, seconds=a.seconds)
     res["bandwidth"] = bandwidth(buf, a.rounds, a.calls)
     res["threads"] = {} if a.skip_threads else scaling(buf, a.thread_rounds, a.seconds)
