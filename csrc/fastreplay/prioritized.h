@@ -49,8 +49,9 @@ class PrioritizedCore : public ReplayCore {
   // blocks takes alpha and the priorities from them (its own `alpha` is ignored).
   PrioritizedCore(std::size_t capacity, const std::vector<FieldSpec>& fields, std::uint64_t seed, double alpha,
                   double eps, MaxMode mode, const std::vector<std::shared_ptr<std::uint8_t>>& memory = {},
-                  const EpisodeSpec* episodes = nullptr, Blocks* blocks = nullptr)
-      : ReplayCore(capacity, fields, seed, memory, episodes, blocks),
+                  const EpisodeSpec* episodes = nullptr, Blocks* blocks = nullptr, Layout layout = Layout::Auto,
+                  const std::vector<std::size_t>& strides = {})
+      : ReplayCore(capacity, fields, seed, memory, episodes, blocks, layout, strides),
         tree_(capacity, blocks),
         raw_mem_(take_zeroed(blocks, checked_mul(capacity, sizeof(double)))),
         raw_(reinterpret_cast<double*>(raw_mem_.get())),

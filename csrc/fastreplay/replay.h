@@ -38,12 +38,14 @@ class ReplayCore {
  public:
   // `memory` (optional): one block per field of capacity rows, then (episodic buffers) the episode index's blocks
   // (see EpisodeIndex), then one of capacity sequence numbers (8 bytes each), e.g. memory-mapped files; by default
-  // all memory is allocated here. `episodes` (optional) makes the buffer episodic (docs/episodes.md).
-  // `blocks` (optional, exclusive with `memory`; plain buffers only) gives all of the core's memory, shared
-  // memory in particular (shared.h): the ring's, the generator's call counter, then the columns.
+  // all memory is allocated here. `strides` (optional, with `memory`): the bytes between two rows of each field's
+  // block (a slice of a record block, see storage.h); empty: contiguous rows. `episodes` (optional) makes the
+  // buffer episodic (docs/episodes.md). `blocks` (optional, exclusive with `memory`; plain buffers only) gives all
+  // of the core's memory, shared memory in particular (shared.h): the ring's, the generator's call counter, then
+  // the columns. `layout`: how the core lays out the columns it allocates (storage.h; ignored with `memory`).
   ReplayCore(std::size_t capacity, const std::vector<FieldSpec>& fields, std::uint64_t seed,
              const std::vector<std::shared_ptr<std::uint8_t>>& memory = {}, const EpisodeSpec* episodes = nullptr,
-             Blocks* blocks = nullptr)
+             Blocks* blocks = nullptr, Layout layout = Layout::Auto, const std::vector<std::size_t>& strides = {})
       : ring_(check_capacity(capacity), memory.empty() ? nullptr : memory.back(), blocks),
         seed_(seed),
         calls_mem_(take_zeroed(blocks, 2 * kCacheLine)),  // the counter alone on a cache line
@@ -52,25 +54,22 @@ class ReplayCore {
     if (fields.empty()) throw_invalid("a buffer needs at least one field");
     if (!memory.empty() && memory.size() != fields.size() + 1 + episode_blocks(episodes))
       throw_invalid("one memory block per field, then the episode index's, then seq");
+    if (!strides.empty() && strides.size() != fields.size()) throw_invalid("one stride per field");
     if (blocks && (episodes || !memory.empty())) throw_invalid("shared storage holds plain buffers only");
-    columns_.reserve(fields.size());
-    for (std::size_t f = 0; f < fields.size(); ++f) {
-      if (blocks) {
-        if (fields[f].row_bytes == 0) throw_invalid("field '" + fields[f].name + "' has zero bytes per row");
-        columns_.emplace_back(fields[f], blocks->take(checked_mul(capacity, fields[f].row_bytes), false));
-      } else if (memory.empty()) {
-        columns_.emplace_back(fields[f], capacity);
-      } else {
-        columns_.emplace_back(fields[f], memory[f]);
-      }
+    if (memory.empty()) {
+      columns_ = allocate_columns(fields, plan_storage(fields, layout), capacity, blocks);
+    } else {
+      columns_.reserve(fields.size());
+      for (std::size_t f = 0; f < fields.size(); ++f)
+        columns_.emplace_back(fields[f], memory[f], strides.empty() ? 0 : strides[f]);
     }
-    for (const auto& c : columns_) refs_.push_back({c.data(), c.row_bytes()});
+    refs_ = column_refs(columns_);
     if (episodes) {
       std::vector<std::shared_ptr<std::uint8_t>> em;
       if (!memory.empty()) em.assign(memory.begin() + static_cast<std::ptrdiff_t>(fields.size()), memory.end() - 1);
       ep_.reset(new EpisodeIndex(*episodes, ring_, columns_, em));
       for (std::size_t f = 0; f < episodes->outs.size(); ++f)
-        if (episodes->outs[f].kind == EpisodeSpec::Plain) plain_.push_back({f, refs_[episodes->outs[f].src]});
+        if (episodes->outs[f].kind == EpisodeSpec::Plain) plain_.push_back({f, column_ref(columns_[episodes->outs[f].src])});
       std::vector<std::pair<std::size_t, const Column*>> plain_cols;  // sequences.h: Plain fields, by column
       for (std::size_t f = 0; f < episodes->outs.size(); ++f)
         if (episodes->outs[f].kind == EpisodeSpec::Plain) plain_cols.push_back({f, &columns_[episodes->outs[f].src]});
@@ -124,8 +123,8 @@ class ReplayCore {
       for (std::size_t f = 0; f < columns_.size(); ++f) {
         const std::size_t rb = columns_[f].row_bytes();
         const auto* s = static_cast<const std::uint8_t*>(src[f]) + skip * rb;
-        store_shared(columns_[f].row(r.slot), s, r.head * rb);
-        if (r.tail) store_shared(columns_[f].row(0), s + r.head * rb, r.tail * rb);
+        columns_[f].store_rows(r.slot, s, r.head);
+        if (r.tail) columns_[f].store_rows(0, s + r.head * rb, r.tail);
       }
     } else {
       for (std::size_t k = 0; k < m; ++k) {

@@ -44,6 +44,7 @@
 #include "fastreplay/copy.h"
 #include "fastreplay/episodes.h"
 #include "fastreplay/fork.h"
+#include "fastreplay/gather.h"
 #include "fastreplay/memory.h"
 #include "fastreplay/ring.h"
 #include "fastreplay/rng.h"
@@ -166,7 +167,7 @@ class Sequences {
 
   Sequences(const EpisodeIndex& ep, const Ring& ring, const std::vector<Column>& cols,
             std::vector<std::pair<std::size_t, const Column*>> plain)
-      : ep_(ep), ring_(ring), cols_(cols), plain_(std::move(plain)), cap_(ring.capacity()) {}
+      : ep_(ep), ring_(ring), cols_(cols), refs_(column_refs(cols)), plain_(std::move(plain)), cap_(ring.capacity()) {}
 
   // Prioritized cores: sequence priorities use the buffer's alpha and eps.
   void set_prioritized(double alpha, double eps) {
@@ -381,15 +382,16 @@ class Sequences {
     const std::size_t K = ep_.lanes(), first = static_cast<std::size_t>(s % cap_);
     const std::size_t steps = std::min(L, (cap_ - 1 - first) / K + 1);  // up to the wrap
     ep_.prefetch(first, steps);
-    for (const Column& c : cols_) {
-      const std::size_t rb = c.row_bytes();
-      if (rb > 256) continue;  // large rows (images): the hardware prefetcher streams them
-      const std::uint8_t* a = c.row(first);
-      const std::size_t stride = K * rb;
-      if (stride >= 64) {
-        for (std::size_t i = 0; i < steps; ++i) __builtin_prefetch(a + i * stride);
+    for (const ColumnRef& c : refs_) {
+      if (c.row_bytes > 256 || c.ahead == 0) continue;  // images: the hardware prefetcher streams them; records:
+                                                        // their lead member asks for the lines
+      const std::uint8_t* a = c.base + first * c.stride;
+      const std::size_t step = K * c.stride;
+      if (step >= 64) {
+        for (std::size_t i = 0; i < steps; ++i)
+          for (std::size_t o = 0; o < c.ahead; o += 64) __builtin_prefetch(a + i * step + o);
       } else {
-        const std::uint8_t* b = c.row(first + (steps - 1) * K) + rb;
+        const std::uint8_t* b = a + (steps - 1) * step + c.ahead;
         for (const std::uint8_t* p = a; p < b; p += 64) __builtin_prefetch(p);
       }
     }
@@ -510,6 +512,7 @@ class Sequences {
   const EpisodeIndex& ep_;
   const Ring& ring_;
   const std::vector<Column>& cols_;
+  std::vector<ColumnRef> refs_;  // cols_ as the gather sees them (one prefetching member per record)
   std::vector<std::pair<std::size_t, const Column*>> plain_;  // (batch field, column) of Plain fields
   const std::size_t cap_;
   bool prioritized_ = false;
