@@ -352,12 +352,19 @@ class ReplayBuffer(_sequences.SequenceMethods, _core._Buffer):
         setattr(self, "_" + name, value)  # the core's property (_n_step, _gamma)
 
     @property
+    def layout(self) -> str:
+        """The storage layout asked for: ``"auto"`` (small rows packed into records) or ``"columnar"``. Memory-mapped
+        buffers are columnar whatever it says (one file per field)."""
+        return self._layout
+
+    @property
     def storage(self) -> Dict[str, np.ndarray]:
         """Read-only zero-copy views ``{name: array[len(self), *shape]}`` of the stored columns, in slot order
         (for an episodic buffer: one frame per step, and no ``next_obs`` with dedup).
 
         The views alias the buffer's memory: rows change as new transitions overwrite old ones, and a view keeps
-        the buffer's memory alive.
+        the buffer's memory alive. With ``layout="auto"`` the fields packed into records are strided views (one
+        row every record; ``np.ascontiguousarray`` copies one out, ``torch.from_numpy`` takes it as it is).
         """
         self._single_task("storage")
         return {name: self._storage_view(i) for i, name in enumerate(self._stored)}
