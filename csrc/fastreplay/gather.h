@@ -3,10 +3,11 @@
 // Small rows (up to a few cache lines) are latency-bound: each row is a cache miss somewhere in a large column.
 // The gather walks the batch in chunks of kChunk rows; while it copies one chunk, field by field with a
 // fixed-size copy, it has already asked for every line of the next chunk in every field, so ~kChunk x fields
-// misses are in flight at once (measured on the 2-core dev box at capacity 1e6, 5 CartPole fields, B = 256:
-// 5.5 us field-by-field with a 16-row prefetch distance, 4.5 us chunked). Those figures were taken while GCC
-// deleted every call to prefetch_rows (see there), so the chunked order, not the prefetches, made that difference;
-// with the prefetches compiled in, sample(256) at 1e6 CartPole rows moved by under 2% (bench_ab, 11 rounds).
+// misses are in flight at once. Fields packed into one record (storage.h) share their lines: only the record's
+// lead member asks for them. Measured with bench/cpp/sample_bench.cpp at 1e6 CartPole rows, B = 256 (gather
+// only, best of 41, three alternating runs): 16-row chunks 2.15-2.32 us, 32-row chunks 1.95-2.05 us; no change
+// at 1e4 and 1e5. At that point the gather is at the machine's limit for random lines: 256 misses in 2 us is
+// about ten in flight at ~100 ns each.
 // Large rows (images) are bandwidth-bound: one memcpy each, with the next row's start prefetched.
 #pragma once
 
@@ -52,7 +53,7 @@ inline std::vector<ColumnRef> column_refs(const std::vector<Column>& cols) {
 }
 
 namespace detail {
-inline constexpr std::size_t kChunk = 16;
+inline constexpr std::size_t kChunk = 32;
 inline constexpr std::size_t kSmallRow = 256;
 inline constexpr std::size_t kBlock = 4096;
 
