@@ -134,6 +134,7 @@ class EpisodeIndex {
   ForkSafeMutex& add_mutex() const { return add_mu_; }
 
   std::uint64_t* start_data() const { return start_; }
+  const std::uint8_t* flags_data() const { return flags_.get(); }
   std::uint8_t* finals_data(std::size_t j) const { return finals_.at(j).get(); }
   std::size_t finals_count() const { return finals_.size(); }
   std::uint64_t start(std::size_t slot) const { return __atomic_load_n(start_ + slot, __ATOMIC_RELAXED); }
