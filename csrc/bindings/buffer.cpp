@@ -525,25 +525,6 @@ void init_buffer(py::module_& m) {
       .def("add", &Buffer::add,
            "add(*values, **fields) -> None\n\nStore one transition (each field of its row shape) or N transitions "
            "(each field with a leading axis N). Every field must be given, positionally in field order or by name.")
-      .def("sample", [](Buffer& b, py::handle n, py::handle out, py::handle tasks) { return b.sample(n, nullptr, out, tasks); },
-           py::arg("batch_size"), py::kw_only(), py::arg("out") = py::none(), py::arg("tasks") = py::none(),
-           "sample(batch_size, *, out=None) -> Batch\n\n"
-           "Draw batch_size transitions uniformly at random (with replacement) and copy their rows into a Batch\n"
-           "that owns its memory: batch[name] is field_dtype[batch_size, *field_shape], batch.indices int64[B]\n"
-           "(batch.weights and batch.generations are None). With out=batch (a Batch from an earlier call), its\n"
-           "arrays are refilled in place instead. Raises ValueError if batch_size <= 0 or the buffer is empty.")
-      .def("_sample_prioritized",
-           [](Buffer& b, py::handle n, py::handle beta, py::handle out, py::handle tasks) {
-             if (!b.prioritized()) b.per("sample");
-             return b.sample(n, beta.ptr(), out, tasks);
-           },
-           py::arg("batch_size"), py::arg("beta") = 0.4, py::kw_only(), py::arg("out") = py::none(),
-           py::arg("tasks") = py::none(),
-           "sample(batch_size, beta=0.4, *, out=None) -> Batch\n\n"
-           "Stratified proportional sample: the total priority mass is cut into batch_size equal strata and one\n"
-           "transition drawn in each. batch.weights is float32[B]: (N*P(i))**-beta divided by the largest such\n"
-           "weight over all stored transitions, i.e. (p_min / p_i)**beta, in (0, 1]. batch.generations is\n"
-           "uint64[B] (pass the batch to update_priorities). Other arrays as in ReplayBuffer.sample.")
       .def("get", &Buffer::get, py::arg("indices"),
            "get(indices) -> Batch\n\nThe transitions at the given slots (int[B], each in [0, len(self))), copied,\n"
            "with batch.generations uint64[B].")
@@ -636,6 +617,7 @@ void init_buffer(py::module_& m) {
       .def("_leaves_at", &Buffer::leaves_at);
   init_state(cls);
   init_sequences(cls);
+  init_fast_methods(cls);  // sample and _sample_prioritized (bindings/fastcall.cpp)
 }
 
 }  // namespace fastreplay_py

@@ -158,6 +158,7 @@ bool buffer_initialized(py::handle self);
 
 // The _Buffer class and its methods.
 void init_buffer(py::module_& m);
+void init_fast_methods(py::handle cls);  // bindings/fastcall.cpp
 // Checkpoint and memory-mapped storage methods of _Buffer (state.cpp).
 void init_state(py::class_<Buffer>& cls);
 // Sequence replay methods of _Buffer (sequences.cpp).
