@@ -2,9 +2,12 @@
 run, packed records (``layout="auto"``, the default) against one column per field (``layout="columnar"``, the
 layout before row groups), against two floors of the same rows:
 
-- numpy gather: ``np.take`` of the same 256 rows from each of the five columns (what a numpy buffer does);
-- record gather: ``np.take`` of the same 256 rows from one array of 64-byte records (256 random cache lines, the
+- numpy gather: ``np.take`` of 256 random rows from each of the five columns (what a numpy buffer does);
+- record gather: ``np.take`` of 256 random rows from one array of 64-byte records (256 random cache lines, the
   fewest a batch can touch; numpy's per-call overhead included);
+
+(the gathers take a new batch of random rows at each call, from 1,024 batches drawn in advance, as ``sample``
+draws new ones: a fixed batch of rows would stay in the cache);
 - copy: a plain copy of the same 11,520 bytes (256 x 45), contiguous and in cache.
 
 Run from the repository root:
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -73,16 +77,24 @@ def measure(cap: int, n_rounds: int, budget: float) -> Dict[str, float]:
     packed, columnar = filled(cap, "auto"), filled(cap, "columnar")
     out_p, out_c = packed.sample(B), columnar.sample(B)
     cols = [np.ascontiguousarray(v) for v in columnar.storage.values()]
-    records = np.zeros(cap, np.dtype("V64"))
-    idx = np.random.default_rng(1).integers(0, cap, B)
+    records = np.ones(cap * 64, np.uint8).view(np.dtype("V64"))  # written: np.zeros would map one zero page
+    # fresh random rows at every call, as sample draws them (a fixed batch of indices would stay in the cache):
+    # 1024 batches drawn in advance, taken in turn
+    pool = np.random.default_rng(1).integers(0, cap, (1024, B))
+    turn = itertools.cycle(range(1024))
     src = np.ones(B * ROW_BYTES, np.uint8)
     dst = np.empty_like(src)
+
+    def numpy_gather():
+        idx = pool[next(turn)]
+        return [np.take(c, idx, axis=0) for c in cols]
+
     calls = {
         "sample_packed": lambda: packed.sample(B, out=out_p),
         "sample_columnar": lambda: columnar.sample(B, out=out_c),
         "sample_packed_new": lambda: packed.sample(B),
-        "numpy_gather": lambda: [np.take(c, idx, axis=0) for c in cols],
-        "record_gather": lambda: np.take(records, idx),
+        "numpy_gather": numpy_gather,
+        "record_gather": lambda: np.take(records, pool[next(turn)]),
         "copy": lambda: np.copyto(dst, src),
     }
     return rounds(calls, n_rounds, budget)
