@@ -150,14 +150,20 @@ class ReplayCore {
     check_not_empty("sample");
     const std::size_t size = ring_.size();
     Rng rng(seed_, next_stream());
-    for (std::size_t i = 0; i < n; ++i) idx[i] = static_cast<std::int64_t>(rng.bounded(size));
     if (ep_) {
+      for (std::size_t i = 0; i < n; ++i) idx[i] = static_cast<std::int64_t>(rng.bounded(size));
       Fallback fb(n);
       gather_episodes(idx, n, gens, out, [&](std::size_t) {
         if (fb.exhausted()) return fb.pick(*this, rng);
         return static_cast<std::int64_t>(rng.bounded(std::max<std::size_t>(ring_.size(), 1)));
       });
       return;
+    }
+    // Each row is asked for as soon as its index is drawn, so the first misses overlap the drawing.
+    for (std::size_t i = 0; i < n; ++i) {
+      idx[i] = static_cast<std::int64_t>(rng.bounded(size));
+      for (const ColumnRef& c : refs_)
+        if (c.row_bytes <= detail::kSmallRow) detail::prefetch_rows(c, idx + i, 1);
     }
     gather_consistent(idx, n, gens, out, [&](std::size_t) {
       return static_cast<std::int64_t>(rng.bounded(std::max<std::size_t>(ring_.reserved_size(), 1)));
