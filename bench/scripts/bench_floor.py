@@ -28,12 +28,12 @@ import itertools
 import json
 import os
 import platform
-import time
-from typing import Callable, Dict, List
+from typing import Dict
 
 import numpy as np
 
 import fastreplay as fr
+from bench.timing import rounds
 
 FIELDS = {"obs": ((4,), np.float32), "action": ((), np.int64), "reward": ((), np.float32),
           "next_obs": ((4,), np.float32), "done": ((), np.bool_)}
@@ -49,28 +49,6 @@ def filled(cap: int, layout: str) -> fr.ReplayBuffer:
         buf.add(obs=rng.random((n, 4), np.float32), action=rng.integers(0, 2, n), reward=rng.random(n, np.float32),
                 next_obs=rng.random((n, 4), np.float32), done=rng.random(n) < 0.05)
     return buf
-
-
-def rounds(calls: Dict[str, Callable[[], object]], n_rounds: int, budget: float) -> Dict[str, float]:
-    """Median over interleaved rounds (rotating order) of the mean seconds per call of each variant."""
-    per_round = {}
-    for k, call in calls.items():
-        for _ in range(200):
-            call()
-        t0 = time.perf_counter()
-        for _ in range(100):
-            call()
-        per_round[k] = max(1, int(budget / n_rounds / ((time.perf_counter() - t0) / 100)))
-    means: Dict[str, List[float]] = {k: [] for k in calls}
-    keys = list(calls)
-    for r in range(n_rounds):
-        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
-            call, m = calls[k], per_round[k]
-            t0 = time.perf_counter_ns()
-            for _ in range(m):
-                call()
-            means[k].append((time.perf_counter_ns() - t0) / m / 1e9)
-    return {k: float(np.median(v)) for k, v in means.items()}
 
 
 def measure(cap: int, n_rounds: int, budget: float) -> Dict[str, float]:
@@ -97,7 +75,7 @@ def measure(cap: int, n_rounds: int, budget: float) -> Dict[str, float]:
         "record_gather": lambda: np.take(records, pool[next(turn)]),
         "copy": lambda: np.copyto(dst, src),
     }
-    return rounds(calls, n_rounds, budget)
+    return {k: v["seconds"] for k, v in rounds(calls, budget, 200, n_rounds).items()}
 
 
 def us(s: float) -> str:
