@@ -136,15 +136,21 @@ class SumMinTree {
       std::size_t w = 0;
       for (std::size_t k = 0; k < m; ++k) {
         const std::size_t x = todo[k];
+        const std::uint8_t flags = cur[x];  // bit 0: queued; bit 1: the min of one of its entries changed
         cur[x] = 0;
-        if (l == 0)
-          repair_leaves(sums, psum, pmin, x);
-        else
-          repair_inner(sums, mins, run, psum, pmin, x);
+        // The sums always change; a line's min is recomputed only where a min below it changed (most updates
+        // leave the min of every line above the leaves' as it was).
+        bool changed;
+        if (l == 0) {
+          changed = repair_sums_min(sums, psum, pmin, x);
+        } else {
+          repair_sums(sums, run, psum, x);
+          changed = (flags & 2) && repair_min(mins, pmin, x);
+        }
         const std::size_t p = x / kFan;  // its parent's line, kept once
         todo[w] = p;
-        w += up[p] ^ 1;
-        up[p] = 1;
+        w += (up[p] & 1) ^ 1;
+        up[p] |= static_cast<std::uint8_t>(1 | (changed << 1));
       }
       m = w;
     }
@@ -195,8 +201,22 @@ class SumMinTree {
           __builtin_prefetch(next + kFan * node[k]);
         }
       } else {  // small levels stay in L1: prefetching them would only cost instructions
-        for (std::size_t k = 0; k < n; ++k)
-          node[k] = std::min(kFan * node[k] + pick_running(sums + kFan * node[k], u[k]), last);
+        // The strata are in order, so consecutive queries mostly share a line here: it is read once per run of
+        // queries (one snapshot serves both the child and the subtraction).
+        std::size_t at = ~std::size_t(0);
+        Line line{};
+        alignas(16) double vals[kFan];
+        for (std::size_t k = 0; k < n; ++k) {
+          const std::size_t x = node[k];
+          if (x != at) {
+            at = x;
+            line = detail::line::read_shared(sums + kFan * x);
+            std::memcpy(vals, &line, sizeof vals);
+          }
+          const std::size_t j = detail::line::child(line, u[k]);
+          u[k] -= unless_first(j, vals[(j - 1) % kFan]);
+          node[k] = std::min(kFan * x + j, last);
+        }
       }
     }
     const std::atomic<double>* leaves = sum_[0];
@@ -269,6 +289,32 @@ class SumMinTree {
     if (run) detail::line::write(run + kFan * x, p);
     store(psum[x], detail::line::last(p));
     store(pmin[x], detail::line::smallest(detail::line::read_own(mins + kFan * x), false));
+  }
+
+  // set_many's parts of a repair. Sums of line x of level l >= 1: its running sums (but at the top level, where
+  // run is null) and its sum in level l + 1.
+  static void repair_sums(const std::atomic<double>* sums, std::atomic<double>* run, std::atomic<double>* psum,
+                          std::size_t x) {
+    const Line p = detail::line::scan(detail::line::read_own(sums + kFan * x));
+    if (run) detail::line::write(run + kFan * x, p);
+    store(psum[x], detail::line::last(p));
+  }
+  // Sum and min of a line of leaves; the min is stored only if it changed. Returns whether it changed.
+  static bool repair_sums_min(const std::atomic<double>* sums, std::atomic<double>* psum, std::atomic<double>* pmin,
+                              std::size_t x) {
+    const Line c = detail::line::read_own(sums + kFan * x);
+    store(psum[x], detail::line::last(detail::line::scan(c)));
+    return store_if_changed(pmin[x], detail::line::smallest(c, true));
+  }
+  // Min of line x of a level >= 1, stored only if it changed. Returns whether it changed.
+  static bool repair_min(const std::atomic<double>* mins, std::atomic<double>* pmin, std::size_t x) {
+    return store_if_changed(pmin[x], detail::line::smallest(detail::line::read_own(mins + kFan * x), false));
+  }
+  // Only the (single) writer stores these values, so its plain re-read is exact.
+  static bool store_if_changed(std::atomic<double>& a, double v) {
+    if (load(a) == v) return false;
+    store(a, v);
+    return true;
   }
 
   std::size_t capacity_;
