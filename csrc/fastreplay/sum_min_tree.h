@@ -184,6 +184,29 @@ class SumMinTree {
       for (std::size_t x = 0; x < entries_[l + 1]; ++x) repair(l, x);
   }
 
+  // Whether every inner value (sum, running sums, min) is exactly what repairing it from its line would store:
+  // what the contract promises once writers stop, whatever sequence of writes came before. For tests. O(capacity)
+  bool consistent() const {
+    for (std::size_t l = 0; l < depth_; ++l) {
+      for (std::size_t x = 0; x < entries_[l + 1]; ++x) {
+        const Line c = detail::line::read_own(sum_[l] + kFan * x);
+        const Line p = detail::line::scan(c);
+        alignas(16) double want[kFan], have[kFan];
+        std::memcpy(want, &p, sizeof want);
+        if (l > 0) {
+          const Line r = detail::line::read_own(run_[l] + kFan * x);
+          std::memcpy(have, &r, sizeof have);
+          if (std::memcmp(want, have, sizeof want) != 0) return false;
+        }
+        if (load(sum_[l + 1][x]) != detail::line::last(p)) return false;
+        const double m = l == 0 ? detail::line::smallest(c, true)
+                                : detail::line::smallest(detail::line::read_own(min_[l] + kFan * x), false);
+        if (load(min_[l + 1][x]) != m) return false;
+      }
+    }
+    return true;
+  }
+
   // Stratified batched descent: for each query k, find the slot where the prefix sum reaches u[k] (u[k] in
   // [0, total)). All queries move down one level per step, so their cache misses overlap: as soon as a query's
   // child is known, its line in the next level is prefetched. u[k] is consumed; node[n] is scratch. The clamp to
