@@ -76,3 +76,15 @@ def test_weights(alpha, beta):
     else:
         np.testing.assert_allclose(b.weights, np.maximum(ratio ** beta, F32_TINY), rtol=2e-6)
     assert np.all(b.weights > 0) and np.all(b.weights <= 1)
+
+
+@pytest.mark.parametrize("beta", [0.4, 0.05])
+def test_weights_of_ratios_below_float_range(beta):
+    """p_min / p_i = 1e-60 is below the smallest float32: the weight 1e-60**beta (1e-24 or 1e-3) is still a float
+    and must not collapse to the smallest float, as it would if the ratio were rounded to float32 first."""
+    buf = fr.PrioritizedReplayBuffer(2, X, alpha=1.0, eps=0.0, seed=0)
+    buf.add(x=np.zeros((2, 2), np.float32))
+    buf.update_priorities([0, 1], [1e-30, 1e30])
+    b = buf.sample(8, beta=beta)
+    assert np.all(b.indices == 1)  # slot 0 has probability 1e-60
+    np.testing.assert_allclose(b.weights, np.full(8, 1e-60 ** beta), rtol=2e-6)

@@ -3,18 +3,22 @@
     nice -n 5 python -m bench.scripts.bench_per             # from the repository root; writes bench/results/per.{json,md}
     nice -n 5 python -m bench.scripts.bench_per --quick     # fewer rounds
     python -m bench.scripts.bench_per --no-write            # print only
+    # before/after in the same run: an earlier build and its sources, e.g. of main
+    git worktree add --detach /tmp/base main && pip install --no-deps --no-build-isolation --target /tmp/frbase /tmp/base
+    python -m bench.scripts.bench_per --before /tmp/frbase --before-src /tmp/base/csrc
 
 Cases (CartPole rows: obs/next_obs float32[4], action int64, reward float32, done bool; capacity 10**6):
-- Fill: a fresh buffer filled with 10**6 rows in chunks of 10,000 (``add(**chunk)``), then a second lap over the
-  full buffer (the steady state, without the first-touch page faults of fresh memory): fastreplay
-  PrioritizedReplayBuffer, fastreplay ReplayBuffer and cpprb PrioritizedReplayBuffer (and cpprb ReplayBuffer), the
-  rounds interleaved so that every library sees the same machine load. Rows/s of the median round.
+- Fill: a fresh buffer filled with 10**6 rows in chunks of 10,000 (``add(**chunk)``, construction not timed), then
+  a second lap over the full buffer (the steady state, without the first-touch page faults of fresh memory):
+  fastreplay PrioritizedReplayBuffer and ReplayBuffer, cpprb PrioritizedReplayBuffer and ReplayBuffer, the rounds
+  interleaved and their order rotated. Rows/s of the median and of the best round.
 - Loop: ``b = buf.sample(256, beta=0.4)`` then ``buf.update_priorities(b, td)`` at 10**6 (td float32[256] in
   [0, 1)), and its parts through the API (sample alone, update alone, the bindings without the core); cpprb's
-  loop (``sample(256, beta)`` + ``update_priorities(indexes, td)``) in the same run.
-- Breakdown inside the core: bench/cpp/per_bench.cpp (built here with g++ if there is one, the same flags as the
-  extension's release build) times each stage of sample and update_priorities in isolation.
-Every loop figure is the median over rounds of the mean time per call, in microseconds.
+  loop (``sample(256, beta)`` + ``update_priorities(indexes, td)``). Measured in fresh interpreters (workers),
+  alternating with the earlier build if one is given. Best and median over rounds of the mean time per call, in
+  microseconds.
+- Inside the core: bench/cpp/per_bench.cpp --json, built here with g++ (against this checkout's csrc and, with
+  --before-src, the earlier one), times each stage of sample and update_priorities alone.
 """
 from __future__ import annotations
 
@@ -93,8 +97,10 @@ def have_cpprb() -> bool:
 def bench_fill(libs: List[Any], rounds: int) -> Dict[str, Any]:
     chunks = [chunk_rows(CHUNK, s) for s in range(4)]
     res: Dict[str, Any] = {lib.name: {"first_s": [], "lap_s": []} for lib in libs}
-    for _ in range(rounds):
-        for lib in libs:  # interleaved: every library sees the same load
+    for r in range(rounds):
+        # Interleaved, and the order rotated every round: the first buffer of a round tends to get memory that the
+        # kernel (and, in a VM, the host) has not handed out recently, whose first touch costs much more.
+        for lib in libs[r % len(libs):] + libs[:r % len(libs)]:
             buf = lib.make()
             add = lib.add
             t0 = time.perf_counter()
@@ -110,23 +116,26 @@ def bench_fill(libs: List[Any], rounds: int) -> Dict[str, Any]:
     for r in res.values():
         r["first_mrows_s"] = CAP / float(np.median(r["first_s"])) / 1e6
         r["lap_mrows_s"] = CAP / float(np.median(r["lap_s"])) / 1e6
+        r["first_best_mrows_s"] = CAP / float(np.min(r["first_s"])) / 1e6
+        r["lap_best_mrows_s"] = CAP / float(np.min(r["lap_s"])) / 1e6
     return res
 
 
-def per_call_us(fn: Callable[[], object], calls: int, rounds: int) -> float:
+def per_call_us(fn: Callable[[], object], calls: int, rounds: int) -> Dict[str, float]:
+    """Median and best (the round that nobody preempted) over rounds of the mean time per call, in µs."""
     times = []
     for _ in range(rounds):
         t = time.perf_counter()
         for _ in range(calls):
             fn()
         times.append((time.perf_counter() - t) / calls)
-    return 1e6 * float(np.median(times))
+    return {"median": 1e6 * float(np.median(times)), "best": 1e6 * float(np.min(times))}
 
 
 def filled(lib) -> Any:
     buf = lib.make()
     for k in range(CAP // CHUNK):
-        lib.add(buf, chunk_rows(CHUNK, k % 4) if k < 4 else _CACHE[k % 4])
+        lib.add(buf, _CACHE[k % 4])
     return buf
 
 
@@ -134,27 +143,28 @@ _CACHE = [chunk_rows(CHUNK, s) for s in range(4)]
 
 
 def bench_loop(calls: int, rounds: int, cpprb_too: bool) -> Dict[str, Any]:
+    """The loop and its parts through the API of the fastreplay that ``import fastreplay`` finds."""
     rng = np.random.default_rng(1)
     td = rng.random(B).astype(np.float32)
-    out: Dict[str, Any] = {}
+    out: Dict[str, Any] = {"module": fr.__file__}
     buf = filled(FrLib(True))
     buf.update_priorities(np.arange(CAP), rng.random(CAP))  # spread priorities, as after training for a while
     sample, update = buf.sample, buf.update_priorities
     core_update = buf._update_priorities
-    batches = [sample(B, BETA) for _ in range(64)]
+    batches = [sample(B, BETA) for _ in range(1024)]  # more rows than the caches hold (with the sampled ones)
     it = [0]
 
     def loop():
         b = sample(B, BETA)
         update(b, td)
 
-    def update_only():  # a batch drawn earlier (its rows are no longer in cache after a few loops)
-        b = batches[it[0] & 63]
+    def update_only():  # a batch drawn earlier, as in training; its rows are no longer in cache
+        b = batches[it[0] & 1023]
         it[0] += 1
         update(b, td)
 
     def update_core():  # the compiled method: skips the Python wrapper (_args.update_arrays)
-        b = batches[it[0] & 63]
+        b = batches[it[0] & 1023]
         it[0] += 1
         core_update(b.indices, td, b.generations, False)
 
@@ -166,7 +176,7 @@ def bench_loop(calls: int, rounds: int, cpprb_too: bool) -> Dict[str, Any]:
                      ("sample_1", lambda: sample(1, BETA))):
         fn()
         out[name] = per_call_us(fn, calls, rounds)
-    del buf
+    del buf, batches
     if cpprb_too:
         lib = CpprbLib(True)
         cb = filled(lib)
@@ -176,55 +186,99 @@ def bench_loop(calls: int, rounds: int, cpprb_too: bool) -> Dict[str, Any]:
             s = cb.sample(B, BETA)
             cb.update_priorities(s["indexes"], td)
         cloop()
-        out["cpprb_loop"] = per_call_us(cloop, calls, rounds)
+        out["cpprb_loop"] = per_call_us(cloop, max(calls // 10, 20), rounds)
     return out
 
 
-def core_breakdown() -> Dict[str, Any]:
-    """Build and run bench/cpp/per_bench.cpp --breakdown (JSON on stdout); {} without a C++ compiler."""
+def loop_subprocess(before: str, calls: int, rounds: int, cpprb_too: bool) -> Dict[str, Any]:
+    """bench_loop in a fresh interpreter; with `before` (a directory holding another build of fastreplay, e.g.
+    ``pip install --target DIR``), that build, found before this checkout's: ``-S`` keeps site's .pth files (the
+    editable install's import hook) out, and sys.path is given explicitly."""
+    import site
+    env = dict(os.environ)
+    paths = ([before] if before else []) + [ROOT] + site.getsitepackages()
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    cmd = [sys.executable] + (["-S"] if before else []) + ["-m", "bench.scripts.bench_per", "--worker",
+                                                            str(calls), str(rounds), "1" if cpprb_too else "0"]
+    r = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=ROOT)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def merge_loops(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Several workers' results: the best of their bests, the median of their medians."""
+    out: Dict[str, Any] = {"module": runs[0]["module"]}
+    for k, v in runs[0].items():
+        if isinstance(v, dict):
+            out[k] = {"best": min(r[k]["best"] for r in runs), "median": float(np.median([r[k]["median"] for r in runs]))}
+    return out
+
+
+def core_breakdown(src: str) -> Dict[str, Any]:
+    """Build and run bench/cpp/per_bench.cpp --json against the headers under `src` (JSON on stdout)."""
     cxx = shutil.which("g++") or shutil.which("c++")
     if not cxx:
         return {"note": "no C++ compiler: core breakdown not measured"}
     with tempfile.TemporaryDirectory() as d:
         exe = os.path.join(d, "per_bench")
-        subprocess.run([cxx, "-O2", "-std=c++17", "-DNDEBUG", "-I", os.path.join(ROOT, "csrc"),
+        subprocess.run([cxx, "-O2", "-std=c++17", "-DNDEBUG", "-I", src,
                         os.path.join(ROOT, "bench", "cpp", "per_bench.cpp"), "-o", exe, "-lpthread"], check=True)
         r = subprocess.run([exe, "--json", "1e6"], check=True, capture_output=True, text=True)
     return json.loads(r.stdout)
 
 
+LABELS = {"loop": "`sample(256, 0.4)` + `update_priorities(batch, td)`", "sample": "`sample(256, 0.4)`",
+          "update": "`update_priorities(batch, td)` (a batch drawn earlier)",
+          "update_compiled": "`_update_priorities` (the compiled call, no Python wrapper)",
+          "update_empty": "`update_priorities` of 0 rows (Python + bindings)",
+          "sample_1": "`sample(1, 0.4)` (bindings + batch object)",
+          "cpprb_loop": "cpprb: `sample(256, 0.4)` + `update_priorities(indexes, td)`"}
+
+
 def markdown(res: Dict[str, Any]) -> str:
-    f, lp, core = res["fill"], res["loop"], res.get("core", {})
+    f, after, before = res["fill"], res["loop"], res.get("loop_before")
     lines = ["# Prioritized replay: batched add and the sample/update loop (issue 19)", "",
              f"One run of `{res['command']}` on {res['machine']} ({res['date']}); "
-             "CartPole rows, capacity 10^6.", "",
-             "## Fill in chunks of 10,000 rows", "",
-             "| buffer | fresh buffer (M rows/s) | second lap (M rows/s) |", "|---|---|---|"]
+             "CartPole rows, capacity 10^6. Loop figures: best / median over rounds (each the mean of many calls; "
+             "on a loaded machine the best is the round that nobody preempted).", "",
+             "## Fill in chunks of 10,000 rows (M rows/s; median / best over rounds, the order rotated)", "",
+             "| buffer | fresh buffer | second lap (steady state) |", "|---|---|---|"]
     for name, r in f.items():
-        lines.append(f"| {name} | {r['first_mrows_s']:.2f} | {r['lap_mrows_s']:.2f} |")
-    uni = f.get("fastreplay ReplayBuffer", {}).get("first_mrows_s")
-    per = f.get("fastreplay PrioritizedReplayBuffer", {}).get("first_mrows_s")
-    cp = f.get("cpprb PrioritizedReplayBuffer", {}).get("first_mrows_s")
-    if uni and per:
-        lines += ["", f"Prioritized fill / uniform fill (fresh buffer): {per / uni:.2f} (target >= 0.67)"
-                  + (f"; / cpprb PER: {per / cp:.2f} (target > 1)" if cp else "") + "."]
-    lines += ["", "## Loop at 10^6, B=256 (µs per call, through the public API)", "",
-              "| call | µs |", "|---|---|"]
-    labels = {"loop": "`sample(256, 0.4)` + `update_priorities(batch, td)`", "sample": "`sample(256, 0.4)`",
-              "update": "`update_priorities(batch, td)` (a batch drawn earlier)",
-              "update_compiled": "`_update_priorities` (the compiled call, no Python wrapper)",
-              "update_empty": "`update_priorities` of 0 rows (Python + bindings)",
-              "sample_1": "`sample(1, 0.4)` (bindings + batch object)",
-              "cpprb_loop": "cpprb: `sample(256, 0.4)` + `update_priorities(indexes, td)`"}
-    for k, v in lp.items():
-        lines.append(f"| {labels.get(k, k)} | {v:.2f} |")
+        lines.append(f"| {name} | {r['first_mrows_s']:.2f} / {r['first_best_mrows_s']:.2f} | "
+                     f"{r['lap_mrows_s']:.2f} / {r['lap_best_mrows_s']:.2f} |")
+    per, uni = f.get("fastreplay PrioritizedReplayBuffer"), f.get("fastreplay ReplayBuffer")
+    cp = f.get("cpprb PrioritizedReplayBuffer")
+    if per and uni:
+        for key, what in (("first_mrows_s", "fresh buffer"), ("lap_mrows_s", "second lap")):
+            txt = f"{what}: prioritized / uniform = {per[key] / uni[key]:.2f} (target >= 0.67)"
+            if cp:
+                txt += f", prioritized / cpprb prioritized = {per[key] / cp[key]:.2f} (target > 1)"
+            lines.append("- " + txt + ".")
+    lines += ["", "## Loop at 10^6, B=256 (µs per call through the public API: best / median)", ""]
+    if before:
+        lines += [f"Before: `{before['module']}`; after: `{after['module']}` (workers alternated).", "",
+                  "| call | before | after |", "|---|---|---|"]
+        for k in after:
+            if k == "module":
+                continue
+            b = before.get(k)
+            lines.append(f"| {LABELS.get(k, k)} | " + (f"{b['best']:.2f} / {b['median']:.2f}" if b else "") +
+                         f" | {after[k]['best']:.2f} / {after[k]['median']:.2f} |")
+    else:
+        lines += ["| call | µs |", "|---|---|"]
+        for k, v in after.items():
+            if k != "module":
+                lines.append(f"| {LABELS.get(k, k)} | {v['best']:.2f} / {v['median']:.2f} |")
+    core, core_before = res.get("core", {}), res.get("core_before", {})
     if core.get("stages"):
-        lines += ["", "## Inside the core (bench/cpp/per_bench.cpp, the same machine, just before)", "",
-                  "| stage | µs per batch of 256 |", "|---|---|"]
-        for k, v in core["stages"].items():
-            lines.append(f"| {k} | {v:.2f} |")
-    elif core.get("note"):
-        lines += ["", core["note"]]
+        lines += ["", "## Inside the core (bench/cpp/per_bench.cpp --json 1e6; µs per batch of 256, best of 41)", ""]
+        if core_before.get("stages"):
+            lines += ["| stage | before | after |", "|---|---|---|"]
+            for k, v in core["stages"].items():
+                lines.append(f"| {k} | {core_before['stages'].get(k, float('nan')):.2f} | {v:.2f} |")
+        else:
+            lines += ["| stage | µs |", "|---|---|"]
+            for k, v in core["stages"].items():
+                lines.append(f"| {k} | {v:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -232,19 +286,38 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-write", action="store_true")
-    ap.add_argument("--no-core", action="store_true", help="skip the C++ breakdown")
+    ap.add_argument("--before", default="", help="directory holding an earlier build of fastreplay (pip install "
+                    "--target DIR) to measure the loop with, alternating with this one")
+    ap.add_argument("--before-src", default="", help="csrc directory of the earlier version, for the core breakdown")
+    ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.worker:
+        calls, rounds, cp = int(a.worker[0]), int(a.worker[1]), a.worker[2] == "1"
+        print(json.dumps(bench_loop(calls, rounds, cp)))
+        return
     rounds = 3 if a.quick else 5
     cp = have_cpprb()
     libs: List[Any] = [FrLib(True), FrLib(False)] + ([CpprbLib(True), CpprbLib(False)] if cp else [])
-    res: Dict[str, Any] = {"command": "python -m bench.scripts.bench_per" + (" --quick" if a.quick else ""),
+    cmd = "python -m bench.scripts.bench_per" + (" --quick" if a.quick else "") + \
+        (f" --before {a.before}" if a.before else "") + (f" --before-src {a.before_src}" if a.before_src else "")
+    res: Dict[str, Any] = {"command": cmd,
                            "machine": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start",
                            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                            "fastreplay": fr.__version__, "cpprb": cp}
-    if not a.no_core:
-        res["core"] = core_breakdown()
+    res["core"] = core_breakdown(os.path.join(ROOT, "csrc"))
+    if a.before_src:
+        res["core_before"] = core_breakdown(a.before_src)
     res["fill"] = bench_fill(libs, rounds)
-    res["loop"] = bench_loop(500 if a.quick else 2000, 7 if a.quick else 15, cp)
+    calls, lrounds, workers = (300, 5, 2) if a.quick else (1000, 9, 3)
+    after_runs, before_runs = [], []
+    for w in range(workers):
+        after_runs.append(loop_subprocess("", calls, lrounds, cp and w == 0))
+        if a.before:
+            before_runs.append(loop_subprocess(a.before, calls, lrounds, False))
+    res["loop"] = merge_loops(after_runs)
+    if before_runs:
+        res["loop_before"] = merge_loops(before_runs)
+    res["load_at_end"] = os.getloadavg()[0]
     md = markdown(res)
     print(md)
     if not a.no_write:

@@ -160,11 +160,12 @@ class PrioritizedCore : public ReplayCore {
     // all for beta 0 or 1 (powers.h). Clamped to the smallest positive float32, so a weight too small for float32
     // stays in (0, 1].
     const double pmin = tree_.min();
-    const WeightPower power(beta);
+    double* ratio = u.data();  // the descent's points are spent: their space holds the ratios p_min / p_i
     for (std::size_t k = 0; k < n; ++k) {
       const double p = tree_.leaf(static_cast<std::size_t>(idx[k]));
-      weights[k] = p > 0.0 && pmin < std::numeric_limits<double>::infinity() ? power(pmin / p) : 1.0f;
+      ratio[k] = p > 0.0 && pmin < std::numeric_limits<double>::infinity() ? std::min(pmin / p, 1.0) : 1.0;
     }
+    WeightPower(beta).many(ratio, weights, n);  // a ratio of 1 gives the weight 1 for every beta
   }
 
   // Set priorities: leaf(idx[k]) = (prio[k] + eps)^alpha, the last of duplicate indices winning. With gens, a

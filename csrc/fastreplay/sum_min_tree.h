@@ -243,8 +243,8 @@ class SumMinTree {
       }
     }
     const std::atomic<double>* leaves = sum_[0];
-    for (std::size_t k = 0; k < n; ++k)
-      out_slots[k] = static_cast<std::int64_t>(kFan * node[k] + pick_leaves(leaves + kFan * node[k], u[k]));
+    for (std::size_t k = 0; k < n; ++k)  // the last step: only the child is needed, not the rest of u
+      out_slots[k] = static_cast<std::int64_t>(kFan * node[k] + detail::line::child(leaf_sums(leaves, node[k]), u[k]));
   }
   // O(log capacity)
   std::int64_t find_prefix(double u) const {
@@ -280,6 +280,10 @@ class SumMinTree {
     const std::size_t j = detail::line::child(detail::line::read_shared(sums), u);
     u -= unless_first(j, load(sums[(j - 1) % kFan]));
     return j;
+  }
+  // Running sums of leaf line x, computed from one read of its leaves.
+  static Line leaf_sums(const std::atomic<double>* leaves, std::size_t x) {
+    return detail::line::scan(detail::line::read_shared(leaves + kFan * x));
   }
   // The same on a line of leaves, whose running sums are computed here.
   static std::size_t pick_leaves(const std::atomic<double>* leaves, double& u) {
