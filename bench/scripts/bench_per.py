@@ -186,7 +186,7 @@ def bench_loop(calls: int, rounds: int, cpprb_too: bool) -> Dict[str, Any]:
             s = cb.sample(B, BETA)
             cb.update_priorities(s["indexes"], td)
         cloop()
-        out["cpprb_loop"] = per_call_us(cloop, max(calls // 10, 20), rounds)
+        out["cpprb_loop"] = per_call_us(cloop, max(calls // 10, 5), rounds)
     return out
 
 
@@ -207,23 +207,35 @@ def loop_subprocess(before: str, calls: int, rounds: int, cpprb_too: bool) -> Di
 def merge_loops(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Several workers' results: the best of their bests, the median of their medians."""
     out: Dict[str, Any] = {"module": runs[0]["module"]}
-    for k, v in runs[0].items():
-        if isinstance(v, dict):
-            out[k] = {"best": min(r[k]["best"] for r in runs), "median": float(np.median([r[k]["median"] for r in runs]))}
+    for k in dict.fromkeys(k for r in runs for k in r):  # every key, in first-seen order
+        have = [r[k] for r in runs if isinstance(r.get(k), dict)]
+        if have:
+            out[k] = {"best": min(h["best"] for h in have), "median": float(np.median([h["median"] for h in have]))}
     return out
 
 
-def core_breakdown(src: str) -> Dict[str, Any]:
-    """Build and run bench/cpp/per_bench.cpp --json against the headers under `src` (JSON on stdout)."""
+def core_breakdowns(srcs: List[str], runs: int) -> List[Dict[str, Any]]:
+    """Build bench/cpp/per_bench.cpp against the headers under each of `srcs` and run each `runs` times,
+    alternating (--json: stages on stdout); per stage the best over runs. [] without a C++ compiler."""
     cxx = shutil.which("g++") or shutil.which("c++")
     if not cxx:
-        return {"note": "no C++ compiler: core breakdown not measured"}
+        return []
     with tempfile.TemporaryDirectory() as d:
-        exe = os.path.join(d, "per_bench")
-        subprocess.run([cxx, "-O2", "-std=c++17", "-DNDEBUG", "-I", src,
-                        os.path.join(ROOT, "bench", "cpp", "per_bench.cpp"), "-o", exe, "-lpthread"], check=True)
-        r = subprocess.run([exe, "--json", "1e6"], check=True, capture_output=True, text=True)
-    return json.loads(r.stdout)
+        exes = []
+        for i, src in enumerate(srcs):
+            exes.append(os.path.join(d, f"per_bench{i}"))
+            subprocess.run([cxx, "-O2", "-std=c++17", "-DNDEBUG", "-I", src,
+                            os.path.join(ROOT, "bench", "cpp", "per_bench.cpp"), "-o", exes[-1], "-lpthread"],
+                           check=True)
+        out: List[Dict[str, Any]] = [{} for _ in srcs]
+        for _ in range(runs):
+            for i, exe in enumerate(exes):
+                r = json.loads(subprocess.run([exe, "--json", "1e6"], check=True, capture_output=True,
+                                              text=True).stdout)
+                prev = out[i].get("stages", {})
+                out[i] = r
+                out[i]["stages"] = {k: min(v, prev.get(k, v)) for k, v in r["stages"].items()}
+    return out
 
 
 LABELS = {"loop": "`sample(256, 0.4)` + `update_priorities(batch, td)`", "sample": "`sample(256, 0.4)`",
@@ -270,7 +282,8 @@ def markdown(res: Dict[str, Any]) -> str:
                 lines.append(f"| {LABELS.get(k, k)} | {v['best']:.2f} / {v['median']:.2f} |")
     core, core_before = res.get("core", {}), res.get("core_before", {})
     if core.get("stages"):
-        lines += ["", "## Inside the core (bench/cpp/per_bench.cpp --json 1e6; µs per batch of 256, best of 41)", ""]
+        lines += ["", "## Inside the core (bench/cpp/per_bench.cpp --json 1e6; µs per batch of 256; each the best of "
+                  "41 repetitions, then the best over the alternated runs)", ""]
         if core_before.get("stages"):
             lines += ["| stage | before | after |", "|---|---|---|"]
             for k, v in core["stages"].items():
@@ -295,7 +308,7 @@ def main() -> None:
         calls, rounds, cp = int(a.worker[0]), int(a.worker[1]), a.worker[2] == "1"
         print(json.dumps(bench_loop(calls, rounds, cp)))
         return
-    rounds = 3 if a.quick else 5
+    rounds = 5 if a.quick else 9
     cp = have_cpprb()
     libs: List[Any] = [FrLib(True), FrLib(False)] + ([CpprbLib(True), CpprbLib(False)] if cp else [])
     cmd = "python -m bench.scripts.bench_per" + (" --quick" if a.quick else "") + \
@@ -304,11 +317,15 @@ def main() -> None:
                            "machine": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start",
                            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                            "fastreplay": fr.__version__, "cpprb": cp}
-    res["core"] = core_breakdown(os.path.join(ROOT, "csrc"))
-    if a.before_src:
-        res["core_before"] = core_breakdown(a.before_src)
+    cores = core_breakdowns([os.path.join(ROOT, "csrc")] + ([a.before_src] if a.before_src else []),
+                            2 if a.quick else 4)
+    if cores:
+        res["core"] = cores[0]
+    if len(cores) > 1:
+        res["core_before"] = cores[1]
     res["fill"] = bench_fill(libs, rounds)
-    calls, lrounds, workers = (300, 5, 2) if a.quick else (1000, 9, 3)
+    # Short rounds, many of them: on a shared machine some are not preempted.
+    calls, lrounds, workers = (50, 30, 2) if a.quick else (100, 60, 3)
     after_runs, before_runs = [], []
     for w in range(workers):
         after_runs.append(loop_subprocess("", calls, lrounds, cp and w == 0))
