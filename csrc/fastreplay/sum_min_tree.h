@@ -326,22 +326,23 @@ class SumMinTree {
     if (run) detail::line::write(run + kFan * x, p);
     store(psum[x], detail::line::last(p));
   }
-  // Sum and min of a line of leaves; the min is stored only if it changed. Returns whether it changed.
+  // Sum and min of a line of leaves. Returns whether the min changed.
   static bool repair_sums_min(const std::atomic<double>* sums, std::atomic<double>* psum, std::atomic<double>* pmin,
                               std::size_t x) {
     const Line c = detail::line::read_own(sums + kFan * x);
     store(psum[x], detail::line::last(detail::line::scan(c)));
     return store_if_changed(pmin[x], detail::line::smallest(c, true));
   }
-  // Min of line x of a level >= 1, stored only if it changed. Returns whether it changed.
+  // Min of line x of a level >= 1. Returns whether it changed.
   static bool repair_min(const std::atomic<double>* mins, std::atomic<double>* pmin, std::size_t x) {
     return store_if_changed(pmin[x], detail::line::smallest(detail::line::read_own(mins + kFan * x), false));
   }
-  // Only the (single) writer stores these values, so its plain re-read is exact.
+  // Stores v; returns whether it differs from the value before. Only the (single) writer stores these values,
+  // so its re-read is exact. The store is unconditional: a branch on a random outcome would cost more.
   static bool store_if_changed(std::atomic<double>& a, double v) {
-    if (load(a) == v) return false;
+    const bool changed = load(a) != v;
     store(a, v);
-    return true;
+    return changed;
   }
 
   std::size_t capacity_;
