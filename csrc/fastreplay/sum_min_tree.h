@@ -27,7 +27,9 @@
 //   rebuild) must be serialised by the caller; a writer reads back only values that writers stored.
 //
 // Costs (N = capacity): a descent reads one cache line per level, ceil(log8 N) of them (7 at N = 1e6, against 20
-// levels of a binary tree); set_many repairs each touched line once per level; memory is about 1.43 N doubles.
+// levels of a binary tree); set_many repairs each touched line once per level, and above the leaves recomputes a
+// line's min only if the min of one of its entries changed (the result is the same: a min is a function of its
+// line); memory is about 1.43 N doubles.
 //
 // The measurements behind these choices, and the experiments that gained nothing, are in bench/README.md
 // ("Segment tree: experiments").
