@@ -289,7 +289,8 @@ def markdown(res: Dict[str, Any]) -> str:
                   "a fresh prioritized fill and a fresh uniform one."]
     lines += ["", "## Loop at 10^6, B=256 (µs per call through the public API: best / median)", ""]
     if before:
-        lines += [f"Before: `{before['module']}`; after: `{after['module']}` (workers alternated).", "",
+        lines += [f"Before: `{before['module']}`{res.get('before_label', '')}; after: `{after['module']}` "
+                  "(workers alternated).", "",
                   "| call | before | after |", "|---|---|---|"]
         for k in after:
             if k == "module":
@@ -361,6 +362,7 @@ def main() -> None:
     ap.add_argument("--before", default="", help="directory holding an earlier build of fastreplay (pip install "
                     "--target DIR) to measure the loop with, alternating with this one")
     ap.add_argument("--before-src", default="", help="csrc directory of the earlier version, for the core breakdown")
+    ap.add_argument("--before-label", default="", help="what the earlier build is, for the table (e.g. a commit)")
     ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--markdown", action="store_true", help="only rewrite per.md from per.json")
     a = ap.parse_args()
@@ -384,7 +386,8 @@ def main() -> None:
     res: Dict[str, Any] = {"command": cmd,
                            "machine": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start",
                            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                           "fastreplay": fr.__version__, "cpprb": cp}
+                           "fastreplay": fr.__version__, "cpprb": cp,
+                           "before_label": f" ({a.before_label})" if a.before_label else ""}
     cores = core_breakdowns([os.path.join(ROOT, "csrc")] + ([a.before_src] if a.before_src else []),
                             2 if a.quick else 4)
     if cores:
