@@ -3,7 +3,8 @@
 // uniform and prioritized, with the prioritized part (on_published: the raw priorities, the new leaves at the
 // maximum priority and their repair) timed on its own.
 //
-//   g++ -O2 -std=c++17 -DNDEBUG -I csrc bench/cpp/per_add_bench.cpp -o /tmp/per_add_bench -lpthread && /tmp/per_add_bench
+//   g++ -O2 -std=c++17 -DNDEBUG -I csrc bench/cpp/per_add_bench.cpp -o /tmp/per_add_bench -lpthread
+//   /tmp/per_add_bench
 //
 // Each line is one repetition (a new pair of buffers); the first repetitions of a process get memory that the
 // kernel (and, in a VM, the host) has not handed out before, whose first touch costs the most.

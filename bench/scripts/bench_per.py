@@ -1,11 +1,13 @@
 """Prioritized replay (issue 19): batched add and the sample/update loop, side by side in one run.
 
-    nice -n 5 python -m bench.scripts.bench_per             # from the repository root; writes bench/results/per.{json,md}
-    nice -n 5 python -m bench.scripts.bench_per --quick     # fewer rounds
-    python -m bench.scripts.bench_per --no-write            # print only
+    nice -n 5 python -m bench.scripts.bench_per          # from the repository root; writes bench/results/per.{json,md}
+    nice -n 5 python -m bench.scripts.bench_per --quick  # fewer rounds
+    python -m bench.scripts.bench_per --no-write         # print only
     # before/after in the same run: an earlier build and its sources, e.g. of main
-    git worktree add --detach /tmp/base main && pip install --no-deps --no-build-isolation --target /tmp/frbase /tmp/base
-    python -m bench.scripts.bench_per --before /tmp/frbase --before-src /tmp/base/csrc
+    git worktree add --detach /tmp/base main
+    pip install --no-deps --no-build-isolation --target /tmp/frbase /tmp/base
+    python -m bench.scripts.bench_per --before /tmp/frbase --before-src /tmp/base/csrc \\
+        --before-label "main at <commit>"
 
 Cases (CartPole rows: obs/next_obs float32[4], action int64, reward float32, done bool; capacity 10**6):
 - Fill: a fresh buffer filled with 10**6 rows in chunks of 10,000 (``add(**chunk)``, construction not timed), then
@@ -333,7 +335,8 @@ def where_the_time_goes(res: Dict[str, Any]) -> List[str]:
     return ["", "## Where the time goes (this run, best figures)", "",
             f"- Through the API the loop costs {api['loop']['best']:.1f} µs; the same loop inside the core "
             f"{core_loop:.1f} µs, so Python and the bindings add about {py:.1f} µs (two calls: `sample(1)` costs "
-            f"{api['sample_1']['best']:.2f} µs and an empty `update_priorities` {api['update_empty']['best']:.2f} µs; "
+            f"{api['sample_1']['best']:.2f} µs and an empty `update_priorities` "
+            f"{api['update_empty']['best']:.2f} µs; "
             "the rest is per row: the batch's arrays, the float32 -> float64 conversion and private copies of the "
             "indices, priorities and generations that the core reads without the GIL).",
             f"- sample {st['sample (whole)']:.1f} µs: the tree descent {st['descent']:.1f}, the gather of the rows "
