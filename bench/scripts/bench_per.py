@@ -178,7 +178,8 @@ def bench_loop(calls: int, rounds: int, cpprb_too: bool) -> Dict[str, Any]:
                      ("sample_1", lambda: sample(1, BETA))):
         fn()
         out[name] = per_call_us(fn, calls, rounds)
-    del buf, batches
+    batches.clear()  # free the buffer (the closures above hold it) before cpprb's is made
+    buf = sample = update = core_update = None
     if cpprb_too:
         lib = CpprbLib(True)
         cb = filled(lib)
