@@ -135,6 +135,16 @@ Target reuse_batch(const char* fn, py::handle out, const std::vector<Field>& fie
   return t;
 }
 
+bool is_batch(PyObject* o) {
+  if (!g_batch_type) return false;
+  const int r = PyObject_IsInstance(o, g_batch_type.ptr());
+  if (r < 0) throw py::error_already_set();
+  return r == 1;
+}
+
+py::object batch_indices(PyObject* batch) { return py::reinterpret_borrow<py::object>(batch).attr(g_indices); }
+py::object batch_generations(PyObject* batch) { return py::reinterpret_borrow<py::object>(batch).attr(g_generations); }
+
 void init_batch_object(py::module_& m) {
   g_indices = py::reinterpret_steal<py::str>(PyUnicode_InternFromString("indices"));
   g_weights = py::reinterpret_steal<py::str>(PyUnicode_InternFromString("weights"));

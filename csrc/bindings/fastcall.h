@@ -28,8 +28,8 @@ struct FastArgs {
   bool parse(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, PyObject** values) const;
 };
 
-// Add `def` (METH_FASTCALL | METH_KEYWORDS) to the class `cls` as a method named def->ml_name. `def` must live
-// as long as the module (a static).
-void add_fast_method(py::handle cls, PyMethodDef* def);
+// Add `def` (METH_FASTCALL | METH_KEYWORDS) to the class `cls` as its attribute `attr` (null: def->ml_name, the
+// name its docstring's signature and error messages use). `def` must live as long as the module (a static).
+void add_fast_method(py::handle cls, PyMethodDef* def, const char* attr = nullptr);
 
 }  // namespace fastreplay_py
