@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
   auto msrc = allocate_zeroed(big), mdst = allocate_zeroed(big);
   std::memset(msrc.get(), 1, big);
   std::memset(mdst.get(), 2, big);
-  ColumnRef cols[2] = {{obs.get(), kRow}, {nobs.get(), kRow}};
+  ColumnRef cols[2] = {{obs.get(), kRow, kRow, kRow}, {nobs.get(), kRow, kRow, kRow}};
   const std::size_t batch_bytes = 2 * kB * kRow;
   auto pool = std::make_shared<BlockPool>();
   Rng rng(1, 0);
@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
     image_bench::rows_one_by_one(b, kRow, idx.data(), kB, o);
   });
   variant("copy_rows (shipped)", [&](const std::uint8_t* b, std::uint8_t* o) {
-    detail::copy_rows(b, kRow, idx.data(), kB, o);
+    detail::copy_rows(b, kRow, kRow, idx.data(), kB, o);
   });
   cases.push_back({"gather_batch, fixed dst (after copy_rows)", [&] {
                      draw();
@@ -134,7 +134,7 @@ int main(int argc, char** argv) {
   if (two_threads) helper = std::thread([&] {
     while (!quit.load(std::memory_order_relaxed)) {
       if (job.load(std::memory_order_acquire) == 1) {
-        detail::copy_rows(cols[0].base, kRow, idx.data(), kB, fixed);
+        detail::copy_rows(cols[0].base, kRow, kRow, idx.data(), kB, fixed);
         job.store(2, std::memory_order_release);
       }
     }
@@ -144,7 +144,7 @@ int main(int argc, char** argv) {
                      draw();
                      const auto t0 = Clock::now();
                      job.store(1, std::memory_order_release);
-                     detail::copy_rows(cols[1].base, kRow, idx.data(), kB, fixed + kB * kRow);
+                     detail::copy_rows(cols[1].base, kRow, kRow, idx.data(), kB, fixed + kB * kRow);
                      while (job.load(std::memory_order_acquire) != 2) {
                      }
                      job.store(0, std::memory_order_relaxed);
@@ -155,7 +155,7 @@ int main(int argc, char** argv) {
     for (std::size_t pf : {0, 512, 1024, 2048, 4096})
       variant("copy_rows_streams " + std::to_string(k) + " prefetch " + std::to_string(pf),
               [&, k, pf](const std::uint8_t* b, std::uint8_t* o) {
-        detail::copy_rows_streams(b, kRow, idx.data(), kB, o, k, pf);
+        detail::copy_rows_streams(b, kRow, kRow, idx.data(), kB, o, k, pf);
       });
   cases.push_back({"touch-only: read the rows (sum), no store", [&] {
                      draw();

@@ -36,10 +36,10 @@ inline constexpr std::size_t kMaxStreams = 8;
 // One full chunk: a copy of a fixed size (inlined, or glibc's memcpy, which picks its vector width at run time).
 inline void copy_chunk(std::uint8_t* d, const std::uint8_t* s) { load_shared(d, s, kStreamChunk); }
 
-// out = rows idx[0..n) of rb bytes each, laid end to end, copied as `streams` (<= kMaxStreams) segments in turn,
-// `prefetch` bytes ahead (0: none). O(n * rb)
-inline void copy_rows_streams(const std::uint8_t* base, std::size_t rb, const std::int64_t* idx, std::size_t n,
-                              std::uint8_t* out, std::size_t streams, std::size_t prefetch) {
+// out = rows idx[0..n) of rb bytes each (row k at base + k * stride), laid end to end, copied as `streams`
+// (<= kMaxStreams) segments in turn, `prefetch` bytes ahead (0: none). O(n * rb)
+inline void copy_rows_streams(const std::uint8_t* base, std::size_t rb, std::size_t stride, const std::int64_t* idx,
+                              std::size_t n, std::uint8_t* out, std::size_t streams, std::size_t prefetch) {
   struct Cursor {
     std::size_t pos, end, row, off;  // stream position, segment end, and the row and offset at pos
   };
@@ -58,14 +58,14 @@ inline void copy_rows_streams(const std::uint8_t* base, std::size_t rb, const st
       Cursor& s = c[j];
       if (s.pos >= s.end) continue;
       ++live;
-      const std::uint8_t* src = base + static_cast<std::size_t>(idx[s.row]) * rb;
+      const std::uint8_t* src = base + static_cast<std::size_t>(idx[s.row]) * stride;
       if (prefetch) {  // the lines of the chunk `prefetch` bytes ahead, in this row or the next
         for (std::size_t q = 0; q < kStreamChunk; q += kCacheLine) {
           const std::size_t ahead = s.off + prefetch + q;
           if (ahead < rb)
             __builtin_prefetch(src + ahead, 0, 2);
           else if (s.row + 1 < n && ahead - rb < rb)
-            __builtin_prefetch(base + static_cast<std::size_t>(idx[s.row + 1]) * rb + (ahead - rb), 0, 2);
+            __builtin_prefetch(base + static_cast<std::size_t>(idx[s.row + 1]) * stride + (ahead - rb), 0, 2);
         }
       }
       const std::size_t take = std::min({kStreamChunk, rb - s.off, s.end - s.pos});
@@ -83,15 +83,15 @@ inline void copy_rows_streams(const std::uint8_t* base, std::size_t rb, const st
   }
 }
 
-// out[i * rb ..] = row idx[i] of the column at base, for i < n (rows of rb bytes; indices already checked). For
-// large rows; a batch of under 4 pages in all is copied row by row. O(n * rb)
-inline void copy_rows(const std::uint8_t* base, std::size_t rb, const std::int64_t* idx, std::size_t n,
-                      std::uint8_t* out) {
+// out[i * rb ..] = row idx[i] of the column at base (rows of rb bytes, `stride` bytes apart; indices already
+// checked), for i < n. For large rows; a batch of under 4 pages in all is copied row by row. O(n * rb)
+inline void copy_rows(const std::uint8_t* base, std::size_t rb, std::size_t stride, const std::int64_t* idx,
+                      std::size_t n, std::uint8_t* out) {
   if (n * rb < kStreams * 4096) {
-    for (std::size_t i = 0; i < n; ++i) load_shared(out + i * rb, base + static_cast<std::size_t>(idx[i]) * rb, rb);
+    for (std::size_t i = 0; i < n; ++i) load_shared(out + i * rb, base + static_cast<std::size_t>(idx[i]) * stride, rb);
     return;
   }
-  copy_rows_streams(base, rb, idx, n, out, kStreams, kStreamPrefetch);
+  copy_rows_streams(base, rb, stride, idx, n, out, kStreams, kStreamPrefetch);
 }
 
 }  // namespace detail

@@ -24,11 +24,15 @@ using namespace fastreplay;
 static constexpr std::size_t kGuard = 128;  // bytes checked untouched on each side of an output
 static constexpr std::uint8_t kFill = 0xA5;
 
-// One column of `cap` rows of rb random bytes, allocated to its exact size (AddressSanitizer sees any overread).
+// One column of `cap` rows of rb random bytes, `stride` bytes apart (rb: a plain column; more: a field of a packed
+// record), allocated to its exact size (AddressSanitizer sees any overread).
 struct TestColumn {
   std::vector<std::uint8_t> bytes;
-  std::size_t rb;
-  TestColumn(std::size_t cap, std::size_t row_bytes, std::mt19937_64& rng) : bytes(cap * row_bytes), rb(row_bytes) {
+  std::size_t rb, stride;
+  TestColumn(std::size_t cap, std::size_t row_bytes, std::mt19937_64& rng, std::size_t row_stride = 0)
+      : bytes((cap - 1) * (row_stride ? row_stride : row_bytes) + row_bytes),
+        rb(row_bytes),
+        stride(row_stride ? row_stride : row_bytes) {
     for (auto& b : bytes) b = static_cast<std::uint8_t>(rng());
   }
 };
@@ -48,7 +52,7 @@ struct Output {
 
 static bool rows_equal(const TestColumn& c, const std::vector<std::int64_t>& idx, Output& o) {
   for (std::size_t i = 0; i < idx.size(); ++i)
-    if (std::memcmp(o.data() + i * c.rb, c.bytes.data() + static_cast<std::size_t>(idx[i]) * c.rb, c.rb) != 0)
+    if (std::memcmp(o.data() + i * c.rb, c.bytes.data() + static_cast<std::size_t>(idx[i]) * c.stride, c.rb) != 0)
       return false;
   return o.guards_intact();
 }
@@ -61,7 +65,8 @@ static void test_differential() {
   std::size_t cases = 0;
   for (std::size_t rb : {257u, 300u, 511u, 1000u, 4095u, 4096u, 4097u, 8191u, 12289u, 28224u, 28225u}) {
     const std::size_t cap = 97;
-    TestColumn col(cap, rb, rng);
+    const std::size_t stride = rb % 2 ? rb + 40 : rb;  // odd sizes also as a member of a wider record
+    TestColumn col(cap, rb, rng, stride);
     std::vector<std::size_t> sizes;
     for (std::size_t n = 1; n <= 40; ++n)
       if (!FASTREPLAY_TSAN || n <= 5 || n % 7 == 0) sizes.push_back(n);  // TSan: fewer (see below)
@@ -74,7 +79,7 @@ static void test_differential() {
       if (n > 2) idx[1] = idx[2];  // a repeated row
       {
         Output o(n, rb);
-        detail::copy_rows(col.bytes.data(), rb, idx.data(), n, o.data());
+        detail::copy_rows(col.bytes.data(), rb, stride, idx.data(), n, o.data());
         CHECK(rows_equal(col, idx, o));
         ++cases;
       }
@@ -85,7 +90,7 @@ static void test_differential() {
         for (std::size_t pf : {0u, 64u, 1000u, 1024u, 5000u, 70000u}) {
           if (FASTREPLAY_TSAN && pf != 0 && pf != 1000) continue;
           Output o(n, rb);
-          detail::copy_rows_streams(col.bytes.data(), rb, idx.data(), n, o.data(), streams, pf);
+          detail::copy_rows_streams(col.bytes.data(), rb, stride, idx.data(), n, o.data(), streams, pf);
           if (!rows_equal(col, idx, o)) {
             std::fprintf(stderr, "  copy_rows_streams differs: rb %zu n %zu streams %zu prefetch %zu\n", rb, n, streams,
                          pf);
@@ -113,7 +118,7 @@ static void test_gather_mixed() {
     std::vector<Output> outs;
     std::vector<std::uint8_t*> ptrs;
     for (auto& c : cols) {
-      refs.push_back({c.bytes.data(), c.rb});
+      refs.push_back({c.bytes.data(), c.rb, c.stride, c.rb});
       outs.emplace_back(n, c.rb);
     }
     for (auto& o : outs) ptrs.push_back(o.data());
