@@ -28,28 +28,12 @@
 
 #include "fastreplay/prioritized.h"
 
+#include "timing.h"
+
 using namespace fastreplay;
 
-template <class F>
-static double best_us(F&& fn) {
-  std::size_t iters = 1;
-  for (;;) {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (std::size_t i = 0; i < iters; ++i) fn();
-    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > 0.002) break;
-    iters *= 2;
-  }
-  double best = 1e30;
-  for (int rep = 0; rep < 41; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (std::size_t i = 0; i < iters; ++i) fn();
-    best = std::min(best, std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
-                              static_cast<double>(iters));
-  }
-  return best;
-}
-
-static const std::vector<FieldSpec> kFields = {{"obs", 16}, {"action", 8}, {"reward", 4}, {"next_obs", 16}, {"done", 1}};
+static const std::vector<FieldSpec> kFields = {{"obs", 16, 4}, {"action", 8, 8}, {"reward", 4, 4}, {"next_obs", 16, 4},
+                                              {"done", 1, 1}};  // (name, row bytes, alignment), as the bindings pass them
 
 int main(int argc, char** argv) {
   std::vector<std::size_t> caps;

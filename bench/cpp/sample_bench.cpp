@@ -14,26 +14,9 @@
 
 #include "fastreplay/replay.h"
 
-using namespace fastreplay;
+#include "timing.h"
 
-template <class F>
-static double best_us(F&& fn) {
-  std::size_t iters = 1;
-  for (;;) {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (std::size_t i = 0; i < iters; ++i) fn();
-    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > 0.002) break;
-    iters *= 2;
-  }
-  double best = 1e30;
-  for (int rep = 0; rep < 41; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (std::size_t i = 0; i < iters; ++i) fn();
-    best = std::min(best, std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
-                              static_cast<double>(iters));
-  }
-  return best;
-}
+using namespace fastreplay;
 
 int main(int argc, char** argv) {
   std::vector<std::size_t> caps = {10000, 100000, 1000000};

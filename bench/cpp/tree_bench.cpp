@@ -24,31 +24,13 @@
 #include "fastreplay/rng.h"
 #include "fastreplay/sum_min_tree.h"
 
+#include "timing.h"
+
 using namespace fastreplay;
 
 namespace {
 
 constexpr std::size_t kPool = 64;
-
-template <class F>
-double best_us(F&& fn) {
-  std::size_t iters = 1;
-  for (;;) {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (std::size_t i = 0; i < iters; ++i) fn(i);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (s > 0.002) break;
-    iters *= 2;
-  }
-  double best = 1e30;
-  for (int rep = 0; rep < 41; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (std::size_t i = 0; i < iters; ++i) fn(i);
-    const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / iters;
-    best = std::min(best, us);
-  }
-  return best;
-}
 
 }  // namespace
 
