@@ -5,13 +5,16 @@ observation. Reads top to bottom; ``python -m fastreplay.r2d2 --help``.
 What it takes from R2D2 (Kapturowski et al. 2019), at small scale: sequences of ``--length`` steps that never
 cross an episode boundary, overlapping by ``--burn-in`` (period = length - burn_in), replayed from the recurrent
 state stored when the actor took the first step, with ``--burn-in`` steps run without gradient to refresh it;
-sequence priorities ``eta * max|td| + (1 - eta) * mean|td|`` (eta 0.9, exponent 0.9) over the trained steps; fresh
-recurrent states written back into the buffer after each learner pass (``update_field``). Left out: value
-rescaling, the dueling head, distributed actors. The buffer: ``fastreplay.PrioritizedReplayBuffer`` with
-``num_envs`` lanes, ``sample_sequences`` and ``update_sequence_priorities`` (docs/sequences.md).
+sequence priorities ``eta * max|td| + (1 - eta) * mean|td|`` (eta 0.9, exponent 0.9) over the trained steps, and
+importance-sampling weights per sequence (exponent ``--beta``); n-step double-DQN targets summed within each
+sequence, with the invertible value rescaling ``h(x) = sign(x) (sqrt(|x| + 1) - 1) + eps x``; fresh recurrent
+states written back into the buffer after each learner pass (``update_field``). Left out: the dueling head,
+distributed actors (one process, ``--num-envs`` vector envs, one annealed epsilon). The buffer:
+``fastreplay.PrioritizedReplayBuffer`` with ``num_envs`` lanes, ``sample_sequences`` and
+``update_sequence_priorities`` (docs/sequences.md).
 
-``--arch mlp`` trains a plain DQN (an MLP on the same two-number observation, single-step replay from the same
-kind of buffer) for the comparison. Needs torch and gymnasium (``pip install fastreplay[train]``).
+``--arch mlp`` trains a plain DQN (an MLP on the same two-number observation, transitions replayed from the same
+kind of buffer with its n-step returns, the same targets) for the comparison. Needs torch and gymnasium (``pip install fastreplay[train]``).
 """
 from __future__ import annotations
 
@@ -86,7 +89,7 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=200_000, help="environment steps (all envs together)")
     p.add_argument("--num-envs", type=int, default=8)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--capacity", type=int, default=50_000)
+    p.add_argument("--capacity", type=int, default=200_000, help="steps kept (the default keeps every step)")
     p.add_argument("--length", type=int, default=40, help="sequence length, burn-in included")
     p.add_argument("--burn-in", type=int, default=10)
     p.add_argument("--batch", type=int, default=32, help="sequences per update (mlp: transitions = batch*length)")
@@ -99,7 +102,7 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--beta", type=float, default=0.6, help="importance-sampling exponent of sequence weights")
     p.add_argument("--clip", type=float, default=10.0, help="gradient norm clip")
     p.add_argument("--train-every", type=int, default=2, help="vector steps per update")
-    p.add_argument("--target-every", type=int, default=250, help="updates per target network copy")
+    p.add_argument("--target-every", type=int, default=1000, help="updates per target network copy")
     p.add_argument("--learning-starts", type=int, default=2_000)
     p.add_argument("--eps-end", type=float, default=0.02)
     p.add_argument("--eps-fraction", type=float, default=0.3)
