@@ -180,7 +180,8 @@ def train(a: argparse.Namespace) -> Dict[str, Any]:
                   f"{np.mean(recent) if recent else float('nan'):.1f}, {time.time() - t0:.0f} s", flush=True)
     envs.close()
     out = {"args": {k: v for k, v in vars(a).items() if k != "json"}, "arch": a.arch, "seed": a.seed,
-           "steps": a.steps, "updates": updates, "seconds": time.time() - t0, "returns": returns, "eval_returns": evaluate(net, recurrent, H, a.seed + 1000, a.eval_episodes)}
+           "steps": a.steps, "updates": updates, "seconds": time.time() - t0, "returns": returns,
+           "eval_returns": evaluate(net, recurrent, H, a.seed + 1000, a.eval_episodes)}
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(out, fh)
