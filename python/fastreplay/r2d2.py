@@ -108,6 +108,10 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--eps-fraction", type=float, default=0.3)
     p.add_argument("--log-every", type=int, default=500, help="updates per progress line (0: none)")
     p.add_argument("--eval-episodes", type=int, default=20, help="greedy episodes after training")
+    p.add_argument("--check-every", type=int, default=10_000,
+                   help="env steps per greedy check of the network during training (0: none); the network of the "
+                        "best check is kept and evaluated after training besides the final one")
+    p.add_argument("--check-episodes", type=int, default=5, help="greedy episodes per check")
     p.add_argument("--json", default=None, help="write the episode returns here")
     return p.parse_args(argv)
 
@@ -139,6 +143,8 @@ def train(a: argparse.Namespace) -> Dict[str, Any]:
     returns: List[Tuple[int, float]] = []
     ep_ret = np.zeros(K)
     updates, t0 = 0, time.time()
+    checks: List[Tuple[int, float]] = []
+    best: Optional[Dict[str, torch.Tensor]] = None
     period = a.length - a.burn_in
     for step in range(0, a.steps, K):
         eps = max(a.eps_end, 1.0 - (1.0 - a.eps_end) * step / (a.eps_fraction * a.steps))
@@ -163,6 +169,12 @@ def train(a: argparse.Namespace) -> Dict[str, Any]:
             returns.append((step + K, float(ep_ret[k])))
             ep_ret[k] = 0.0
         obs = nxt
+        if a.check_every and (step + K) // a.check_every > step // a.check_every:
+            # Greedy check on its own episode seeds (not the final evaluation's); ties go to the later network.
+            score = float(np.mean(evaluate(net, recurrent, H, a.seed + 5000 + 100 * len(checks), a.check_episodes)))
+            if not checks or score >= max(c for _, c in checks):
+                best = {k: v.clone() for k, v in net.state_dict().items()}
+            checks.append((step + K, score))
         if step < a.learning_starts or (step // K) % a.train_every:
             continue
         if recurrent:
@@ -181,7 +193,11 @@ def train(a: argparse.Namespace) -> Dict[str, Any]:
     envs.close()
     out = {"args": {k: v for k, v in vars(a).items() if k != "json"}, "arch": a.arch, "seed": a.seed,
            "steps": a.steps, "updates": updates, "seconds": time.time() - t0, "returns": returns,
-           "eval_returns": evaluate(net, recurrent, H, a.seed + 1000, a.eval_episodes)}
+           "eval_returns": evaluate(net, recurrent, H, a.seed + 1000, a.eval_episodes), "checks": checks}
+    if best is not None:  # the network of the best check, evaluated on the final evaluation's episodes
+        net.load_state_dict(best)
+        out["best_check"] = max(checks, key=lambda c: (c[1], c[0]))[0]
+        out["eval_best_returns"] = evaluate(net, recurrent, H, a.seed + 1000, a.eval_episodes)
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(out, fh)
@@ -343,7 +359,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     r = [x for _, x in out["returns"][-20:]]
     print(f"{a.arch}: {out['steps']} steps, {out['updates']} updates, {out['seconds']:.0f} s, mean return of the "
           f"last 20 episodes {np.mean(r) if r else float('nan'):.1f}, greedy evaluation "
-          f"{np.mean(out['eval_returns']):.1f} over {len(out['eval_returns'])} episodes")
+          f"{np.mean(out['eval_returns']):.1f} over {len(out['eval_returns'])} episodes" +
+          (f"; the network of the best check (step {out['best_check']}): {np.mean(out['eval_best_returns']):.1f}"
+           if "best_check" in out else ""))
 
 
 if __name__ == "__main__":
