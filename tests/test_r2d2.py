@@ -14,10 +14,15 @@ from fastreplay import r2d2  # noqa: E402
 def test_r2d2_runs_a_few_steps(arch, tmp_path):
     a = r2d2.parse(["--arch", arch, "--steps", "1200", "--learning-starts", "400", "--capacity", "2000",
                     "--length", "12", "--burn-in", "4", "--batch", "8", "--hidden", "16", "--target-every", "10",
+                    "--check-every", "400", "--check-episodes", "1", "--eval-episodes", "2",
                     "--json", str(tmp_path / "r.json")])
     out = r2d2.train(a)
     assert out["updates"] > 20
     assert out["returns"] and all(math.isfinite(r) and r >= 1 for _, r in out["returns"])
+    assert [s for s, _ in out["checks"]] == [400, 800, 1200]
+    scores = [c for _, c in out["checks"]]
+    assert out["best_check"] == max(s for s, c in out["checks"] if c == max(scores))  # ties: the later one
+    assert len(out["eval_best_returns"]) == len(out["eval_returns"]) == 2
     assert (tmp_path / "r.json").exists()
 
 

@@ -1,9 +1,9 @@
 """Plot R2D2-lite (LSTM, sequences with burn-in) against a feed-forward DQN on CartPole without velocities.
 
 Reads ``bench/results/r2d2/<arch>_seed<k>.json`` (written by ``python -m fastreplay.r2d2 --json ...``) and writes
-``bench/results/r2d2.png`` (training episode return against environment steps, a moving average over 20 episodes,
-one line per run) and ``bench/results/r2d2.md`` (per run: training return of the last 20 episodes and the greedy
-evaluation). Run from the repository root: ``python -m bench.scripts.plot_r2d2``.
+``bench/results/r2d2.png`` (left: training episode return against environment steps, a moving average over 20
+episodes; right: the greedy checks made during training; one line per run) and ``bench/results/r2d2.md`` (per run:
+training return of the last 20 episodes, greedy evaluation of the final network and of the best check's network). Run from the repository root: ``python -m bench.scripts.plot_r2d2``.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def main() -> None:
         with open(path) as fh:
             runs.append(json.load(fh))
     runs.sort(key=lambda r: (r["arch"], r["seed"]))
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
     colors = {"lstm": "tab:blue", "mlp": "tab:orange"}
     labels = {"lstm": "R2D2-lite (LSTM, burn-in, stored state)", "mlp": "DQN (MLP)"}
     styles = ["-", "--", ":", "-."]
@@ -37,22 +37,34 @@ def main() -> None:
         ret = np.array([x for _, x in r["returns"]])
         w = 20
         smooth = np.convolve(ret, np.ones(w) / w, mode="valid") if len(ret) >= w else ret
-        ax.plot(steps[len(steps) - len(smooth):], smooth, color=colors[r["arch"]], alpha=0.8,
-                ls=styles[(r["seed"] - 1) % len(styles)], label=f"{labels[r['arch']]}, seed {r['seed']}")
-        rows.append((r["arch"], r["seed"], r["steps"], r["updates"], r["seconds"], float(np.mean(ret[-20:])),
-                     float(np.mean(r["eval_returns"])), len(r["eval_returns"])))
-    ax.set_xlabel("environment steps")
-    ax.set_ylabel("episode return (moving average of 20)")
-    ax.set_title("CartPole-v1, positions only (velocities removed)")
-    ax.axhline(500, color="gray", lw=0.5, ls="--")
+        style = dict(color=colors[r["arch"]], alpha=0.8, ls=styles[(r["seed"] - 1) % len(styles)],
+                     label=f"{labels[r['arch']]}, seed {r['seed']}")
+        ax.plot(steps[len(steps) - len(smooth):], smooth, **style)
+        checks = np.array(r.get("checks") or np.zeros((0, 2)))
+        if len(checks):
+            ax2.plot(checks[:, 0], checks[:, 1], marker=".", **style)
+        best = r.get("eval_best_returns")
+        rows.append(dict(arch=r["arch"], seed=r["seed"], steps=r["steps"], updates=r["updates"],
+                         seconds=r["seconds"], last=float(np.mean(ret[-20:])), final=float(np.mean(r["eval_returns"])),
+                         n=len(r["eval_returns"]), best=None if best is None else float(np.mean(best)),
+                         best_step=r.get("best_check")))
+    for a in (ax, ax2):
+        a.set_xlabel("environment steps")
+        a.axhline(500, color="gray", lw=0.5, ls="--")
+    ax.set_ylabel("training episode return (epsilon-greedy, moving average of 20)")
+    ax.set_title("CartPole-v1, positions only: training")
+    ax2.set_ylabel("greedy return (mean of 5 episodes)")
+    ax2.set_title("greedy checks during training")
     ax.legend(loc="upper left", fontsize=7)
     fig.tight_layout()
-    fig.savefig("bench/results/r2d2.png", dpi=120)
-    lines = ["| agent | seed | env steps | updates | seconds | training return, last 20 episodes | greedy evaluation |",
-             "|---|---|---|---|---|---|---|"]
-    for arch, seed, steps, updates, secs, last, ev, n in rows:
-        lines.append(f"| {labels[arch]} | {seed} | {steps:,} | {updates:,} | {secs:.0f} | {last:.1f} | "
-                     f"{ev:.1f} ({n} episodes) |")
+    fig.savefig("bench/results/r2d2.png", dpi=110)
+    lines = ["| agent | seed | env steps | updates | seconds | training return, last 20 episodes | greedy evaluation, "
+             "final network | greedy evaluation, network of the best check (its step) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for w in rows:
+        best = "-" if w["best"] is None else f"{w['best']:.1f} ({w['best_step']:,})"
+        lines.append(f"| {labels[w['arch']]} | {w['seed']} | {w['steps']:,} | {w['updates']:,} | {w['seconds']:.0f} | "
+                     f"{w['last']:.1f} | {w['final']:.1f} | {best} |")
     print("\n".join(lines))
     with open("bench/results/r2d2.md", "w") as fh:
         fh.write("# R2D2-lite on CartPole without velocities\n\n"
@@ -69,7 +81,7 @@ def defaults() -> str:
     from fastreplay import r2d2
 
     a = r2d2.parse([])
-    return (f"{a.steps // 1000}k env steps, {a.num_envs} envs, sequences of {a.length} with burn-in {a.burn_in} and "
+    return (f"{a.steps // 1000}k env steps, {a.num_envs} envs, a buffer of {a.capacity:,} steps, sequences of {a.length} with burn-in {a.burn_in} and "
             f"period {a.length - a.burn_in}, {a.batch} sequences per update every {a.train_every} vector steps, "
             f"eta 0.9, priority exponent 0.9, importance-sampling exponent {a.beta}, {a.n_step}-step double DQN "
             f"targets{' with value rescaling' if a.rescale else ''}, Adam lr {a.lr:g}, gradient norm clip {a.clip:g}, "
@@ -80,13 +92,23 @@ def defaults() -> str:
 
 def summary(rows) -> str:
     """The greedy evaluations of each agent, counted against the goal (a mean of at least 400 of 500)."""
-    ev = {arch: [r[6] for r in rows if r[0] == arch] for arch in ("lstm", "mlp")}
     fmt = lambda v: ", ".join(f"{x:.1f}" for x in v)  # noqa: E731
-    solved = sum(x >= 400 for x in ev["lstm"])
-    return (f"Greedy evaluation of the final network (mean over the episodes above, 500 is the maximum): "
-            f"R2D2-lite {fmt(ev['lstm'])} ({solved} of {len(ev['lstm'])} seeds at 400 or more); DQN (MLP) "
-            f"{fmt(ev['mlp'])}. Without velocities the feed-forward network stays at the return of a policy that "
-            "only sees where the pole is; the recurrent one infers the motion from its history.")
+    out = []
+    for key, what in (("final", "the final network"), ("best", "the network of the best check")):
+        ev = {arch: [w[key] for w in rows if w["arch"] == arch and w[key] is not None] for arch in ("lstm", "mlp")}
+        if not ev["lstm"]:
+            continue
+        solved = sum(x >= 400 for x in ev["lstm"])
+        out.append(f"{what}: R2D2-lite {fmt(ev['lstm'])} ({solved} of {len(ev['lstm'])} seeds at 400 or more), "
+                   f"DQN (MLP) {fmt(ev['mlp'])}")
+    from fastreplay import r2d2
+
+    n, a = (rows[0]["n"] if rows else 0), r2d2.parse([])
+    return (f"Greedy evaluation ({n} episodes on seeds the checks do not use, 500 is the maximum) of "
+            + "; of ".join(out) + ". Without velocities the feed-forward network stays at the return of a policy "
+            "that only sees where the pole is; the recurrent one infers the motion from its history. The checks "
+            f"({a.check_episodes} greedy episodes every {a.check_every:,} env steps) choose the network kept, and the evaluation then runs on other "
+            "episodes, so the choice does not inflate it.")
 
 
 if __name__ == "__main__":
