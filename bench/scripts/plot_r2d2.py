@@ -27,7 +27,7 @@ def main() -> None:
         with open(path) as fh:
             runs.append(json.load(fh))
     runs.sort(key=lambda r: (r["arch"], r["seed"]))
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
     colors = {"lstm": "tab:blue", "mlp": "tab:orange"}
     labels = {"lstm": "R2D2-lite (LSTM, burn-in, stored state)", "mlp": "DQN (MLP)"}
     styles = ["-", "--", ":", "-."]
@@ -51,12 +51,13 @@ def main() -> None:
     for a in (ax, ax2):
         a.set_xlabel("environment steps")
         a.axhline(500, color="gray", lw=0.5, ls="--")
-    ax.set_ylabel("training episode return (epsilon-greedy, moving average of 20)")
+    ax.set_ylabel("training return (moving average of 20)")
     ax.set_title("CartPole-v1, positions only: training")
     ax2.set_ylabel("greedy return (mean of 5 episodes)")
     ax2.set_title("greedy checks during training")
-    ax.legend(loc="upper left", fontsize=7)
-    fig.tight_layout()
+    handles, names = ax.get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig("bench/results/r2d2.png", dpi=110)
     lines = ["| agent | seed | env steps | updates | seconds | training return, last 20 episodes | greedy evaluation, "
              "final network | greedy evaluation, network of the best check (its step) |",
