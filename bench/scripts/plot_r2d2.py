@@ -3,7 +3,8 @@
 Reads ``bench/results/r2d2/<arch>_seed<k>.json`` (written by ``python -m fastreplay.r2d2 --json ...``) and writes
 ``bench/results/r2d2.png`` (left: training episode return against environment steps, a moving average over 20
 episodes; right: the greedy checks made during training; one line per run) and ``bench/results/r2d2.md`` (per run:
-training return of the last 20 episodes, greedy evaluation of the final network and of the best check's network). Run from the repository root: ``python -m bench.scripts.plot_r2d2``.
+training return of the last 20 episodes, greedy evaluation of the final network and of the best check's network).
+Run from the repository root: ``python -m bench.scripts.plot_r2d2``.
 """
 from __future__ import annotations
 
@@ -82,8 +83,9 @@ def defaults() -> str:
     from fastreplay import r2d2
 
     a = r2d2.parse([])
-    return (f"{a.steps // 1000}k env steps, {a.num_envs} envs, a buffer of {a.capacity:,} steps, sequences of {a.length} with burn-in {a.burn_in} and "
-            f"period {a.length - a.burn_in}, {a.batch} sequences per update every {a.train_every} vector steps, "
+    return (f"{a.steps // 1000}k env steps, {a.num_envs} envs, a buffer of {a.capacity:,} steps, sequences of "
+            f"{a.length} with burn-in {a.burn_in} and period {a.length - a.burn_in}, {a.batch} sequences per update "
+            f"every {a.train_every} vector steps, "
             f"eta 0.9, priority exponent 0.9, importance-sampling exponent {a.beta}, {a.n_step}-step double DQN "
             f"targets{' with value rescaling' if a.rescale else ''}, Adam lr {a.lr:g}, gradient norm clip {a.clip:g}, "
             f"target network copied every {a.target_every} updates, epsilon annealed to {a.eps_end} over the first "
@@ -108,8 +110,8 @@ def summary(rows) -> str:
     return (f"Greedy evaluation ({n} episodes on seeds the checks do not use, 500 is the maximum) of "
             + "; of ".join(out) + ". Without velocities the feed-forward network stays at the return of a policy "
             "that only sees where the pole is; the recurrent one infers the motion from its history. The checks "
-            f"({a.check_episodes} greedy episodes every {a.check_every:,} env steps) choose the network kept, and the evaluation then runs on other "
-            "episodes, so the choice does not inflate it.")
+            f"({a.check_episodes} greedy episodes every {a.check_every:,} env steps) choose the network kept, and the "
+            "evaluation then runs on other episodes, so the choice does not inflate it.")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ distributed actors (one process, ``--num-envs`` vector envs, one annealed epsilo
 ``update_sequence_priorities`` (docs/sequences.md).
 
 ``--arch mlp`` trains a plain DQN (an MLP on the same two-number observation, transitions replayed from the same
-kind of buffer with its n-step returns, the same targets) for the comparison. Needs torch and gymnasium (``pip install fastreplay[train]``).
+kind of buffer with its n-step returns, the same targets) for the comparison. Needs torch and gymnasium
+(``pip install fastreplay[train]``).
 """
 from __future__ import annotations
 
