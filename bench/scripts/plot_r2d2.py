@@ -31,7 +31,8 @@ def main() -> None:
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
     colors = {"lstm": "tab:blue", "mlp": "tab:orange"}
     labels = {"lstm": "R2D2-lite (LSTM, burn-in, stored state)", "mlp": "DQN (MLP)"}
-    styles = ["-", "--", ":", "-."]
+    short = {"lstm": "R2D2-lite (LSTM)", "mlp": "DQN (MLP)"}
+    styles = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1))]
     rows = []
     for r in runs:
         steps = np.array([s for s, _ in r["returns"]])
@@ -39,7 +40,7 @@ def main() -> None:
         w = 20
         smooth = np.convolve(ret, np.ones(w) / w, mode="valid") if len(ret) >= w else ret
         style = dict(color=colors[r["arch"]], alpha=0.8, ls=styles[(r["seed"] - 1) % len(styles)],
-                     label=f"{labels[r['arch']]}, seed {r['seed']}")
+                     label=f"{short[r['arch']]}, seed {r['seed']}")
         ax.plot(steps[len(steps) - len(smooth):], smooth, **style)
         checks = np.array(r.get("checks") or np.zeros((0, 2)))
         if len(checks):
@@ -57,8 +58,8 @@ def main() -> None:
     ax2.set_ylabel("greedy return (mean of 5 episodes)")
     ax2.set_title("greedy checks during training")
     handles, names = ax.get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=3, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.legend(handles, names, loc="lower center", ncol=5, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig("bench/results/r2d2.png", dpi=110)
     lines = ["| agent | seed | env steps | updates | seconds | training return, last 20 episodes | greedy evaluation, "
              "final network | greedy evaluation, network of the best check (its step) |",
@@ -102,8 +103,9 @@ def summary(rows) -> str:
         if not ev["lstm"]:
             continue
         solved = sum(x >= 400 for x in ev["lstm"])
-        out.append(f"{what}: R2D2-lite {fmt(ev['lstm'])} ({solved} of {len(ev['lstm'])} seeds at 400 or more), "
-                   f"DQN (MLP) {fmt(ev['mlp'])}")
+        out.append(f"{what}: R2D2-lite {fmt(ev['lstm'])} (mean {np.mean(ev['lstm']):.1f}; {solved} of "
+                   f"{len(ev['lstm'])} seeds at 400 or more), DQN (MLP) {fmt(ev['mlp'])} "
+                   f"(mean {np.mean(ev['mlp']):.1f})")
     from fastreplay import r2d2
 
     n, a = (rows[0]["n"] if rows else 0), r2d2.parse([])
