@@ -190,3 +190,26 @@ def test_absurd_batch_size_is_memory_error_not_a_crash():
     for n in (2**62, 2**40):
         with pytest.raises(MemoryError):
             buf.sample(n)
+
+
+def test_sample_argument_errors_name_the_call():
+    """sample is a vectorcall method (bindings/fastcall.cpp): a wrong call is a TypeError as for a Python
+    function, and keywords work for every parameter."""
+    b = fr.ReplayBuffer(10, CARTPOLE, seed=0)
+    b.add(**cartpole_rows(0, 5))
+    p = fr.PrioritizedReplayBuffer(10, CARTPOLE, seed=0)
+    p.add(**cartpole_rows(0, 5))
+    cases = [
+        (lambda: b.sample(), "sample\\(\\) missing required argument 'batch_size'"),
+        (lambda: b.sample(2, 3), "sample\\(\\) takes at most 1 positional argument \\(2 given\\)"),
+        (lambda: b.sample(2, outt=None), "unexpected keyword argument 'outt'"),
+        (lambda: b.sample(2, batch_size=3), "multiple values for argument 'batch_size'"),
+        (lambda: p.sample(2, 0.5, 1), "takes at most 2 positional arguments \\(3 given\\)"),
+        (lambda: p.sample(2, beta="x"), "sample: beta must be a real number, got str"),
+    ]
+    for call, message in cases:
+        with pytest.raises(TypeError, match=message):
+            call()
+    assert len(b.sample(batch_size=3).indices) == 3
+    got = p.sample(batch_size=4, beta=0.0, out=None)
+    assert len(got.indices) == 4 and np.all(got.weights == 1.0)

@@ -86,25 +86,27 @@ Target target_of(const fr::BatchBlock& block) {
 }
 
 Target reuse_batch(const char* fn, py::handle out, const std::vector<Field>& fields, std::size_t n, bool prioritized) {
-  const std::string where = std::string(fn) + ": out";
+  auto where = [fn] { return std::string(fn) + ": out"; };  // built only for an error message
   if (!PyDict_Check(out.ptr()))
-    fr::throw_type(where + " must be a Batch returned by sample(), got " + type_name(out.ptr()));
+    fr::throw_type(where() + " must be a Batch returned by sample(), got " + type_name(out.ptr()));
   Target t;
   t.batch = py::reinterpret_borrow<py::object>(out);
   t.n = n;
   auto check = [&](py::object v, const std::string& what, int type_num, const std::vector<npy_intp>& row) -> void* {
-    if (!v || !PyArray_Check(v.ptr())) fr::throw_type(where + " has no array '" + what + "'");
+    if (!v || !PyArray_Check(v.ptr())) fr::throw_type(where() + " has no array '" + what + "'");
     PyArrayObject* a = as_array(v);
-    std::vector<npy_intp> want(row);
-    want.insert(want.begin(), static_cast<npy_intp>(n));
-    const bool shape_ok =
-        PyArray_NDIM(a) == static_cast<int>(want.size()) && std::equal(want.begin(), want.end(), PyArray_DIMS(a));
-    if (PyArray_DESCR(a)->type_num != type_num || !shape_ok)
-      fr::throw_invalid(where + "['" + what + "'] must be " + dtype_name(type_num) + " with shape " +
+    const bool shape_ok = PyArray_NDIM(a) == static_cast<int>(row.size()) + 1 &&
+                          PyArray_DIMS(a)[0] == static_cast<npy_intp>(n) &&
+                          std::equal(row.begin(), row.end(), PyArray_DIMS(a) + 1);
+    if (PyArray_DESCR(a)->type_num != type_num || !shape_ok) {
+      std::vector<npy_intp> want(row);
+      want.insert(want.begin(), static_cast<npy_intp>(n));
+      fr::throw_invalid(where() + "['" + what + "'] must be " + dtype_name(type_num) + " with shape " +
                         shape_str(want.data(), static_cast<int>(want.size())) + ", got " +
                         dtype_str(PyArray_DESCR(a)) + " with shape " + shape_str(PyArray_DIMS(a), PyArray_NDIM(a)));
+    }
     if (!PyArray_ISCARRAY(a) || !PyArray_ISNOTSWAPPED(a))
-      fr::throw_invalid(where + "['" + what + "'] must be writeable and C-contiguous");
+      fr::throw_invalid(where() + "['" + what + "'] must be writeable and C-contiguous");
     t.keep.push_back(std::move(v));
     return PyArray_DATA(a);
   };
@@ -113,7 +115,7 @@ Target reuse_batch(const char* fn, py::handle out, const std::vector<Field>& fie
     if (!v) {
       if (!PyErr_ExceptionMatches(PyExc_AttributeError)) throw py::error_already_set();
       PyErr_Clear();
-      fr::throw_type(where + " has no array '" + name.cast<std::string>() + "'");
+      fr::throw_type(where() + " has no array '" + name.cast<std::string>() + "'");
     }
     return v;
   };
@@ -132,6 +134,16 @@ Target reuse_batch(const char* fn, py::handle out, const std::vector<Field>& fie
   }
   return t;
 }
+
+bool is_batch(PyObject* o) {
+  if (!g_batch_type) return false;
+  const int r = PyObject_IsInstance(o, g_batch_type.ptr());
+  if (r < 0) throw py::error_already_set();
+  return r == 1;
+}
+
+py::object batch_indices(PyObject* batch) { return py::reinterpret_borrow<py::object>(batch).attr(g_indices); }
+py::object batch_generations(PyObject* batch) { return py::reinterpret_borrow<py::object>(batch).attr(g_generations); }
 
 void init_batch_object(py::module_& m) {
   g_indices = py::reinterpret_steal<py::str>(PyUnicode_InternFromString("indices"));

@@ -43,6 +43,12 @@ Target new_batch(std::shared_ptr<fr::BlockPool> pool, const fr::BatchLayout& lay
 // shape [n, *shape], be writeable and C-contiguous; prioritized batches also need generations and weights.
 Target reuse_batch(const char* fn, py::handle out, const std::vector<Field>& fields, std::size_t n, bool prioritized);
 
+// Whether `o` is a Batch (an instance of the registered Batch class or a subclass), and a Batch's indices and
+// generations attributes. GIL held.
+bool is_batch(PyObject* o);
+py::object batch_indices(PyObject* batch);
+py::object batch_generations(PyObject* batch);
+
 // Module functions: _set_batch_type (called by the package at import) and the cleanup at interpreter exit.
 void init_batch_object(py::module_& m);
 

@@ -130,10 +130,11 @@ void throw_uninitialized(PyObject* self, const char* what, const char* how) {
 }
 
 // FNV-1a over everything that fixes a shared buffer's layout and meaning: capacity, kind, eps, the max-priority
-// mode and each stored field's name and row bytes.
+// mode, the storage layout and each stored field's name and row bytes.
 static std::uint64_t shared_fingerprint(std::size_t capacity, const std::vector<fr::FieldSpec>& specs, bool prioritized,
-                                        double eps, bool stored_max) {
-  std::string d = std::to_string(capacity) + (prioritized ? "/per/" : "/uniform/") + std::to_string(stored_max);
+                                        double eps, bool stored_max, bool columnar) {
+  std::string d = std::to_string(capacity) + (prioritized ? "/per/" : "/uniform/") + std::to_string(stored_max) +
+                  (columnar ? "/columnar" : "");
   char e[32];
   std::snprintf(e, sizeof e, "/%a", eps);
   d += e;
@@ -146,8 +147,9 @@ static std::uint64_t shared_fingerprint(std::size_t capacity, const std::vector<
 Buffer::Buffer(std::size_t capacity, const py::list& names, const py::list& shapes, const py::list& dtypes,
                py::object seed, bool prioritized, double alpha, double eps, bool stored_max,
                const std::string& storage_dir, py::object episodes, const std::string& shared, bool attach,
-               py::object tasks, bool task_global,
-               const std::vector<std::shared_ptr<std::uint8_t>>* task_memory)
+               py::object tasks, bool task_global, bool columnar,
+               const std::vector<std::shared_ptr<std::uint8_t>>* task_memory,
+               const std::vector<std::size_t>* task_strides)
     : pool_(std::make_shared<fr::BlockPool>()), prioritized_(prioritized) {
   for (std::size_t i = 0; i < names.size(); ++i) {
     fields_.emplace_back(names[i].cast<std::string>(), shapes[i], dtypes[i]);
@@ -163,7 +165,8 @@ Buffer::Buffer(std::size_t capacity, const py::list& names, const py::list& shap
     ep.reset(new fr::EpisodeSpec(episode_spec(d, fields_, stored_, out_)));
   }
   std::vector<fr::FieldSpec> specs;
-  for (const Field& f : stored_) specs.push_back({f.name, f.row_bytes});
+  for (const Field& f : stored_) specs.push_back({f.name, f.row_bytes, f.itemsize});
+  const fr::Layout layout = columnar ? fr::Layout::Columnar : fr::Layout::Auto;
   for (const Field& f : out_) row_bytes_.push_back(f.row_bytes);
   std::uint64_t s = seed.is_none() ? random_seed() : static_cast<std::uint64_t>(as_int(seed.ptr(), "seed"));
   // The memory blocks a core takes from outside (ReplayCore's `memory`): one per stored field, then the episode
@@ -185,15 +188,18 @@ Buffer::Buffer(std::size_t capacity, const py::list& names, const py::list& shap
     // In memory, every block spans all tasks and each task's core gets its slice: one allocation per column (huge
     // pages for big ones, as for one buffer), task t's rows at [offset_t, offset_t + quota_t). Memory-mapped, each
     // task maps its own files in <storage_dir>/task-<t> (the Python layer checked and locked them).
+    // Stored fields are laid out as one buffer's would be (packed records or columns, storage.h), over all slots.
     std::vector<std::pair<std::shared_ptr<std::uint8_t>, std::size_t>> whole;  // (block, bytes a slot)
     if (storage_dir.empty()) {
-      for (const fr::FieldSpec& f : specs)
-        whole.emplace_back(fr::allocate_zeroed(fr::checked_mul(capacity, f.row_bytes)), f.row_bytes);
+      const std::vector<fr::Column> cols = fr::allocate_columns(specs, fr::plan_storage(specs, layout), capacity, nullptr);
+      for (const fr::Column& c : cols) whole.emplace_back(std::shared_ptr<std::uint8_t>(c.memory(), c.data()), c.stride());
       for (std::size_t j = 0; j < extra.size(); ++j)
         whole.emplace_back(fr::allocate_zeroed(fr::checked_mul(capacity, extra[j]), j > 0), extra[j]);
       whole.emplace_back(fr::allocate_zeroed(fr::checked_mul(capacity, 8)), 8);
-      for (std::size_t f = 0; f < specs.size(); ++f) task_cols_.push_back({whole[f].first.get(), specs[f].row_bytes});
+      task_cols_ = fr::column_refs(cols);  // the blocks outlive this vector: whole and the tasks' cores hold them
     }
+    std::vector<std::size_t> strides;
+    for (std::size_t f = 0; f < specs.size() && !whole.empty(); ++f) strides.push_back(whole[f].second);
     for (std::size_t t = 0; t + 1 < offsets_.size(); ++t) {
       std::vector<std::shared_ptr<std::uint8_t>> slice;
       for (const auto& [block, per_slot] : whole)  // aliasing: each slice keeps the whole block alive
@@ -203,7 +209,8 @@ Buffer::Buffer(std::size_t capacity, const py::list& names, const py::list& shap
       const std::string dir = storage_dir.empty() ? std::string() : storage_dir + "/task-" + std::to_string(t);
       std::unique_ptr<Buffer> child(new Buffer(offsets_[t + 1] - offsets_[t], names, shapes, dtypes, py::int_(ts),
                                                prioritized, alpha, eps, stored_max, dir, episodes, "", false,
-                                               py::none(), true, storage_dir.empty() ? &slice : nullptr));
+                                               py::none(), true, columnar, storage_dir.empty() ? &slice : nullptr,
+                                               storage_dir.empty() ? &strides : nullptr));
       tasks_.push_back(child.get());
       task_objs_.push_back(py::cast(std::move(child)));  // a Python _Buffer that owns it
     }
@@ -216,7 +223,7 @@ Buffer::Buffer(std::size_t capacity, const py::list& names, const py::list& shap
   if (!shared.empty()) {
     // Episodic and memory-mapped buffers are refused by the Python layer (fastreplay/buffer.py).
     if (ep || !storage_dir.empty()) fr::throw_invalid("shared storage holds plain buffers only");
-    const std::uint64_t fp = shared_fingerprint(capacity, specs, prioritized, eps, stored_max);
+    const std::uint64_t fp = shared_fingerprint(capacity, specs, prioritized, eps, stored_max, columnar);
     region.reset(new fr::SharedRegion(shared, !attach, fp));
     if (attach) {
       s = region->seed();
@@ -226,14 +233,17 @@ Buffer::Buffer(std::size_t capacity, const py::list& names, const py::list& shap
     shared_ = shared;
   }
   std::vector<std::shared_ptr<std::uint8_t>> memory;
+  std::vector<std::size_t> strides;
   if (task_memory) memory = *task_memory;
-  if (!storage_dir.empty()) memory = map_storage(storage_dir, specs, extra, capacity, mapped_);
+  if (task_strides) strides = *task_strides;
+  if (!storage_dir.empty()) memory = map_storage(storage_dir, specs, extra, capacity, mapped_);  // one file a column
   if (prioritized) {
     const auto mode = stored_max ? fr::PrioritizedCore::MaxMode::Stored : fr::PrioritizedCore::MaxMode::AllTime;
-    per_ = new fr::PrioritizedCore(capacity, specs, s, alpha, eps, mode, memory, ep.get(), region.get());
+    per_ = new fr::PrioritizedCore(capacity, specs, s, alpha, eps, mode, memory, ep.get(), region.get(), layout,
+                                   strides);
     core_.reset(per_);
   } else {
-    core_.reset(new fr::ReplayCore(capacity, specs, s, memory, ep.get(), region.get()));
+    core_.reset(new fr::ReplayCore(capacity, specs, s, memory, ep.get(), region.get(), layout, strides));
   }
   if (region) region->finish(s);
 }
@@ -469,7 +479,8 @@ py::object Buffer::storage_view(py::handle self, std::size_t i) const {
   const Field& f = stored_.at(i);
   std::vector<npy_intp> dims(f.shape);
   dims.insert(dims.begin(), static_cast<npy_intp>(core().size()));
-  return make_view(f.descr(), dims, core().column(i).data(), self.ptr(), false);
+  const fr::Column& c = core().column(i);
+  return make_view(f.descr(), dims, c.data(), self.ptr(), false, c.contiguous() ? 0 : static_cast<npy_intp>(c.stride()));
 }
 
 py::object Buffer::leaves() const {
@@ -505,33 +516,15 @@ py::object Buffer::priorities() const {
 void init_buffer(py::module_& m) {
   py::class_<Buffer> cls(m, "_Buffer", "Columnar ring buffer core; see fastreplay.ReplayBuffer.");
   cls.def(py::init<std::size_t, py::list, py::list, py::list, py::object, bool, double, double, bool, std::string,
-                   py::object, std::string, bool, py::object, bool>(),
+                   py::object, std::string, bool, py::object, bool, bool>(),
           py::arg("capacity"), py::arg("names"), py::arg("shapes"), py::arg("dtypes"), py::arg("seed"),
           py::arg("prioritized"), py::arg("alpha"), py::arg("eps"), py::arg("stored_max"),
           py::arg("storage_dir") = "", py::arg("episodes") = py::none(), py::arg("shared") = "",
-          py::arg("attach") = false, py::arg("tasks") = py::none(), py::arg("task_global") = true)
+          py::arg("attach") = false, py::arg("tasks") = py::none(), py::arg("task_global") = true,
+          py::arg("columnar") = false)
       .def("add", &Buffer::add,
            "add(*values, **fields) -> None\n\nStore one transition (each field of its row shape) or N transitions "
            "(each field with a leading axis N). Every field must be given, positionally in field order or by name.")
-      .def("sample", [](Buffer& b, py::handle n, py::handle out, py::handle tasks) { return b.sample(n, nullptr, out, tasks); },
-           py::arg("batch_size"), py::kw_only(), py::arg("out") = py::none(), py::arg("tasks") = py::none(),
-           "sample(batch_size, *, out=None) -> Batch\n\n"
-           "Draw batch_size transitions uniformly at random (with replacement) and copy their rows into a Batch\n"
-           "that owns its memory: batch[name] is field_dtype[batch_size, *field_shape], batch.indices int64[B]\n"
-           "(batch.weights and batch.generations are None). With out=batch (a Batch from an earlier call), its\n"
-           "arrays are refilled in place instead. Raises ValueError if batch_size <= 0 or the buffer is empty.")
-      .def("_sample_prioritized",
-           [](Buffer& b, py::handle n, py::handle beta, py::handle out, py::handle tasks) {
-             if (!b.prioritized()) b.per("sample");
-             return b.sample(n, beta.ptr(), out, tasks);
-           },
-           py::arg("batch_size"), py::arg("beta") = 0.4, py::kw_only(), py::arg("out") = py::none(),
-           py::arg("tasks") = py::none(),
-           "sample(batch_size, beta=0.4, *, out=None) -> Batch\n\n"
-           "Stratified proportional sample: the total priority mass is cut into batch_size equal strata and one\n"
-           "transition drawn in each. batch.weights is float32[B]: (N*P(i))**-beta divided by the largest such\n"
-           "weight over all stored transitions, i.e. (p_min / p_i)**beta, in (0, 1]. batch.generations is\n"
-           "uint64[B] (pass the batch to update_priorities). Other arrays as in ReplayBuffer.sample.")
       .def("get", &Buffer::get, py::arg("indices"),
            "get(indices) -> Batch\n\nThe transitions at the given slots (int[B], each in [0, len(self))), copied,\n"
            "with batch.generations uint64[B].")
@@ -624,6 +617,7 @@ void init_buffer(py::module_& m) {
       .def("_leaves_at", &Buffer::leaves_at);
   init_state(cls);
   init_sequences(cls);
+  init_fast_methods(cls);  // sample and _sample_prioritized (bindings/fastcall.cpp)
 }
 
 }  // namespace fastreplay_py

@@ -31,7 +31,8 @@ class Buffer {
   // `tasks` (None, or one quota per task adding up to capacity) makes it a multi-task buffer (tasks.cpp): one child
   // buffer per task, this one routes adds, samples, gets and priority updates; `task_global` picks how prioritized
   // tasks' weights are normalised (fastreplay/tasks.h). `task_memory` (C++ only): a task's slices of the
-  // multi-task buffer's blocks, as ReplayCore takes them.
+  // multi-task buffer's blocks, as ReplayCore takes them, and `task_strides` their strides (packed records).
+  // `columnar`: every stored field in a column of its own, never packed into records (fastreplay/storage.h).
   // `shared` non-empty: all memory in the shared-memory object of that name (fastreplay/shared.h), created, or with
   // `attach` the one another process created with the same arguments (its seed is used).
   // `episodes` (None for a plain buffer) makes it episodic: a dict from fastreplay/buffer.py with the options
@@ -40,7 +41,9 @@ class Buffer {
   Buffer(std::size_t capacity, const py::list& names, const py::list& shapes, const py::list& dtypes, py::object seed,
          bool prioritized, double alpha, double eps, bool stored_max, const std::string& storage_dir,
          py::object episodes, const std::string& shared, bool attach, py::object tasks = py::none(),
-         bool task_global = true, const std::vector<std::shared_ptr<std::uint8_t>>* task_memory = nullptr);
+         bool task_global = true, bool columnar = false,
+         const std::vector<std::shared_ptr<std::uint8_t>>* task_memory = nullptr,
+         const std::vector<std::size_t>* task_strides = nullptr);
 
   // add(*values, **fields): positional values in field order, keywords by name; dict values expand into 'name.key'.
   // A value that already has the field's dtype and layout is copied in place, without the GIL: if another thread
@@ -155,6 +158,7 @@ bool buffer_initialized(py::handle self);
 
 // The _Buffer class and its methods.
 void init_buffer(py::module_& m);
+void init_fast_methods(py::handle cls);  // bindings/fastcall.cpp
 // Checkpoint and memory-mapped storage methods of _Buffer (state.cpp).
 void init_state(py::class_<Buffer>& cls);
 // Sequence replay methods of _Buffer (sequences.cpp).

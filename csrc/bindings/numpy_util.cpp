@@ -127,11 +127,23 @@ py::object new_array(npy_intp n, int type_num) {
 }
 
 py::object make_view(PyArray_Descr* descr, const std::vector<npy_intp>& dims, void* data, PyObject* base,
-                     bool writeable) {
+                     bool writeable, npy_intp row_stride) {
+  std::vector<npy_intp> strides;
+  if (row_stride != 0 && !dims.empty()) {
+    strides.assign(dims.size(), 0);
+    npy_intp inner = PyDataType_ELSIZE(descr);
+    for (std::size_t d = dims.size(); d-- > 1;) {
+      strides[d] = inner;
+      inner *= dims[d];
+    }
+    strides[0] = row_stride;
+  }
+  int flags = strides.empty() ? (writeable ? NPY_ARRAY_CARRAY : NPY_ARRAY_CARRAY_RO)
+                              : (writeable ? NPY_ARRAY_ALIGNED | NPY_ARRAY_WRITEABLE : NPY_ARRAY_ALIGNED);
   Py_INCREF(descr);  // PyArray_NewFromDescr steals it
   PyObject* arr = PyArray_NewFromDescr(&PyArray_Type, descr, static_cast<int>(dims.size()),
-                                       const_cast<npy_intp*>(dims.data()), nullptr, data,
-                                       writeable ? NPY_ARRAY_CARRAY : NPY_ARRAY_CARRAY_RO, nullptr);
+                                       const_cast<npy_intp*>(dims.data()), strides.empty() ? nullptr : strides.data(),
+                                       data, flags, nullptr);
   if (!arr) throw py::error_already_set();
   Py_INCREF(base);
   if (PyArray_SetBaseObject(as_array(arr), base) < 0) {

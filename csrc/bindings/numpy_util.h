@@ -56,8 +56,10 @@ T* data_of(const py::object& a) {
   return static_cast<T*>(PyArray_DATA(as_array(a)));
 }
 
-// A C-contiguous array of `dims` viewing `data`, kept alive by `base`. Borrows `descr`.
+// An array of `dims` viewing `data`, kept alive by `base`: C-contiguous, or with `row_stride` (non-zero) bytes
+// between two entries of the first axis (a field of packed records) and the rest of each row contiguous. Borrows
+// `descr`.
 py::object make_view(PyArray_Descr* descr, const std::vector<npy_intp>& dims, void* data, PyObject* base,
-                     bool writeable);
+                     bool writeable, npy_intp row_stride = 0);
 
 }  // namespace fastreplay_py

@@ -80,7 +80,8 @@ py::object Buffer::raw_view(py::handle self, std::size_t i, std::size_t n) const
   if (n > core().capacity()) fr::throw_index("raw view beyond capacity");
   std::vector<npy_intp> dims(f.shape);
   dims.insert(dims.begin(), static_cast<npy_intp>(n));
-  return make_view(f.descr(), dims, core().column(i).data(), self.ptr(), true);
+  const fr::Column& c = core().column(i);
+  return make_view(f.descr(), dims, c.data(), self.ptr(), true, c.contiguous() ? 0 : static_cast<npy_intp>(c.stride()));
 }
 
 void init_state(py::class_<Buffer>& cls) {

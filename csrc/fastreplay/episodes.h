@@ -104,7 +104,7 @@ class EpisodeIndex {
     std::size_t last = slot + (n - 1) * k_lanes;  // the window's last slot, at most
     if (last >= cap_) last %= cap_;
     prefetch_span(flags_.get(), 1, slot, last);
-    prefetch_span(cols_[spec_.reward_col].data(), cols_[spec_.reward_col].row_bytes(), slot, last);
+    prefetch_span(cols_[spec_.reward_col].data(), cols_[spec_.reward_col].stride(), slot, last);
     if (spec_.stack > 1 && large_) return;
     for (std::size_t j = 0; j < spec_.obs_col.size(); ++j) {
       const Column& c = cols_[spec_.obs_col[j]];
@@ -134,6 +134,7 @@ class EpisodeIndex {
   ForkSafeMutex& add_mutex() const { return add_mu_; }
 
   std::uint64_t* start_data() const { return start_; }
+  const std::uint8_t* flags_data() const { return flags_.get(); }
   std::uint8_t* finals_data(std::size_t j) const { return finals_.at(j).get(); }
   std::size_t finals_count() const { return finals_.size(); }
   std::uint64_t start(std::size_t slot) const { return __atomic_load_n(start_ + slot, __ATOMIC_RELAXED); }
@@ -151,7 +152,7 @@ class EpisodeIndex {
       const std::size_t stride = spec_.in_row_bytes[spec_.col_input[c]];
       const auto* s = static_cast<const std::uint8_t*>(src[spec_.col_input[c]]) + spec_.col_offset[c];
       if (stride == rb) {
-        store_shared(cols_[c].row(s0), s, k_lanes * rb);
+        cols_[c].store_rows(s0, s, k_lanes);
       } else {  // the newest frame of each stacked input row
         for (std::size_t k = 0; k < k_lanes; ++k) store_shared(cols_[c].row(s0 + k), s + k * stride, rb);
       }
@@ -430,12 +431,12 @@ class EpisodeIndex {
   Result finish_invalid(const Touched& t) const { return touched_ok(t) ? kInvalid : kTorn; }
 
   std::size_t slot_of(std::uint64_t t) const { return static_cast<std::size_t>(t % cap_); }
-  // Every line of a column (at base, row_bytes per row) from row `first` to row `last` (both ends only, if the
-  // window wraps).
-  __attribute__((always_inline)) void prefetch_span(const std::uint8_t* base, std::size_t row_bytes, std::size_t first,
+  // Every line of a column (at base, `stride` bytes per row) from row `first` to row `last` (both ends only, if
+  // the window wraps).
+  __attribute__((always_inline)) void prefetch_span(const std::uint8_t* base, std::size_t stride, std::size_t first,
                                                     std::size_t last) const {
-    const std::uint8_t* a = base + first * row_bytes;
-    const std::uint8_t* b = base + last * row_bytes;
+    const std::uint8_t* a = base + first * stride;
+    const std::uint8_t* b = base + last * stride;
     if (b < a) {
       __builtin_prefetch(a);
       __builtin_prefetch(b);

@@ -3,11 +3,12 @@
 // Small rows (up to a few cache lines) are latency-bound: each row is a cache miss somewhere in a large column.
 // The gather walks the batch in chunks of kChunk rows; while it copies one chunk, field by field with a
 // fixed-size copy, it has already asked for every line of the next chunk in every field, so ~kChunk x fields
-// misses are in flight at once (measured on the 2-core dev box at capacity 1e6, 5 CartPole fields, B = 256:
-// 5.5 us field-by-field with a 16-row prefetch distance, 4.5 us chunked). Those figures were taken while GCC
-// deleted every call to prefetch_rows (see there), so the chunked order, not the prefetches, made that difference;
-// with the prefetches compiled in, sample(256) at 1e6 CartPole rows moved by under 2% (bench_ab, 11 rounds).
-// Large rows (images) are bandwidth-bound: one memcpy each, with the next row's start prefetched.
+// misses are in flight at once. Fields packed into one record (storage.h) share their lines: only the record's
+// lead member asks for them. Measured with bench/cpp/sample_bench.cpp at 1e6 CartPole rows, B = 256 (gather
+// only, best of 41, three alternating runs): 16-row chunks 2.15-2.32 us, 32-row chunks 1.95-2.05 us; no change
+// at 1e4 and 1e5. At that point the gather is at the machine's limit for random lines: 256 misses in 2 us is
+// about ten in flight at ~100 ns each.
+// Large rows (images) are bandwidth-bound: bulk_copy.h copies them as several streams at once.
 #pragma once
 
 #include <algorithm>
@@ -15,28 +16,59 @@
 #include <cstdint>
 #include <cstring>
 
+#include <vector>
+
+#include "fastreplay/bulk_copy.h"
 #include "fastreplay/copy.h"
+#include "fastreplay/storage.h"
 
 namespace fastreplay {
 
+// A column as the gather sees it: row i at base + i * stride. `ahead`: bytes from a row's start to prefetch (a
+// record's lead member asks for the whole record, its other members for nothing: one request per line).
 struct ColumnRef {
   const std::uint8_t* base;
   std::size_t row_bytes;
+  std::size_t stride;
+  std::size_t ahead;
 };
 
-namespace detail {
-inline constexpr std::size_t kChunk = 16;
-inline constexpr std::size_t kSmallRow = 256;
-inline constexpr std::size_t kBlock = 4096;
+// The gather's view of one column that is gathered alone (it prefetches its own rows).
+inline ColumnRef column_ref(const Column& c) { return {c.data(), c.row_bytes(), c.stride(), c.row_bytes()}; }
 
-using CopyFn = void (*)(const std::uint8_t*, std::size_t, const std::int64_t*, std::size_t, std::uint8_t*);
+// The gather's view of a set of columns gathered together: one member of each record (the one at the record's
+// start, offset 0) prefetches the record.
+inline std::vector<ColumnRef> column_refs(const std::vector<Column>& cols) {
+  std::vector<ColumnRef> refs;
+  for (const Column& c : cols) {
+    ColumnRef r = column_ref(c);
+    if (!c.contiguous()) {
+      r.ahead = c.stride();
+      for (const Column& o : cols)  // a member at a lower offset of the same record: that one leads
+        if (!o.contiguous() && o.stride() == c.stride() && o.data() < c.data() && c.data() < o.data() + o.stride())
+          r.ahead = 0;
+    }
+    refs.push_back(r);
+  }
+  return refs;
+}
+
+namespace detail {
+inline constexpr std::size_t kChunk = 32;
+inline constexpr std::size_t kSmallRow = 256;
+
+using CopyFn = void (*)(const std::uint8_t*, std::size_t, std::size_t, const std::int64_t*, std::size_t,
+                        std::uint8_t*);
 
 template <std::size_t Bytes>
-void copy_fixed(const std::uint8_t* base, std::size_t, const std::int64_t* idx, std::size_t n, std::uint8_t* out) {
-  for (std::size_t i = 0; i < n; ++i) load_shared(out + i * Bytes, base + static_cast<std::size_t>(idx[i]) * Bytes, Bytes);
+void copy_fixed(const std::uint8_t* base, std::size_t, std::size_t stride, const std::int64_t* idx, std::size_t n,
+                std::uint8_t* out) {
+  for (std::size_t i = 0; i < n; ++i)
+    load_shared(out + i * Bytes, base + static_cast<std::size_t>(idx[i]) * stride, Bytes);
 }
-inline void copy_any(const std::uint8_t* base, std::size_t rb, const std::int64_t* idx, std::size_t n, std::uint8_t* out) {
-  for (std::size_t i = 0; i < n; ++i) load_shared(out + i * rb, base + static_cast<std::size_t>(idx[i]) * rb, rb);
+inline void copy_any(const std::uint8_t* base, std::size_t rb, std::size_t stride, const std::int64_t* idx,
+                     std::size_t n, std::uint8_t* out) {
+  for (std::size_t i = 0; i < n; ++i) load_shared(out + i * rb, base + static_cast<std::size_t>(idx[i]) * stride, rb);
 }
 inline CopyFn copy_fn(std::size_t row_bytes) {
   switch (row_bytes) {  // fixed sizes become single loads and stores
@@ -55,10 +87,12 @@ inline CopyFn copy_fn(std::size_t row_bytes) {
 // always_inline: otherwise GCC's IPA pure-const analysis finds that this function has no side effects (prefetches
 // do not count) and deletes every call to it, so no row was ever prefetched (checked in the disassembly, GCC 12).
 __attribute__((always_inline)) inline void prefetch_rows(const ColumnRef& c, const std::int64_t* idx, std::size_t n) {
+  if (c.ahead == 0) return;  // another member of the record asks for its lines
   for (std::size_t i = 0; i < n; ++i) {
-    const std::uint8_t* p = c.base + static_cast<std::size_t>(idx[i]) * c.row_bytes;
-    __builtin_prefetch(p);
-    if (c.row_bytes > 1) __builtin_prefetch(p + c.row_bytes - 1);  // a row may straddle two lines
+    const std::uint8_t* p = c.base + static_cast<std::size_t>(idx[i]) * c.stride;
+    const std::uint8_t* last = p + c.ahead - 1;  // a row may straddle two lines, a record several
+    for (; p < last; p += 64) __builtin_prefetch(p);
+    __builtin_prefetch(last);
   }
 }
 }  // namespace detail
@@ -68,27 +102,9 @@ __attribute__((always_inline)) inline void prefetch_rows(const ColumnRef& c, con
 inline void gather_batch(const ColumnRef* cols, std::size_t nf, const std::int64_t* idx, std::size_t n,
                          std::uint8_t* const* out) {
   using namespace detail;
-  // Large-row fields first, one row at a time, copied in 4 KiB blocks while the block 8 KiB ahead (possibly in
-  // the next row) is prefetched: the hardware prefetcher stops at every 4 KiB page boundary and restarts at
-  // every new row, and this keeps the stream going (+7% bandwidth on 28 KiB Atari rows in a C++ microbenchmark;
-  // no measurable change through Python, where sample(32) already matches a contiguous copy of the same bytes).
-  for (std::size_t f = 0; f < nf; ++f) {
-    const ColumnRef& c = cols[f];
-    if (c.row_bytes <= kSmallRow) continue;
-    const std::size_t rb = c.row_bytes;
-    for (std::size_t i = 0; i < n; ++i) {
-      const std::uint8_t* src = c.base + static_cast<std::size_t>(idx[i]) * rb;
-      const std::uint8_t* next = i + 1 < n ? c.base + static_cast<std::size_t>(idx[i + 1]) * rb : nullptr;
-      std::uint8_t* dst = out[f] + i * rb;
-      for (std::size_t off = 0; off < rb; off += kBlock) {
-        const std::size_t ahead = off + 2 * kBlock;
-        const std::uint8_t* pf = ahead < rb ? src + ahead : (next ? next + (ahead - rb) : nullptr);
-        const std::uint8_t* pf_end = ahead < rb ? src + rb : (next ? next + rb : nullptr);
-        for (std::size_t b = 0; pf && b < kBlock && pf + b < pf_end; b += 64) __builtin_prefetch(pf + b);
-        load_shared(dst + off, src + off, std::min(kBlock, rb - off));
-      }
-    }
-  }
+  // Large-row fields first, each as a bulk copy of several streams at once (bulk_copy.h).
+  for (std::size_t f = 0; f < nf; ++f)
+    if (cols[f].row_bytes > kSmallRow) copy_rows(cols[f].base, cols[f].row_bytes, cols[f].stride, idx, n, out[f]);
   // Small-row fields, chunk by chunk, the next chunk's lines prefetched in every field.
   CopyFn fns[64];
   const std::size_t nfc = std::min<std::size_t>(nf, 64);
@@ -102,10 +118,10 @@ inline void gather_batch(const ColumnRef* cols, std::size_t nf, const std::int64
       if (cols[f].row_bytes <= kSmallRow) prefetch_rows(cols[f], idx + c1, c2 - c1);
     for (std::size_t f = 0; f < nfc; ++f)
       if (cols[f].row_bytes <= kSmallRow)
-        fns[f](cols[f].base, cols[f].row_bytes, idx + c0, c1 - c0, out[f] + c0 * cols[f].row_bytes);
+        fns[f](cols[f].base, cols[f].row_bytes, cols[f].stride, idx + c0, c1 - c0, out[f] + c0 * cols[f].row_bytes);
   }
   for (std::size_t f = nfc; f < nf; ++f)  // more than 64 fields: plain copies
-    if (cols[f].row_bytes <= kSmallRow) copy_any(cols[f].base, cols[f].row_bytes, idx, n, out[f]);
+    if (cols[f].row_bytes <= kSmallRow) copy_any(cols[f].base, cols[f].row_bytes, cols[f].stride, idx, n, out[f]);
 }
 
 }  // namespace fastreplay

@@ -35,6 +35,7 @@
 
 #include "fastreplay/fork.h"
 #include "fastreplay/max_tree.h"
+#include "fastreplay/powers.h"
 #include "fastreplay/replay.h"
 #include "fastreplay/shared.h"
 #include "fastreplay/sum_min_tree.h"
@@ -49,8 +50,9 @@ class PrioritizedCore : public ReplayCore {
   // blocks takes alpha and the priorities from them (its own `alpha` is ignored).
   PrioritizedCore(std::size_t capacity, const std::vector<FieldSpec>& fields, std::uint64_t seed, double alpha,
                   double eps, MaxMode mode, const std::vector<std::shared_ptr<std::uint8_t>>& memory = {},
-                  const EpisodeSpec* episodes = nullptr, Blocks* blocks = nullptr)
-      : ReplayCore(capacity, fields, seed, memory, episodes, blocks),
+                  const EpisodeSpec* episodes = nullptr, Blocks* blocks = nullptr, Layout layout = Layout::Auto,
+                  const std::vector<std::size_t>& strides = {})
+      : ReplayCore(capacity, fields, seed, memory, episodes, blocks, layout, strides),
         tree_(capacity, blocks),
         raw_mem_(take_zeroed(blocks, checked_mul(capacity, sizeof(double)))),
         raw_(reinterpret_cast<double*>(raw_mem_.get())),
@@ -96,7 +98,7 @@ class PrioritizedCore : public ReplayCore {
     {  // the largest priority stored or given to new transitions must keep its leaf within the bound
       double p = current_max();
       for (std::size_t s = 0; s < this->size(); ++s) p = std::max(p, raw_[s]);
-      const double leaf = std::pow(p + eps_, alpha);
+      const double leaf = LeafPower(alpha)(p + eps_);
       if (!(leaf <= leaf_limit()))
         throw_invalid("PrioritizedReplayBuffer.alpha: alpha=" + format_g(alpha) +
                       " gives the leaf (p + eps)**alpha = " + format_g(leaf) + " for the priority p=" + format_g(p) + " (eps=" + format_g(eps_) + ")" +
@@ -136,6 +138,11 @@ class PrioritizedCore : public ReplayCore {
     for (std::size_t k = 0; k < n; ++k) u[k] = (static_cast<double>(k) + rng.uniform()) * seg;
     tree_.find_prefix_many(u.data(), n, idx, nodes.data());
     const std::size_t cap = capacity();
+    if (gens) {  // the generations are read after the gather: start their misses now, to overlap with it
+      const std::uint64_t* seq = ring_.raw_seq();
+      for (std::size_t k = 0; k < n; ++k)
+        if (static_cast<std::size_t>(idx[k]) < cap) __builtin_prefetch(seq + idx[k]);
+    }
     for (std::size_t k = 0; k < n; ++k) {  // only reachable under concurrent writes: a leaf emptied mid-descent
       if (static_cast<std::size_t>(idx[k]) >= cap || tree_.leaf(static_cast<std::size_t>(idx[k])) <= 0.0) idx[k] = redraw(k, n, rng);
     }
@@ -149,17 +156,16 @@ class PrioritizedCore : public ReplayCore {
     } else {
       gather_consistent(idx, n, gens, out, [&](std::size_t k) { return redraw(k, n, rng); });
     }
-    // Weights are float32, so the power is taken in float (powf, < 1 ulp): 4x cheaper than double pow.
+    // Weights are float32, so the power is taken in float (powf, < 1 ulp): 4x cheaper than double pow; none at
+    // all for beta 0 or 1 (powers.h). Clamped to the smallest positive float32, so a weight too small for float32
+    // stays in (0, 1].
     const double pmin = tree_.min();
-    const float fbeta = static_cast<float>(beta);
+    double* ratio = u.data();  // the descent's points are spent: their space holds the ratios p_min / p_i
     for (std::size_t k = 0; k < n; ++k) {
       const double p = tree_.leaf(static_cast<std::size_t>(idx[k]));
-      // Clamped to the smallest positive float32, so a weight too small for float32 stays in (0, 1].
-      weights[k] = p > 0.0 && pmin < std::numeric_limits<double>::infinity()
-                       ? std::max(std::pow(static_cast<float>(std::min(pmin / p, 1.0)), fbeta),
-                                  std::numeric_limits<float>::denorm_min())
-                       : 1.0f;
+      ratio[k] = p > 0.0 && pmin < std::numeric_limits<double>::infinity() ? std::min(pmin / p, 1.0) : 1.0;
     }
+    WeightPower(beta).many(ratio, weights, n);  // a ratio of 1 gives the weight 1 for every beta
   }
 
   // Set priorities: leaf(idx[k]) = (prio[k] + eps)^alpha, the last of duplicate indices winning. With gens, a
@@ -189,6 +195,8 @@ class PrioritizedCore : public ReplayCore {
     val_buf_.clear();
     for (std::size_t k = 0; k < n; ++k) {
       const auto slot = static_cast<std::size_t>(idx[k]);
+      __builtin_prefetch(raw_ + slot, 1);  // written below, as are its tree lines: their misses overlap
+      tree_.prefetch_for_set(slot);
       const std::uint64_t seq = ring_.seq_acquire(slot);
       if (gens && ((seq & 1) || seq / 2 != gens[k])) {  // odd: being rewritten right now
         if (raise_stale)
@@ -201,12 +209,16 @@ class PrioritizedCore : public ReplayCore {
       idx_buf_.push_back(idx[k]);
       val_buf_.push_back(prio[k]);
     }
+    const LeafPower power(st_->alpha);
+    double max_all_time = st_->max_all_time;
     for (std::size_t k = 0; k < idx_buf_.size(); ++k) {
-      raw_[static_cast<std::size_t>(idx_buf_[k])] = val_buf_[k];
-      if (max_tree_) max_tree_->set(static_cast<std::size_t>(idx_buf_[k]), val_buf_[k]);
-      st_->max_all_time = std::max(st_->max_all_time, val_buf_[k]);
-      val_buf_[k] = slot_leaf(static_cast<std::size_t>(idx_buf_[k]), val_buf_[k]);
+      const auto slot = static_cast<std::size_t>(idx_buf_[k]);
+      raw_[slot] = val_buf_[k];
+      if (max_tree_) max_tree_->set(slot, val_buf_[k]);
+      max_all_time = std::max(max_all_time, val_buf_[k]);
+      val_buf_[k] = is_step(slot) ? power(val_buf_[k] + eps_) : 0.0;
     }
+    st_->max_all_time = max_all_time;
     tree_.set_many(idx_buf_.data(), val_buf_.data(), idx_buf_.size(), scratch_);
     return stale;
   }
@@ -278,7 +290,7 @@ class PrioritizedCore : public ReplayCore {
   }
 
  private:
-  double leaf_value(double p) const { return std::pow(p + eps_, st_->alpha); }
+  double leaf_value(double p) const { return LeafPower(st_->alpha)(p + eps_); }
   // The leaf of a slot with priority p: 0 for a next-step reset row (never sampled).
   double slot_leaf(std::size_t slot, double p) const { return is_step(slot) ? leaf_value(p) : 0.0; }
   // Numbers in messages as C's and Python's "%g" print them, so the reference can give the same text.

@@ -38,12 +38,14 @@ class ReplayCore {
  public:
   // `memory` (optional): one block per field of capacity rows, then (episodic buffers) the episode index's blocks
   // (see EpisodeIndex), then one of capacity sequence numbers (8 bytes each), e.g. memory-mapped files; by default
-  // all memory is allocated here. `episodes` (optional) makes the buffer episodic (docs/episodes.md).
-  // `blocks` (optional, exclusive with `memory`; plain buffers only) gives all of the core's memory, shared
-  // memory in particular (shared.h): the ring's, the generator's call counter, then the columns.
+  // all memory is allocated here. `strides` (optional, with `memory`): the bytes between two rows of each field's
+  // block (a slice of a record block, see storage.h); empty: contiguous rows. `episodes` (optional) makes the
+  // buffer episodic (docs/episodes.md). `blocks` (optional, exclusive with `memory`; plain buffers only) gives all
+  // of the core's memory, shared memory in particular (shared.h): the ring's, the generator's call counter, then
+  // the columns. `layout`: how the core lays out the columns it allocates (storage.h; ignored with `memory`).
   ReplayCore(std::size_t capacity, const std::vector<FieldSpec>& fields, std::uint64_t seed,
              const std::vector<std::shared_ptr<std::uint8_t>>& memory = {}, const EpisodeSpec* episodes = nullptr,
-             Blocks* blocks = nullptr)
+             Blocks* blocks = nullptr, Layout layout = Layout::Auto, const std::vector<std::size_t>& strides = {})
       : ring_(check_capacity(capacity), memory.empty() ? nullptr : memory.back(), blocks),
         seed_(seed),
         calls_mem_(take_zeroed(blocks, 2 * kCacheLine)),  // the counter alone on a cache line
@@ -52,25 +54,24 @@ class ReplayCore {
     if (fields.empty()) throw_invalid("a buffer needs at least one field");
     if (!memory.empty() && memory.size() != fields.size() + 1 + episode_blocks(episodes))
       throw_invalid("one memory block per field, then the episode index's, then seq");
+    if (!strides.empty() && strides.size() != fields.size()) throw_invalid("one stride per field");
     if (blocks && (episodes || !memory.empty())) throw_invalid("shared storage holds plain buffers only");
-    columns_.reserve(fields.size());
-    for (std::size_t f = 0; f < fields.size(); ++f) {
-      if (blocks) {
-        if (fields[f].row_bytes == 0) throw_invalid("field '" + fields[f].name + "' has zero bytes per row");
-        columns_.emplace_back(fields[f], blocks->take(checked_mul(capacity, fields[f].row_bytes), false));
-      } else if (memory.empty()) {
-        columns_.emplace_back(fields[f], capacity);
-      } else {
-        columns_.emplace_back(fields[f], memory[f]);
-      }
+    if (memory.empty()) {
+      columns_ = allocate_columns(fields, plan_storage(fields, layout), capacity, blocks);
+    } else {
+      columns_.reserve(fields.size());
+      for (std::size_t f = 0; f < fields.size(); ++f)
+        columns_.emplace_back(fields[f], memory[f], strides.empty() ? 0 : strides[f]);
     }
-    for (const auto& c : columns_) refs_.push_back({c.data(), c.row_bytes()});
+    refs_ = column_refs(columns_);
+    refs_seq_ = refs_;
+    refs_seq_.push_back({ring_.seq_column(), 8, 8, 8});
     if (episodes) {
       std::vector<std::shared_ptr<std::uint8_t>> em;
       if (!memory.empty()) em.assign(memory.begin() + static_cast<std::ptrdiff_t>(fields.size()), memory.end() - 1);
       ep_.reset(new EpisodeIndex(*episodes, ring_, columns_, em));
       for (std::size_t f = 0; f < episodes->outs.size(); ++f)
-        if (episodes->outs[f].kind == EpisodeSpec::Plain) plain_.push_back({f, refs_[episodes->outs[f].src]});
+        if (episodes->outs[f].kind == EpisodeSpec::Plain) plain_.push_back({f, column_ref(columns_[episodes->outs[f].src])});
       std::vector<std::pair<std::size_t, const Column*>> plain_cols;  // sequences.h: Plain fields, by column
       for (std::size_t f = 0; f < episodes->outs.size(); ++f)
         if (episodes->outs[f].kind == EpisodeSpec::Plain) plain_cols.push_back({f, &columns_[episodes->outs[f].src]});
@@ -124,8 +125,8 @@ class ReplayCore {
       for (std::size_t f = 0; f < columns_.size(); ++f) {
         const std::size_t rb = columns_[f].row_bytes();
         const auto* s = static_cast<const std::uint8_t*>(src[f]) + skip * rb;
-        store_shared(columns_[f].row(r.slot), s, r.head * rb);
-        if (r.tail) store_shared(columns_[f].row(0), s + r.head * rb, r.tail * rb);
+        columns_[f].store_rows(r.slot, s, r.head);
+        if (r.tail) columns_[f].store_rows(0, s + r.head * rb, r.tail);
       }
     } else {
       for (std::size_t k = 0; k < m; ++k) {
@@ -149,14 +150,20 @@ class ReplayCore {
     check_not_empty("sample");
     const std::size_t size = ring_.size();
     Rng rng(seed_, next_stream());
-    for (std::size_t i = 0; i < n; ++i) idx[i] = static_cast<std::int64_t>(rng.bounded(size));
     if (ep_) {
+      for (std::size_t i = 0; i < n; ++i) idx[i] = static_cast<std::int64_t>(rng.bounded(size));
       Fallback fb(n);
       gather_episodes(idx, n, gens, out, [&](std::size_t) {
         if (fb.exhausted()) return fb.pick(*this, rng);
         return static_cast<std::int64_t>(rng.bounded(std::max<std::size_t>(ring_.size(), 1)));
       });
       return;
+    }
+    // Each row is asked for as soon as its index is drawn, so the first misses overlap the drawing.
+    for (std::size_t i = 0; i < n; ++i) {
+      idx[i] = static_cast<std::int64_t>(rng.bounded(size));
+      for (const ColumnRef& c : refs_)
+        if (c.row_bytes <= detail::kSmallRow) detail::prefetch_rows(c, idx + i, 1);
     }
     gather_consistent(idx, n, gens, out, [&](std::size_t) {
       return static_cast<std::int64_t>(rng.bounded(std::max<std::size_t>(ring_.reserved_size(), 1)));
@@ -259,9 +266,19 @@ class ReplayCore {
                          Redraw&& redraw) {
     const Ring::Quiet q = ring_.quiet_begin();
     if (q.quiet) {
-      gather_batch(refs_.data(), refs_.size(), idx, n, out);
-      if (gens)
-        for (std::size_t i = 0; i < n; ++i) gens[i] = ring_.generation(static_cast<std::size_t>(idx[i]));
+      if (gens && refs_.size() < kMaxGatherFields) {
+        // The sequence numbers gathered as one more column, their misses in flight with the rows' (at 1e6 rows
+        // the seq array is 8 MB: reading it after the gather cost 0.4 us a batch of 256); generation = seq / 2.
+        std::uint8_t* outs[kMaxGatherFields + 1];
+        std::copy(out, out + refs_.size(), outs);
+        outs[refs_.size()] = reinterpret_cast<std::uint8_t*>(gens);
+        gather_batch(refs_seq_.data(), refs_seq_.size(), idx, n, outs);
+        for (std::size_t i = 0; i < n; ++i) gens[i] /= 2;
+      } else {
+        gather_batch(refs_.data(), refs_.size(), idx, n, out);
+        if (gens)
+          for (std::size_t i = 0; i < n; ++i) gens[i] = ring_.generation(static_cast<std::size_t>(idx[i]));
+      }
       if (ring_.quiet_end(q)) return;
     }
     for (std::size_t i = 0; i < n; ++i) {
@@ -410,6 +427,8 @@ class ReplayCore {
   Ring ring_;
   std::vector<Column> columns_;
   std::vector<ColumnRef> refs_;
+  std::vector<ColumnRef> refs_seq_;  // refs_, then the ring's sequence numbers (gathered as generations)
+  static constexpr std::size_t kMaxGatherFields = 63;
   std::unique_ptr<EpisodeIndex> ep_;
   std::vector<std::pair<std::size_t, ColumnRef>> plain_;  // episodic: (batch field, column) of Plain fields
   std::unique_ptr<Sequences> seqs_;                        // episodic: sequence indexes (sequences.h)

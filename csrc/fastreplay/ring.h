@@ -239,6 +239,8 @@ class Ring {
   // The sequence numbers as plain integers (same layout), for reading a checkpoint straight into them before
   // restore(state, nullptr) checks them. Nothing else may use it.
   std::uint64_t* raw_seq() { return reinterpret_cast<std::uint64_t*>(seq_); }
+  // The sequence numbers as a column of 8-byte rows, for a gather that reads them with the rows (replay.h).
+  const std::uint8_t* seq_column() const { return reinterpret_cast<const std::uint8_t*>(seq_); }
 
   // Start a new, empty epoch. Not safe concurrently with add or sample.
   void clear() {

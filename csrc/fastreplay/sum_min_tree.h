@@ -27,7 +27,9 @@
 //   rebuild) must be serialised by the caller; a writer reads back only values that writers stored.
 //
 // Costs (N = capacity): a descent reads one cache line per level, ceil(log8 N) of them (7 at N = 1e6, against 20
-// levels of a binary tree); set_many repairs each touched line once per level; memory is about 1.43 N doubles.
+// levels of a binary tree); set_many repairs each touched line once per level, and above the leaves recomputes a
+// line's min only if the min of one of its entries changed (the result is the same: a min is a function of its
+// line); memory is about 1.43 N doubles.
 //
 // The measurements behind these choices, and the experiments that gained nothing, are in bench/README.md
 // ("Segment tree: experiments").
@@ -78,7 +80,8 @@ class SumMinTree {
     for (std::size_t l = 1; l <= depth_; ++l) min_[l] = cell_ + min_at[l];
     if (fresh_blocks(blocks))
       for (std::size_t i = sum_cells_; i < cells_; ++i) store(cell_[i], kInf);  // +inf is not all-zero bits
-    marks_.assign(lines(entries_[0]), 0);
+    marks_[0].assign(lines(entries_[0]), 0);
+    marks_[1].assign(lines(entries_[1]), 0);
   }
   SumMinTree(const SumMinTree&) = delete;  // would share the values
   SumMinTree& operator=(const SumMinTree&) = delete;
@@ -105,36 +108,64 @@ class SumMinTree {
   }
 
   // Set leaves slots[k] = values[k] (the last of duplicate slots wins), then repair every touched line exactly
-  // once, level by level. The distinct lines are found with one mark byte per leaf line (cleared again before
-  // returning), not by sorting. `scratch` is reused to avoid allocation. O(n log capacity)
+  // once, level by level. The distinct lines are found with mark bytes (one per line, cleared again before
+  // returning), not by sorting: level l's lines are marked in marks_[l % 2], so that one pass over a level can
+  // repair each line, clear its mark and mark its parent. `scratch` is reused to avoid allocation.
+  // O(n log capacity)
   void set_many(const std::int64_t* slots, const double* values, std::size_t n, std::vector<std::size_t>& scratch) {
     scratch.resize(n);
     std::size_t* todo = scratch.data();
-    std::uint8_t* mark = marks_.data();
+    std::uint8_t* mark = marks_[0].data();
+    std::atomic<double>* const leaves = sum_[0];
     std::size_t m = 0;
     for (std::size_t k = 0; k < n; ++k) {
       const auto slot = static_cast<std::size_t>(slots[k]);
-      store(sum_[0][slot], values[k]);
+      store(leaves[slot], values[k]);
       const std::size_t x = slot / kFan;
       todo[m] = x;  // branch-free: kept (m advances) only if its line is not marked yet
       m += mark[x] ^ 1;
       mark[x] = 1;
     }
     for (std::size_t l = 0; l < depth_; ++l) {
-      for (std::size_t k = 0; k < m; ++k) {
-        mark[todo[k]] = 0;
-        repair(l, todo[k]);
-      }
+      // Pointers hoisted out of the loop: the compiler cannot keep them in registers across the atomic stores.
+      std::uint8_t* const cur = marks_[l % 2].data();
+      std::uint8_t* const up = marks_[(l + 1) % 2].data();
+      const std::atomic<double>* const sums = sum_[l];
+      const std::atomic<double>* const mins = min_[l];
+      std::atomic<double>* const run = run_[l];
+      std::atomic<double>* const psum = sum_[l + 1];
+      std::atomic<double>* const pmin = min_[l + 1];
       std::size_t w = 0;
-      for (std::size_t k = 0; k < m; ++k) {  // their parents' lines, each once
-        const std::size_t p = todo[k] / kFan;
+      for (std::size_t k = 0; k < m; ++k) {
+        const std::size_t x = todo[k];
+        const std::uint8_t flags = cur[x];  // bit 0: queued; bit 1: the min of one of its entries changed
+        cur[x] = 0;
+        // The sums always change; a line's min is recomputed only where a min below it changed (most updates
+        // leave the min of every line above the leaves' as it was).
+        bool changed;
+        if (l == 0) {
+          changed = repair_sums_min(sums, psum, pmin, x);
+        } else {
+          repair_sums(sums, run, psum, x);
+          changed = (flags & 2) && repair_min(mins, pmin, x);
+        }
+        const std::size_t p = x / kFan;  // its parent's line, kept once
         todo[w] = p;
-        w += mark[p] ^ 1;
-        mark[p] = 1;
+        w += (up[p] & 1) ^ 1;
+        up[p] |= static_cast<std::uint8_t>(1 | (changed << 1));
       }
       m = w;
     }
-    for (std::size_t k = 0; k < m; ++k) mark[todo[k]] = 0;
+    std::uint8_t* const last = marks_[depth_ % 2].data();
+    for (std::size_t k = 0; k < m; ++k) last[todo[k]] = 0;
+  }
+
+  // A hint, before set_many writes this slot's leaf: start fetching the lines that it and its repair at level 0
+  // write (the leaf's line, and its line's sum and min in level 1), so that their misses overlap. O(1)
+  void prefetch_for_set(std::size_t slot) const {
+    __builtin_prefetch(sum_[0] + slot, 1);
+    __builtin_prefetch(sum_[1] + slot / kFan, 1);
+    __builtin_prefetch(min_[1] + slot / kFan, 1);
   }
 
   // Set the leaves of slots [lo, hi) to value and repair their ancestors once each. O(n + log capacity)
@@ -155,6 +186,29 @@ class SumMinTree {
       for (std::size_t x = 0; x < entries_[l + 1]; ++x) repair(l, x);
   }
 
+  // Whether every inner value (sum, running sums, min) is exactly what repairing it from its line would store:
+  // what the contract promises once writers stop, whatever sequence of writes came before. For tests. O(capacity)
+  bool consistent() const {
+    for (std::size_t l = 0; l < depth_; ++l) {
+      for (std::size_t x = 0; x < entries_[l + 1]; ++x) {
+        const Line c = detail::line::read_own(sum_[l] + kFan * x);
+        const Line p = detail::line::scan(c);
+        alignas(16) double want[kFan], have[kFan];
+        std::memcpy(want, &p, sizeof want);
+        if (l > 0) {
+          const Line r = detail::line::read_own(run_[l] + kFan * x);
+          std::memcpy(have, &r, sizeof have);
+          if (std::memcmp(want, have, sizeof want) != 0) return false;
+        }
+        if (load(sum_[l + 1][x]) != detail::line::last(p)) return false;
+        const double m = l == 0 ? detail::line::smallest(c, true)
+                                : detail::line::smallest(detail::line::read_own(min_[l] + kFan * x), false);
+        if (load(min_[l + 1][x]) != m) return false;
+      }
+    }
+    return true;
+  }
+
   // Stratified batched descent: for each query k, find the slot where the prefix sum reaches u[k] (u[k] in
   // [0, total)). All queries move down one level per step, so their cache misses overlap: as soon as a query's
   // child is known, its line in the next level is prefetched. u[k] is consumed; node[n] is scratch. The clamp to
@@ -172,13 +226,27 @@ class SumMinTree {
           __builtin_prefetch(next + kFan * node[k]);
         }
       } else {  // small levels stay in L1: prefetching them would only cost instructions
-        for (std::size_t k = 0; k < n; ++k)
-          node[k] = std::min(kFan * node[k] + pick_running(sums + kFan * node[k], u[k]), last);
+        // The strata are in order, so consecutive queries mostly share a line here: it is read once per run of
+        // queries (one snapshot serves both the child and the subtraction).
+        std::size_t at = ~std::size_t(0);
+        Line line{};
+        alignas(16) double vals[kFan];
+        for (std::size_t k = 0; k < n; ++k) {
+          const std::size_t x = node[k];
+          if (x != at) {
+            at = x;
+            line = detail::line::read_shared(sums + kFan * x);
+            std::memcpy(vals, &line, sizeof vals);
+          }
+          const std::size_t j = detail::line::child(line, u[k]);
+          u[k] -= unless_first(j, vals[(j - 1) % kFan]);
+          node[k] = std::min(kFan * x + j, last);
+        }
       }
     }
     const std::atomic<double>* leaves = sum_[0];
-    for (std::size_t k = 0; k < n; ++k)
-      out_slots[k] = static_cast<std::int64_t>(kFan * node[k] + pick_leaves(leaves + kFan * node[k], u[k]));
+    for (std::size_t k = 0; k < n; ++k)  // the last step: only the child is needed, not the rest of u
+      out_slots[k] = static_cast<std::int64_t>(kFan * node[k] + detail::line::child(leaf_sums(leaves, node[k]), u[k]));
   }
   // O(log capacity)
   std::int64_t find_prefix(double u) const {
@@ -215,6 +283,10 @@ class SumMinTree {
     u -= unless_first(j, load(sums[(j - 1) % kFan]));
     return j;
   }
+  // Running sums of leaf line x, computed from one read of its leaves.
+  static Line leaf_sums(const std::atomic<double>* leaves, std::size_t x) {
+    return detail::line::scan(detail::line::read_shared(leaves + kFan * x));
+  }
   // The same on a line of leaves, whose running sums are computed here.
   static std::size_t pick_leaves(const std::atomic<double>* leaves, double& u) {
     const Line p = detail::line::scan(detail::line::read_shared(leaves));
@@ -227,12 +299,52 @@ class SumMinTree {
 
   // Line x of level l changed: store its running sums (levels 1 .. depth_ - 1), and its sum and min in level l + 1.
   void repair(std::size_t l, std::size_t x) {
-    const Line c = detail::line::read_own(sum_[l] + kFan * x);
-    const Line p = detail::line::scan(c);
-    if (l > 0) detail::line::write(run_[l] + kFan * x, p);
-    store(sum_[l + 1][x], detail::line::last(p));
-    store(min_[l + 1][x], l == 0 ? detail::line::smallest(c, true)
-                                 : detail::line::smallest(detail::line::read_own(min_[l] + kFan * x), false));
+    if (l == 0)
+      repair_leaves(sum_[0], sum_[1], min_[1], x);
+    else
+      repair_inner(sum_[l], min_[l], run_[l], sum_[l + 1], min_[l + 1], x);
+  }
+  // repair(0, x): a line of leaves (no running sums stored; zero leaves do not count for the min).
+  static void repair_leaves(const std::atomic<double>* sums, std::atomic<double>* psum, std::atomic<double>* pmin,
+                            std::size_t x) {
+    const Line c = detail::line::read_own(sums + kFan * x);
+    store(psum[x], detail::line::last(detail::line::scan(c)));
+    store(pmin[x], detail::line::smallest(c, true));
+  }
+  // repair(l, x) for 0 < l < depth_ (run_[l] is null at the top level, which has no running sums).
+  static void repair_inner(const std::atomic<double>* sums, const std::atomic<double>* mins, std::atomic<double>* run,
+                           std::atomic<double>* psum, std::atomic<double>* pmin, std::size_t x) {
+    const Line p = detail::line::scan(detail::line::read_own(sums + kFan * x));
+    if (run) detail::line::write(run + kFan * x, p);
+    store(psum[x], detail::line::last(p));
+    store(pmin[x], detail::line::smallest(detail::line::read_own(mins + kFan * x), false));
+  }
+
+  // set_many's parts of a repair. Sums of line x of level l >= 1: its running sums (but at the top level, where
+  // run is null) and its sum in level l + 1.
+  static void repair_sums(const std::atomic<double>* sums, std::atomic<double>* run, std::atomic<double>* psum,
+                          std::size_t x) {
+    const Line p = detail::line::scan(detail::line::read_own(sums + kFan * x));
+    if (run) detail::line::write(run + kFan * x, p);
+    store(psum[x], detail::line::last(p));
+  }
+  // Sum and min of a line of leaves. Returns whether the min changed.
+  static bool repair_sums_min(const std::atomic<double>* sums, std::atomic<double>* psum, std::atomic<double>* pmin,
+                              std::size_t x) {
+    const Line c = detail::line::read_own(sums + kFan * x);
+    store(psum[x], detail::line::last(detail::line::scan(c)));
+    return store_if_changed(pmin[x], detail::line::smallest(c, true));
+  }
+  // Min of line x of a level >= 1. Returns whether it changed.
+  static bool repair_min(const std::atomic<double>* mins, std::atomic<double>* pmin, std::size_t x) {
+    return store_if_changed(pmin[x], detail::line::smallest(detail::line::read_own(mins + kFan * x), false));
+  }
+  // Stores v; returns whether it differs from the value before. Only the (single) writer stores these values,
+  // so its re-read is exact. The store is unconditional: a branch on a random outcome would cost more.
+  static bool store_if_changed(std::atomic<double>& a, double v) {
+    const bool changed = load(a) != v;
+    store(a, v);
+    return changed;
   }
 
   std::size_t capacity_;
@@ -243,7 +355,9 @@ class SumMinTree {
   std::atomic<double>* cell_ = nullptr;    // every value: sums and running sums in [0, sum_cells_), then mins
   std::size_t sum_cells_ = 0, cells_ = 0;
   std::shared_ptr<std::uint8_t> memory_;   // owns cell_ (64 bytes of slack for the alignment)
-  std::vector<std::uint8_t> marks_;        // set_many: one byte per leaf line, all zero between calls
+  // set_many: one byte per line of the even levels (marks_[0], sized for the leaves) and of the odd levels
+  // (marks_[1]); all zero between calls.
+  std::array<std::vector<std::uint8_t>, 2> marks_;
 };
 
 }  // namespace fastreplay

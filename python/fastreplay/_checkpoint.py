@@ -3,7 +3,8 @@
 Format (version 1): an uncompressed ZIP archive (ZIP64 for large buffers) holding
 
 - ``manifest.json``: ``{"format": "fastreplay-checkpoint", "version": 1, "class": "ReplayBuffer" |
-  "PrioritizedReplayBuffer", "capacity", "size", "fields": {name: [shape, dtype.str]}, "state": {"cursor",
+  "PrioritizedReplayBuffer", "capacity", "size", "fields": {name: [shape, dtype.str]}, "layout" ("auto" or
+  "columnar", optional: the storage layout to rebuild with), "state": {"cursor",
   "base", "stream", "seed"}, and for prioritized buffers "alpha", "eps", "max_priority", "stale",
   "max_all_time"}``;
 - ``fields/<name>.npy``: the first ``size`` rows of each field, in slot order (numpy's .npy format);
@@ -60,6 +61,16 @@ def _write_npy(z: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
             fh.write(flat[start:start + _CHUNK])
 
 
+def _read_exactly(fh: Any, flat: memoryview, where: str, name: str) -> None:
+    """Fill ``flat`` from ``fh`` in chunks; ValueError if the member ends first."""
+    pos = 0
+    while pos < len(flat):
+        got = fh.readinto(flat[pos:pos + _CHUNK])
+        if not got:
+            raise _bad(where, f"member {name} is truncated")
+        pos += got
+
+
 def _read_npy_into(fh: Any, out: np.ndarray, where: str, name: str) -> None:
     """Read a .npy member whose header must describe exactly `out`'s shape and dtype, into `out`'s memory."""
     try:
@@ -72,13 +83,17 @@ def _read_npy_into(fh: Any, out: np.ndarray, where: str, name: str) -> None:
         raise _bad(where, f"member {name} is stored in Fortran order; checkpoints hold C-order arrays")
     if tuple(shape) != out.shape or np.dtype(dtype) != out.dtype:
         raise _bad(where, f"member {name} holds {np.dtype(dtype)}{list(shape)}, expected {out.dtype}{list(out.shape)}")
-    flat = memoryview(out.reshape(-1).view(np.uint8)) if out.size else memoryview(bytearray())
-    pos = 0
-    while pos < len(flat):
-        got = fh.readinto(flat[pos:pos + _CHUNK])
-        if not got:
-            raise _bad(where, f"member {name} is truncated")
-        pos += got
+    if out.flags.c_contiguous:
+        _read_exactly(fh, memoryview(out.reshape(-1).view(np.uint8)) if out.size else memoryview(bytearray()),
+                      where, name)
+    else:  # a field of packed records (strided rows): whole rows through a bounded contiguous chunk
+        row_bytes = max(out[0].nbytes if len(out) else 1, 1)
+        step = max(1, _CHUNK // row_bytes)
+        chunk = np.empty((min(step, len(out)),) + out.shape[1:], out.dtype)
+        for lo in range(0, len(out), step):
+            part = chunk[:min(step, len(out) - lo)]
+            _read_exactly(fh, memoryview(part.reshape(-1).view(np.uint8)), where, name)
+            out[lo:lo + len(part)] = part
     if fh.read(1):
         raise _bad(where, f"member {name} has trailing data")
 
@@ -104,6 +119,7 @@ def write(buf: Any, f: BinaryIO, where: str = "save") -> None:
         "class": buffer_kind(buf._prioritized),
         "capacity": buf.capacity,
         "fields": {k: [list(shape), dt.str] for k, (shape, dt) in buf._fields.items()},
+        "layout": buf._layout,
     }
     if cfg is not None:
         manifest["episodes"] = cfg.manifest()
@@ -268,6 +284,8 @@ def read(f: Union[BinaryIO, PathLike], where: str, classes: Dict[str, type], exp
                 raise TypeError(f"load: {where} holds a {cls_name}, not a {expect_class.__name__}")
         capacity = m.int("capacity", 1, MAX_COUNT)
         fields = _fields(m)
+        # the storage layout (a speed choice, not the data's format); checkpoints written before it existed: "auto"
+        layout = m.choice("layout", ("auto", "columnar")) if "layout" in manifest else "auto"
         prioritized = cls_name == buffer_kind(True)
         if prioritized:
             kwargs = dict(alpha=m.real("alpha"), eps=m.real("eps"), max_priority=m.choice("max_priority",
@@ -329,7 +347,7 @@ def read(f: Union[BinaryIO, PathLike], where: str, classes: Dict[str, type], exp
 
         buf = cls.__new__(cls)  # a subclass is rebuilt without its __init__, as pickle rebuilds any object
         try:
-            base_cls.__init__(buf, capacity, fields, seed=seed, **kwargs)
+            base_cls.__init__(buf, capacity, fields, seed=seed, layout=layout, **kwargs)
         except (TypeError, ValueError, OverflowError) as e:
             raise _bad(where, f"its manifest describes no valid buffer ({e})") from None
 

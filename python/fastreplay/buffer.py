@@ -118,6 +118,13 @@ class ReplayBuffer(_sequences.SequenceMethods, _core._Buffer):
             and shared storage.
         task_capacity: the quotas (K ints adding up to capacity); default: equal shares.
 
+    Storage layout (keyword-only; see ``docs/storage.md``):
+        layout: ``"auto"`` (default): fields whose rows are at most 256 bytes are packed together into one record
+            per transition (64 bytes for CartPole), so that a sampled transition is one or two cache lines instead
+            of one line per field; larger rows (images) keep a column each. ``"columnar"``: every field in a column
+            of its own. Batches are the same either way; ``storage`` views of packed fields are strided (a row
+            every record, not C-contiguous). Memory-mapped storage is always columnar (one file per field).
+
     Adds to an episodic buffer are serialised (one at a time, so that each lane's steps stay in order); sampling
     runs concurrently with them as for any buffer. ``storage`` shows the stored columns (one frame per step;
     no ``next_obs`` with dedup); ``fields`` what ``add`` takes.
@@ -146,12 +153,13 @@ class ReplayBuffer(_sequences.SequenceMethods, _core._Buffer):
         autoreset: Optional[str] = None,
         tasks: Optional[int] = None,
         task_capacity: Optional[Sequence[int]] = None,
+        layout: str = "auto",
     ) -> None:
         self._check_fresh("ReplayBuffer")
         self._init("ReplayBuffer", capacity, fields, seed, storage, path, episodes=dict(
             num_envs=num_envs, next_obs=next_obs, frame_stack=frame_stack, stacked_input=stacked_input,
             stack_padding=stack_padding, n_step=n_step, gamma=gamma, autoreset=autoreset),
-            tasks=(tasks, task_capacity, "global"))
+            tasks=(tasks, task_capacity, "global"), layout=layout)
 
     def _check_fresh(self, where: str) -> None:
         """A second ``__init__`` would leave the C++ core as it was (pybind11 ignores it) while the Python state
@@ -161,7 +169,7 @@ class ReplayBuffer(_sequences.SequenceMethods, _core._Buffer):
 
     #: Attributes that ``__init__`` sets; reading one on an object whose ``__init__`` never ran raises TypeError.
     _INIT_ATTRS = frozenset({"_fields", "_memmap", "_raise_stale", "_max_mode", "_episodes", "_stored",
-                             "_task_quotas", "_task_weights"})
+                             "_task_quotas", "_task_weights", "_layout"})
 
     def __getattr__(self, name: str) -> Any:  # only reached when ordinary lookup fails
         if name in ReplayBuffer._INIT_ATTRS and not self._initialized():
@@ -173,7 +181,7 @@ class ReplayBuffer(_sequences.SequenceMethods, _core._Buffer):
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _init(self, where, capacity, fields, seed, storage, path, alpha=0.0, eps=0.0, max_priority="all_time",
-              episodes=None, attach=None, tasks=(None, None, "global")):
+              episodes=None, attach=None, tasks=(None, None, "global"), layout="auto"):
         """Shared by both classes; alpha, eps and max_priority (already checked) matter to prioritized ones;
         ``episodes``: the episode options (docs/episodes.md), None values meaning not given; ``attach``: the name of
         another process's shared storage to attach to (unpickling, storage='shared')."""
@@ -182,6 +190,8 @@ class ReplayBuffer(_sequences.SequenceMethods, _core._Buffer):
         check_capacity(specs, cap, where)
         seed = _args.seed(seed, where)
         _args.choice(storage, "storage", ("memory", "memmap", "shared"), where)
+        _args.choice(layout, "layout", ("auto", "columnar"), where)
+        columnar = layout == "columnar"
         if self._prioritized:
             _args.initial_leaf(alpha, eps, cap, where)
         cfg = _episodes.config(specs, cap, where, episodes or {})
@@ -193,6 +203,7 @@ class ReplayBuffer(_sequences.SequenceMethods, _core._Buffer):
         if quotas is not None and storage == "shared":
             raise ValueError(f"{where}: storage='shared' holds single-task buffers only (tasks={tasks[0]} given)")
         self._fields = specs
+        self._layout = layout
         self._stored = stored
         self._episodes = cfg
         self._memmap = None
@@ -210,7 +221,7 @@ class ReplayBuffer(_sequences.SequenceMethods, _core._Buffer):
             elif path is not None:
                 raise ValueError(f"{where}: path is only used with storage='memmap'")
             super().__init__(cap, names, shapes, dtypes, seed, self._prioritized, alpha, eps, stored_max, directory,
-                             core_episodes, "", False, quotas, tasks[2] == "global")
+                             core_episodes, "", False, quotas, tasks[2] == "global", columnar)
             if self._memmap is not None:
                 self._memmap.attach(self, self._task_parts())
             return
@@ -218,7 +229,7 @@ class ReplayBuffer(_sequences.SequenceMethods, _core._Buffer):
             raise ValueError(f"{where}: path is only used with storage='memmap'")
         if storage == "memory":
             super().__init__(cap, names, shapes, dtypes, seed, self._prioritized, alpha, eps, stored_max, "",
-                             core_episodes)
+                             core_episodes, columnar=columnar)
         elif storage == "shared":
             if cfg is not None:
                 given = ", ".join(k for k, v in (episodes or {}).items() if v is not None)
@@ -226,7 +237,7 @@ class ReplayBuffer(_sequences.SequenceMethods, _core._Buffer):
                                  "need storage='memory' or 'memmap'")
             name = attach if attach is not None else f"/fastreplay-{os.getpid()}-{secrets.token_hex(8)}"
             super().__init__(cap, names, shapes, dtypes, seed, self._prioritized, alpha, eps, stored_max, "",
-                             None, name, attach is not None)
+                             None, name, attach is not None, columnar=columnar)
         else:
             self._memmap = _memmap.open_dir(where, path, self, cap, specs)
             if seed is None and self._memmap.existing:
@@ -341,12 +352,19 @@ class ReplayBuffer(_sequences.SequenceMethods, _core._Buffer):
         setattr(self, "_" + name, value)  # the core's property (_n_step, _gamma)
 
     @property
+    def layout(self) -> str:
+        """The storage layout asked for: ``"auto"`` (small rows packed into records) or ``"columnar"``. Memory-mapped
+        buffers are columnar whatever it says (one file per field)."""
+        return self._layout
+
+    @property
     def storage(self) -> Dict[str, np.ndarray]:
         """Read-only zero-copy views ``{name: array[len(self), *shape]}`` of the stored columns, in slot order
         (for an episodic buffer: one frame per step, and no ``next_obs`` with dedup).
 
         The views alias the buffer's memory: rows change as new transitions overwrite old ones, and a view keeps
-        the buffer's memory alive.
+        the buffer's memory alive. With ``layout="auto"`` the fields packed into records are strided views (one
+        row every record; ``np.ascontiguousarray`` copies one out, ``torch.from_numpy`` takes it as it is).
         """
         self._single_task("storage")
         return {name: self._storage_view(i) for i, name in enumerate(self._stored)}
@@ -419,6 +437,7 @@ class ReplayBuffer(_sequences.SequenceMethods, _core._Buffer):
         if self._shared_name:  # a handle on the same memory, not a copy
             options = {"max_priority": self._max_mode, "stale": "raise" if self._raise_stale else "skip",
                        "alpha": self.alpha, "eps": self.eps} if self._prioritized else {}
+            options["layout"] = self._layout
             return (_attach_shared, (cls, self._shared_name, self.capacity, dict(self._fields), options, extra))
         data = _checkpoint.to_bytes(self)
         if cls in (ReplayBuffer, PrioritizedReplayBuffer):
@@ -479,6 +498,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         tasks: Optional[int] = None,
         task_capacity: Optional[Sequence[int]] = None,
         task_weights: str = "global",
+        layout: str = "auto",
     ) -> None:
         where = "PrioritizedReplayBuffer"
         self._check_fresh(where)
@@ -488,27 +508,17 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         self._init(where, capacity, fields, seed, storage, path, alpha, eps, max_priority, episodes=dict(
             num_envs=num_envs, next_obs=next_obs, frame_stack=frame_stack, stacked_input=stacked_input,
             stack_padding=stack_padding, n_step=n_step, gamma=gamma, autoreset=autoreset),
-            tasks=(tasks, task_capacity, task_weights))
+            tasks=(tasks, task_capacity, task_weights), layout=layout)
 
     # The compiled method itself, not a Python wrapper around it: sample is the hot call, and a wrapper's frame
     # would cost about a third of a microsecond per batch. It takes (batch_size, beta=0.4, *, out=None).
     sample = _core._Buffer.__dict__["_sample_prioritized"]
 
-    def update_priorities(self, indices: Any, priorities: Any, generations: Any = None) -> int:
-        """Set the priorities of the transitions at ``indices`` (int[B]) to ``priorities`` (float[B], finite, >= 0,
-        and small enough that the leaf ``(p + eps) ** alpha`` is at most ``2**1022 / capacity``, which keeps the sum
-        of all leaves finite: ValueError otherwise).
-
-        Typically ``|td_error|``; stored as ``(p + eps) ** alpha``. With duplicate indices the last one wins.
-        Stale rows, whose slot was overwritten since they were sampled, are skipped (or raise, see ``stale``).
-        They are recognised by the batch's generations, and only by them: pass the Batch itself
-        (``update_priorities(batch, td)``), or any form of its indices (the array, a copy, a list, a tensor) with
-        ``generations=batch.generations`` (uint64[B]). Indices alone carry no generations, so nothing is
-        checked then. Everything is validated first: a rejected call changes nothing. Accepts numpy arrays,
-        sequences and CPU/GPU torch tensors. Returns the number of rows skipped as stale.
-        """
-        indices, priorities, generations = _args.update_arrays(indices, priorities, generations)
-        return self._update_priorities(indices, priorities, generations, self._raise_stale)
+    # update_priorities(indices, priorities, generations=None) -> int, the compiled method itself (like sample): a
+    # Python wrapper's frame and argument unpacking cost about a microsecond of a 27 us sample-then-update loop.
+    # Its docstring (help(PrioritizedReplayBuffer.update_priorities)) says what it takes; a Batch as ``indices``
+    # gives its indices and generations, torch tensors are moved to numpy, stale rows follow ``stale``.
+    update_priorities = _core._Buffer.__dict__["_update_priorities_fast"]
 
     @property
     def alpha(self) -> float:
@@ -560,7 +570,8 @@ def _classes() -> Dict[str, type]:
 
 
 #: Instance attributes the base classes set themselves (a checkpoint restores them); a subclass's others are pickled.
-_BASE_ATTRIBUTES = frozenset({"_fields", "_memmap", "_raise_stale", "_max_mode", "_task_quotas", "_task_weights"})
+_BASE_ATTRIBUTES = frozenset({"_fields", "_memmap", "_raise_stale", "_max_mode", "_task_quotas", "_task_weights",
+                              "_layout"})
 
 
 def _attach_shared(cls: type, name: str, capacity: int, fields: Dict[str, Any], options: Dict[str, Any],
@@ -573,9 +584,10 @@ def _attach_shared(cls: type, name: str, capacity: int, fields: Dict[str, Any], 
         alpha, eps = _args.prioritized(options["alpha"], options["eps"], options["max_priority"], options["stale"], where)
         buf._raise_stale = options["stale"] == "raise"
         buf._max_mode = options["max_priority"]
-        buf._init(where, capacity, fields, None, "shared", None, alpha, eps, options["max_priority"], attach=name)
+        buf._init(where, capacity, fields, None, "shared", None, alpha, eps, options["max_priority"], attach=name,
+                  layout=options.get("layout", "auto"))
     else:
-        buf._init(where, capacity, fields, None, "shared", None, attach=name)
+        buf._init(where, capacity, fields, None, "shared", None, attach=name, layout=options.get("layout", "auto"))
     if extra:
         vars(buf).update(extra)
     return buf

@@ -25,14 +25,7 @@
 
 using namespace fastreplay;
 
-static int g_failures = 0;
-#define CHECK(cond)                                                             \
-  do {                                                                          \
-    if (!(cond)) {                                                              \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++g_failures;                                                             \
-    }                                                                           \
-  } while (0)
+#include "check.h"  // CHECK, g_failures
 
 #include "rate_limiter_check.h"  // test_rate_limiter (uses CHECK)
 
@@ -74,6 +67,51 @@ struct Out {
     return bad;
   }
 };
+
+// Row groups (storage.h): small rows packed by decreasing alignment into a record padded to a power of two up to 64
+// bytes, or to a multiple of 64; large rows and lone small rows keep a column; Layout::Columnar packs nothing.
+static void test_storage_plan() {
+  // CartPole: obs f32[4], action i64, reward f32, next_obs f32[4], done bool: 45 bytes -> a 64-byte record,
+  // action first (alignment 8), then obs, reward, next_obs (4), done (1).
+  const std::vector<FieldSpec> cp = {{"obs", 16, 4}, {"action", 8, 8}, {"reward", 4, 4}, {"next_obs", 16, 4},
+                                     {"done", 1, 1}};
+  StoragePlan p = plan_storage(cp, Layout::Auto);
+  CHECK(p.block_row.size() == 1 && p.block_row[0] == 64);
+  CHECK(p.fields[1].offset == 0 && p.fields[0].offset == 8 && p.fields[2].offset == 24 && p.fields[3].offset == 28);
+  CHECK(p.fields[4].offset == 44);
+  for (const Placement& pl : p.fields) CHECK(pl.block == 0 && pl.stride == 64);
+  // Atari: two 28,224-byte frames stay columns; action, reward, done share a 16-byte record.
+  const std::vector<FieldSpec> at = {{"obs", 28224, 1}, {"action", 8, 8}, {"reward", 4, 4}, {"next_obs", 28224, 1},
+                                     {"done", 1, 1}};
+  p = plan_storage(at, Layout::Auto);
+  CHECK(p.block_row.size() == 3 && p.block_row[0] == 16);
+  CHECK(p.fields[0].stride == 28224 && p.fields[3].stride == 28224 && p.fields[0].block != p.fields[3].block);
+  CHECK(p.fields[1].stride == 16 && p.fields[2].offset == 8 && p.fields[4].offset == 12);
+  // A record past one line is padded to whole lines; a lone small field is a column; columnar packs nothing.
+  p = plan_storage({{"a", 200, 4}, {"b", 100, 4}, {"img", 300, 1}}, Layout::Auto);
+  CHECK(p.fields[0].stride == 320 && p.fields[1].offset == 200 && p.fields[2].stride == 300);
+  p = plan_storage({{"a", 8, 8}, {"img", 1000, 1}}, Layout::Auto);
+  CHECK(p.fields[0].stride == 8 && p.fields[1].stride == 1000 && p.block_row.size() == 2);
+  p = plan_storage(cp, Layout::Columnar);
+  for (std::size_t f = 0; f < cp.size(); ++f) CHECK(p.fields[f].stride == cp[f].row_bytes && p.fields[f].offset == 0);
+  // Packed columns hold what was added, 64-byte aligned records.
+  ReplayCore core(5, cp, 1);
+  CHECK(!core.column(0).contiguous() && core.column(1).stride() == 64);
+  CHECK(reinterpret_cast<std::uintptr_t>(core.column(1).data()) % 64 == 0);
+  float obs[3][4], nxt[3][4], rew[3];
+  std::int64_t act[3];
+  std::uint8_t done[3];
+  for (int i = 0; i < 3; ++i) {
+    for (int j = 0; j < 4; ++j) obs[i][j] = static_cast<float>(10 * i + j), nxt[i][j] = -obs[i][j];
+    act[i] = 100 + i, rew[i] = 0.5f * static_cast<float>(i), done[i] = i == 2;
+  }
+  const void* src[5] = {obs, act, rew, nxt, done};
+  core.add(src, 3);
+  for (std::size_t s = 0; s < 3; ++s) {
+    CHECK(std::memcmp(core.column(0).row(s), obs[s], 16) == 0 && std::memcmp(core.column(3).row(s), nxt[s], 16) == 0);
+    CHECK(std::memcmp(core.column(1).row(s), &act[s], 8) == 0 && core.column(4).row(s)[0] == done[s]);
+  }
+}
 
 static void test_ring_wraparound() {
   ReplayCore core(7, kFields, 1);
@@ -640,6 +678,7 @@ static void test_sequences_stress(bool prioritized, double seconds) {
 
 int main(int argc, char** argv) {
   const double seconds = argc > 1 ? std::atof(argv[1]) : 1.0;
+  test_storage_plan();
   test_ring_wraparound();
   test_get_checks_indices();
   test_prioritized_basics();
@@ -652,6 +691,10 @@ int main(int argc, char** argv) {
   {
     ReplayCore core(37, kFields, 4);  // tiny: writers also lap each other
     stress(core, 3, 1, seconds / 2, false);
+  }
+  {
+    ReplayCore core(1000, kFields, 3, {}, nullptr, nullptr, Layout::Columnar);  // the other layout (kFields pack)
+    stress(core, 2, 2, seconds / 2, false);
   }
   {
     PrioritizedCore core(500, kFields, 5, 0.6, 1e-6, PrioritizedCore::MaxMode::AllTime);

@@ -123,6 +123,9 @@ void check_tree(const SumMinTree& tree, const Reference& ref, bool exact, Rng& r
   CHECK(total == ref.fixed_root(), "%s: total %.17g, but the contract's summation order gives %.17g", where, total,
         ref.fixed_root());
   CHECK(tree.min() == ref.min_positive(), "%s: min %.17g vs %.17g", where, tree.min(), ref.min_positive());
+  // Every inner sum and min, not only the root: set_many skips the mins that did not change, so a wrong skip
+  // could hide below a root that happens to be right.
+  CHECK(tree.consistent(), "%s: an inner sum or min differs from its line (cap %zu)", where, cap);
   if (!(sum > 0)) return;
 
   // Queries: 0, the largest double below total, total and beyond (clamped), random points, exact boundaries
