@@ -192,7 +192,7 @@ Buffer::Buffer(std::size_t capacity, const py::list& names, const py::list& shap
     std::vector<std::pair<std::shared_ptr<std::uint8_t>, std::size_t>> whole;  // (block, bytes a slot)
     if (storage_dir.empty()) {
       const std::vector<fr::Column> cols = fr::allocate_columns(specs, fr::plan_storage(specs, layout), capacity, nullptr);
-      for (const fr::Column& c : cols) whole.emplace_back(std::shared_ptr<std::uint8_t>(c.memory(), c.data()), c.stride());
+      for (const fr::Column& c : cols) whole.emplace_back(c.memory(), c.stride());
       for (std::size_t j = 0; j < extra.size(); ++j)
         whole.emplace_back(fr::allocate_zeroed(fr::checked_mul(capacity, extra[j]), j > 0), extra[j]);
       whole.emplace_back(fr::allocate_zeroed(fr::checked_mul(capacity, 8)), 8);

@@ -167,7 +167,7 @@ class Sequences {
 
   Sequences(const EpisodeIndex& ep, const Ring& ring, const std::vector<Column>& cols,
             std::vector<std::pair<std::size_t, const Column*>> plain)
-      : ep_(ep), ring_(ring), cols_(cols), refs_(column_refs(cols)), plain_(std::move(plain)), cap_(ring.capacity()) {}
+      : ep_(ep), ring_(ring), refs_(column_refs(cols)), plain_(std::move(plain)), cap_(ring.capacity()) {}
 
   // Prioritized cores: sequence priorities use the buffer's alpha and eps.
   void set_prioritized(double alpha, double eps) {
@@ -535,8 +535,7 @@ class Sequences {
 
   const EpisodeIndex& ep_;
   const Ring& ring_;
-  const std::vector<Column>& cols_;
-  std::vector<ColumnRef> refs_;  // cols_ as the gather sees them (one prefetching member per record)
+  std::vector<ColumnRef> refs_;  // the stored columns as the gather sees them (one prefetching member per record)
   std::vector<std::pair<std::size_t, const Column*>> plain_;  // (batch field, column) of Plain fields
   const std::size_t cap_;
   bool prioritized_ = false;
