@@ -52,13 +52,18 @@ _CHUNK = 64 << 20  # bytes per write: large enough to stream at disk speed, smal
 
 
 def _write_npy(z: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
-    """A .npy member written straight from the array's memory in chunks (no temporary copies)."""
-    array = np.ascontiguousarray(array)
+    """A .npy member written straight from the array's memory in chunks (no temporary copies); a strided field of
+    packed records (docs/storage.md) goes through one bounded chunk of whole rows at a time."""
     with z.open(name, "w", force_zip64=True) as fh:
         np.lib.format.write_array_header_2_0(fh, np.lib.format.header_data_from_array_1_0(array))
-        flat = memoryview(array.reshape(-1).view(np.uint8)) if array.size else memoryview(b"")
-        for start in range(0, len(flat), _CHUNK):
-            fh.write(flat[start:start + _CHUNK])
+        if array.flags.c_contiguous:
+            flat = memoryview(array.reshape(-1).view(np.uint8)) if array.size else memoryview(b"")
+            for start in range(0, len(flat), _CHUNK):
+                fh.write(flat[start:start + _CHUNK])
+            return
+        step = max(1, _CHUNK // max(array[0].nbytes if len(array) else 1, 1))
+        for lo in range(0, len(array), step):
+            fh.write(memoryview(np.ascontiguousarray(array[lo:lo + step]).reshape(-1).view(np.uint8)))
 
 
 def _read_exactly(fh: Any, flat: memoryview, where: str, name: str) -> None:
