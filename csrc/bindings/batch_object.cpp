@@ -1,6 +1,8 @@
 // Batch objects (see batch_object.h).
 #include "bindings/batch_object.h"
 
+#include <structmember.h>  // PyMemberDef: where Batch's __slots__ live
+
 #include <algorithm>
 #include <stdexcept>
 #include <utility>
@@ -14,6 +16,7 @@ constexpr const char* kBatchCapsule = "fastreplay.batch_memory";
 py::object g_batch_type;  // fastreplay.Batch, registered by the Python package at import
 py::object g_empty_tuple;
 py::str g_indices, g_weights, g_generations;
+Py_ssize_t g_slot_offset[3] = {-1, -1, -1};  // byte offsets of Batch's __slots__ (indices, generations, weights)
 
 void capsule_destructor(PyObject* cap) {
   delete static_cast<fr::BatchBlock*>(PyCapsule_GetPointer(cap, kBatchCapsule));
@@ -38,7 +41,8 @@ std::string dtype_name(int type_num) {
 
 }  // namespace
 
-py::object wrap(std::unique_ptr<fr::BatchBlock> owned, const std::vector<Field>& fields, bool with_generations) {
+py::object wrap(std::unique_ptr<fr::BatchBlock> owned, const std::vector<Field>& fields, bool with_generations,
+                BatchParts* parts) {
   fr::BatchBlock* mem = owned.get();
   py::capsule cap(mem, kBatchCapsule, capsule_destructor);
   owned.release();
@@ -58,12 +62,20 @@ py::object wrap(std::unique_ptr<fr::BatchBlock> owned, const std::vector<Field>&
     dims.insert(dims.end(), f.shape.begin(), f.shape.end());
     py::object a = make_view(f.descr(), dims, mem->rows[i], cap.ptr(), true);
     if (PyDict_SetItem(batch.ptr(), f.key.ptr(), a.ptr()) < 0) throw py::error_already_set();
+    if (parts) parts->arrays.push_back(a.ptr());
   }
-  set_attr(batch, g_indices, typed_view(NPY_INT64, mem->n, mem->indices, cap.ptr()));
   const bool weights = mem->weights != nullptr;
-  set_attr(batch, g_generations,
-           weights || with_generations ? typed_view(NPY_UINT64, mem->n, mem->generations, cap.ptr()) : py::none());
-  set_attr(batch, g_weights, weights ? typed_view(NPY_FLOAT32, mem->n, mem->weights, cap.ptr()) : py::none());
+  py::object indices = typed_view(NPY_INT64, mem->n, mem->indices, cap.ptr());
+  py::object gens =
+      weights || with_generations ? typed_view(NPY_UINT64, mem->n, mem->generations, cap.ptr()) : py::none();
+  py::object w = weights ? typed_view(NPY_FLOAT32, mem->n, mem->weights, cap.ptr()) : py::none();
+  set_attr(batch, g_indices, indices);
+  set_attr(batch, g_generations, gens);
+  set_attr(batch, g_weights, w);
+  if (parts) {
+    parts->capsule = cap.ptr();
+    for (const py::object* o : {&indices, &gens, &w}) parts->arrays.push_back(o->is_none() ? nullptr : o->ptr());
+  }
   return batch;
 }
 
@@ -142,6 +154,15 @@ bool is_batch(PyObject* o) {
   return r == 1;
 }
 
+PyTypeObject* batch_type() { return reinterpret_cast<PyTypeObject*>(g_batch_type.ptr()); }
+
+bool batch_slots_known() { return g_slot_offset[0] >= 0 && g_slot_offset[1] >= 0 && g_slot_offset[2] >= 0; }
+
+PyObject* batch_slot(PyObject* batch, BatchSlot slot) {
+  const Py_ssize_t at = g_slot_offset[slot];
+  return at < 0 ? nullptr : *reinterpret_cast<PyObject**>(reinterpret_cast<char*>(batch) + at);
+}
+
 py::object batch_indices(PyObject* batch) { return py::reinterpret_borrow<py::object>(batch).attr(g_indices); }
 py::object batch_generations(PyObject* batch) { return py::reinterpret_borrow<py::object>(batch).attr(g_generations); }
 
@@ -156,6 +177,15 @@ void init_batch_object(py::module_& m) {
         if (!PyType_Check(t.ptr()) || !PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(t.ptr()), &PyDict_Type))
           fr::throw_type("_set_batch_type: expected a dict subclass");
         g_batch_type = t;
+        // Where its __slots__ live: member descriptors hold their offsets (-1, and no recycling, if not slots).
+        const py::str* names[3] = {&g_indices, &g_generations, &g_weights};
+        for (int s = 0; s < 3; ++s) {
+          py::object d = py::reinterpret_steal<py::object>(PyObject_GetAttr(t.ptr(), names[s]->ptr()));
+          if (!d) PyErr_Clear();
+          g_slot_offset[s] = d && Py_IS_TYPE(d.ptr(), &PyMemberDescr_Type)
+                                 ? reinterpret_cast<PyMemberDescrObject*>(d.ptr())->d_member->offset
+                                 : -1;
+        }
       },
       py::arg("batch_type"), "Register the Batch class (a dict subclass) that sample() returns.");
   // Free the stored objects before the interpreter tears the module down.

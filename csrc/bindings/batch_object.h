@@ -30,10 +30,27 @@ struct Target {
 // The pointers of a block's arrays (the batch object is left empty).
 Target target_of(const fr::BatchBlock& block);
 
+// What wrap() built, borrowed from the batch that holds it: the capsule that owns the block, and the arrays in the
+// order fields..., indices, generations, weights (nullptr where the attribute is None).
+struct BatchParts {
+  PyObject* capsule = nullptr;
+  std::vector<PyObject*> arrays;
+};
+
 // The Batch over a filled block: batch[name] field_dtype[n, *shape], batch.indices int64[n], batch.generations
 // uint64[n] (if `with_generations` or the block has weights, else None), batch.weights float32[n] (if the block
-// has weights, else None). The block returns to its pool when the last array is gone. GIL held.
-py::object wrap(std::unique_ptr<fr::BatchBlock> block, const std::vector<Field>& fields, bool with_generations);
+// has weights, else None). The block returns to its pool when the last array is gone. `parts`, if given, receives
+// what was built. GIL held.
+py::object wrap(std::unique_ptr<fr::BatchBlock> block, const std::vector<Field>& fields, bool with_generations,
+                BatchParts* parts = nullptr);
+
+// The registered Batch class (nullptr before the package registers it), and the objects in a Batch's attribute
+// slots (kSlotIndices, kSlotGenerations, kSlotWeights; borrowed, nullptr if unset), read without an attribute
+// lookup. `batch` must be an instance of exactly that class. GIL held.
+PyTypeObject* batch_type();
+bool batch_slots_known();
+enum BatchSlot { kSlotIndices = 0, kSlotGenerations = 1, kSlotWeights = 2 };
+PyObject* batch_slot(PyObject* batch, BatchSlot slot);
 
 // A fresh batch of n rows with its pointers (the batch object is `target.batch`).
 Target new_batch(std::shared_ptr<fr::BlockPool> pool, const fr::BatchLayout& layout, const std::vector<Field>& fields,

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "bindings/batch_object.h"
+#include "bindings/batch_recycler.h"
 #include "bindings/convert.h"
 #include "bindings/gil.h"  // ReleaseGil: every GIL release of the bindings
 #include "fastreplay/batch.h"
@@ -131,6 +132,7 @@ class Buffer {
   py::object priority_array(py::handle priorities) const;
 
   std::shared_ptr<fr::BlockPool> pool_;
+  BatchRecycler recycler_;  // sample()'s small batches that nobody holds any more
   std::vector<Field> fields_, stored_, out_;
   std::vector<std::size_t> row_bytes_;  // of batch fields
   py::dict index_;  // interned name -> field position
