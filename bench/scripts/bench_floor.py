@@ -18,11 +18,14 @@ writes ``bench/results/floor.md`` and ``.json`` (``--out PREFIX``: ``PREFIX.md``
 rounds, nothing written unless ``--out`` is given). Timing: every variant of one capacity is measured in
 interleaved rounds (rotating order, 15 rounds); each figure is the median over rounds of the mean time per call.
 ``sample(256, out=batch)`` refills one batch (no allocation), as a training loop that keeps its batch does; the
-plain ``sample(256)`` (a new batch each call) is given too.
+plain ``sample(256)`` (a new batch each call) is given three ways: the batch dropped at once, the usual loop
+``b = buf.sample(256)`` (the previous batch is alive during the call), both of which the batch recycler serves
+(csrc/bindings/batch_recycler.h), and with the last 8 batches held (nothing recyclable: a fresh batch each call).
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
 import itertools
 import json
@@ -62,6 +65,8 @@ def measure(cap: int, n_rounds: int, budget: float) -> Dict[str, float]:
     turn = itertools.cycle(range(1024))
     src = np.ones(B * ROW_BYTES, np.uint8)
     dst = np.empty_like(src)
+    held = [None]  # b = buf.sample(B): the previous batch lives until the call returns
+    last8 = collections.deque(maxlen=8)  # more batches held than the recycler keeps: every call builds a new one
 
     def numpy_gather():
         idx = pool[next(turn)]
@@ -71,6 +76,8 @@ def measure(cap: int, n_rounds: int, budget: float) -> Dict[str, float]:
         "sample_packed": lambda: packed.sample(B, out=out_p),
         "sample_columnar": lambda: columnar.sample(B, out=out_c),
         "sample_packed_new": lambda: packed.sample(B),
+        "sample_packed_loop": lambda: held.__setitem__(0, packed.sample(B)),
+        "sample_packed_fresh": lambda: last8.append(packed.sample(B)),
         "numpy_gather": numpy_gather,
         "record_gather": lambda: np.take(records, pool[next(turn)]),
         "copy": lambda: np.copyto(dst, src),
@@ -101,13 +108,15 @@ def main() -> None:
         f"Python {platform.python_version()}, numpy {np.__version__}, {os.cpu_count()} CPUs, shared VM; load average "
         f"{os.getloadavg()[0]:.1f} at the end). Setup: the script's docstring. Median of 15 interleaved rounds.",
         "",
-        "| capacity | sample(256, out=) packed | columnar | packed, new batch | numpy gather (5 columns) | "
+        "| capacity | sample(256, out=) packed | columnar | packed, new batch (dropped) | `b = sample(256)` loop | "
+        "new batch, last 8 held (no recycling) | numpy gather (5 columns) | "
         "record gather (256 lines, numpy) | copy of the same bytes | columnar / packed |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(f"| {r['capacity']:.0e} | {us(r['sample_packed'])} | {us(r['sample_columnar'])} | "
-                     f"{us(r['sample_packed_new'])} | {us(r['numpy_gather'])} | {us(r['record_gather'])} | "
+                     f"{us(r['sample_packed_new'])} | {us(r['sample_packed_loop'])} | {us(r['sample_packed_fresh'])} | "
+                     f"{us(r['numpy_gather'])} | {us(r['record_gather'])} | "
                      f"{us(r['copy'])} | {r['sample_columnar'] / r['sample_packed']:.2f}x |")
     md = "\n".join(lines) + "\n"
     print(md)
