@@ -62,8 +62,17 @@ def test_get_matches_reference(field, added):
             np.testing.assert_array_equal(ga[k], gb[k], err_msg=f"{k}, batch size {n}")
 
 
+@pytest.fixture(params=[1, 2, 3], ids=["1 thread", "2 copy threads", "3 copy threads"])
+def copy_threads(request):
+    """Each test with the copy crew off and with helpers (fr.set_copy_threads), restored afterwards."""
+    before = fr.get_copy_threads()
+    fr.set_copy_threads(request.param)
+    yield request.param
+    fr.set_copy_threads(before)
+
+
 @pytest.mark.parametrize("prioritized", [False, True])
-def test_sample_rows_are_stored_rows(prioritized):
+def test_sample_rows_are_stored_rows(prioritized, copy_threads):
     fields = {**LARGE, **SMALL}
     if prioritized:
         pair, kw = (fr.PrioritizedReplayBuffer, ref.PrioritizedReplayBuffer), dict(alpha=0.6)
@@ -80,3 +89,55 @@ def test_sample_rows_are_stored_rows(prioritized):
         want = b.get(out.indices)
         for k in fields:
             np.testing.assert_array_equal(out[k], want[k], err_msg=f"{k}, batch size {n}, out=")
+
+
+def test_copy_threads_setting():
+    before = fr.get_copy_threads()
+    assert before == 1  # off by default
+    try:
+        fr.set_copy_threads(4)
+        assert fr.get_copy_threads() == 4
+        for bad, err, msg in [(0, ValueError, r"set_copy_threads: n must be in \[1, 64\], got 0"),
+                              (65, ValueError, r"got 65"), (-1, ValueError, r"got -1"),
+                              (2**70, ValueError, r"got 1180591620717411303424"),
+                              (2.0, TypeError, r"set_copy_threads: n must be an int, got float"),
+                              (True, TypeError, r"got bool"), ("2", TypeError, r"got str")]:
+            with pytest.raises(err, match=msg):
+                fr.set_copy_threads(bad)
+            assert fr.get_copy_threads() == 4  # unchanged by a rejected value
+    finally:
+        fr.set_copy_threads(before)
+
+
+def test_threads_sampling_with_copy_helpers(copy_threads):
+    """Python threads sampling Atari batches at once (one owns the crew, the others copy alone) while rows are
+    added: every sampled row is a stored row, whole."""
+    import threading
+
+    fields = {"obs": ((4, 84, 84), np.uint8), "k": ((), np.int64)}
+    buf = fr.ReplayBuffer(300, fields, seed=0)
+
+    def rows_of(k):  # every byte of row k's frame derived from k
+        k = np.asarray(k)
+        return np.broadcast_to((k % 251).astype(np.uint8)[:, None, None, None], (len(k), 4, 84, 84))
+
+    buf.add(obs=rows_of(np.arange(300)), k=np.arange(300))
+    stop, errors = threading.Event(), []
+
+    def sampler():
+        try:
+            while not stop.is_set():
+                b = buf.sample(32)
+                np.testing.assert_array_equal(b["obs"], rows_of(b["k"]))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=sampler) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for start in range(300, 3000, 10):
+        buf.add(obs=rows_of(np.arange(start, start + 10)), k=np.arange(start, start + 10))
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:1]

@@ -1,6 +1,7 @@
 // The fastreplay._core extension module: imports numpy, translates the core's errors, and registers each area.
 #define FASTREPLAY_NUMPY_IMPORT  // this file imports numpy's C API for the whole extension
 #include "bindings/buffer.h"
+#include "fastreplay/copy_crew.h"
 
 namespace py = pybind11;
 namespace fp = fastreplay_py;
@@ -25,4 +26,30 @@ PYBIND11_MODULE(_core, m) {
   fp::init_buffer(m);
   fp::init_prefetch(m);
   fp::init_rate_limiter(m);
+  m.def(
+      "set_copy_threads",
+      [](py::handle n) {
+        const std::size_t max = fastreplay::CopyCrew::kMaxThreads;
+        long long v = -1;
+        if (PyLong_Check(n.ptr()) && !PyBool_Check(n.ptr())) {
+          int overflow = 0;
+          v = PyLong_AsLongLongAndOverflow(n.ptr(), &overflow);
+          if (overflow) v = -1;
+        } else {
+          fastreplay::throw_type("set_copy_threads: n must be an int, got " + std::string(Py_TYPE(n.ptr())->tp_name));
+        }
+        if (v < 1 || static_cast<unsigned long long>(v) > max)
+          fastreplay::throw_invalid("set_copy_threads: n must be in [1, " + std::to_string(max) + "], got " +
+                                    py::str(n).cast<std::string>());
+        fastreplay::CopyCrew::instance().set_threads(static_cast<std::size_t>(v));
+      },
+      py::arg("n"),
+      "Threads that share each large batch copy (image rows: 256 KiB and more per field), the caller included.\n\n"
+      "1 (the default) copies on the calling thread only. With n > 1, n - 1 helper threads (process-wide, started on\n"
+      "the next large copy) copy parts of the batch alongside the caller: one sample(32) of Atari rows then moves up to\n"
+      "about twice as fast, at the cost of the helpers' cores (keep it at 1 where environments or other samplers need\n"
+      "every core). Applies to every buffer of the process.");
+  m.def(
+      "get_copy_threads", []() { return fastreplay::CopyCrew::instance().threads(); },
+      "Threads that share each large batch copy (see set_copy_threads).");
 }

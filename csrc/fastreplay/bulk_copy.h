@@ -24,6 +24,7 @@
 #include <cstring>
 
 #include "fastreplay/copy.h"
+#include "fastreplay/copy_crew.h"
 
 namespace fastreplay {
 namespace detail {
@@ -36,22 +37,23 @@ inline constexpr std::size_t kMaxStreams = 8;
 // One full chunk: a copy of a fixed size (inlined, or glibc's memcpy, which picks its vector width at run time).
 inline void copy_chunk(std::uint8_t* d, const std::uint8_t* s) { load_shared(d, s, kStreamChunk); }
 
-// out = rows idx[0..n) of rb bytes each (row k at base + k * stride), laid end to end, copied as `streams`
-// (<= kMaxStreams) segments in turn, `prefetch` bytes ahead (0: none). O(n * rb)
-inline void copy_rows_streams(const std::uint8_t* base, std::size_t rb, std::size_t stride, const std::int64_t* idx,
-                              std::size_t n, std::uint8_t* out, std::size_t streams, std::size_t prefetch) {
+// Bytes [lo, hi) of out = rows idx[0..n) of rb bytes each (row k at base + k * stride), laid end to end, copied
+// as `streams` (<= kMaxStreams) segments in turn, `prefetch` bytes ahead (0: none). O(hi - lo)
+inline void copy_rows_span(const std::uint8_t* base, std::size_t rb, std::size_t stride, const std::int64_t* idx,
+                           std::size_t n, std::uint8_t* out, std::size_t lo, std::size_t hi, std::size_t streams,
+                           std::size_t prefetch) {
   struct Cursor {
     std::size_t pos, end, row, off;  // stream position, segment end, and the row and offset at pos
   };
-  const std::size_t total = n * rb;
+  if (hi <= lo) return;
   streams = std::max<std::size_t>(1, std::min(streams, kMaxStreams));
   Cursor c[kMaxStreams];
   for (std::size_t j = 0; j < streams; ++j) {
-    const std::size_t pos = total / streams * j / kCacheLine * kCacheLine;
+    const std::size_t pos = j ? lo + (hi - lo) / streams * j / kCacheLine * kCacheLine : lo;
     c[j] = Cursor{pos, 0, pos / rb, pos % rb};
     if (j) c[j - 1].end = pos;
   }
-  c[streams - 1].end = total;
+  c[streams - 1].end = hi;
   for (std::size_t live = streams; live;) {
     live = 0;
     for (std::size_t j = 0; j < streams; ++j) {
@@ -83,15 +85,75 @@ inline void copy_rows_streams(const std::uint8_t* base, std::size_t rb, std::siz
   }
 }
 
-// out[i * rb ..] = row idx[i] of the column at base (rows of rb bytes, `stride` bytes apart; indices already
-// checked), for i < n. For large rows; a batch of under 4 pages in all is copied row by row. O(n * rb)
-inline void copy_rows(const std::uint8_t* base, std::size_t rb, std::size_t stride, const std::int64_t* idx,
-                      std::size_t n, std::uint8_t* out) {
-  if (n * rb < kStreams * 4096) {
-    for (std::size_t i = 0; i < n; ++i) load_shared(out + i * rb, base + static_cast<std::size_t>(idx[i]) * stride, rb);
+// All of out (n * rb bytes), as copy_rows_span. O(n * rb)
+inline void copy_rows_streams(const std::uint8_t* base, std::size_t rb, std::size_t stride, const std::int64_t* idx,
+                              std::size_t n, std::uint8_t* out, std::size_t streams, std::size_t prefetch) {
+  copy_rows_span(base, rb, stride, idx, n, out, 0, n * rb, streams, prefetch);
+}
+
+// One large-row column of a gather: rows of rb bytes, `stride` apart from base, into out (n * rb bytes).
+struct RowsSpec {
+  const std::uint8_t* base;
+  std::size_t rb, stride;
+  std::uint8_t* out;
+};
+
+// out of every spec = its rows idx[0..n), as copy_rows_streams with kStreams streams. A copy of a batch of under
+// 4 pages per column is row by row; from kParallelMin bytes in all, the work is shared with the copy crew
+// (copy_crew.h) when it has helpers, in kPartsPerThread parts per thread cut across the columns laid end to end.
+// Indices already checked. O(n * sum of rb)
+inline constexpr std::size_t kParallelMin = std::size_t(256) << 10;
+inline constexpr std::size_t kPartsPerThread = 8;
+
+struct RowsJob {
+  const RowsSpec* specs;
+  std::size_t k;
+  const std::int64_t* idx;
+  std::size_t n, total, parts;
+  // Part p: bytes [total * p / parts, total * (p + 1) / parts) of the columns' outputs laid end to end, each bound
+  // on a cache line but the last.
+  static void part(const void* ctx, std::size_t p) {
+    const auto& j = *static_cast<const RowsJob*>(ctx);
+    auto at = [&](std::size_t q) { return q == j.parts ? j.total : j.total / j.parts * q / kCacheLine * kCacheLine; };
+    const std::size_t lo = at(p), hi = at(p + 1);
+    std::size_t start = 0;  // where spec s begins in the concatenation
+    for (std::size_t s = 0; s < j.k && start < hi; ++s) {
+      const RowsSpec& c = j.specs[s];
+      const std::size_t end = start + j.n * c.rb;
+      if (end > lo)
+        copy_rows_span(c.base, c.rb, c.stride, j.idx, j.n, c.out, std::max(lo, start) - start,
+                       std::min(hi, end) - start, kStreams, kStreamPrefetch);
+      start = end;
+    }
+  }
+};
+
+inline void copy_rows_many(const RowsSpec* specs, std::size_t k, const std::int64_t* idx, std::size_t n) {
+  std::size_t total = 0;
+  for (std::size_t s = 0; s < k; ++s) total += n * specs[s].rb;
+  CopyCrew& crew = CopyCrew::instance();
+  const std::size_t threads = crew.threads();
+  if (threads > 1 && total >= kParallelMin) {
+    const RowsJob job{specs, k, idx, n, total, threads * kPartsPerThread};
+    crew.run(&RowsJob::part, &job, job.parts);
     return;
   }
-  copy_rows_streams(base, rb, stride, idx, n, out, kStreams, kStreamPrefetch);
+  for (std::size_t s = 0; s < k; ++s) {
+    const RowsSpec& c = specs[s];
+    if (n * c.rb < kStreams * 4096) {
+      for (std::size_t i = 0; i < n; ++i)
+        load_shared(c.out + i * c.rb, c.base + static_cast<std::size_t>(idx[i]) * c.stride, c.rb);
+    } else {
+      copy_rows_streams(c.base, c.rb, c.stride, idx, n, c.out, kStreams, kStreamPrefetch);
+    }
+  }
+}
+
+// out[i * rb ..] = row idx[i] of one column (copy_rows_many of one spec). O(n * rb)
+inline void copy_rows(const std::uint8_t* base, std::size_t rb, std::size_t stride, const std::int64_t* idx,
+                      std::size_t n, std::uint8_t* out) {
+  const RowsSpec spec{base, rb, stride, out};
+  copy_rows_many(&spec, 1, idx, n);
 }
 
 }  // namespace detail

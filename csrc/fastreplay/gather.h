@@ -102,9 +102,21 @@ __attribute__((always_inline)) inline void prefetch_rows(const ColumnRef& c, con
 inline void gather_batch(const ColumnRef* cols, std::size_t nf, const std::int64_t* idx, std::size_t n,
                          std::uint8_t* const* out) {
   using namespace detail;
-  // Large-row fields first, each as a bulk copy of several streams at once (bulk_copy.h).
-  for (std::size_t f = 0; f < nf; ++f)
-    if (cols[f].row_bytes > kSmallRow) copy_rows(cols[f].base, cols[f].row_bytes, cols[f].stride, idx, n, out[f]);
+  // Large-row fields first, as bulk copies of several streams at once, shared with the copy crew if it has helpers
+  // (bulk_copy.h).
+  {
+    RowsSpec large[64];
+    std::size_t k = 0;
+    for (std::size_t f = 0; f < nf; ++f) {
+      if (cols[f].row_bytes <= kSmallRow) continue;
+      large[k++] = RowsSpec{cols[f].base, cols[f].row_bytes, cols[f].stride, out[f]};
+      if (k == 64) {
+        copy_rows_many(large, k, idx, n);
+        k = 0;
+      }
+    }
+    copy_rows_many(large, k, idx, n);
+  }
   // Small-row fields, chunk by chunk, the next chunk's lines prefetched in every field.
   CopyFn fns[64];
   const std::size_t nfc = std::min<std::size_t>(nf, 64);

@@ -11,10 +11,11 @@ from ._batch import Batch
 from .schedules import LinearSchedule, beta_schedule
 
 if TYPE_CHECKING:
-    from .buffer import CASTING, Prefetcher, PrioritizedReplayBuffer, ReplayBuffer
+    from .buffer import CASTING, Prefetcher, PrioritizedReplayBuffer, ReplayBuffer, get_copy_threads, set_copy_threads
     from .rate_limiter import RateLimitedBuffer, RateLimiter
 
-_FROM_BUFFER = ("CASTING", "Prefetcher", "PrioritizedReplayBuffer", "ReplayBuffer")
+_FROM_BUFFER = ("CASTING", "Prefetcher", "PrioritizedReplayBuffer", "ReplayBuffer", "get_copy_threads",
+                "set_copy_threads")
 _FROM_RATE_LIMITER = ("RateLimitedBuffer", "RateLimiter")
 
 
@@ -50,5 +51,7 @@ __all__ = [
     "RateLimiter",
     "ReplayBuffer",
     "beta_schedule",
+    "get_copy_threads",
+    "set_copy_threads",
     "__version__",
 ]

@@ -24,6 +24,7 @@ import numpy as np
 
 from . import _args, _checkpoint, _core, _episodes, _memmap, _sequences, _tasks
 from ._batch import Batch
+from ._core import get_copy_threads, set_copy_threads  # noqa: F401 - re-exported by the package
 from ._fields import FieldSpecs, check_capacity, fields_from_spaces, normalize_fields, spaces_of
 
 _core._set_batch_type(Batch)

@@ -1,5 +1,6 @@
 // Tests of the large-row gather (bulk_copy.h): differential against a row-by-row copy, a stress test of writers
-// and samplers on a buffer of large rows (no sampled row torn), and the pool's huge-page blocks (pool.h). Built
+// and samplers on a buffer of large rows (no sampled row torn, also with the copy crew's helpers), the copy crew
+// (copy_crew.h), and the pool's huge-page blocks (pool.h). Built
 // with -DFASTREPLAY_TESTS=ON and run by .ci/run under ThreadSanitizer and under AddressSanitizer + UBSan.
 //
 //   bulk_copy_check [seconds]   (the stress test's duration, default 1)
@@ -129,7 +130,7 @@ static void test_gather_mixed() {
 
 // Writers add self-describing rows (a large field whose every 8-byte word is the row's id k, plus a small field
 // 3k) while samplers sample batches large enough for the streamed copy: no sampled row may be torn.
-static void test_stress(double seconds) {
+static void test_stress(double seconds, std::size_t batch = 24) {
   constexpr std::size_t kBig = 4104;  // 513 words: not a multiple of the 256-byte chunk
   const std::vector<FieldSpec> fields = {{"obs", kBig}, {"tag", 8}};
   ReplayCore core(61, fields, 3);  // small: writers lap the samplers constantly
@@ -155,7 +156,7 @@ static void test_stress(double seconds) {
   }
   for (int s = 0; s < 2; ++s) {
     threads.emplace_back([&] {
-      const std::size_t n = 24;  // 24 x 4104 bytes: the streamed path
+      const std::size_t n = batch;  // 24 x 4104 bytes: the streamed path; 64 x 4104: past kParallelMin
       std::vector<std::int64_t> idx(n), obs(n * kBig / 8), tag(n);
       std::vector<std::uint64_t> gens(n);
       std::uint8_t* out[2] = {reinterpret_cast<std::uint8_t*>(obs.data()), reinterpret_cast<std::uint8_t*>(tag.data())};
@@ -175,10 +176,75 @@ static void test_stress(double seconds) {
   std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
   stop = true;
   for (auto& t : threads) t.join();
-  std::printf("  stress: 2 writers, 2 samplers, %zu rows added, %zu sampled, %zu torn\n",
-              static_cast<std::size_t>(next.load()), sampled.load(), torn.load());
+  std::printf("  stress: 2 writers, 2 samplers of %zu rows, %zu copy threads, %zu rows added, %zu sampled, %zu torn\n",
+              batch, CopyCrew::instance().threads(), static_cast<std::size_t>(next.load()), sampled.load(),
+              torn.load());
   CHECK(torn.load() == 0);
   CHECK(sampled.load() > 0);
+}
+
+// The copy crew (copy_crew.h): every part of every round runs exactly once, from several callers at once (one owns
+// the crew, the others copy alone), while another thread changes the number of helpers; then the crew's gathers
+// (several large columns cut across parts) give the same rows as a plain copy.
+static void test_crew() {
+  CopyCrew& crew = CopyCrew::instance();
+  struct Ctx {
+    std::vector<std::atomic<int>>* hits;
+  };
+  std::atomic<bool> stop{false};
+  std::atomic<std::size_t> rounds{0}, bad{0};
+  std::vector<std::thread> callers;
+  for (int c = 0; c < 3; ++c) {
+    callers.emplace_back([&, c] {
+      std::mt19937_64 rng(static_cast<std::uint64_t>(c));
+      for (int r = 0; r < 400; ++r) {
+        const std::size_t parts = 1 + rng() % 40;
+        std::vector<std::atomic<int>> hits(parts);
+        for (auto& h : hits) h.store(0);
+        Ctx ctx{&hits};
+        crew.run([](const void* p, std::size_t part) {
+          (*static_cast<const Ctx*>(p)->hits)[part].fetch_add(1, std::memory_order_relaxed);
+        }, &ctx, parts);
+        for (auto& h : hits) bad += h.load(std::memory_order_relaxed) != 1;
+        ++rounds;
+      }
+    });
+  }
+  std::thread changer([&] {
+    for (std::size_t i = 0; !stop.load(); ++i) {
+      crew.set_threads(1 + i % 4);
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  });
+  for (auto& t : callers) t.join();
+  stop = true;
+  changer.join();
+  std::printf("  crew: %zu rounds from 3 callers, %zu parts not run exactly once\n", rounds.load(), bad.load());
+  CHECK(bad.load() == 0);
+
+  std::mt19937_64 rng(9);
+  const std::size_t cap = 40;
+  const std::vector<std::size_t> sizes = {28224, 8, 4099, 28224, 300001};
+  std::vector<TestColumn> cols;
+  for (std::size_t rb : sizes) cols.emplace_back(cap, rb, rng);
+  for (std::size_t threads : {2u, 3u}) {
+    crew.set_threads(threads);
+    for (std::size_t n : {1u, 9u, 32u, 33u}) {
+      std::vector<std::int64_t> idx(n);
+      for (auto& i : idx) i = static_cast<std::int64_t>(rng() % cap);
+      std::vector<ColumnRef> refs;
+      std::vector<Output> outs;
+      std::vector<std::uint8_t*> ptrs;
+      for (auto& c : cols) {
+        refs.push_back({c.bytes.data(), c.rb, c.stride, c.rb});
+        outs.emplace_back(n, c.rb);
+      }
+      for (auto& o : outs) ptrs.push_back(o.data());
+      gather_batch(refs.data(), refs.size(), idx.data(), n, ptrs.data());
+      for (std::size_t f = 0; f < cols.size(); ++f) CHECK(rows_equal(cols[f], idx, outs[f]));
+    }
+  }
+  crew.set_threads(1);
 }
 
 // Pool blocks around the huge-page limit (1 MiB) are writable over their whole size, 64-byte aligned (2 MiB where
@@ -208,6 +274,10 @@ int main(int argc, char** argv) {
   test_gather_mixed();
   test_pool_blocks();
   test_stress(seconds);
+  test_crew();
+  CopyCrew::instance().set_threads(2);  // the samplers' large batches shared with a helper
+  test_stress(seconds, 64);
+  CopyCrew::instance().set_threads(1);
   if (g_failures) {
     std::printf("bulk_copy_check: %d checks failed\n", g_failures);
     return 1;
