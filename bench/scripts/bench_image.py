@@ -3,7 +3,8 @@
 Atari rows (obs and next_obs uint8[4, 84, 84], 28,224 bytes each; capacity 1e5, 5e4 stored). In one run, in many
 alternating rounds (so that a noisy neighbour on the shared machine hits every case alike):
 
-- bandwidth: bytes of obs + next_obs moved per second by sample(32) and sample(32, out=batch), against the same
+- bandwidth: bytes of obs + next_obs moved per second by sample(32) and sample(32, out=batch) (also with
+  fr.set_copy_threads(2): a helper thread copies part of each batch), against the same
   bytes copied contiguously out of the stored obs column (from DRAM, into a fixed destination that stays in cache,
   as a pooled batch does), np.take of the same kind of rows, and a 512 MiB np.copyto (the issue's floor). Each
   round takes the median call of each case; the table gives the median over rounds of GB/s and of each case's
@@ -14,7 +15,8 @@ alternating rounds (so that a noisy neighbour on the shared machine hits every c
   the per-round ratios.
 
 Run from the repository root (nothing else heavy running; OMP_NUM_THREADS=1):
-    python -m bench.scripts.bench_image [--rounds 31] [--thread-rounds 15] [--seconds 0.4] [--quick] [--pkg DIR]
+    python -m bench.scripts.bench_image [--rounds 31] [--warm 100] [--thread-rounds 15] [--seconds 0.4] [--quick]
+        [--pkg DIR]
 Writes bench/results/image.json and bench/results/image.md (--out PREFIX for elsewhere).
 """
 from __future__ import annotations
@@ -54,7 +56,9 @@ def atari_buffer():
     return buf
 
 
-def median_call(fn, calls):
+def median_call(fn, calls, warm=0):
+    for _ in range(warm):  # untimed: the case's own steady state (see bandwidth)
+        fn()
     t = []
     for _ in range(calls):
         t0 = time.perf_counter()
@@ -63,7 +67,7 @@ def median_call(fn, calls):
     return statistics.median(t)
 
 
-def bandwidth(buf, rounds, calls):
+def bandwidth(buf, rounds, calls, warm):
     obs, next_obs = buf.storage["obs"], buf.storage["next_obs"]
     src, dst = np.ones(BIG, np.uint8), np.zeros(BIG, np.uint8)  # both faulted in before any timing
     pieces = itertools.cycle([obs[o:o + 2 * B] for o in range(0, FILL - 2 * B, 2 * B)])
@@ -82,6 +86,8 @@ def bandwidth(buf, rounds, calls):
         "memcpy 512 MiB (np.copyto)": (lambda: np.copyto(dst, src), BIG, 3),
         "sample(32)": (lambda: buf.sample(B), SAMPLE_BYTES, calls),
         "sample(32, out=)": (lambda: buf.sample(B, out=out), SAMPLE_BYTES, calls),
+        "sample(32), 2 copy threads": (lambda: buf.sample(B), SAMPLE_BYTES, calls),
+        "sample(32, out=), 2 copy threads": (lambda: buf.sample(B, out=out), SAMPLE_BYTES, calls),
         "contiguous copy, same bytes": (lambda: np.copyto(fixed, next(pieces)), SAMPLE_BYTES, calls),
         "np.take, same rows": (take, SAMPLE_BYTES, calls),
     }
@@ -92,7 +98,11 @@ def bandwidth(buf, rounds, calls):
         # each round starts at another case: the case run right after the 512 MiB copy is slowed by its aftermath
         # (~4% in image_bench), which must not always hit the same one
         order = names[r % len(names):] + names[:r % len(names)]
-        this = {k: cases[k][1] / median_call(cases[k][0], cases[k][2]) / 1e9 for k in order}
+        this = {}
+        for k in order:
+            fr.set_copy_threads(2 if k.endswith("2 copy threads") else 1)
+            this[k] = cases[k][1] / median_call(cases[k][0], cases[k][2], 1 if k.startswith("memcpy") else warm) / 1e9
+        fr.set_copy_threads(1)
         if r == 0:
             continue  # warm-up round
         for k, v in this.items():
@@ -215,7 +225,12 @@ def markdown(res):
     lines = [f"# Image gathers and thread scaling ({res['date']}, {res['machine']}, load1 {res['load1']:.1f})", "",
              f"`{res['command']}`", "",
              f"Atari rows, capacity 1e5, 5e4 stored; sample(32) moves {SAMPLE_BYTES:,} bytes of obs + next_obs. "
-             f"Medians over {res['rounds']} alternating rounds (IQR in brackets).", "",
+             f"Medians over {res['rounds']} alternating rounds (IQR in brackets); in each round every case runs "
+             f"{res.get('warm', 0)} untimed calls before its timed ones. Why: right after the 512 MiB copy the "
+             "next case runs slower for tens of calls (in one trace, the first sample(32) took 511 us and the next "
+             "40 decayed from ~190 to ~170 us) while the copy's aftermath drains; with 25 calls and no warm-up that "
+             "aftermath is what the median measures (`--warm 0` shows it). \"2 copy threads\": "
+             "`fr.set_copy_threads(2)` (a helper thread copies part of each batch; off by default).", "",
              "| case | GB/s | / memcpy 512 MiB |", "|---|---|---|"]
     for k, v in bw.items():
         lines.append(f"| {k} | {v['gbs']:.2f} [{v['gbs_q1']:.2f}, {v['gbs_q3']:.2f}] | "
@@ -242,6 +257,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=31)
     ap.add_argument("--calls", type=int, default=25, help="calls per case per round (the median counts)")
+    ap.add_argument("--warm", type=int, default=100,
+                    help="untimed calls of each case before its timed ones, in every round (0: none)")
     ap.add_argument("--thread-rounds", type=int, default=15)
     ap.add_argument("--seconds", type=float, default=0.4)
     ap.add_argument("--quick", action="store_true", help="few rounds (a smoke run, not for the results)")
@@ -256,9 +273,10 @@ def main():
     res = dict(date=time.strftime("%Y-%m-%d %H:%M"), machine=f"{platform.processor() or platform.machine()}, "
                f"{os.cpu_count()} CPUs", command="python -m bench.scripts.bench_image " + " ".join(
                    f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items()
-                   if k in ("rounds", "calls", "thread_rounds", "seconds") or (k == "pkg" and v)),
-               rounds=a.rounds, thread_rounds=a.thread_rounds, seconds=a.seconds)
-    res["bandwidth"] = bandwidth(buf, a.rounds, a.calls)
+                   if k in ("rounds", "calls", "warm", "thread_rounds", "seconds") or (k == "pkg" and v)),
+               rounds=a.rounds, warm=a.warm, thread_rounds=a.thread_rounds, seconds=a.seconds)
+    fr.set_copy_threads(1)
+    res["bandwidth"] = bandwidth(buf, a.rounds, a.calls, a.warm)
     res["threads"] = {} if a.skip_threads else scaling(buf, a.thread_rounds, a.seconds)
     res["load1"] = os.getloadavg()[0]
     md = markdown(res)
