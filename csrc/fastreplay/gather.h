@@ -115,7 +115,7 @@ inline void gather_batch(const ColumnRef* cols, std::size_t nf, const std::int64
         k = 0;
       }
     }
-    copy_rows_many(large, k, idx, n);
+    if (k) copy_rows_many(large, k, idx, n);
   }
   // Small-row fields, chunk by chunk, the next chunk's lines prefetched in every field.
   CopyFn fns[64];
