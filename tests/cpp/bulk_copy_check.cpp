@@ -105,14 +105,12 @@ static void test_differential() {
   std::printf("  differential: %zu cases\n", cases);
 }
 
-// gather_batch with small and large fields mixed gives every field's rows.
-static void test_gather_mixed() {
-  std::mt19937_64 rng(8);
-  const std::size_t cap = 50;
-  const std::vector<std::size_t> sizes = {8, 4099, 1, 28224, 256, 257, 33};
+// gather_batch of columns of the given row sizes (cap rows each), for each batch size: every field's rows.
+static void check_gathers(std::mt19937_64& rng, std::size_t cap, const std::vector<std::size_t>& sizes,
+                          const std::vector<std::size_t>& batch_sizes) {
   std::vector<TestColumn> cols;
   for (std::size_t rb : sizes) cols.emplace_back(cap, rb, rng);
-  for (std::size_t n : {1u, 2u, 3u, 17u, 32u, 33u, 100u}) {
+  for (std::size_t n : batch_sizes) {
     std::vector<std::int64_t> idx(n);
     for (auto& i : idx) i = static_cast<std::int64_t>(rng() % cap);
     std::vector<ColumnRef> refs;
@@ -126,6 +124,12 @@ static void test_gather_mixed() {
     gather_batch(refs.data(), refs.size(), idx.data(), n, ptrs.data());
     for (std::size_t f = 0; f < cols.size(); ++f) CHECK(rows_equal(cols[f], idx, outs[f]));
   }
+}
+
+// gather_batch with small and large fields mixed gives every field's rows.
+static void test_gather_mixed() {
+  std::mt19937_64 rng(8);
+  check_gathers(rng, 50, {8, 4099, 1, 28224, 256, 257, 33}, {1, 2, 3, 17, 32, 33, 100});
 }
 
 // Writers add self-describing rows (a large field whose every 8-byte word is the row's id k, plus a small field
@@ -223,26 +227,9 @@ static void test_crew() {
   CHECK(bad.load() == 0);
 
   std::mt19937_64 rng(9);
-  const std::size_t cap = 40;
-  const std::vector<std::size_t> sizes = {28224, 8, 4099, 28224, 300001};
-  std::vector<TestColumn> cols;
-  for (std::size_t rb : sizes) cols.emplace_back(cap, rb, rng);
-  for (std::size_t threads : {2u, 3u}) {
+  for (std::size_t threads : {2u, 3u}) {  // several large columns, 0.3-2.2 MB in all: cut across parts
     crew.set_threads(threads);
-    for (std::size_t n : {1u, 9u, 32u, 33u}) {
-      std::vector<std::int64_t> idx(n);
-      for (auto& i : idx) i = static_cast<std::int64_t>(rng() % cap);
-      std::vector<ColumnRef> refs;
-      std::vector<Output> outs;
-      std::vector<std::uint8_t*> ptrs;
-      for (auto& c : cols) {
-        refs.push_back({c.bytes.data(), c.rb, c.stride, c.rb});
-        outs.emplace_back(n, c.rb);
-      }
-      for (auto& o : outs) ptrs.push_back(o.data());
-      gather_batch(refs.data(), refs.size(), idx.data(), n, ptrs.data());
-      for (std::size_t f = 0; f < cols.size(); ++f) CHECK(rows_equal(cols[f], idx, outs[f]));
-    }
+    check_gathers(rng, 40, {28224, 8, 4099, 28224, 300001}, {1, 9, 32, 33});
   }
   crew.set_threads(1);
 }
