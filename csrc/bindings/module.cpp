@@ -44,7 +44,7 @@ PYBIND11_MODULE(_core, m) {
         fastreplay::CopyCrew::instance().set_threads(static_cast<std::size_t>(v));
       },
       py::arg("n"),
-      "Threads that share each large batch copy (image rows: 256 KiB and more per field), the caller included.\n\n"
+      "Threads that share each large batch copy (rows over 256 bytes, 256 KiB and more in all), the caller included.\n\n"
       "1 (the default) copies on the calling thread only. With n > 1, n - 1 helper threads (process-wide, started on\n"
       "the next large copy) copy parts of the batch alongside the caller: one sample(32) of Atari rows then moves up to\n"
       "about twice as fast, at the cost of the helpers' cores (keep it at 1 where environments or other samplers need\n"
