@@ -207,3 +207,12 @@ def test_threads_sampling_and_dropping_never_touch_held_batches():
         for t in threads:
             t.join()
     assert not errors, errors
+
+
+def test_out_batch_with_an_unset_slot_is_refused():
+    buf = filled(fr.PrioritizedReplayBuffer)
+    for slot in ("indices", "generations", "weights"):
+        b = buf.sample(4, beta=0.4)
+        delattr(b, slot)
+        with pytest.raises(TypeError, match=f"sample: out has no array '{slot}'"):
+            buf.sample(4, beta=0.4, out=b)

@@ -122,7 +122,15 @@ Target reuse_batch(const char* fn, py::handle out, const std::vector<Field>& fie
     t.keep.push_back(std::move(v));
     return PyArray_DATA(a);
   };
+  // A Batch itself: its slots read directly (an unset slot is a missing array); else attribute lookups.
+  const bool direct = Py_TYPE(out.ptr()) == batch_type() && batch_slots_known();
   auto attr = [&](const py::str& name) {  // a missing attribute is reported as a missing array, like a key
+    if (direct) {
+      PyObject* v = batch_slot(out.ptr(), &name == &g_indices ? kSlotIndices
+                                          : &name == &g_generations ? kSlotGenerations : kSlotWeights);
+      if (v) return py::reinterpret_borrow<py::object>(v);
+      fr::throw_type(where() + " has no array '" + name.cast<std::string>() + "'");
+    }
     py::object v = py::reinterpret_steal<py::object>(PyObject_GetAttr(out.ptr(), name.ptr()));
     if (!v) {
       if (!PyErr_ExceptionMatches(PyExc_AttributeError)) throw py::error_already_set();
