@@ -209,16 +209,19 @@ class PrioritizedCore : public ReplayCore {
       idx_buf_.push_back(idx[k]);
       val_buf_.push_back(prio[k]);
     }
-    const LeafPower power(st_->alpha);
     double max_all_time = st_->max_all_time;
     for (std::size_t k = 0; k < idx_buf_.size(); ++k) {
       const auto slot = static_cast<std::size_t>(idx_buf_[k]);
       raw_[slot] = val_buf_[k];
       if (max_tree_) max_tree_->set(slot, val_buf_[k]);
       max_all_time = std::max(max_all_time, val_buf_[k]);
-      val_buf_[k] = is_step(slot) ? power(val_buf_[k] + eps_) : 0.0;
+      val_buf_[k] += eps_;
     }
     st_->max_all_time = max_all_time;
+    LeafPower(st_->alpha).many(val_buf_.data(), val_buf_.size());  // the same values as leaf_value, in batches
+    if (ep_)
+      for (std::size_t k = 0; k < idx_buf_.size(); ++k)
+        if (!is_step(static_cast<std::size_t>(idx_buf_[k]))) val_buf_[k] = 0.0;
     tree_.set_many(idx_buf_.data(), val_buf_.data(), idx_buf_.size(), scratch_);
     return stale;
   }
