@@ -138,11 +138,8 @@ class PrioritizedCore : public ReplayCore {
     for (std::size_t k = 0; k < n; ++k) u[k] = (static_cast<double>(k) + rng.uniform()) * seg;
     tree_.find_prefix_many(u.data(), n, idx, nodes.data());
     const std::size_t cap = capacity();
-    if (gens) {  // the generations are read after the gather: start their misses now, to overlap with it
-      const std::uint64_t* seq = ring_.raw_seq();
-      for (std::size_t k = 0; k < n; ++k)
-        if (static_cast<std::size_t>(idx[k]) < cap) __builtin_prefetch(seq + idx[k]);
-    }
+    // (No prefetch of the generations here: the gather reads them as one more column, their misses in flight
+    // with the rows'. Prefetching them first cost 0.3-0.7 µs a batch of 256 at 10^6, bench/results/per.md.)
     for (std::size_t k = 0; k < n; ++k) {  // only reachable under concurrent writes: a leaf emptied mid-descent
       if (static_cast<std::size_t>(idx[k]) >= cap || tree_.leaf(static_cast<std::size_t>(idx[k])) <= 0.0) idx[k] = redraw(k, n, rng);
     }
