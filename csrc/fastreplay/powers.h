@@ -13,13 +13,17 @@
 //   same order, so the same bits). log2 x is split exactly into its exponent e and log2 m, m in [sqrt(1/2),
 //   sqrt(2)); a * e is formed exactly (a split in two halves of 26 bits), so the fraction of a * log2 x that 2^
 //   sees carries no rounding error of the large product; log m is the series 2 atanh((m - 1) / (m + 1)) and 2^f,
-//   |f| <= 1/2, its Taylor series, both to below 2^-60. Error bound: relative error below 2^-51 (4.4e-16) times
+//   |f| <= 1/2, its Taylor series, both truncated below 1e-17 and evaluated by Estrin's scheme (short dependency
+//   chains). Error bound: relative error below 2^-51 (4.4e-16) times
 //   max(1, |a|) for every positive normal x whose power is a normal double (tests/cpp/powers_check.cpp measures
 //   the largest error against long double powl on 10^7 points: about 1.5 ulp at a = 0.6). Every other input (0,
 //   subnormals, +inf, a result near or beyond the exponent range) falls back to std::pow, lane by lane.
-// Costs measured in bench/cpp/per_bench.cpp (bench/results/per.md): one std::pow is about 10 ns, one powf 8 ns;
-// pow_many about 1.5 ns per value.
+// Costs, 256 values at a time (bench/cpp/per_bench.cpp's stages "leaf pow" and "weights", bench/results/per.md):
+// std::pow about 9-10 ns per value, powf 4-8 ns; pow_many about 4.4 ns with AVX2 (7.7 ns with SSE2 alone), its
+// float variant about 3.9 ns.
 #pragma once
+
+#define FASTREPLAY_POW_MANY 1  // pow_many, LeafPower::many and WeightPower::many exist (for bench/cpp/per_bench.cpp)
 
 #include <algorithm>
 #include <cmath>
@@ -101,20 +105,17 @@ FASTREPLAY_POW_INLINE D pow_lanes(D x, double a, double ahi, double alo) {
   // s^11 < 2e-11 (for a float result).
   const D s = (m - 1.0) / (m + 1.0);
   const D z = s * s;
+  // q = 1/3 + z/5 + z^2/7 + ..., by Estrin's scheme (independent pairs, then powers of z): a short dependency
+  // chain, so that the processor overlaps groups instead of waiting on one long Horner chain.
+  const D z2 = z * z, z4 = z2 * z2;
   D q;
-  if constexpr (Full) {
-    q = splat<D>(1.0 / 19);
-    q = q * z + 1.0 / 17;
-    q = q * z + 1.0 / 15;
-    q = q * z + 1.0 / 13;
-    q = q * z + 1.0 / 11;
-  } else {
-    q = splat<D>(1.0 / 11);
+  if constexpr (Full) {  // to 1/19
+    const D z8 = z4 * z4;
+    q = ((1.0 / 3 + z * (1.0 / 5)) + z2 * (1.0 / 7 + z * (1.0 / 9))) +
+        z4 * ((1.0 / 11 + z * (1.0 / 13)) + z2 * (1.0 / 15 + z * (1.0 / 17))) + z8 * (1.0 / 19);
+  } else {  // to 1/11
+    q = ((1.0 / 3 + z * (1.0 / 5)) + z2 * (1.0 / 7 + z * (1.0 / 9))) + z4 * (1.0 / 11);
   }
-  q = q * z + 1.0 / 9;
-  q = q * z + 1.0 / 7;
-  q = q * z + 1.0 / 5;
-  q = q * z + 1.0 / 3;
   const D ln_m = 2.0 * s + (2.0 * s) * (z * q);
   // a log2 x = ahi e + alo e + a log2 m: the integer part of the exact ahi e is taken out before anything is added.
   const D t = ahi * e;
@@ -125,25 +126,18 @@ FASTREPLAY_POW_INLINE D pow_lanes(D x, double a, double ahi, double alo) {
   const D n = n1 + n2;
   // 2^f = exp(g), g = f ln 2, |g| <= 0.347: Taylor terms to g^13 leave < 5e-18 (Full), to g^9 < 1e-11.
   const D g = f * 0.6931471805599453;
-  D p;
-  if constexpr (Full) {
-    p = splat<D>(1.0 / 6227020800.0);  // 1/13!
-    p = p * g + 1.0 / 479001600.0;
-    p = p * g + 1.0 / 39916800.0;
-    p = p * g + 1.0 / 3628800.0;
-    p = p * g + 1.0 / 362880.0;
-  } else {
-    p = splat<D>(1.0 / 362880.0);  // 1/9!
+  const D g2 = g * g, g4 = g2 * g2;
+  // sum g^i / i!, by Estrin's scheme as q above, the 1 added last (the sum of the rest is below 0.42).
+  const D e23 = 1.0 / 2 + g * (1.0 / 6), e45 = 1.0 / 24 + g * (1.0 / 120), e67 = 1.0 / 720 + g * (1.0 / 5040),
+          e89 = 1.0 / 40320 + g * (1.0 / 362880);
+  D hi;  // the terms from g^4 on, divided by g^4
+  if constexpr (Full) {  // to g^13
+    const D e1011 = 1.0 / 3628800 + g * (1.0 / 39916800), e1213 = 1.0 / 479001600 + g * (1.0 / 6227020800.0);
+    hi = (e45 + g2 * e67) + g4 * ((e89 + g2 * e1011) + g4 * e1213);
+  } else {  // to g^9
+    hi = (e45 + g2 * e67) + g4 * e89;
   }
-  p = p * g + 1.0 / 40320.0;
-  p = p * g + 1.0 / 5040.0;
-  p = p * g + 1.0 / 720.0;
-  p = p * g + 1.0 / 120.0;
-  p = p * g + 1.0 / 24.0;
-  p = p * g + 1.0 / 6.0;
-  p = p * g + 0.5;
-  p = p * g + 1.0;
-  p = p * g + 1.0;
+  const D p = 1.0 + (g + g2 * (e23 + g2 * hi));
   // 2^n built from its bits; only |n| <= 1000 and positive normal finite x are computed here.
   const D biased = n + (1023.0 + 4503599627370496.0);  // exact: n is an integer, |n| small
   const D scale = bit_cast<D>((bit_cast<I>(biased) - std::int64_t(0x4330000000000000)) << 52);
@@ -179,14 +173,22 @@ FASTREPLAY_POW_INLINE void pow_groups(const double* x, double a, double ahi, dou
     const D v = pow_lanes<D, I, Full>(in, a, ahi, alo);
     double r[lanes];
     std::memcpy(r, &v, sizeof r);
-    for (std::size_t i = 0; i < m; ++i) {
-      if (r[i] != r[i]) {  // rare: a well-predicted branch
-        double xs[lanes];
-        std::memcpy(xs, &in, sizeof xs);
-        r[i] = std::pow(xs[i], a);
-      }
-      out[k + i] = r[i];
+    // One test per group (rare: a well-predicted branch): is any lane NaN?
+    const I nan = mask(v != v);
+    std::int64_t any[lanes];
+    std::memcpy(any, &nan, sizeof any);
+    std::int64_t bad = 0;
+    for (std::size_t i = 0; i < lanes; ++i) bad |= any[i];
+    if (bad) {
+      double xs[lanes];
+      std::memcpy(xs, &in, sizeof xs);
+      for (std::size_t i = 0; i < lanes; ++i)
+        if (r[i] != r[i]) r[i] = std::pow(xs[i], a);
     }
+    if (m == lanes)
+      std::memcpy(out + k, r, sizeof r);
+    else
+      for (std::size_t i = 0; i < m; ++i) out[k + i] = r[i];
   }
 }
 
