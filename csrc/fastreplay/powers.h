@@ -138,9 +138,10 @@ FASTREPLAY_POW_INLINE D pow_lanes(D x, double a, double ahi, double alo) {
     hi = (e45 + g2 * e67) + g4 * e89;
   }
   const D p = 1.0 + (g + g2 * (e23 + g2 * hi));
-  // 2^n built from its bits; only |n| <= 1000 and positive normal finite x are computed here.
+  // 2^n built from its bits (masked: no overflow or negative shift even in lanes left to std::pow); only |n| <= 1000
+  // and positive normal finite x are computed here.
   const D biased = n + (1023.0 + 4503599627370496.0);  // exact: n is an integer, |n| small
-  const D scale = bit_cast<D>((bit_cast<I>(biased) - std::int64_t(0x4330000000000000)) << 52);
+  const D scale = bit_cast<D>((bit_cast<I>(biased) & 0x7ff) << 52);  // the low bits of biased: n + 1023
   const I ok = mask(x >= std::numeric_limits<double>::min()) & mask(x <= std::numeric_limits<double>::max()) &
                mask(n <= 1000.0) & mask(n >= -1000.0);
   return select(ok, p * scale, splat<D>(std::numeric_limits<double>::quiet_NaN()));
