@@ -106,7 +106,7 @@ class PrioritizedCore : public ReplayCore {
     }
     st_->alpha = alpha;
     const std::size_t size = this->size();
-    for (std::size_t s = 0; s < capacity(); ++s) tree_.set_leaf_only(s, s < size ? slot_leaf(s, raw_[s]) : 0.0);
+    set_leaves_from_raw(size);
     tree_.rebuild();
     if (sequences()) sequences()->set_alpha(alpha);
   }
@@ -241,10 +241,9 @@ class PrioritizedCore : public ReplayCore {
     std::copy(raw, raw + n, raw_);
     st_->max_all_time = max_all_time;
     if (max_tree_) max_tree_->reset();
-    for (std::size_t s = 0; s < capacity(); ++s) {
-      tree_.set_leaf_only(s, s < n ? slot_leaf(s, raw_[s]) : 0.0);
-      if (max_tree_ && s < n) max_tree_->set(s, raw_[s]);
-    }
+    if (max_tree_)
+      for (std::size_t s = 0; s < n; ++s) max_tree_->set(s, raw_[s]);
+    set_leaves_from_raw(n);
     tree_.rebuild();
   }
 
@@ -291,8 +290,20 @@ class PrioritizedCore : public ReplayCore {
 
  private:
   double leaf_value(double p) const { return LeafPower(st_->alpha)(p + eps_); }
-  // The leaf of a slot with priority p: 0 for a next-step reset row (never sampled).
-  double slot_leaf(std::size_t slot, double p) const { return is_step(slot) ? leaf_value(p) : 0.0; }
+  // Every leaf from the raw priorities: (raw_[s] + eps)^alpha for the first n slots (the stored ones), but 0 for a
+  // next-step reset row (never sampled), and 0 for the rest; the inner nodes are left to rebuild(). The powers are
+  // taken in batches (LeafPower::many: the same bits as leaf_value one at a time). O(capacity)
+  void set_leaves_from_raw(std::size_t n) {
+    const LeafPower power(st_->alpha);
+    double x[1024];
+    for (std::size_t s0 = 0; s0 < n; s0 += 1024) {
+      const std::size_t m = std::min<std::size_t>(1024, n - s0);
+      for (std::size_t k = 0; k < m; ++k) x[k] = raw_[s0 + k] + eps_;
+      power.many(x, m);
+      for (std::size_t k = 0; k < m; ++k) tree_.set_leaf_only(s0 + k, is_step(s0 + k) ? x[k] : 0.0);
+    }
+    for (std::size_t s = n; s < capacity(); ++s) tree_.set_leaf_only(s, 0.0);
+  }
   // Numbers in messages as C's and Python's "%g" print them, so the reference can give the same text.
   static std::string format_g(double x) {
     char buf[32];
