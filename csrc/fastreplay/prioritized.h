@@ -261,7 +261,7 @@ class PrioritizedCore : public ReplayCore {
     const std::size_t cap = capacity();
     Guard lock(*this);
     const double p = current_max();
-    const double leaf = leaf_value(p);
+    const double leaf = new_leaf(p);
     if (obsolete.empty()) {
       const Ring::Runs r = ring_.runs(first, m);
       std::fill(raw_ + r.slot, raw_ + r.slot + r.head, p);
@@ -290,6 +290,16 @@ class PrioritizedCore : public ReplayCore {
 
  private:
   double leaf_value(double p) const { return LeafPower(st_->alpha)(p + eps_); }
+  // leaf_value(p) for the priority of new transitions, remembered (it changes only with the maximum or alpha):
+  // add() of one row would otherwise pay a whole power for it. Caller holds the tree lock.
+  double new_leaf(double p) {
+    if (!(p == new_leaf_p_ && st_->alpha == new_leaf_alpha_)) {
+      new_leaf_ = leaf_value(p);
+      new_leaf_p_ = p;
+      new_leaf_alpha_ = st_->alpha;
+    }
+    return new_leaf_;
+  }
   // Every leaf from the raw priorities: (raw_[s] + eps)^alpha for the first n slots (the stored ones), but 0 for a
   // next-step reset row (never sampled), and 0 for the rest; the inner nodes are left to rebuild(). The powers are
   // taken in batches (LeafPower::many: the same bits as leaf_value one at a time). O(capacity)
@@ -372,6 +382,9 @@ class PrioritizedCore : public ReplayCore {
   double eps_;
   mutable ForkSafeMutex mu_;
   std::unique_ptr<SharedMutex> shared_mu_;  // shared buffers only
+  // new_leaf's memory (this process's: alpha and the maximum may be changed by another process of a shared buffer,
+  // which is why both are compared): the leaf new_leaf_ of the priority new_leaf_p_ at alpha new_leaf_alpha_.
+  double new_leaf_p_ = std::numeric_limits<double>::quiet_NaN(), new_leaf_alpha_ = 0.0, new_leaf_ = 0.0;
   std::vector<std::int64_t> idx_buf_;
   std::vector<double> val_buf_;
   std::vector<std::size_t> scratch_;
