@@ -11,9 +11,9 @@
 //   descent     SumMinTree::find_prefix_many of 256 stratified points
 //   gather      ReplayCore::get of the drawn rows without generations (bounds check, copy of the indices, gather)
 //   generations the 256 generations read from the ring (one random read each)
-//   weights     the 256 float powers (p_min / p_i)^beta
+//   weights     the 256 weights (p_min / p_i)^beta (WeightPower::many; before it, one powf each)
 //   sample      the whole PrioritizedCore::sample
-//   leaf pow    the 256 leaves (p + eps)^alpha of an update
+//   leaf pow    the 256 leaves (p + eps)^alpha of an update (LeafPower::many; before it, one std::pow each)
 //   tree update SumMinTree::set_many of 256 leaves (a copy of the tree)
 //   update      the whole PrioritizedCore::update_priorities (with generations)
 //   loop        sample then update the drawn rows
@@ -100,6 +100,22 @@ int main(int argc, char** argv) {
       const std::int64_t* ix = &pool_idx[(it++ % kPool) * B];
       for (std::size_t k = 0; k < B; ++k) g[k] = c.ring().generation(static_cast<std::size_t>(ix[k]));
     });
+#if defined(FASTREPLAY_POW_MANY)  // the batched powers (powers.h), as sample and update_priorities take them
+    std::vector<double> ratio(B);
+    const double weights = best_us([&] {
+      const std::int64_t* ix = &pool_idx[(it++ % kPool) * B];
+      const double pmin = c.tree().min();
+      for (std::size_t k = 0; k < B; ++k) ratio[k] = pmin / c.tree().leaf(static_cast<std::size_t>(ix[k]));
+      WeightPower(beta).many(ratio.data(), w.data(), B);
+    });
+    std::vector<double> leaves(B);
+    const LeafPower leaf_power(alpha);
+    const double leaf_pow = best_us([&] {
+      for (std::size_t k = 0; k < B; ++k) leaves[k] = td[k] + eps + 1e-9 * static_cast<double>(it & 7);
+      leaf_power.many(leaves.data(), B);
+      ++it;
+    });
+#else  // earlier commits: one powf / std::pow per value
     const double weights = best_us([&] {
       const std::int64_t* ix = &pool_idx[(it++ % kPool) * B];
       const double pmin = c.tree().min();
@@ -111,6 +127,7 @@ int main(int argc, char** argv) {
       for (std::size_t k = 0; k < B; ++k) leaves[k] = std::pow(td[k] + eps + 1e-9 * static_cast<double>(it & 7), alpha);
       ++it;
     });
+#endif
     SumMinTree copy(cap);
     {
       for (std::size_t s = 0; s < cap; ++s) copy.set_leaf_only(s, c.tree().leaf(s));
@@ -120,7 +137,7 @@ int main(int argc, char** argv) {
     const double tree_update = best_us([&] { copy.set_many(&pool_idx[(it++ % kPool) * B], leaves.data(), B, scratch); });
     std::printf(
         "{\"capacity\": %zu, \"batch\": %zu, \"stages\": {\"descent\": %.3f, \"gather (get, 5 fields)\": %.3f, "
-        "\"generations\": %.3f, \"weights (powf)\": %.3f, \"sample (whole)\": %.3f, \"leaf pow (update)\": %.3f, "
+        "\"generations\": %.3f, \"weights\": %.3f, \"sample (whole)\": %.3f, \"leaf pow (update)\": %.3f, "
         "\"tree update (set_many)\": %.3f, \"update_priorities (whole)\": %.3f, \"loop (sample + update)\": %.3f}}\n",
         cap, B, descent, gather, gens, weights, sample, leaf_pow, tree_update, update, loop);
   }

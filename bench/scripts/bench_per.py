@@ -342,21 +342,25 @@ def where_the_time_goes(res: Dict[str, Any]) -> List[str]:
             "indices, priorities and generations that the core reads without the GIL).",
             f"- sample {st['sample (whole)']:.1f} µs: the tree descent {st['descent']:.1f}, the gather of the rows "
             f"{st['gather (get, 5 fields)']:.1f} (packed rows), the generations {st['generations']:.1f}, and "
-            f"{samp_rest:.1f} for the strata's random numbers, the weights (256 powf, about 1.2 µs; the stage figure "
-            f"{st['weights (powf)']:.1f} also pays cold leaves) and the checks.",
+            f"{samp_rest:.1f} for the strata's random numbers, the weights and the checks (the weights stage, "
+            f"{st.get('weights', st.get('weights (powf)', float('nan'))):.1f}, also pays cold leaves; the power itself is a vectorised exp2/log2 since issue 19, "
+            "powers.h: about 1.0 µs per 256 with AVX2, against about 1.1-1.2 µs for 256 powf).",
             f"- update_priorities {st['update_priorities (whole)']:.1f} µs (a batch drawn earlier, so cold lines): "
             f"the tree repair {st['tree update (set_many)']:.1f}, the 256 leaves (p + eps)^0.6 "
-            f"{st['leaf pow (update)']:.1f} (one std::pow each; alpha 0, 0.5 and 1 take exact shortcuts), and "
+            f"{st['leaf pow (update)']:.1f} (powers.h's vectorised x^alpha: about 1.1 µs with AVX2, 2 µs with SSE2 "
+            "alone, against 2.4 µs for 256 std::pow; alpha 0, 0.5 and 1 take exact shortcuts), and "
             f"{upd_rest:.1f} for validation, the staleness check (one generation read per row), the raw priorities "
             "(one random write per row) and the lock (an uncontended lock + unlock is 2.5 ns: atomic "
             "read-modify-writes are not where the time goes).",
-            "- The descent and the repair are bound mostly by instructions, not by misses (the whole tree fits the "
-            "L3 of this machine). bench/cpp/tree_bench.cpp at 10^6 (run by hand, old and new headers alternated): "
-            "set_many of 256 random slots 7.3 -> 5.7-6.1 µs, of the same 256 slots again (every line in cache) "
-            "5.1 -> 4.4 µs. Each of the about 950 lines that 256 random updates touch at 10^6 is read, scanned and "
-            "written with one relaxed atomic access per double. What remains would need wider vectors (AVX2, with "
-            "runtime dispatch) or reads of the tree that are not atomic (a data race in C++ terms, rejected before: "
-            "bench/README.md).", ""]
+            "- The descent and the repair: bench/cpp/tree_bench.cpp at 10^6 (run by hand, old and new headers "
+            "alternated): set_many of 256 random slots 7.3 -> 5.7-6.1 µs, of the same 256 slots again (every line in "
+            "cache) 5.1 -> 4.4 µs; each of the about 950 lines that 256 random updates touch at 10^6 is read, scanned "
+            "and written with one relaxed atomic access per double. In the loop, a profile (perf, cpu-clock) puts "
+            "most of the descent right after its prefetches of the next level, and most of update_priorities' own "
+            "time right after its prefetches and first loads of cold lines: the fill buffers are full, so the loop "
+            "is bound by the distinct cold lines it touches per drawn row (the leaf line, the row, its sequence "
+            "number, its raw priority, the level-1 sum and min lines) as much as by instructions. What was tried "
+            "against that, kept or not: bench/README.md, \"Segment tree: experiments\".", ""]
 
 
 def main() -> None:

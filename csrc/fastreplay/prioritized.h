@@ -106,7 +106,7 @@ class PrioritizedCore : public ReplayCore {
     }
     st_->alpha = alpha;
     const std::size_t size = this->size();
-    for (std::size_t s = 0; s < capacity(); ++s) tree_.set_leaf_only(s, s < size ? slot_leaf(s, raw_[s]) : 0.0);
+    set_leaves_from_raw(size);
     tree_.rebuild();
     if (sequences()) sequences()->set_alpha(alpha);
   }
@@ -138,11 +138,8 @@ class PrioritizedCore : public ReplayCore {
     for (std::size_t k = 0; k < n; ++k) u[k] = (static_cast<double>(k) + rng.uniform()) * seg;
     tree_.find_prefix_many(u.data(), n, idx, nodes.data());
     const std::size_t cap = capacity();
-    if (gens) {  // the generations are read after the gather: start their misses now, to overlap with it
-      const std::uint64_t* seq = ring_.raw_seq();
-      for (std::size_t k = 0; k < n; ++k)
-        if (static_cast<std::size_t>(idx[k]) < cap) __builtin_prefetch(seq + idx[k]);
-    }
+    // (No prefetch of the generations here: the gather reads them as one more column, their misses in flight
+    // with the rows'. Prefetching them first cost 0.3-0.7 µs a batch of 256 at 10^6, bench/results/per.md.)
     for (std::size_t k = 0; k < n; ++k) {  // only reachable under concurrent writes: a leaf emptied mid-descent
       if (static_cast<std::size_t>(idx[k]) >= cap || tree_.leaf(static_cast<std::size_t>(idx[k])) <= 0.0) idx[k] = redraw(k, n, rng);
     }
@@ -209,16 +206,19 @@ class PrioritizedCore : public ReplayCore {
       idx_buf_.push_back(idx[k]);
       val_buf_.push_back(prio[k]);
     }
-    const LeafPower power(st_->alpha);
     double max_all_time = st_->max_all_time;
     for (std::size_t k = 0; k < idx_buf_.size(); ++k) {
       const auto slot = static_cast<std::size_t>(idx_buf_[k]);
       raw_[slot] = val_buf_[k];
       if (max_tree_) max_tree_->set(slot, val_buf_[k]);
       max_all_time = std::max(max_all_time, val_buf_[k]);
-      val_buf_[k] = is_step(slot) ? power(val_buf_[k] + eps_) : 0.0;
+      val_buf_[k] += eps_;
     }
     st_->max_all_time = max_all_time;
+    LeafPower(st_->alpha).many(val_buf_.data(), val_buf_.size());  // the same values as leaf_value, in batches
+    if (ep_)
+      for (std::size_t k = 0; k < idx_buf_.size(); ++k)
+        if (!is_step(static_cast<std::size_t>(idx_buf_[k]))) val_buf_[k] = 0.0;
     tree_.set_many(idx_buf_.data(), val_buf_.data(), idx_buf_.size(), scratch_);
     return stale;
   }
@@ -241,10 +241,9 @@ class PrioritizedCore : public ReplayCore {
     std::copy(raw, raw + n, raw_);
     st_->max_all_time = max_all_time;
     if (max_tree_) max_tree_->reset();
-    for (std::size_t s = 0; s < capacity(); ++s) {
-      tree_.set_leaf_only(s, s < n ? slot_leaf(s, raw_[s]) : 0.0);
-      if (max_tree_ && s < n) max_tree_->set(s, raw_[s]);
-    }
+    if (max_tree_)
+      for (std::size_t s = 0; s < n; ++s) max_tree_->set(s, raw_[s]);
+    set_leaves_from_raw(n);
     tree_.rebuild();
   }
 
@@ -262,7 +261,7 @@ class PrioritizedCore : public ReplayCore {
     const std::size_t cap = capacity();
     Guard lock(*this);
     const double p = current_max();
-    const double leaf = leaf_value(p);
+    const double leaf = new_leaf(p);
     if (obsolete.empty()) {
       const Ring::Runs r = ring_.runs(first, m);
       std::fill(raw_ + r.slot, raw_ + r.slot + r.head, p);
@@ -291,8 +290,30 @@ class PrioritizedCore : public ReplayCore {
 
  private:
   double leaf_value(double p) const { return LeafPower(st_->alpha)(p + eps_); }
-  // The leaf of a slot with priority p: 0 for a next-step reset row (never sampled).
-  double slot_leaf(std::size_t slot, double p) const { return is_step(slot) ? leaf_value(p) : 0.0; }
+  // leaf_value(p) for the priority of new transitions, remembered (it changes only with the maximum or alpha):
+  // add() of one row would otherwise pay a whole power for it. Caller holds the tree lock.
+  double new_leaf(double p) {
+    if (!(p == new_leaf_p_ && st_->alpha == new_leaf_alpha_)) {
+      new_leaf_ = leaf_value(p);
+      new_leaf_p_ = p;
+      new_leaf_alpha_ = st_->alpha;
+    }
+    return new_leaf_;
+  }
+  // Every leaf from the raw priorities: (raw_[s] + eps)^alpha for the first n slots (the stored ones), but 0 for a
+  // next-step reset row (never sampled), and 0 for the rest; the inner nodes are left to rebuild(). The powers are
+  // taken in batches (LeafPower::many: the same bits as leaf_value one at a time). O(capacity)
+  void set_leaves_from_raw(std::size_t n) {
+    const LeafPower power(st_->alpha);
+    double x[1024];
+    for (std::size_t s0 = 0; s0 < n; s0 += 1024) {
+      const std::size_t m = std::min<std::size_t>(1024, n - s0);
+      for (std::size_t k = 0; k < m; ++k) x[k] = raw_[s0 + k] + eps_;
+      power.many(x, m);
+      for (std::size_t k = 0; k < m; ++k) tree_.set_leaf_only(s0 + k, is_step(s0 + k) ? x[k] : 0.0);
+    }
+    for (std::size_t s = n; s < capacity(); ++s) tree_.set_leaf_only(s, 0.0);
+  }
   // Numbers in messages as C's and Python's "%g" print them, so the reference can give the same text.
   static std::string format_g(double x) {
     char buf[32];
@@ -361,6 +382,9 @@ class PrioritizedCore : public ReplayCore {
   double eps_;
   mutable ForkSafeMutex mu_;
   std::unique_ptr<SharedMutex> shared_mu_;  // shared buffers only
+  // new_leaf's memory (this process's: alpha and the maximum may be changed by another process of a shared buffer,
+  // which is why both are compared): the leaf new_leaf_ of the priority new_leaf_p_ at alpha new_leaf_alpha_.
+  double new_leaf_p_ = std::numeric_limits<double>::quiet_NaN(), new_leaf_alpha_ = 0.0, new_leaf_ = 0.0;
   std::vector<std::int64_t> idx_buf_;
   std::vector<double> val_buf_;
   std::vector<std::size_t> scratch_;
