@@ -3,6 +3,7 @@ sample instead of rebuilt. What the user sees must be exactly what fresh batches
 holds (the batch, an array of it, a view, a memoryview, a tensor, a weak reference) may ever change."""
 import gc
 import threading
+import warnings
 import weakref
 
 import numpy as np
@@ -133,13 +134,17 @@ def test_a_changed_batch_is_not_reused(change):
     elif change == "delete_key":
         del b["done"]
     elif change == "reshape":
-        b["obs"].shape = (64,)
+        with warnings.catch_warnings():  # deprecated since numpy 2.5, still possible
+            warnings.simplefilter("ignore", DeprecationWarning)
+            b["obs"].shape = (64,)
     elif change == "readonly":
         b["reward"].flags.writeable = False
     elif change == "set_weights":
         b.weights = np.ones(16, np.float32)
     elif change == "dtype":
-        b["action"].dtype = np.float64
+        with warnings.catch_warnings():  # deprecated since numpy 2.5, still possible
+            warnings.simplefilter("ignore", DeprecationWarning)
+            b["action"].dtype = np.float64
     else:
         b.indices = b.indices.copy()
     del b
