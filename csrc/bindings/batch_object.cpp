@@ -124,10 +124,9 @@ Target reuse_batch(const char* fn, py::handle out, const std::vector<Field>& fie
   };
   // A Batch itself: its slots read directly (an unset slot is a missing array); else attribute lookups.
   const bool direct = Py_TYPE(out.ptr()) == batch_type() && batch_slots_known();
-  auto attr = [&](const py::str& name) {  // a missing attribute is reported as a missing array, like a key
+  auto attr = [&](const py::str& name, BatchSlot slot) {  // a missing attribute is reported as a missing array
     if (direct) {
-      PyObject* v = batch_slot(out.ptr(), &name == &g_indices ? kSlotIndices
-                                          : &name == &g_generations ? kSlotGenerations : kSlotWeights);
+      PyObject* v = batch_slot(out.ptr(), slot);
       if (v) return py::reinterpret_borrow<py::object>(v);
       fr::throw_type(where() + " has no array '" + name.cast<std::string>() + "'");
     }
@@ -147,10 +146,11 @@ Target reuse_batch(const char* fn, py::handle out, const std::vector<Field>& fie
     t.own_rows[i] = static_cast<std::uint8_t*>(
         check(py::reinterpret_borrow<py::object>(item), fields[i].name, fields[i].type_num, fields[i].shape));
   }
-  t.indices = static_cast<std::int64_t*>(check(attr(g_indices), "indices", NPY_INT64, {}));
+  t.indices = static_cast<std::int64_t*>(check(attr(g_indices, kSlotIndices), "indices", NPY_INT64, {}));
   if (prioritized) {
-    t.generations = static_cast<std::uint64_t*>(check(attr(g_generations), "generations", NPY_UINT64, {}));
-    t.weights = static_cast<float*>(check(attr(g_weights), "weights", NPY_FLOAT32, {}));
+    t.generations =
+        static_cast<std::uint64_t*>(check(attr(g_generations, kSlotGenerations), "generations", NPY_UINT64, {}));
+    t.weights = static_cast<float*>(check(attr(g_weights, kSlotWeights), "weights", NPY_FLOAT32, {}));
   }
   return t;
 }

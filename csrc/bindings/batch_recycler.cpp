@@ -58,28 +58,34 @@ bool BatchRecycler::reusable(const Entry& e, std::size_t n, const std::vector<Fi
   return true;
 }
 
-Target BatchRecycler::acquire(const std::shared_ptr<fr::BlockPool>& pool, const fr::BatchLayout& layout,
-                              const std::vector<Field>& fields, bool with_generations) {
-#if !defined(Py_GIL_DISABLED)
-  const bool enabled = batch_type() && batch_slots_known() && layout.bytes <= kMaxBytes;
-  if (enabled) {
-    for (const Entry& e : ring_) {
-      if (reusable(e, layout.n, fields, with_generations)) {
+bool BatchRecycler::enabled() {
+#if defined(Py_GIL_DISABLED)
+  return false;
+#else
+  return batch_type() && batch_slots_known();
+#endif
+}
+
+Target BatchRecycler::recycled(std::size_t n, const std::vector<Field>& fields, bool with_generations) const {
+  if (enabled())
+    for (const Entry& e : ring_)
+      if (reusable(e, n, fields, with_generations)) {
         Target t = target_of(*e.block);
         t.batch = e.batch;  // held: no other caller can take it until the batch is dropped again
         return t;
       }
-    }
-  }
-#else
-  const bool enabled = false;
-#endif
+  return Target();
+}
+
+Target BatchRecycler::fresh(const std::shared_ptr<fr::BlockPool>& pool, const fr::BatchLayout& layout,
+                            const std::vector<Field>& fields, bool with_generations) {
+  const bool keep = enabled() && layout.bytes <= kMaxBytes;
   auto block = std::make_unique<fr::BatchBlock>(pool, layout);
   const fr::BatchBlock* raw = block.get();
   Target t = target_of(*block);
   BatchParts parts;
-  t.batch = wrap(std::move(block), fields, with_generations, enabled ? &parts : nullptr);
-  if (enabled) {
+  t.batch = wrap(std::move(block), fields, with_generations, keep ? &parts : nullptr);
+  if (keep) {
     Entry& e = ring_[next_];
     next_ = (next_ + 1) % kEntries;
     e.batch = t.batch;
@@ -96,10 +102,6 @@ Target BatchRecycler::acquire(const std::shared_ptr<fr::BlockPool>& pool, const 
     }
   }
   return t;
-}
-
-void BatchRecycler::clear() {
-  for (Entry& e : ring_) e = Entry();
 }
 
 }  // namespace fastreplay_py

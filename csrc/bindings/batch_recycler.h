@@ -30,12 +30,14 @@ class BatchRecycler {
   static constexpr std::size_t kEntries = 4;
   static constexpr std::size_t kMaxBytes = std::size_t(1) << 20;
 
-  // A batch of `layout.n` rows over `fields`: a recycled one that nobody else holds, or a fresh one (remembered
-  // if small). The Target's pointers are where the sample writes.
-  Target acquire(const std::shared_ptr<fr::BlockPool>& pool, const fr::BatchLayout& layout,
-                 const std::vector<Field>& fields, bool with_generations);
-  // Forget every batch (they live on as long as their holders keep them).
-  void clear();
+  // A batch of n rows over `fields`: a recycled one that nobody else holds, or a fresh one over the block of
+  // make_layout() (remembered if small). The Target's pointers are where the sample writes.
+  template <class MakeLayout>
+  Target acquire(const std::shared_ptr<fr::BlockPool>& pool, std::size_t n, MakeLayout&& make_layout,
+                 const std::vector<Field>& fields, bool with_generations) {
+    if (Target t = recycled(n, fields, with_generations); t.batch) return t;
+    return fresh(pool, make_layout(), fields, with_generations);
+  }
 
  private:
   struct Entry {
@@ -47,6 +49,11 @@ class BatchRecycler {
     std::vector<int> flags;
   };
   static bool reusable(const Entry& e, std::size_t n, const std::vector<Field>& fields, bool with_generations);
+  static bool enabled();
+  // A remembered batch that nobody else holds (t.batch empty if none), and a fresh one.
+  Target recycled(std::size_t n, const std::vector<Field>& fields, bool with_generations) const;
+  Target fresh(const std::shared_ptr<fr::BlockPool>& pool, const fr::BatchLayout& layout,
+               const std::vector<Field>& fields, bool with_generations);
   std::array<Entry, kEntries> ring_;
   std::size_t next_ = 0;  // the entry a fresh batch replaces
 };

@@ -385,7 +385,7 @@ py::object Buffer::sample(py::handle batch_size, PyObject* beta_arg, py::handle 
     if (beta_arg) fr::PrioritizedCore::check_beta("sample", beta);
     w = task_weights(tasks);  // checked before anything is allocated
   }
-  Target t = out.is_none() ? recycler_.acquire(pool_, layout(n), out_, false)
+  Target t = out.is_none() ? recycler_.acquire(pool_, n, [&] { return layout(n); }, out_, false)
                            : reuse_batch("sample", out, out_, n, prioritized());
   {
     ReleaseGil nogil;

@@ -98,10 +98,7 @@ struct RowsSpec {
   std::uint8_t* out;
 };
 
-// out of every spec = its rows idx[0..n), as copy_rows_streams with kStreams streams. A copy of a batch of under
-// 4 pages per column is row by row; from kParallelMin bytes in all, the work is shared with the copy crew
-// (copy_crew.h) when it has helpers, in kPartsPerThread parts per thread cut across the columns laid end to end.
-// Indices already checked. O(n * sum of rb)
+// A copy shared with the copy crew (copy_crew.h): from kParallelMin bytes in all, in kPartsPerThread parts per thread.
 inline constexpr std::size_t kParallelMin = std::size_t(256) << 10;
 inline constexpr std::size_t kPartsPerThread = 8;
 
@@ -128,6 +125,9 @@ struct RowsJob {
   }
 };
 
+// out of every spec = its rows idx[0..n), as copy_rows_streams with kStreams streams. A copy of a batch of under
+// 4 pages per column is row by row; from kParallelMin bytes in all, the work is shared with the copy crew when it
+// has helpers, cut across the columns laid end to end. Indices already checked. O(n * sum of rb)
 // noinline: large-row copies are long, and inlined into gather_batch this code slowed its small-row path (+0.3 us
 // for sample(256) of CartPole rows through the bindings).
 __attribute__((noinline)) inline void copy_rows_many(const RowsSpec* specs, std::size_t k, const std::int64_t* idx,
