@@ -8,8 +8,12 @@
 //   level 1           [ a  b  c  0  0  0  0  0 ]                          running sums: [ a  a+b  T  T  T  T  T  T ]
 //   level 0 (leaves)  [ s0 .. s7 ] [ s8 .. s15 ] [ s16 .. s19  0  0  0  0 ]   a = s0 + .. + s7, b = s8 + .. + s15, ...
 //
-// A min tree of the same shape (levels 1 .. depth_) holds the smallest positive leaf under each entry, +inf if
-// none; only its root is read.
+// A min tree (levels 2 .. depth_, the same shape there) holds the smallest positive leaf under each entry, +inf if
+// none; only its root is read. Its bottom level has one entry per block of 64 leaves (one line of level 1), kept
+// without reading the block: a write that makes a leaf smaller than its block's min lowers the min, and only a
+// write that raises (or empties) the leaf holding the min has the block's 64 leaves read again. Per updated row
+// that saves the cold line a min per leaf line (1 MB at 10^6) would cost; the blocks' mins (125 KB at 10^6) stay
+// in cache. The tree has at least 3 levels (depth_ >= 2), so that every leaf has a block.
 //
 // Contract:
 // - Sums are recomputed from the 8 entries of a line, always in the same order, whenever one of them changes;
@@ -27,9 +31,9 @@
 //   rebuild) must be serialised by the caller; a writer reads back only values that writers stored.
 //
 // Costs (N = capacity): a descent reads one cache line per level, ceil(log8 N) of them (7 at N = 1e6, against 20
-// levels of a binary tree); set_many repairs each touched line once per level, and above the leaves recomputes a
-// line's min only if the min of one of its entries changed (the result is the same: a min is a function of its
-// line); memory is about 1.43 N doubles.
+// levels of a binary tree); set_many repairs each touched line once per level, and recomputes a min only if the
+// min of one of its entries changed (the result is the same: a min is a function of its line, or its block);
+// memory is about 1.3 N doubles.
 //
 // The measurements behind these choices, and the experiments that gained nothing, are in bench/README.md
 // ("Segment tree: experiments").
@@ -61,15 +65,15 @@ class SumMinTree {
     static_assert(sizeof(std::atomic<double>) == sizeof(double), "tree values are stored as plain doubles");
     std::size_t n = capacity ? capacity : 1;
     entries_[0] = n;
-    for (depth_ = 0; depth_ == 0 || n > 1;) entries_[++depth_] = n = lines(n);
+    for (depth_ = 0; depth_ < 2 || n > 1;) entries_[++depth_] = n = lines(n);
     // One block: the sums of every level (leaves first), the running sums of levels 1 .. depth_ - 1, then the
-    // mins of levels 1 .. depth_. Every level starts on a cache line.
+    // mins of levels 2 .. depth_. Every level starts on a cache line.
     std::array<std::size_t, kMaxLevels> sum_at{}, run_at{}, min_at{};
     std::size_t cells = 0;
     for (std::size_t l = 0; l <= depth_; ++l) sum_at[l] = cells, cells += kFan * lines(entries_[l]);
     for (std::size_t l = 1; l < depth_; ++l) run_at[l] = cells, cells += kFan * lines(entries_[l]);
     sum_cells_ = cells;
-    for (std::size_t l = 1; l <= depth_; ++l) min_at[l] = cells, cells += kFan * lines(entries_[l]);
+    for (std::size_t l = 2; l <= depth_; ++l) min_at[l] = cells, cells += kFan * lines(entries_[l]);
     cells_ = cells;
     // Zeroed memory is an array of atomics holding 0.0 (as in Ring); huge pages for large trees.
     memory_ = take_zeroed(blocks, checked_mul(cells_, sizeof(double)) + kCacheLine);
@@ -77,7 +81,7 @@ class SumMinTree {
     cell_ = reinterpret_cast<std::atomic<double>*>((addr + kCacheLine - 1) / kCacheLine * kCacheLine);
     for (std::size_t l = 0; l <= depth_; ++l) sum_[l] = cell_ + sum_at[l];
     for (std::size_t l = 1; l < depth_; ++l) run_[l] = cell_ + run_at[l];
-    for (std::size_t l = 1; l <= depth_; ++l) min_[l] = cell_ + min_at[l];
+    for (std::size_t l = 2; l <= depth_; ++l) min_[l] = cell_ + min_at[l];
     if (fresh_blocks(blocks))
       for (std::size_t i = sum_cells_; i < cells_; ++i) store(cell_[i], kInf);  // +inf is not all-zero bits
     marks_[0].assign(lines(entries_[0]), 0);
@@ -102,9 +106,14 @@ class SumMinTree {
 
   // Set one leaf and repair its ancestors. O(log capacity)
   void set(std::size_t slot, double value) {
-    store(sum_[0][slot], value);
+    const std::uint8_t flags = write_leaf(slot, value);
     std::size_t x = slot / kFan;
-    for (std::size_t l = 0; l < depth_; ++l, x /= kFan) repair(l, x);
+    repair_sums_leaves(sum_[0], sum_[1], x);
+    x /= kFan;
+    repair_sums(sum_[1], run_[1], sum_[2], x);
+    if (flags & kRecompute) store(min_[2][x], block_min(x));
+    x /= kFan;
+    for (std::size_t l = 2; l < depth_; ++l, x /= kFan) repair(l, x);
   }
 
   // Set leaves slots[k] = values[k] (the last of duplicate slots wins), then repair every touched line exactly
@@ -116,11 +125,11 @@ class SumMinTree {
     scratch.resize(n);
     std::size_t* todo = scratch.data();
     std::uint8_t* mark = marks_[0].data();
-    std::atomic<double>* const leaves = sum_[0];
     std::size_t m = 0;
+    std::uint8_t* const block_mark = marks_[1].data();  // level 1's: write_leaf's bits 1 and 2 (bit 0 comes later)
     for (std::size_t k = 0; k < n; ++k) {
       const auto slot = static_cast<std::size_t>(slots[k]);
-      store(leaves[slot], values[k]);
+      block_mark[slot / kBlockLeaves] |= write_leaf(slot, values[k]);
       const std::size_t x = slot / kFan;
       todo[m] = x;  // branch-free: kept (m advances) only if its line is not marked yet
       m += mark[x] ^ 1;
@@ -143,8 +152,14 @@ class SumMinTree {
         // The sums always change; a line's min is recomputed only where a min below it changed (most updates
         // leave the min of every line above the leaves' as it was).
         bool changed;
-        if (l == 0) {
-          changed = repair_sums_min(sums, psum, pmin, x);
+        if (l == 0) {  // mins: the blocks' were kept by write_leaf
+          repair_sums_leaves(sums, psum, x);
+          changed = false;
+        } else if (l == 1) {  // line x of level 1 is block x
+          repair_sums(sums, run, psum, x);
+          // (lowered counts too: a min lowered, then recomputed to that value, differs from the parent's view)
+          changed = (flags & kLowered) != 0;
+          if (flags & kRecompute) changed |= store_if_changed(pmin[x], block_min(x));
         } else {
           repair_sums(sums, run, psum, x);
           changed = (flags & 2) && repair_min(mins, pmin, x);
@@ -161,11 +176,10 @@ class SumMinTree {
   }
 
   // A hint, before set_many writes this slot's leaf: start fetching the lines that it and its repair at level 0
-  // write (the leaf's line, and its line's sum and min in level 1), so that their misses overlap. O(1)
+  // write (the leaf's line, and its line's sum in level 1), so that their misses overlap. O(1)
   void prefetch_for_set(std::size_t slot) const {
     __builtin_prefetch(sum_[0] + slot, 1);
     __builtin_prefetch(sum_[1] + slot / kFan, 1);
-    __builtin_prefetch(min_[1] + slot / kFan, 1);
   }
 
   // Set the leaves of slots [lo, hi) to value and repair their ancestors once each. O(n + log capacity)
@@ -173,8 +187,16 @@ class SumMinTree {
     if (lo >= hi) return;
     for (std::size_t s = lo; s < hi; ++s) store(sum_[0][s], value);
     std::size_t a = lo / kFan, b = (hi - 1) / kFan;
-    for (std::size_t l = 0; l < depth_; ++l, a /= kFan, b /= kFan)
-      for (std::size_t x = a; x <= b; ++x) repair(l, x);
+    for (std::size_t l = 0; l < depth_; ++l, a /= kFan, b /= kFan) {
+      for (std::size_t x = a; x <= b; ++x) {
+        if (l == 1 && lo <= kBlockLeaves * x && kBlockLeaves * (x + 1) <= hi) {  // a whole block holds `value`
+          repair_sums(sum_[1], run_[1], sum_[2], x);
+          store(min_[2][x], value > 0.0 ? value : kInf);
+        } else {
+          repair(l, x);
+        }
+      }
+    }
   }
 
   // Set a leaf without repairing its ancestors: follow with rebuild(). O(1)
@@ -186,7 +208,8 @@ class SumMinTree {
       for (std::size_t x = 0; x < entries_[l + 1]; ++x) repair(l, x);
   }
 
-  // Whether every inner value (sum, running sums, min) is exactly what repairing it from its line would store:
+  // Whether every inner value (sum, running sums, min) is exactly what repairing it from its line (a block's min:
+  // from its leaves) would store:
   // what the contract promises once writers stop, whatever sequence of writes came before. For tests. O(capacity)
   bool consistent() const {
     for (std::size_t l = 0; l < depth_; ++l) {
@@ -201,8 +224,8 @@ class SumMinTree {
           if (std::memcmp(want, have, sizeof want) != 0) return false;
         }
         if (load(sum_[l + 1][x]) != detail::line::last(p)) return false;
-        const double m = l == 0 ? detail::line::smallest(c, true)
-                                : detail::line::smallest(detail::line::read_own(min_[l] + kFan * x), false);
+        if (l == 0) continue;
+        const double m = l == 1 ? block_min(x) : detail::line::smallest(detail::line::read_own(min_[l] + kFan * x), false);
         if (load(min_[l + 1][x]) != m) return false;
       }
     }
@@ -260,6 +283,7 @@ class SumMinTree {
   static constexpr double kInf = std::numeric_limits<double>::infinity();
   static constexpr std::size_t kMaxLevels = 24;      // 8^22 > 2^64
   static constexpr std::size_t kPrefetchLines = 512;  // 32 KiB: smaller levels are not prefetched
+  static constexpr std::size_t kBlockLeaves = kFan * kFan;  // leaves under one entry of the min tree's bottom level
   static std::size_t lines(std::size_t n) { return (n + kFan - 1) / kFan; }
   static double load(const std::atomic<double>& a) { return a.load(std::memory_order_relaxed); }
   static void store(std::atomic<double>& a, double v) { a.store(v, std::memory_order_relaxed); }
@@ -299,17 +323,37 @@ class SumMinTree {
 
   // Line x of level l changed: store its running sums (levels 1 .. depth_ - 1), and its sum and min in level l + 1.
   void repair(std::size_t l, std::size_t x) {
-    if (l == 0)
-      repair_leaves(sum_[0], sum_[1], min_[1], x);
-    else
+    if (l == 0) {
+      repair_sums_leaves(sum_[0], sum_[1], x);
+    } else if (l == 1) {
+      repair_sums(sum_[1], run_[1], sum_[2], x);
+      store(min_[2][x], block_min(x));
+    } else {
       repair_inner(sum_[l], min_[l], run_[l], sum_[l + 1], min_[l + 1], x);
+    }
   }
-  // repair(0, x): a line of leaves (no running sums stored; zero leaves do not count for the min).
-  static void repair_leaves(const std::atomic<double>* sums, std::atomic<double>* psum, std::atomic<double>* pmin,
-                            std::size_t x) {
-    const Line c = detail::line::read_own(sums + kFan * x);
-    store(psum[x], detail::line::last(detail::line::scan(c)));
-    store(pmin[x], detail::line::smallest(c, true));
+  // The smallest positive leaf of block x (leaf lines 8x .. 8x + 7, those that exist), +inf if none.
+  double block_min(std::size_t x) const {
+    const std::size_t first = kFan * x, end = std::min(first + kFan, entries_[1]);
+    double m = kInf;
+    for (std::size_t line = first; line < end; ++line)
+      m = std::min(m, detail::line::smallest(detail::line::read_own(sum_[0] + kFan * line), true));
+    return m;
+  }
+  // Store a leaf and keep its block's min without reading the block where possible: a positive value below the
+  // min becomes the min (returns kLowered); a write that raises or empties the leaf that holds the min (its old
+  // value equals the min) returns kRecompute: the caller stores block_min() once the block's writes are done. An
+  // old value above the min with a new one at or above it leaves the min as it is (returns 0). Branch-free (the
+  // outcomes are coin tosses on random updates). Writers only, serialised.
+  static constexpr std::uint8_t kLowered = 2, kRecompute = 4;  // as set_many's mark bits
+  std::uint8_t write_leaf(std::size_t slot, double value) {
+    std::atomic<double>& leaf = sum_[0][slot];
+    std::atomic<double>& bmin = min_[2][slot / kBlockLeaves];
+    const double old = load(leaf), m = load(bmin);
+    const double v = value > 0.0 ? value : kInf;  // zero leaves do not count
+    store(leaf, value);
+    store(bmin, std::min(m, v));
+    return static_cast<std::uint8_t>(((v < m) * kLowered) | ((old == m && old > 0.0 && v > old) * kRecompute));
   }
   // repair(l, x) for 0 < l < depth_ (run_[l] is null at the top level, which has no running sums).
   static void repair_inner(const std::atomic<double>* sums, const std::atomic<double>* mins, std::atomic<double>* run,
@@ -328,12 +372,9 @@ class SumMinTree {
     if (run) detail::line::write(run + kFan * x, p);
     store(psum[x], detail::line::last(p));
   }
-  // Sum and min of a line of leaves. Returns whether the min changed.
-  static bool repair_sums_min(const std::atomic<double>* sums, std::atomic<double>* psum, std::atomic<double>* pmin,
-                              std::size_t x) {
-    const Line c = detail::line::read_own(sums + kFan * x);
-    store(psum[x], detail::line::last(detail::line::scan(c)));
-    return store_if_changed(pmin[x], detail::line::smallest(c, true));
+  // Sum of a line of leaves (their running sums are not stored).
+  static void repair_sums_leaves(const std::atomic<double>* sums, std::atomic<double>* psum, std::size_t x) {
+    store(psum[x], detail::line::last(detail::line::scan(detail::line::read_own(sums + kFan * x))));
   }
   // Min of line x of a level >= 1. Returns whether it changed.
   static bool repair_min(const std::atomic<double>* mins, std::atomic<double>* pmin, std::size_t x) {
@@ -350,7 +391,7 @@ class SumMinTree {
   std::size_t capacity_;
   std::size_t depth_;                              // the root's level; the leaves are level 0
   std::array<std::size_t, kMaxLevels> entries_{};  // entries of each level, before padding to whole lines
-  // First line of each level's sums (0 .. depth_), running sums (1 .. depth_ - 1) and mins (1 .. depth_).
+  // First line of each level's sums (0 .. depth_), running sums (1 .. depth_ - 1) and mins (2 .. depth_).
   std::array<std::atomic<double>*, kMaxLevels> sum_{}, run_{}, min_{};
   std::atomic<double>* cell_ = nullptr;    // every value: sums and running sums in [0, sum_cells_), then mins
   std::size_t sum_cells_ = 0, cells_ = 0;
