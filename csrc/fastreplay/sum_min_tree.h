@@ -10,10 +10,12 @@
 //
 // A min tree (levels 2 .. depth_, the same shape there) holds the smallest positive leaf under each entry, +inf if
 // none; only its root is read. Its bottom level has one entry per block of 64 leaves (one line of level 1), kept
-// without reading the block: a write that makes a leaf smaller than its block's min lowers the min, and only a
-// write that raises (or empties) the leaf holding the min has the block's 64 leaves read again. Per updated row
-// that saves the cold line a min per leaf line (1 MB at 10^6) would cost; the blocks' mins (125 KB at 10^6) stay
-// in cache. The tree has at least 3 levels (depth_ >= 2), so that every leaf has a block.
+// with a count of the block's leaves equal to it and without reading the block: a write below the min makes it
+// the min (count 1), one equal to it adds to the count, one that raises or empties a leaf equal to it takes from
+// the count, and only when the count reaches 0 are the block's 64 leaves read again. Per updated row that saves
+// the cold line a min per leaf line (1 MB at 10^6) would cost; the blocks' mins and counts (125 KB each at 10^6)
+// stay in cache; the count keeps ties (every leaf at the initial priority) from costing a read of the block per
+// write. The tree has at least 3 levels (depth_ >= 2), so that every leaf has a block.
 //
 // Contract:
 // - Sums are recomputed from the 8 entries of a line, always in the same order, whenever one of them changes;
@@ -66,12 +68,14 @@ class SumMinTree {
     std::size_t n = capacity ? capacity : 1;
     entries_[0] = n;
     for (depth_ = 0; depth_ < 2 || n > 1;) entries_[++depth_] = n = lines(n);
-    // One block: the sums of every level (leaves first), the running sums of levels 1 .. depth_ - 1, then the
-    // mins of levels 2 .. depth_. Every level starts on a cache line.
+    // One block: the sums of every level (leaves first), the running sums of levels 1 .. depth_ - 1, the blocks'
+    // counts, then the mins of levels 2 .. depth_. Every level starts on a cache line.
     std::array<std::size_t, kMaxLevels> sum_at{}, run_at{}, min_at{};
     std::size_t cells = 0;
     for (std::size_t l = 0; l <= depth_; ++l) sum_at[l] = cells, cells += kFan * lines(entries_[l]);
     for (std::size_t l = 1; l < depth_; ++l) run_at[l] = cells, cells += kFan * lines(entries_[l]);
+    const std::size_t count_at = cells;
+    cells += kFan * lines(entries_[2]);
     sum_cells_ = cells;
     for (std::size_t l = 2; l <= depth_; ++l) min_at[l] = cells, cells += kFan * lines(entries_[l]);
     cells_ = cells;
@@ -82,6 +86,7 @@ class SumMinTree {
     for (std::size_t l = 0; l <= depth_; ++l) sum_[l] = cell_ + sum_at[l];
     for (std::size_t l = 1; l < depth_; ++l) run_[l] = cell_ + run_at[l];
     for (std::size_t l = 2; l <= depth_; ++l) min_[l] = cell_ + min_at[l];
+    count_ = cell_ + count_at;
     if (fresh_blocks(blocks))
       for (std::size_t i = sum_cells_; i < cells_; ++i) store(cell_[i], kInf);  // +inf is not all-zero bits
     marks_[0].assign(lines(entries_[0]), 0);
@@ -111,7 +116,7 @@ class SumMinTree {
     repair_sums_leaves(sum_[0], sum_[1], x);
     x /= kFan;
     repair_sums(sum_[1], run_[1], sum_[2], x);
-    if (flags & kRecompute) store(min_[2][x], block_min(x));
+    if (flags & kRecompute) store_block(x);
     x /= kFan;
     for (std::size_t l = 2; l < depth_; ++l, x /= kFan) repair(l, x);
   }
@@ -159,7 +164,7 @@ class SumMinTree {
           repair_sums(sums, run, psum, x);
           // (lowered counts too: a min lowered, then recomputed to that value, differs from the parent's view)
           changed = (flags & kLowered) != 0;
-          if (flags & kRecompute) changed |= store_if_changed(pmin[x], block_min(x));
+          if (flags & kRecompute) changed |= store_block(x);
         } else {
           repair_sums(sums, run, psum, x);
           changed = (flags & 2) && repair_min(mins, pmin, x);
@@ -192,6 +197,7 @@ class SumMinTree {
         if (l == 1 && lo <= kBlockLeaves * x && kBlockLeaves * (x + 1) <= hi) {  // a whole block holds `value`
           repair_sums(sum_[1], run_[1], sum_[2], x);
           store(min_[2][x], value > 0.0 ? value : kInf);
+          store(count_[x], value > 0.0 ? static_cast<double>(kBlockLeaves) : 0.0);
         } else {
           repair(l, x);
         }
@@ -225,7 +231,12 @@ class SumMinTree {
         }
         if (load(sum_[l + 1][x]) != detail::line::last(p)) return false;
         if (l == 0) continue;
-        const double m = l == 1 ? block_min(x) : detail::line::smallest(detail::line::read_own(min_[l] + kFan * x), false);
+        if (l == 1) {
+          const BlockMin b = block_min(x);
+          if (load(min_[2][x]) != b.min || (b.min < kInf && load(count_[x]) != b.count)) return false;
+          continue;
+        }
+        const double m = detail::line::smallest(detail::line::read_own(min_[l] + kFan * x), false);
         if (load(min_[l + 1][x]) != m) return false;
       }
     }
@@ -327,33 +338,48 @@ class SumMinTree {
       repair_sums_leaves(sum_[0], sum_[1], x);
     } else if (l == 1) {
       repair_sums(sum_[1], run_[1], sum_[2], x);
-      store(min_[2][x], block_min(x));
+      store_block(x);
     } else {
       repair_inner(sum_[l], min_[l], run_[l], sum_[l + 1], min_[l + 1], x);
     }
   }
-  // The smallest positive leaf of block x (leaf lines 8x .. 8x + 7, those that exist), +inf if none.
-  double block_min(std::size_t x) const {
+  // The smallest positive leaf of block x (leaf lines 8x .. 8x + 7, those that exist), +inf if none, and how many
+  // of its leaves equal it (0 if none).
+  struct BlockMin {
+    double min, count;
+  };
+  BlockMin block_min(std::size_t x) const {
     const std::size_t first = kFan * x, end = std::min(first + kFan, entries_[1]);
     double m = kInf;
     for (std::size_t line = first; line < end; ++line)
       m = std::min(m, detail::line::smallest(detail::line::read_own(sum_[0] + kFan * line), true));
-    return m;
+    std::size_t count = 0;
+    if (m < kInf)
+      for (std::size_t s = kFan * first; s < kFan * end; ++s) count += load(sum_[0][s]) == m;
+    return {m, static_cast<double>(count)};
   }
-  // Store a leaf and keep its block's min without reading the block where possible: a positive value below the
-  // min becomes the min (returns kLowered); a write that raises or empties the leaf that holds the min (its old
-  // value equals the min) returns kRecompute: the caller stores block_min() once the block's writes are done. An
-  // old value above the min with a new one at or above it leaves the min as it is (returns 0). Branch-free (the
-  // outcomes are coin tosses on random updates). Writers only, serialised.
+  // Store block x's min and count from its leaves. Returns whether the min changed.
+  bool store_block(std::size_t x) {
+    const BlockMin b = block_min(x);
+    store(count_[x], b.count);
+    return store_if_changed(min_[2][x], b.min);
+  }
+  // Store a leaf and keep its block's min and count without reading the block where possible (see the contract at
+  // the top): returns kLowered if the min went down, kRecompute if its count reached 0 (the caller then calls
+  // store_block once the block's writes are done, which gives the right min and count whatever this left). The
+  // outcomes are coin tosses on random updates, hence selects, not branches. Writers only, serialised.
   static constexpr std::uint8_t kLowered = 2, kRecompute = 4;  // as set_many's mark bits
   std::uint8_t write_leaf(std::size_t slot, double value) {
     std::atomic<double>& leaf = sum_[0][slot];
-    std::atomic<double>& bmin = min_[2][slot / kBlockLeaves];
-    const double old = load(leaf), m = load(bmin);
+    const std::size_t x = slot / kBlockLeaves;
+    const double old = load(leaf), m = load(min_[2][x]), count = load(count_[x]);
     const double v = value > 0.0 ? value : kInf;  // zero leaves do not count
+    const bool lower = v < m;
+    const double left = count - static_cast<double>(old == m && old > 0.0) + static_cast<double>(v == m && v < kInf);
     store(leaf, value);
-    store(bmin, std::min(m, v));
-    return static_cast<std::uint8_t>(((v < m) * kLowered) | ((old == m && old > 0.0 && v > old) * kRecompute));
+    store(min_[2][x], lower ? v : m);
+    store(count_[x], lower ? 1.0 : left);
+    return static_cast<std::uint8_t>((lower * kLowered) | ((!lower && left <= 0.0 && m < kInf) * kRecompute));
   }
   // repair(l, x) for 0 < l < depth_ (run_[l] is null at the top level, which has no running sums).
   static void repair_inner(const std::atomic<double>* sums, const std::atomic<double>* mins, std::atomic<double>* run,
@@ -393,6 +419,7 @@ class SumMinTree {
   std::array<std::size_t, kMaxLevels> entries_{};  // entries of each level, before padding to whole lines
   // First line of each level's sums (0 .. depth_), running sums (1 .. depth_ - 1) and mins (2 .. depth_).
   std::array<std::atomic<double>*, kMaxLevels> sum_{}, run_{}, min_{};
+  std::atomic<double>* count_ = nullptr;  // per block: how many of its leaves equal its min (see write_leaf)
   std::atomic<double>* cell_ = nullptr;    // every value: sums and running sums in [0, sum_cells_), then mins
   std::size_t sum_cells_ = 0, cells_ = 0;
   std::shared_ptr<std::uint8_t> memory_;   // owns cell_ (64 bytes of slack for the alignment)

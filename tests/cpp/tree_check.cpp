@@ -105,10 +105,13 @@ struct Reference {
   }
 };
 
-// Leaf values: exact integers (all sums exact) or reals spanning many orders of magnitude; about 30% zeros.
-double draw_value(Rng& rng, bool exact) {
+// Leaf values: exact integers (all sums exact), few distinct integers (ties: many leaves of a block share its min,
+// which the tree counts), or reals spanning many orders of magnitude; about 30% zeros.
+enum class Values { Exact, Ties, Real };
+double draw_value(Rng& rng, Values kind) {
   if (rng.uniform() < 0.3) return 0.0;
-  if (exact) return static_cast<double>(1 + rng.bounded(1000));
+  if (kind == Values::Ties) return static_cast<double>(1 + rng.bounded(3));
+  if (kind == Values::Exact) return static_cast<double>(1 + rng.bounded(1000));
   return std::exp(rng.uniform() * 30.0 - 20.0);
 }
 
@@ -169,11 +172,13 @@ void check_tree(const SumMinTree& tree, const Reference& ref, bool exact, Rng& r
 }
 
 // A random sequence of `ops` operations on a tree of the given capacity, checking after each.
-void run_sequence(std::size_t cap, bool exact, int ops, Rng& rng) {
+void run_sequence(std::size_t cap, Values kind, int ops, Rng& rng) {
   SumMinTree tree(cap);
   Reference ref(cap);
+  const bool exact = kind != Values::Real;
   char where[96];
-  std::snprintf(where, sizeof where, "cap %zu %s", cap, exact ? "exact" : "real");
+  std::snprintf(where, sizeof where, "cap %zu %s", cap,
+                kind == Values::Exact ? "exact" : kind == Values::Ties ? "ties" : "real");
   check_tree(tree, ref, exact, rng, where);  // empty: total 0, min +inf
   std::vector<std::size_t> scratch;
   for (int op = 0; op < ops; ++op) {
@@ -181,7 +186,7 @@ void run_sequence(std::size_t cap, bool exact, int ops, Rng& rng) {
       case 0: {  // single sets
         for (int r = 0; r < 5; ++r) {
           const std::size_t s = rng.bounded(cap);
-          const double v = draw_value(rng, exact);
+          const double v = draw_value(rng, kind);
           tree.set(s, v);
           ref.leaves[s] = v;
         }
@@ -195,7 +200,7 @@ void run_sequence(std::size_t cap, bool exact, int ops, Rng& rng) {
         std::vector<double> values(n);
         for (std::size_t k = 0; k < n; ++k) {
           slots[k] = static_cast<std::int64_t>(rng.bounded(range));
-          values[k] = draw_value(rng, exact);
+          values[k] = draw_value(rng, kind);
         }
         if (rng.bounded(2)) std::sort(slots.begin(), slots.end());  // sorted input skips the sort
         for (std::size_t k = 0; k < n; ++k) ref.leaves[static_cast<std::size_t>(slots[k])] = values[k];
@@ -207,7 +212,7 @@ void run_sequence(std::size_t cap, bool exact, int ops, Rng& rng) {
         std::size_t lo = rng.bounded(cap + 1), hi = rng.bounded(cap + 1);
         if (lo > hi) std::swap(lo, hi);
         if (rng.bounded(4) == 0) lo = 0, hi = cap;
-        const double v = draw_value(rng, exact);
+        const double v = draw_value(rng, kind);
         tree.set_range(lo, hi, v);
         for (std::size_t s = lo; s < hi; ++s) ref.leaves[s] = v;
         break;
@@ -216,7 +221,7 @@ void run_sequence(std::size_t cap, bool exact, int ops, Rng& rng) {
         const std::size_t n = rng.bounded(cap + 1);
         for (std::size_t k = 0; k < n; ++k) {
           const std::size_t s = rng.bounded(cap);
-          const double v = draw_value(rng, exact);
+          const double v = draw_value(rng, kind);
           tree.set_leaf_only(s, v);
           ref.leaves[s] = v;
         }
@@ -353,10 +358,11 @@ int main(int argc, char** argv) {
   for (std::size_t cap : caps) {
     // The quick run (sanitizer builds) does fewer operations per tree, fewest on the two large ones.
     const int ops = !quick ? 40 : cap > 10000 ? 4 : 20;
-    run_sequence(cap, true, ops, rng);
-    run_sequence(cap, false, ops, rng);
+    run_sequence(cap, Values::Exact, ops, rng);
+    run_sequence(cap, Values::Ties, ops, rng);
+    run_sequence(cap, Values::Real, ops, rng);
   }
-  std::printf("  random sequences: %zu capacities, exact and real leaves (%.1f s)\n", caps.size(), lap());
+  std::printf("  random sequences: %zu capacities, exact, tied and real leaves (%.1f s)\n", caps.size(), lap());
   for (std::size_t cap : {1, 2, 3, 8, 9, 65, 100}) check_lone_leaf(cap);
   check_tiny_leaves(rng);
   std::printf("  lone and tiny leaves (%.1f s)\n", lap());
