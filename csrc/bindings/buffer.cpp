@@ -419,15 +419,31 @@ std::size_t Buffer::update_priorities(py::handle indices, py::handle priorities,
   const char* fn = "update_priorities";
   py::object ia = index_array(fn, indices);
   const auto n = static_cast<std::size_t>(PyArray_SIZE(as_array(ia)));
-  py::object pa = float_array(fn, "priorities", priorities);
+  // float32 priorities (a loss's TD errors) are widened straight into the private copy below, without the
+  // intermediate float64 array that float_array would make.
+  const bool f32 = PyArray_CheckExact(priorities.ptr()) && PyArray_NDIM(as_array(priorities.ptr())) == 1 &&
+                   PyArray_TYPE(as_array(priorities.ptr())) == NPY_FLOAT32 &&
+                   PyArray_ISCARRAY_RO(as_array(priorities.ptr())) && PyArray_ISNOTSWAPPED(as_array(priorities.ptr()));
+  py::object pa = f32 ? py::reinterpret_borrow<py::object>(priorities) : float_array(fn, "priorities", priorities);
   const auto np_ = static_cast<std::size_t>(PyArray_SIZE(as_array(pa)));
   if (np_ != n)
     fr::throw_invalid(std::string(fn) + ": indices and priorities must have the same length, got " +
                       std::to_string(n) + " indices and " + std::to_string(np_) + " priorities");
   py::object ga;
-  std::vector<std::int64_t> idx_copy;
-  std::vector<double> prio_copy;
-  std::vector<std::uint64_t> gens_copy;
+  // Private copies (see private_data), per thread so that a call allocates nothing once they have grown (up to
+  // 64 Ki rows; larger ones are freed when the call ends). No call on this thread can start while one uses them:
+  // the core calls no Python code.
+  thread_local std::vector<std::int64_t> idx_copy;
+  thread_local std::vector<double> prio_copy;
+  thread_local std::vector<std::uint64_t> gens_copy;
+  struct Trim {
+    ~Trim() {
+      constexpr std::size_t kKeep = std::size_t(1) << 16;
+      if (idx_copy.capacity() > kKeep) std::vector<std::int64_t>().swap(idx_copy);
+      if (prio_copy.capacity() > kKeep) std::vector<double>().swap(prio_copy);
+      if (gens_copy.capacity() > kKeep) std::vector<std::uint64_t>().swap(gens_copy);
+    }
+  } trim;
   const std::uint64_t* gens = nullptr;
   if (!generations.is_none()) {
     ga = uint_array(fn, "generations", generations);
@@ -437,16 +453,22 @@ std::size_t Buffer::update_priorities(py::handle indices, py::handle priorities,
                         " for " + std::to_string(n));
     gens = private_data(ga, gens_copy);
   }
+  const auto priorities_data = [&]() -> const double* {
+    if (!f32) return private_data(pa, prio_copy);
+    const float* p = data_of<const float>(pa);
+    prio_copy.assign(p, p + n);
+    return prio_copy.data();
+  };
   if (multi()) {
     if (!prioritized_) fr::throw_type(std::string(fn) + " needs a PrioritizedReplayBuffer");
     const std::int64_t* idx = private_data(ia, idx_copy);
-    const double* pr = private_data(pa, prio_copy);
+    const double* pr = priorities_data();
     return update_priorities_tasks(idx, pr, n, gens, raise_stale);
   }
   fr::PrioritizedCore& core = per(fn);
   // The core checks them after the GIL is released: they must not change after that check.
   const std::int64_t* idx = private_data(ia, idx_copy);
-  const double* pr = private_data(pa, prio_copy);
+  const double* pr = priorities_data();
   ReleaseGil nogil;
   return core.update_priorities(idx, pr, n, gens, raise_stale);
 }

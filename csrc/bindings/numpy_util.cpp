@@ -63,8 +63,17 @@ double real_arg(PyObject* o, const char* fn, const char* name) {
 namespace {
 
 // `v` as a numpy array of at most one dimension whose dtype kind is in `kinds` (any dtype when empty), converted
-// to `type_num`; `text` is "<fn>: <what>" and `expected` names the kinds for errors.
-py::object one_d(const std::string& text, const char* kinds, const char* expected, py::handle v, int type_num) {
+// to `type_num`; errors say "<fn>: <what>" and `expected` names the kinds.
+py::object one_d(const char* fn, const char* what, const char* kinds, const char* expected, py::handle v,
+                 int type_num) {
+  // The hot path (a Batch's indices and generations, float64 priorities): already a 1-d, aligned, C-contiguous
+  // array of that dtype in native byte order, which the conversion below would return as it is.
+  if (PyArray_CheckExact(v.ptr())) {
+    PyArrayObject* arr = as_array(v.ptr());
+    if (PyArray_NDIM(arr) == 1 && PyArray_TYPE(arr) == type_num && PyArray_ISCARRAY_RO(arr) && PyArray_ISNOTSWAPPED(arr))
+      return py::reinterpret_borrow<py::object>(v);
+  }
+  const std::string text = std::string(fn) + ": " + what;
   py::object a = py::reinterpret_steal<py::object>(PyArray_FromAny(v.ptr(), nullptr, 0, 0, 0, nullptr));
   if (!a) {
     PyErr_Clear();
@@ -97,15 +106,15 @@ py::object one_d(const std::string& text, const char* kinds, const char* expecte
 }  // namespace
 
 py::object index_array(const char* fn, py::handle v) {
-  return one_d(std::string(fn) + ": indices", "iu", "integers", v, NPY_INT64);
+  return one_d(fn, "indices", "iu", "integers", v, NPY_INT64);
 }
 
 py::object float_array(const char* fn, const char* what, py::handle v) {
-  return one_d(std::string(fn) + ": " + what, "biuf", "real numbers", v, NPY_FLOAT64);
+  return one_d(fn, what, "biuf", "real numbers", v, NPY_FLOAT64);
 }
 
 py::object uint_array(const char* fn, const char* what, py::handle v) {
-  return one_d(std::string(fn) + ": " + what, "iu", "non-negative integers", v, NPY_UINT64);
+  return one_d(fn, what, "iu", "non-negative integers", v, NPY_UINT64);
 }
 
 py::object exact_array(py::handle v, int type_num, const std::string& what) {
