@@ -189,6 +189,40 @@ def test_bad_update_priorities_change_nothing(args, exc, match):
     assert_unchanged(buf, before)
 
 
+def _forms(a):
+    """The same 1-d values as arrays the bindings take as they are (contiguous, native, of the core's dtype) and as
+    arrays they convert (another dtype, strided, byte-swapped, read-only, a list)."""
+    strided = np.repeat(a, 2)[::2]
+    ro = a.copy()
+    ro.flags.writeable = False
+    return {"same": a, "strided": strided, "swapped": a.astype(a.dtype.newbyteorder()), "readonly": ro,
+            "list": a.tolist()}
+
+
+@pytest.mark.parametrize("pdtype", [np.float64, np.float32, np.float16, np.int32])
+def test_every_form_of_indices_and_priorities_stores_the_same_priorities(pdtype):
+    rng = np.random.default_rng(3)
+    idx = rng.permutation(50)[:20].astype(np.int64)
+    p = (rng.random(20) * 100).astype(pdtype)
+    want = np.zeros(50)
+    want[idx] = p.astype(np.float64)  # the priorities as float64 values, whatever dtype they came in
+    for iname, i in _forms(idx).items():
+        for pname, q in _forms(p).items():
+            buf = filled(50, alpha=1.0, eps=0.0)
+            buf.update_priorities(np.arange(50), np.zeros(50))
+            assert buf.update_priorities(i, q, generations=_forms(buf.generations(idx))[iname]) == 0
+            np.testing.assert_array_equal(buf.priorities, want, err_msg=f"indices {iname}, priorities {pname}")
+
+
+@pytest.mark.parametrize("bad", [np.float32(np.nan), np.float32(np.inf), np.float32(-1.0)])
+def test_bad_float32_priorities_change_nothing(bad):
+    buf = filled(8, n=6)
+    before = snapshot(buf)
+    with pytest.raises(ValueError, match=r"priorities must be finite and >= 0, got .* at position 2"):
+        buf.update_priorities(np.arange(4), np.array([1, 2, bad, 3], np.float32))
+    assert_unchanged(buf, before)
+
+
 @pytest.mark.parametrize("kw,exc,match", [
     (dict(alpha=-0.1), ValueError, r"alpha must be finite and >= 0, got -0.1"),
     (dict(alpha=float("nan")), ValueError, r"alpha must be finite"),
