@@ -241,6 +241,27 @@ def core_breakdowns(srcs: List[str], runs: int) -> List[Dict[str, Any]]:
     return out
 
 
+def core_ab(before_src: str) -> str:
+    """bench/cpp/per_ab: the core's loop of the build under `before_src` (A) and of this checkout (B) in one
+    process, alternating rounds (random priorities, then flat ones); its output, "" without a C++ compiler."""
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if not cxx:
+        return ""
+    with tempfile.TemporaryDirectory() as d:
+        objs = []
+        for side, src in (("a", before_src), ("b", os.path.join(ROOT, "csrc"))):
+            objs.append(os.path.join(d, f"per_ab_{side}.o"))
+            subprocess.run([cxx, "-O2", "-std=c++17", "-DNDEBUG", "-falign-loops=64", "-falign-jumps=32", "-I", src,
+                            f"-Dfastreplay=fr_{side}", f"-DSIDE={side}", "-c",
+                            os.path.join(ROOT, "bench", "cpp", "per_ab", "per_ab_core.cpp"), "-o", objs[-1]],
+                           check=True)
+        exe = os.path.join(d, "per_ab")
+        subprocess.run([cxx, "-O2", os.path.join(ROOT, "bench", "cpp", "per_ab", "per_ab.cpp")] + objs +
+                       ["-o", exe, "-lpthread"], check=True)
+        return "".join(subprocess.run([exe, "1e6", "40"] + extra, check=True, capture_output=True,
+                                      text=True).stdout for extra in ([], ["flat"]))
+
+
 LABELS = {"loop": "`sample(256, 0.4)` + `update_priorities(batch, td)`", "sample": "`sample(256, 0.4)`",
           "update": "`update_priorities(batch, td)` (a batch drawn earlier)",
           "update_compiled": "`_update_priorities` (the compiled call, no Python wrapper)",
@@ -287,8 +308,8 @@ def markdown(res: Dict[str, Any]) -> str:
                   "", "```", res["core_add"].rstrip(), "```", "",
                   "The prioritized part costs 2.5-4.5 ms per 10^6 rows once the memory has been touched; the first "
                   "buffers of a process pay for the first touch of memory that the kernel (and, in this VM, the "
-                  "host) has not handed out before, and the prioritized buffer has 20 more bytes per slot to touch "
-                  "(raw priority and leaf, about 1.4 doubles of tree): that, not the tree repair, is the gap between "
+                  "host) has not handed out before, and the prioritized buffer has about 18 more bytes per slot to "
+                  "touch (the raw priority, and about 1.3 doubles of tree): that, not the tree repair, is the gap between "
                   "a fresh prioritized fill and a fresh uniform one."]
     lines += ["", "## Loop at 10^6, B=256 (µs per call through the public API: best / median)", ""]
     if before:
@@ -318,6 +339,13 @@ def markdown(res: Dict[str, Any]) -> str:
             lines += ["| stage | µs |", "|---|---|"]
             for k, v in core["stages"].items():
                 lines.append(f"| {k} | {v:.2f} |")
+    if res.get("core_ab"):
+        lines += ["", "## Inside the core, before (A) and after (B) in one process (bench/cpp/per_ab)", "",
+                  "Separate processes on this VM differ in memory speed by more than a change like this one (the "
+                  "host's load changes from minute to minute), so the before/after columns above can disagree with "
+                  "each other; here both versions of the core are linked into one binary and timed in alternating "
+                  "rounds of 200 loops, sharing whatever the host does. µs per loop; B/A is the median of the "
+                  "per-round ratios [first, third quartile].", "", "```", res["core_ab"].rstrip(), "```"]
     lines += where_the_time_goes(res)
     return "\n".join(lines) + "\n"
 
@@ -331,15 +359,17 @@ def where_the_time_goes(res: Dict[str, Any]) -> List[str]:
         return []
     core_loop = st["loop (sample + update)"]
     py = api["loop"]["best"] - core_loop
+    py_text = (f"a difference of {py:.1f} µs, which is what Python and the bindings add plus how much the host's memory "
+               "speed changed between the two processes (on this VM that can be more than the bindings' part)")
     samp_rest = st["sample (whole)"] - st["descent"] - st["gather (get, 5 fields)"] - st["generations"]
     upd_rest = st["update_priorities (whole)"] - st["tree update (set_many)"] - st["leaf pow (update)"]
     return ["", "## Where the time goes (this run, best figures)", "",
             f"- Through the API the loop costs {api['loop']['best']:.1f} µs; the same loop inside the core "
-            f"{core_loop:.1f} µs, so Python and the bindings add about {py:.1f} µs (two calls: `sample(1)` costs "
+            f"{core_loop:.1f} µs, {py_text}. Python and the bindings: two calls (`sample(1)` costs "
             f"{api['sample_1']['best']:.2f} µs and an empty `update_priorities` "
             f"{api['update_empty']['best']:.2f} µs; "
-            "the rest is per row: the batch's arrays, the float32 -> float64 conversion and private copies of the "
-            "indices, priorities and generations that the core reads without the GIL).",
+            "the rest is per row: the batch's arrays, and private copies of the indices, priorities (float32 ones "
+            "widened as they are copied) and generations that the core reads without the GIL).",
             f"- sample {st['sample (whole)']:.1f} µs: the tree descent {st['descent']:.1f}, the gather of the rows "
             f"{st['gather (get, 5 fields)']:.1f} (packed rows), the generations {st['generations']:.1f}, and "
             f"{samp_rest:.1f} for the strata's random numbers, the weights and the checks (the weights stage, "
@@ -359,8 +389,9 @@ def where_the_time_goes(res: Dict[str, Any]) -> List[str]:
             "most of the descent right after its prefetches of the next level, and most of update_priorities' own "
             "time right after its prefetches and first loads of cold lines: the fill buffers are full, so the loop "
             "is bound by the distinct cold lines it touches per drawn row (the leaf line, the row, its sequence "
-            "number, its raw priority, the level-1 sum and min lines) as much as by instructions. What was tried "
-            "against that, kept or not: bench/README.md, \"Segment tree: experiments\".", ""]
+            "number, its raw priority, the level-1 sum line; the min tree starts at blocks of 64 leaves, whose mins "
+            "stay in cache) as much as by instructions. What was tried against that, kept or not: bench/README.md, "
+            "\"Segment tree: experiments\".", ""]
 
 
 def main() -> None:
@@ -403,6 +434,8 @@ def main() -> None:
     if len(cores) > 1:
         res["core_before"] = cores[1]
     res["core_add"] = core_add()
+    if a.before_src:
+        res["core_ab"] = core_ab(a.before_src)
     res["fill"] = bench_fill(libs, rounds)
     # Short rounds, many of them: on a shared machine some are not preempted.
     calls, lrounds, workers = (50, 30, 2) if a.quick else (100, 60, 3)
